@@ -1,0 +1,114 @@
+"""Activation functions and their derivatives, looked up by name in `ACTIVATIONS`.
+
+Each function writes into `out` (which may be its input) so the training loop can reuse
+buffers. Derivatives are written in terms of the activation's output `a`, which is all the
+backward pass keeps: sigmoid' = a(1 - a), tanh' = 1 - a^2, relu'(z) = [a > 0] (so relu'(0) = 0).
+The callers run inside `np.errstate(over="ignore")`: exp(1000) -> inf gives sigmoid = 0 exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+LEAKY_SLOPE = 0.01
+
+
+def _sigmoid(z, out):
+    np.negative(z, out=out)
+    np.exp(out, out=out)
+    out += 1.0
+    return np.reciprocal(out, out=out)
+
+
+def _sigmoid_grad(a, out):
+    np.subtract(1.0, a, out=out)
+    return np.multiply(out, a, out=out)
+
+
+def _tanh(z, out):
+    return np.tanh(z, out=out)
+
+
+def _tanh_grad(a, out):
+    np.square(a, out=out)
+    return np.subtract(1.0, out, out=out)
+
+
+def _relu(z, out):
+    return np.maximum(z, 0.0, out=out)
+
+
+def _relu_grad(a, out):
+    return np.greater(a, 0.0, out=out, casting="unsafe")
+
+
+def _leaky_relu(z, out):
+    # max(z, 0.01 z) is z for z >= 0 and 0.01 z below.
+    return np.maximum(z, z * LEAKY_SLOPE, out=out)
+
+
+def _leaky_relu_grad(a, out):
+    # a > 0 exactly where z > 0; the derivative is 1 there and 0.01 elsewhere.
+    np.greater(a, 0.0, out=out, casting="unsafe")
+    out *= 1.0 - LEAKY_SLOPE
+    out += LEAKY_SLOPE
+    return out
+
+
+def _identity(z, out):
+    if out is not z:
+        np.copyto(out, z)
+    return out
+
+
+def _identity_grad(a, out):
+    out.fill(1.0)
+    return out
+
+
+def _softmax(z, out):
+    # Subtracting the row maximum keeps exp() from overflowing; the result is unchanged.
+    np.subtract(z, z.max(axis=-1, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= out.sum(axis=-1, keepdims=True)
+    return out
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation: `forward(z, out)` and `grad(a, out)`, its derivative from its output.
+
+    `grad` is None for softmax, whose Jacobian is not elementwise; it is only allowed as the
+    output activation with cross-entropy, where the output delta is simply a - y.
+    """
+
+    name: str
+    forward: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    grad: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]]
+    hidden_ok: bool = True
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_grad),
+    "tanh": Activation("tanh", _tanh, _tanh_grad),
+    "relu": Activation("relu", _relu, _relu_grad),
+    "leaky_relu": Activation("leaky_relu", _leaky_relu, _leaky_relu_grad),
+    "identity": Activation("identity", _identity, _identity_grad),
+    "softmax": Activation("softmax", _softmax, None, hidden_ok=False),
+}
+
+HIDDEN_ACTIVATIONS = [name for name, act in ACTIVATIONS.items() if act.hidden_ok]
+
+
+def apply(name: str, z: np.ndarray) -> np.ndarray:
+    """Return f(z) as a new array, silencing the harmless exp() overflow of saturated units."""
+    with np.errstate(over="ignore"):
+        return ACTIVATIONS[name].forward(z, np.empty_like(z))
+
+
+def derivative(name: str, a: np.ndarray) -> np.ndarray:
+    """Return f'(z) computed from a = f(z), as a new array (not defined for softmax)."""
+    return ACTIVATIONS[name].grad(a, np.empty_like(a))

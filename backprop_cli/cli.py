@@ -1,0 +1,324 @@
+"""The command line: a thin Typer/Rich edge over the UI-free core.
+
+The only module that imports typer and rich. Core errors become one line on stderr and an
+exit code (2: usage, config or data; 1: runtime failure); Ctrl-C and SIGTERM give 130.
+Heavy modules (numpy, pydantic, matplotlib) are imported inside the commands so that
+`backprop --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typing_extensions import Annotated
+
+from backprop_cli import __version__
+from backprop_cli.errors import BackpropError, UsageError
+
+app = typer.Typer(
+    name="backprop",
+    help="Train small neural networks from YAML configs with a from-scratch NumPy backprop engine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+runs_app = typer.Typer(help="List, show and compare run folders.", no_args_is_help=False, rich_markup_mode=None)
+app.add_typer(runs_app, name="runs")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+_debug = {"on": False}
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Root folder for run folders.")]
+Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Override training.epochs.")]
+LR = Annotated[Optional[float], typer.Option("--lr", help="Override training.learning_rate.")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Override seed.")]
+Sets = Annotated[Optional[List[str]], typer.Option("--set", help="Override any key: dotted.key=value (YAML value); repeatable.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the run folder's path (and errors).")]
+
+
+def _version(value: bool):
+    if value:
+        out.print(f"backprop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+):
+    """backprop: YAML-driven neural-network training with a NumPy engine you can check by hand."""
+    _debug["on"] = debug
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def cli_errors(fn):
+    """Map core exceptions to `Error: ...` on stderr and an exit code; Ctrl-C/SIGTERM to 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        except ValueError:
+            previous = None
+        try:
+            return fn(*args, **kwargs)
+        except BackpropError as e:
+            if _debug["on"]:
+                raise
+            err.print(f"Error: {e}", markup=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("Interrupted.")
+            raise typer.Exit(130) from None
+        except OSError as e:
+            if _debug["on"]:
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            err.print(f"Error: {where}{e.strerror or e}", markup=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    return wrapper
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _load(config: Path, epochs=None, lr=None, seed=None, name=None, sets=None):
+    from backprop_cli.config import load_config
+
+    overrides = {
+        "training.epochs": (epochs, "--epochs"),
+        "training.learning_rate": (lr, "--lr"),
+        "seed": (seed, "--seed"),
+        "name": (name, "--name"),
+    }
+    return load_config(config, overrides, tuple(sets or ()))
+
+
+def _load_data(cfg, config: Path):
+    from backprop_cli.data import load_data
+    from backprop_cli.initializers import random_streams
+
+    return load_data(cfg, str(config), random_streams(cfg.seed)[0])
+
+
+def fmt(x, digits: int = 6) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return f"{x:.{digits}g}"
+
+
+def sparkline(values, width: int = 48) -> str:
+    """A one-line chart of a curve (log scale when it spans decades)."""
+    import numpy as np
+
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return ""
+    if v.size > width:
+        edges = np.linspace(0, v.size, width + 1).astype(int)
+        v = np.array([v[a:b].mean() for a, b in zip(edges[:-1], edges[1:])])
+    if np.all(v > 0) and v.max() / v.min() > 10:
+        v = np.log10(v)
+    lo, hi = v.min(), v.max()
+    blocks = "▁▂▃▄▅▆▇█"
+    if hi == lo:
+        return blocks[3] * v.size
+    return "".join(blocks[int(round((x - lo) / (hi - lo) * 7))] for x in v)
+
+
+class Reporter:
+    """Progress for a training loop: a Rich bar on a terminal, plain lines otherwise.
+
+    The loop calls it every epoch; it redraws at most every 0.1 s (plain lines: every 10%).
+    """
+
+    def __init__(self, total: int, start: int = 0, quiet: bool = False, label: str = "training"):
+        self.total, self.start, self.quiet, self.label = total, start, quiet, label
+        self.live = not quiet and out.is_terminal
+        self.next_line = 0
+        self.last = 0.0
+        self.progress = None
+
+    def __enter__(self):
+        if self.live:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(),
+                TextColumn("epoch {task.fields[epoch]}/{task.fields[last]}"),
+                TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("eta"),
+                TimeRemainingColumn(), console=out, transient=False,
+            )
+            self.progress.__enter__()
+            self.task = self.progress.add_task(self.label, total=self.total, epoch=self.start, last=self.start + self.total, loss="-")
+        return self
+
+    def __call__(self, epoch, loss) -> None:
+        if self.quiet:
+            return
+        now = time.perf_counter()
+        if self.live:
+            if now - self.last >= 0.1 or epoch == self.start + self.total:
+                self.last = now
+                self.progress.update(self.task, completed=epoch - self.start, epoch=epoch, loss=_loss_text(loss))
+        elif epoch - self.start >= self.next_line:
+            out.print(f"epoch {epoch}/{self.start + self.total}  loss {_loss_text(loss)}")
+            self.next_line += max(self.total // 10, 1)
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+
+def _loss_text(loss) -> str:
+    values = [float(v) for v in loss]
+    finite = [v for v in values if math.isfinite(v)]
+    if len(values) == 1:
+        return fmt(values[0], 6)
+    return f"min {fmt(min(finite), 4)}" if finite else "nan"
+
+
+def _parse_seeds(text: str) -> list:
+    try:
+        if ":" in text:
+            a, b = text.split(":", 1)
+            seeds = list(range(int(a), int(b)))
+        else:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds {text}: expected START:STOP (e.g. 0:30) or a list like 1,2,3") from None
+    if not seeds or min(seeds) < 0:
+        raise UsageError(f"--seeds {text}: needs at least one seed, all >= 0")
+    return seeds
+
+
+# -- train --------------------------------------------------------------------------------------
+
+
+@app.command()
+@cli_errors
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    epochs: Epochs = None,
+    lr: LR = None,
+    seed: Seed = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Override the run name.")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    quiet: Quiet = False,
+    sets: Sets = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Train once per seed, batched: START:STOP or 1,2,3.")] = None,
+    target: Annotated[Optional[float], typer.Option("--target", help="With --seeds: the loss that counts as reached.")] = None,
+    from_run: Annotated[Optional[Path], typer.Option("--from", help="Start from this run's final weights.")] = None,
+):
+    """Train the network a config describes and write a run folder.
+
+    Example: backprop train configs/xor.yaml --epochs 5000 --lr 0.5
+    """
+    cfg = _load(config, epochs, lr, seed, name, sets)
+    if seeds is not None:
+        return _train_seeds(cfg, config, _parse_seeds(seeds), runs_dir, quiet, target)
+    data = _load_data(cfg, config)
+    from backprop_cli.runs import finish_run, load_run, now_iso, start_run
+    from backprop_cli.train import build_network
+    from backprop_cli.train import train as run_training
+
+    net = build_network(cfg)
+    start_epoch, extra = 0, {}
+    if from_run is not None:
+        previous = load_run(from_run)
+        if previous.net.sizes != net.sizes or previous.cfg.model.bias != cfg.model.bias:
+            raise UsageError(f"--from {from_run}: its network {previous.net.sizes} does not match the config's {net.sizes}")
+        net.set_params(previous.net.get_params(0))
+        start_epoch = int(previous.summary.get("last_epoch", previous.summary.get("epochs_run", 0)) or 0)
+        extra = {"started_from": str(from_run), "start_epoch": start_epoch}
+    extra["started_at"] = now_iso()
+    run = start_run(runs_dir, cfg, extra)
+    with Reporter(cfg.training.epochs, start_epoch, quiet) as report:
+        result = run_training(cfg, data, net, callback=report, start_epoch=start_epoch)
+    warnings = finish_run(run, cfg, data, result, extra=extra)
+    for w in warnings:
+        err.print(f"Warning: {w}", markup=False)
+    _print_train_summary(cfg, data, result, run, quiet)
+    status = result.status[0]
+    if status == "diverged":
+        err.print(
+            f"Error: training diverged at epoch {result.diverged_at[0]} (learning rate {fmt(cfg.training.learning_rate)}): "
+            f"the loss became non-finite; try a smaller --lr. History and last finite weights: {run}",
+            markup=False, soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    if status == "interrupted":
+        err.print(f"Interrupted after epoch {start_epoch + result.epochs_run[0]}; run saved as interrupted: {run}", markup=False, soft_wrap=True)
+        raise typer.Exit(130)
+
+
+def _print_train_summary(cfg, data, result, run: Path, quiet: bool) -> None:
+    if quiet:
+        out.print(str(run), markup=False, soft_wrap=True)
+        return
+    import numpy as np
+
+    final = result.final("loss")
+    out.print(f"final loss ({cfg.training.loss}): {fmt(final, 8)} after {result.epochs_run[0]} epochs "
+              f"in {result.duration_s:.2f} s ({result.status[0]}, stopped by: {result.stop_reason[0]})", markup=False)
+    hist = result.history["loss"][: result.epochs_run[0], 0]
+    if len(hist) > 1:
+        scale = " (log scale)" if np.all(hist > 0) and hist.max() / hist.min() > 10 else ""
+        out.print(f"loss curve{scale}: {sparkline(hist)}")
+    if len(data.X) <= 20:
+        pred = result.net.predict(data.X)[0]
+        table = Table(title="predictions (final weights)")
+        for name in data.feature_names:
+            table.add_column(name, justify="right")
+        n_out = data.Y.shape[1]
+        for j in range(n_out):
+            table.add_column("target" if n_out == 1 else f"target{j + 1}", justify="right")
+        for j in range(n_out):
+            table.add_column("output" if n_out == 1 else f"output{j + 1}", justify="right")
+        if data.class_names:
+            table.add_column("class", justify="left")
+        X_show = data.X_raw if data.X_raw is not None else data.X
+        for i in range(len(data.X)):
+            cells = [fmt(float(v), 6) for v in X_show[i]] + [fmt(float(v), 6) for v in data.Y[i]] + [f"{v:.4f}" for v in pred[i]]
+            if data.class_names:
+                cells.append(_class_of(pred[i], data.class_names))
+            table.add_row(*cells)
+        out.print(table)
+    for column in result.history:
+        if column != "loss":
+            value = result.final(column)
+            if value is not None:
+                out.print(f"{column}: {fmt(value, 6)}")
+    out.print(f"run folder: {run}", markup=False, soft_wrap=True)
+
+
+def _class_of(output, class_names) -> str:
+    idx = int(output.argmax()) if len(output) > 1 else int(output[0] > 0.5)
+    if class_names and idx < len(class_names):
+        return class_names[idx]
+    return str(idx)
+
+
+def main() -> None:
+    app(prog_name="backprop")

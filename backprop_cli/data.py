@@ -1,0 +1,384 @@
+"""Training data: inline rows, CSV files and built-in sets; validation splits; input scaling.
+
+Everything returned is float arrays with samples along rows: X (n, n_in), Y (n, n_out).
+Class targets become one-hot rows (or a 0/1 column for a single sigmoid output) and the class
+names are kept for `predict`. Errors name the file, the row and the column (1-based).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from backprop_cli.config import Config
+from backprop_cli.errors import DataError
+
+DATASETS_DIR = Path(__file__).parent / "datasets"
+SHIPPED = {"iris": "iris.csv", "digits": "digits.csv.gz"}
+
+
+@dataclass
+class Scaler:
+    """x_scaled = (x - shift) / factor, fitted on the training split."""
+
+    kind: str = "none"
+    shift: Optional[np.ndarray] = None
+    factor: Optional[np.ndarray] = None
+
+    @classmethod
+    def fit(cls, kind: str, X: np.ndarray) -> "Scaler":
+        if kind == "standard":
+            shift, factor = X.mean(axis=0), X.std(axis=0)
+        elif kind == "minmax":
+            shift, factor = X.min(axis=0), X.max(axis=0) - X.min(axis=0)
+        else:
+            return cls()
+        # a constant column stays as it is rather than dividing by zero
+        return cls(kind, shift, np.where(factor > 0, factor, 1.0))
+
+    def apply(self, X: np.ndarray) -> np.ndarray:
+        if self.kind == "none":
+            return X
+        return (X - self.shift) / self.factor
+
+    def to_json(self) -> dict:
+        if self.kind == "none":
+            return {"kind": "none"}
+        return {"kind": self.kind, "shift": self.shift.tolist(), "factor": self.factor.tolist()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Scaler":
+        if data.get("kind", "none") == "none":
+            return cls()
+        return cls(data["kind"], np.asarray(data["shift"], float), np.asarray(data["factor"], float))
+
+
+@dataclass
+class Dataset:
+    """The training split (X, Y), the optional validation split, and what predict needs."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    X_val: Optional[np.ndarray] = None
+    Y_val: Optional[np.ndarray] = None
+    feature_names: list = field(default_factory=list)
+    class_names: Optional[list] = None
+    classification: bool = False
+    scaler: Scaler = field(default_factory=Scaler)
+    X_raw: Optional[np.ndarray] = None  # training inputs before scaling, for display
+
+    def meta(self) -> dict:
+        """What a run folder keeps so `predict` can read inputs and name classes (data.json)."""
+        return {
+            "feature_names": self.feature_names,
+            "class_names": self.class_names,
+            "classification": self.classification,
+            "n_outputs": int(self.Y.shape[1]),
+            "scaling": self.scaler.to_json(),
+        }
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def _to_float(text: str) -> Optional[float]:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def read_csv(path: Path) -> tuple[list[str], list[list[str]], int]:
+    """Read a CSV file into (header names, rows of strings, line number of the first row).
+
+    A header is detected when the first row has more non-numeric cells than the second.
+    """
+    if not path.exists():
+        raise DataError(f"{path}: data file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a CSV file")
+    try:
+        raw = gzip.open(path, "rt", encoding="utf-8", newline="") if path.suffix == ".gz" else open(path, encoding="utf-8", newline="")
+        with raw as f:
+            rows = [row for row in csv.reader(f)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: cannot read as CSV: {e}") from None
+    numbered = [(i + 1, [c.strip() for c in row]) for i, row in enumerate(rows) if any(c.strip() for c in row)]
+    if not numbered:
+        raise DataError(f"{path}: the file is empty")
+    non_numeric = [sum(_to_float(c) is None for c in row) for _, row in numbered[:2]]
+    has_header = non_numeric[0] > 0 and (len(numbered) == 1 or non_numeric[0] > non_numeric[1])
+    if has_header:
+        header, numbered = numbered[0][1], numbered[1:]
+    else:
+        header = [f"x{j + 1}" for j in range(len(numbered[0][1]))]
+    if not numbered:
+        raise DataError(f"{path}: no data rows (only a header)")
+    width = len(header)
+    for line, row in numbered:
+        if len(row) != width:
+            raise DataError(f"{path}: row {line} has {len(row)} values, expected {width} (ragged rows)")
+    first_line = numbered[0][0]
+    return header, [row for _, row in numbered], first_line
+
+
+def _column_index(spec, header: list[str], path: Path, key: str) -> int:
+    if isinstance(spec, int):
+        if not -len(header) <= spec < len(header):
+            raise DataError(f"{path}: data.{key}: column index {spec} out of range (the file has {len(header)} columns)")
+        return spec % len(header)
+    if spec not in header:
+        raise DataError(f"{path}: data.{key}: no column named '{spec}' (columns: {', '.join(header)})")
+    return header.index(spec)
+
+
+def _numeric_block(rows, cols, header, path: Path, first_line: int) -> np.ndarray:
+    out = np.empty((len(rows), len(cols)))
+    for i, row in enumerate(rows):
+        for j, c in enumerate(cols):
+            value = _to_float(row[c])
+            if value is None or not math.isfinite(value):
+                what = "not a number" if value is None else "not a finite number"
+                raise DataError(
+                    f"{path}: row {first_line + i}, column {c + 1} ('{header[c]}'): {row[c]!r} is {what}"
+                )
+            out[i, j] = value
+    return out
+
+
+@dataclass
+class _Raw:
+    """Data before splitting: inputs, and targets as a float block or as class labels."""
+
+    X: np.ndarray
+    Y: Optional[np.ndarray] = None
+    labels: Optional[np.ndarray] = None  # integer class labels (n,)
+    class_names: Optional[list] = None
+    feature_names: list = field(default_factory=list)
+
+
+def _from_csv(path: Path, target=None, features=None) -> _Raw:
+    """Read a CSV data file; `target` and `features` are column names or indices."""
+    header, rows, first = read_csv(path)
+    targets = target if isinstance(target, list) else [target if target is not None else -1]
+    t_cols = [_column_index(t, header, path, "target") for t in targets]
+    if features is not None:
+        f_cols = [_column_index(f, header, path, "features") for f in features]
+    else:
+        f_cols = [j for j in range(len(header)) if j not in t_cols]
+    if not f_cols:
+        raise DataError(f"{path}: no input columns left besides the target")
+    X = _numeric_block(rows, f_cols, header, path, first)
+    names = [header[j] for j in f_cols]
+    if len(t_cols) == 1:
+        cells = [row[t_cols[0]] for row in rows]
+        if any(_to_float(c) is None for c in cells) and not any(_is_nan_text(c) for c in cells):
+            classes = sorted(set(cells))
+            return _Raw(X, labels=np.array([classes.index(c) for c in cells]), class_names=classes, feature_names=names)
+    Y = _numeric_block(rows, t_cols, header, path, first)
+    return _Raw(X, Y=Y, feature_names=names)
+
+
+def _is_nan_text(cell: str) -> bool:
+    value = _to_float(cell)
+    return value is not None and not math.isfinite(value)
+
+
+def _from_inline(cfg: Config, source: str) -> _Raw:
+    d = cfg.data
+    inputs, targets = d.inputs, d.targets
+    if not inputs:
+        raise DataError(f"{source}: data.inputs: the data set is empty")
+    width = len(inputs[0])
+    for i, row in enumerate(inputs):
+        if len(row) != width:
+            raise DataError(f"{source}: data.inputs[{i}]: has {len(row)} values, expected {width} like the first row")
+    if len(targets) != len(inputs):
+        raise DataError(f"{source}: data.targets: {len(targets)} targets for {len(inputs)} input rows")
+    X = np.asarray(inputs, float)
+    names = d.feature_names or [f"x{j + 1}" for j in range(width)]
+    kinds = {type(t) for t in targets}
+    if kinds == {str}:
+        classes = d.class_names or sorted(set(targets))
+        for i, t in enumerate(targets):
+            if t not in classes:
+                raise DataError(f"{source}: data.targets[{i}]: '{t}' is not one of data.class_names")
+        return _Raw(X, labels=np.array([classes.index(t) for t in targets]), class_names=classes, feature_names=names)
+    if kinds == {list}:
+        t_width = len(targets[0])
+        for i, row in enumerate(targets):
+            if len(row) != t_width:
+                raise DataError(f"{source}: data.targets[{i}]: has {len(row)} values, expected {t_width} like the first row")
+        return _Raw(X, Y=np.asarray(targets, float), feature_names=names, class_names=d.class_names)
+    if kinds <= {int, float}:
+        values = np.asarray(targets, float)
+        if cfg.model.output_activation == "softmax":
+            if np.any(values != np.round(values)) or np.any(values < 0):
+                raise DataError(f"{source}: data.targets: class indices must be whole numbers >= 0")
+            return _Raw(X, labels=values.astype(int), class_names=d.class_names, feature_names=names)
+        return _Raw(X, Y=values[:, None], feature_names=names, class_names=d.class_names)
+    raise DataError(f"{source}: data.targets: mix of rows, numbers and class names; use one kind")
+
+
+def _generate(name: str, cfg: Config, rng: np.random.Generator) -> _Raw:
+    d, n, noise = cfg.data, cfg.data.n_samples, cfg.data.noise
+    if name in ("xor", "and", "or"):
+        X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], float)
+        y = {"xor": [0, 1, 1, 0], "and": [0, 0, 0, 1], "or": [0, 1, 1, 1]}[name]
+        return _Raw(X, Y=np.array(y, float)[:, None], feature_names=["x1", "x2"])
+    if name == "sine":
+        x = rng.uniform(-np.pi, np.pi, n)
+        return _Raw(x[:, None], Y=(np.sin(x) + noise * rng.standard_normal(n))[:, None], feature_names=["x"])
+    if name == "circles":
+        labels = np.arange(n) % 2
+        angle = rng.uniform(0, 2 * np.pi, n)
+        radius = np.where(labels == 0, 1.0, 0.5)
+        X = np.c_[radius * np.cos(angle), radius * np.sin(angle)] + noise * rng.standard_normal((n, 2))
+        return _Raw(X, labels=labels, class_names=["outer", "inner"], feature_names=["x1", "x2"])
+    if name == "moons":
+        labels = np.arange(n) % 2
+        t = rng.uniform(0, np.pi, n)
+        X = np.where(labels[:, None] == 0, np.c_[np.cos(t), np.sin(t)], np.c_[1 - np.cos(t), 0.5 - np.sin(t)])
+        X = X + noise * rng.standard_normal((n, 2))
+        return _Raw(X, labels=labels, class_names=["upper", "lower"], feature_names=["x1", "x2"])
+    if name == "spirals":
+        k = d.classes
+        labels = np.arange(n) % k
+        r = rng.uniform(0.05, 1.0, n)
+        theta = labels * 2 * np.pi / k + 4.0 * r + noise * rng.standard_normal(n)
+        X = np.c_[r * np.sin(theta), r * np.cos(theta)]
+        return _Raw(X, labels=labels, class_names=[f"arm{i}" for i in range(k)], feature_names=["x1", "x2"])
+    if name == "blobs":
+        k = d.classes
+        centers = rng.uniform(-5, 5, (k, 2))
+        labels = np.arange(n) % k
+        X = centers[labels] + (1.0 + noise) * rng.standard_normal((n, 2))
+        return _Raw(X, labels=labels, class_names=[f"blob{i}" for i in range(k)], feature_names=["x1", "x2"])
+    return _from_csv(DATASETS_DIR / SHIPPED[name])
+
+
+def _encode_labels(raw: _Raw, cfg: Config, where: str) -> tuple[np.ndarray, Optional[list]]:
+    """Turn class labels into the target block the output layer expects."""
+    n_out = cfg.model.layers[-1]
+    n_classes = len(raw.class_names) if raw.class_names else int(raw.labels.max()) + 1
+    if raw.class_names is None and cfg.model.output_activation == "softmax":
+        n_classes = n_out
+    if raw.labels.size and raw.labels.max() >= n_classes:
+        bad = int(np.argmax(raw.labels >= n_classes))
+        raise DataError(f"{where}: target {bad + 1}: class index {raw.labels[bad]} out of range for {n_classes} classes")
+    names = raw.class_names or [str(i) for i in range(n_classes)]
+    if n_out == 1 and n_classes == 2 and cfg.model.output_activation != "softmax":
+        return raw.labels.astype(float)[:, None], names
+    if n_out != n_classes:
+        raise DataError(
+            f"{where}: the data has {n_classes} classes but model.layers ends in {n_out} "
+            f"(use {n_classes} softmax outputs{' or 1 sigmoid output' if n_classes == 2 else ''})"
+        )
+    return np.eye(n_classes)[raw.labels], names
+
+
+def _split(Y: np.ndarray, classification: bool, fraction: float, rng: np.random.Generator):
+    """Seeded split into (train indices, validation indices); stratified for classes."""
+    n = len(Y)
+    if classification:
+        labels = Y.argmax(axis=1) if Y.shape[1] > 1 else Y[:, 0].astype(int)
+        val = []
+        for c in np.unique(labels):
+            idx = np.flatnonzero(labels == c)
+            rng.shuffle(idx)
+            val.extend(idx[: int(round(fraction * len(idx)))])
+        val = np.sort(np.array(val, dtype=int))
+    else:
+        val = np.sort(rng.permutation(n)[: int(round(fraction * n))])
+    train = np.setdiff1d(np.arange(n), val)
+    return train, val
+
+
+def is_classification(Y: np.ndarray, output_activation: str) -> bool:
+    """Targets are classes: softmax outputs, or sigmoid outputs with 0/1 targets."""
+    if output_activation == "softmax":
+        return True
+    return output_activation == "sigmoid" and bool(np.all((Y == 0) | (Y == 1)))
+
+
+def load_data(cfg: Config, source: str, rng: np.random.Generator) -> Dataset:
+    """Build the Dataset a config describes; `source` names the config file in messages."""
+    d = cfg.data
+    if d.csv:
+        raw, where = _from_csv(Path(d.csv), d.target, d.features), d.csv
+    elif d.builtin:
+        raw, where = _generate(d.builtin, cfg, rng), f"{source}: data.builtin {d.builtin}"
+    else:
+        raw, where = _from_inline(cfg, source), f"{source}: data.targets"
+    class_names = raw.class_names
+    if raw.labels is not None:
+        Y, class_names = _encode_labels(raw, cfg, where)
+    else:
+        Y = raw.Y
+    X = raw.X
+    if len(X) == 0:
+        raise DataError(f"{where}: the data set is empty")
+    layers = cfg.model.layers
+    if X.shape[1] != layers[0]:
+        raise DataError(f"{source}: model.layers[0] is {layers[0]} but the data has {X.shape[1]} inputs")
+    if Y.shape[1] != layers[-1]:
+        raise DataError(f"{source}: model.layers[-1] is {layers[-1]} but the data has {Y.shape[1]} targets per sample")
+    out_act = cfg.model.output_activation
+    if cfg.training.loss in ("bce", "cross_entropy") and (Y.min() < 0 or Y.max() > 1):
+        raise DataError(f"{source}: data.targets: loss {cfg.training.loss} needs targets between 0 and 1")
+    if cfg.training.loss == "cross_entropy" and not np.allclose(Y.sum(axis=1), 1.0):
+        raise DataError(f"{source}: data.targets: cross_entropy needs one-hot rows (or class indices)")
+    classification = is_classification(Y, out_act)
+    X_val = Y_val = None
+    train_idx = np.arange(len(X))
+    if d.validation:
+        train_idx, val_idx = _split(Y, classification, d.validation, rng)
+        if len(val_idx) == 0 or len(train_idx) == 0:
+            raise DataError(f"{source}: data.validation: {d.validation} of {len(X)} samples leaves an empty split")
+        X_val, Y_val = X[val_idx], Y[val_idx]
+    elif d.validation_csv:
+        vraw = _from_csv(Path(d.validation_csv), d.target, d.features)
+        if vraw.labels is not None:
+            if raw.class_names:
+                vraw.labels = np.array([raw.class_names.index(vraw.class_names[i]) if vraw.class_names[i] in raw.class_names else -1 for i in vraw.labels])
+                if np.any(vraw.labels < 0):
+                    raise DataError(f"{d.validation_csv}: a class name that the training data does not have")
+                vraw.class_names = raw.class_names
+            Y_val, _ = _encode_labels(vraw, cfg, d.validation_csv)
+        else:
+            Y_val = vraw.Y
+        X_val = vraw.X
+        if X_val.shape[1] != X.shape[1] or Y_val.shape[1] != Y.shape[1]:
+            raise DataError(f"{d.validation_csv}: columns do not match the training data")
+    X_train, Y_train = X[train_idx], Y[train_idx]
+    scaler = Scaler.fit(d.scale, X_train)
+    dtype = np.dtype(cfg.training.dtype)
+    return Dataset(
+        X=scaler.apply(X_train).astype(dtype),
+        Y=Y_train.astype(dtype),
+        X_val=None if X_val is None else scaler.apply(X_val).astype(dtype),
+        Y_val=None if Y_val is None else Y_val.astype(dtype),
+        feature_names=raw.feature_names,
+        class_names=class_names if classification else None,
+        classification=classification,
+        scaler=scaler,
+        X_raw=X_train,
+    )
+
+
+def read_inputs_csv(path: Path, feature_names: list) -> np.ndarray:
+    """Read inputs for predict: columns named like the training features (or all columns)."""
+    header, rows, first = read_csv(path)
+    if all(name in header for name in feature_names):
+        cols = [header.index(name) for name in feature_names]
+    elif len(header) == len(feature_names):
+        cols = list(range(len(header)))
+    else:
+        raise DataError(f"{path}: expected the columns {', '.join(feature_names)} (got {', '.join(header)})")
+    return _numeric_block(rows, cols, header, path, first)

@@ -1,0 +1,65 @@
+"""Weight initializers, looked up by name in `INITIALIZERS`.
+
+Each takes a NumPy Generator and a layer's (n_out, n_in) and returns (weights, biases),
+weights shaped (n_out, n_in) (row i holds the weights into neuron i), biases (n_out,).
+
+| name    | weights                          | biases   |
+|---------|----------------------------------|----------|
+| uniform | U[0, 1)                          | U[0, 1)  |
+| normal  | N(0, 1)                          | N(0, 1)  |
+| xavier  | U(-r, r), r = sqrt(6 / (in+out)) | 0        |
+| he      | N(0, 2 / in)                     | 0        |
+| zeros   | 0                                | 0        |
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _uniform(rng, n_out, n_in):
+    return rng.random((n_out, n_in)), rng.random(n_out)
+
+
+def _normal(rng, n_out, n_in):
+    return rng.standard_normal((n_out, n_in)), rng.standard_normal(n_out)
+
+
+def _xavier(rng, n_out, n_in):
+    limit = np.sqrt(6.0 / (n_in + n_out))
+    return rng.uniform(-limit, limit, (n_out, n_in)), np.zeros(n_out)
+
+
+def _he(rng, n_out, n_in):
+    return rng.standard_normal((n_out, n_in)) * np.sqrt(2.0 / n_in), np.zeros(n_out)
+
+
+def _zeros(rng, n_out, n_in):
+    return np.zeros((n_out, n_in)), np.zeros(n_out)
+
+
+INITIALIZERS = {
+    "uniform": _uniform,
+    "normal": _normal,
+    "xavier": _xavier,
+    "he": _he,
+    "zeros": _zeros,
+}
+
+
+def random_streams(seed: int):
+    """Independent generators for (data, initial weights, shuffling), all derived from `seed`.
+
+    Separate streams mean that, for example, changing the batch size never changes the
+    initial weights.
+    """
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
+
+
+def init_params(name: str, sizes, rng, bias=True):
+    """Initial [(weights (out, in), biases (out,) or None), ...] for a network of `sizes`."""
+    layers = []
+    for n_out, n_in in zip(sizes[1:], sizes[:-1]):
+        w, b = INITIALIZERS[name](rng, n_out, n_in)
+        layers.append((w, b if bias else None))
+    return layers

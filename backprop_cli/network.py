@@ -1,0 +1,199 @@
+"""Dense feed-forward networks: forward pass with caches, backward pass by the chain rule.
+
+All parameters of K models live in one flat array `theta` (K, P). Layer l's weights are a
+view W[l] (K, n_out, n_in), row i holding the weights into neuron i, and its biases a view
+b[l] (K, 1, n_out). Gradients use the same layout in `grad`. The flat layout lets an optimizer
+update every parameter of every model in a couple of NumPy calls, and lets K models (learning
+rates of a sweep, seeds of a study) train in one vectorized pass; K = 1 for a plain run.
+
+Samples run along rows: a batch X is (n, n_in), activations are (K, n, n_units), so layer l
+computes A[l] = f(A[l-1] @ W[l]^T + b[l]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backprop_cli.activations import ACTIVATIONS
+from backprop_cli.losses import Loss
+
+
+@dataclass
+class Workspace:
+    """Buffers for one batch size, reused every step so the hot loop allocates nothing.
+
+    A[l] and D[l] (l = 1..L) are the activations and deltas (dL/dz) of layer l, (K, n, units);
+    S[l] is scratch of the same shape; DT[l] is D[l] transposed to (K, units, n).
+    """
+
+    n: int
+    A: list = field(default_factory=list)
+    D: list = field(default_factory=list)
+    S: list = field(default_factory=list)
+    DT: list = field(default_factory=list)
+
+
+class Network:
+    """K dense networks of identical shape; `sizes` = [n_in, hidden..., n_out]."""
+
+    def __init__(self, sizes, activations, bias=True, n_models=1, dtype=np.float64):
+        if len(activations) != len(sizes) - 1:
+            raise ValueError("need one activation per layer")
+        self.sizes = list(sizes)
+        self.activations = list(activations)
+        self.acts = [ACTIVATIONS[name] for name in activations]
+        self.bias = bias
+        self.K = n_models
+        self.dtype = np.dtype(dtype)
+        shapes = list(zip(self.sizes[1:], self.sizes[:-1]))
+        self.n_params = sum(o * i + (o if bias else 0) for o, i in shapes)
+        self.theta = np.zeros((n_models, self.n_params), self.dtype)
+        self.grad = np.zeros_like(self.theta)
+        self.W, self.b = self._views(self.theta)
+        self.gW, self.gb = self._views(self.grad)
+        self.WT = [w.transpose(0, 2, 1) for w in self.W]
+        self._workspaces: dict[int, Workspace] = {}
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    def _views(self, flat):
+        """Split a flat (K, P) array into per-layer weight and bias views."""
+        K, W, b, off = flat.shape[0], [], [], 0
+        for n_out, n_in in zip(self.sizes[1:], self.sizes[:-1]):
+            W.append(flat[:, off : off + n_out * n_in].reshape(K, n_out, n_in))
+            off += n_out * n_in
+            if self.bias:
+                b.append(flat[:, off : off + n_out].reshape(K, 1, n_out))
+                off += n_out
+            else:
+                b.append(None)
+        return W, b
+
+    # -- parameters ---------------------------------------------------------------------
+
+    def set_params(self, layers, model=None) -> None:
+        """Set parameters from [(weights (out, in), biases (out,) or None), ...].
+
+        `model` selects one model; None sets all K to the same values.
+        """
+        idx = slice(None) if model is None else model
+        for l, (w, b) in enumerate(layers):
+            self.W[l][idx] = w
+            if self.bias:
+                self.b[l][idx] = np.reshape(b, (1, -1))
+
+    def get_params(self, model=0):
+        """Return [(weights (out, in), biases (out,) or None), ...] for one model, as copies."""
+        return [
+            (self.W[l][model].copy(), None if self.b[l] is None else self.b[l][model, 0].copy())
+            for l in range(self.n_layers)
+        ]
+
+    def param_names(self):
+        """Textbook names of the flat parameters: w1, w2, ... layer by layer, row by row; b1, b2, ...
+
+        Returns a list of P (name, layer, kind) in the order of `theta`'s columns.
+        """
+        names, w_count, b_count = [], 0, 0
+        for l, (n_out, n_in) in enumerate(zip(self.sizes[1:], self.sizes[:-1])):
+            for _ in range(n_out * n_in):
+                w_count += 1
+                names.append((f"w{w_count}", l, "weight"))
+            if self.bias:
+                for _ in range(n_out):
+                    b_count += 1
+                    names.append((f"b{b_count}", l, "bias"))
+        return names
+
+    # -- forward and backward -------------------------------------------------------------
+
+    def workspace(self, n: int) -> Workspace:
+        """The buffers for batches of n samples (created on first use, then reused)."""
+        ws = self._workspaces.get(n)
+        if ws is None:
+            ws = Workspace(n)
+            for units in self.sizes[1:]:
+                shape = (self.K, n, units)
+                ws.A.append(np.empty(shape, self.dtype))
+                ws.D.append(np.empty(shape, self.dtype))
+                ws.S.append(np.empty(shape, self.dtype))
+                ws.DT.append(ws.D[-1].transpose(0, 2, 1))
+            self._workspaces[n] = ws
+        return ws
+
+    def forward_into(self, X: np.ndarray, ws: Workspace) -> np.ndarray:
+        """Forward pass of X (n, n_in) into ws.A; returns the outputs (K, n, n_out).
+
+        Callers run it inside np.errstate(over="ignore") (see activations).
+        """
+        a = X
+        for W_T, b, act, out in zip(self.WT, self.b, self.acts, ws.A):
+            np.matmul(a, W_T, out=out)
+            if b is not None:
+                out += b
+            act.forward(out, out)
+            a = out
+        return a
+
+    def loss_and_grad(self, X, Y, loss: Loss, ws: Workspace) -> np.ndarray:
+        """Forward, loss and backward on one batch; fills self.grad and returns the loss (K,)."""
+        out = self.forward_into(X, ws)
+        A, D, S, DT = ws.A, ws.D, ws.S, ws.DT
+        L = self.n_layers - 1
+        value = loss.delta(out, Y, self.acts[L], D[L], S[L])
+        for l in range(L, -1, -1):
+            # dL/dW[l] = delta[l]^T @ a[l-1]; dL/db[l] = sum of delta[l] over samples
+            np.matmul(DT[l], A[l - 1] if l else X, out=self.gW[l])
+            if self.gb[l] is not None:
+                np.sum(D[l], axis=1, keepdims=True, out=self.gb[l])
+            if l:
+                # delta[l-1] = (delta[l] @ W[l]) * f'(z[l-1]), f' computed from a[l-1]
+                np.matmul(D[l], self.W[l], out=D[l - 1])
+                D[l - 1] *= self.acts[l - 1].grad(A[l - 1], S[l - 1])
+        return value
+
+    def loss_only(self, X, Y, loss: Loss, ws: Workspace) -> np.ndarray:
+        """Forward pass and loss (K,) without gradients."""
+        return loss.value(self.forward_into(X, ws), Y)
+
+    def numerical_grad(self, X, Y, loss: Loss, eps: float, method: str = "central"):
+        """Fill self.grad with finite differences of the loss; returns the loss (K,) at theta.
+
+        central: (L(t + eps) - L(t - eps)) / 2 eps; forward: (L(t + eps) - L(t)) / eps.
+        Every model's parameter p is nudged at once: the K models are independent.
+        """
+        ws = self.workspace(X.shape[0])
+        base = self.loss_only(X, Y, loss, ws)
+        theta, grad = self.theta, self.grad
+        for p in range(self.n_params):
+            saved = theta[:, p].copy()
+            theta[:, p] = saved + eps
+            plus = self.loss_only(X, Y, loss, ws)
+            if method == "central":
+                theta[:, p] = saved - eps
+                grad[:, p] = (plus - self.loss_only(X, Y, loss, ws)) / (2 * eps)
+            else:
+                grad[:, p] = (plus - base) / eps
+            theta[:, p] = saved
+        return base
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Outputs (K, n, n_out) for inputs X (n, n_in), as a new array."""
+        with np.errstate(over="ignore"):
+            return self.forward_into(np.asarray(X, self.dtype), self.workspace(len(X))).copy()
+
+    def trace(self, X: np.ndarray, model: int = 0):
+        """Forward pass keeping net inputs: returns ([z1..zL], [a0=X, a1..aL]) for one model."""
+        zs, As = [], [np.asarray(X, self.dtype)]
+        with np.errstate(over="ignore"):
+            for l in range(self.n_layers):
+                z = As[-1] @ self.W[l][model].T
+                if self.bias:
+                    z = z + self.b[l][model]
+                zs.append(z)
+                As.append(self.acts[l].forward(z, np.empty_like(z)))
+        return zs, As

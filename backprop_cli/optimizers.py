@@ -1,0 +1,113 @@
+"""Optimizers that update a flat parameter array in place, looked up by name in `OPTIMIZERS`.
+
+Parameters and gradients are (K, P): K models, P parameters each. The learning rate is a
+(K, 1) column so each model can have its own. Conventions follow PyTorch, so results can be
+compared with it:
+
+- sgd:      theta -= lr * g
+- momentum: v = mu v + g; theta -= lr * v  (nesterov: theta -= lr * (g + mu v))
+- rmsprop:  s = rho s + (1 - rho) g^2; theta -= lr * g / (sqrt(s) + eps)
+- adam:     m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+            theta -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+
+`weight_decay` adds wd * theta to the gradient of every parameter first (coupled L2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Optimizer:
+    """Base: holds one scratch buffer shaped like the parameters and the step count."""
+
+    def __init__(self, shape, dtype, weight_decay: float = 0.0, **_):
+        self.buf = np.zeros(shape, dtype)
+        self.weight_decay = weight_decay
+        self.t = 0
+
+    def _decay(self, theta, grad):
+        if self.weight_decay:
+            np.multiply(theta, self.weight_decay, out=self.buf)
+            grad += self.buf
+
+    def step(self, theta: np.ndarray, grad: np.ndarray, lr: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def state(self) -> dict:
+        return {}
+
+
+class SGD(Optimizer):
+    def step(self, theta, grad, lr):
+        self._decay(theta, grad)
+        np.multiply(grad, lr, out=self.buf)
+        theta -= self.buf
+
+
+class Momentum(Optimizer):
+    def __init__(self, shape, dtype, momentum=0.9, nesterov=False, **kw):
+        super().__init__(shape, dtype, **kw)
+        self.mu, self.nesterov = momentum, nesterov
+        self.v = np.zeros(shape, dtype)
+
+    def step(self, theta, grad, lr):
+        self._decay(theta, grad)
+        self.v *= self.mu
+        self.v += grad
+        if self.nesterov:
+            np.multiply(self.v, self.mu, out=self.buf)
+            self.buf += grad
+        else:
+            np.copyto(self.buf, self.v)
+        self.buf *= lr
+        theta -= self.buf
+
+
+class RMSProp(Optimizer):
+    def __init__(self, shape, dtype, rho=0.9, eps=1e-8, **kw):
+        super().__init__(shape, dtype, **kw)
+        self.rho, self.eps = rho, eps
+        self.s = np.zeros(shape, dtype)
+
+    def step(self, theta, grad, lr):
+        self._decay(theta, grad)
+        self.s *= self.rho
+        np.multiply(grad, grad, out=self.buf)
+        self.buf *= 1.0 - self.rho
+        self.s += self.buf
+        np.sqrt(self.s, out=self.buf)
+        self.buf += self.eps
+        np.divide(grad, self.buf, out=self.buf)
+        self.buf *= lr
+        theta -= self.buf
+
+
+class Adam(Optimizer):
+    def __init__(self, shape, dtype, beta1=0.9, beta2=0.999, eps=1e-8, **kw):
+        super().__init__(shape, dtype, **kw)
+        self.b1, self.b2, self.eps = beta1, beta2, eps
+        self.m = np.zeros(shape, dtype)
+        self.v = np.zeros(shape, dtype)
+
+    def step(self, theta, grad, lr):
+        self._decay(theta, grad)
+        self.t += 1
+        self.m *= self.b1
+        np.multiply(grad, 1.0 - self.b1, out=self.buf)
+        self.m += self.buf
+        self.v *= self.b2
+        np.multiply(grad, grad, out=self.buf)
+        self.buf *= 1.0 - self.b2
+        self.v += self.buf
+        # buf = sqrt(v_hat) + eps; then the step lr * m_hat / buf
+        np.multiply(self.v, 1.0 / (1.0 - self.b2**self.t), out=self.buf)
+        np.sqrt(self.buf, out=self.buf)
+        self.buf += self.eps
+        np.divide(self.m, self.buf, out=self.buf)
+        self.buf *= lr
+        self.buf *= 1.0 / (1.0 - self.b1**self.t)
+        theta -= self.buf
+
+
+OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "rmsprop": RMSProp, "adam": Adam}
