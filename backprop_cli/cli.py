@@ -322,3 +322,44 @@ def _class_of(output, class_names) -> str:
 
 def main() -> None:
     app(prog_name="backprop")
+
+
+# -- validate, schema, init -----------------------------------------------------------------------
+
+
+@app.command()
+@cli_errors
+def validate(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    sets: Sets = None,
+):
+    """Check a config and its data fully, without training (exit 0 or 2).
+
+    Example: backprop validate configs/xor.yaml
+    """
+    cfg = _load(config, sets=sets)
+    data = _load_data(cfg, config)
+    from backprop_cli.network import Network
+
+    n_params = Network(cfg.model.layers, cfg.activations, cfg.model.bias).n_params
+    shape = "-".join(map(str, cfg.model.layers))
+    val = f", {len(data.X_val)} validation" if data.X_val is not None else ""
+    out.print(
+        f"{config}: OK: {shape} network ({'/'.join(dict.fromkeys(cfg.activations))}), {n_params} parameters, "
+        f"loss {cfg.training.loss}, {len(data.X)} training samples{val}",
+        markup=False, soft_wrap=True,
+    )
+
+
+@app.command()
+@cli_errors
+def schema():
+    """Print the JSON Schema of the config file (for editor completion).
+
+    Example: backprop schema > backprop.schema.json
+    """
+    import json
+
+    from backprop_cli.config import json_schema
+
+    out.print_json(json.dumps(json_schema()))

@@ -240,7 +240,7 @@ def _message(err: dict) -> str:
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
         bound = next(iter(ctx.values()))
-        return f"must be {op} {bound} (got {value!r})"
+        return f"must be {op} {bound:g} (got {value!r})"
     if kind == "finite_number":
         return f"must be a finite number (got {value!r})"
     if kind == "literal_error":

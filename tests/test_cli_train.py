@@ -1,0 +1,107 @@
+"""`backprop train` end to end: exit codes, printed summary, and the run folder contract."""
+
+import csv
+import json
+
+import numpy as np
+import yaml
+
+from backprop_cli.runs import create_run_dir
+
+from conftest import CONFIGS, XOR_YAML
+
+
+def _only_run(root):
+    runs = [p for p in root.iterdir() if p.is_dir()]
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_train_writes_a_complete_run_folder(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    root = tmp_path / "runs"
+    result = cli("train", path, "--runs-dir", root, "--epochs", "300")
+    assert result.exit_code == 0, result.output
+    run = _only_run(root)
+    assert f"run folder: {run}" in result.stdout
+    assert "final loss (sse):" in result.stdout and "predictions (final weights)" in result.stdout
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "history.csv", "weights.json", "summary.json", "loss.png", "data.json"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["training"]["epochs"] == 300 and config["name"] == "xor"
+    rows = list(csv.reader((run / "history.csv").open()))
+    assert rows[0] == ["epoch", "loss", "accuracy"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(1, 301))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_run"] == 300
+    assert summary["final_loss"] == float(rows[-1][1])
+    assert summary["learning_rate"] == 0.1 and summary["seed"] == 1
+    assert set(summary["versions"]) >= {"backprop", "numpy", "python"}
+    weights = json.loads((run / "weights.json").read_text())
+    assert [np.shape(l["weights"]) for l in weights["layers"]] == [(2, 2), (1, 2)]
+    assert [len(l["biases"]) for l in weights["layers"]] == [2, 1]
+
+
+def test_weights_round_trip_exactly(cli, write_config, tmp_path):
+    from backprop_cli.runs import load_run
+
+    path = write_config(XOR_YAML)
+    root = tmp_path / "runs"
+    assert cli("train", path, "--runs-dir", root, "--quiet").exit_code == 0
+    run = _only_run(root)
+    loaded = load_run(run)
+    # retrain in-process: the saved weights must equal the trained ones bit for bit
+    from backprop_cli.config import load_config
+    from backprop_cli.data import load_data
+    from backprop_cli.initializers import random_streams
+    from backprop_cli.train import build_network, train
+
+    cfg = load_config(path)
+    net = build_network(cfg)
+    train(cfg, load_data(cfg, "x", random_streams(cfg.seed)[0]), net)
+    assert np.array_equal(loaded.net.theta, net.theta)
+
+
+def test_quiet_prints_only_the_run_path(cli, write_config, tmp_path):
+    root = tmp_path / "runs"
+    result = cli("train", write_config(XOR_YAML), "--runs-dir", root, "--quiet")
+    assert result.exit_code == 0
+    assert result.stdout == f"{_only_run(root)}\n"
+
+
+def test_divergence_exits_1_and_marks_the_run(cli, write_config, tmp_path):
+    text = XOR_YAML.replace("output_activation: sigmoid", "output_activation: identity").replace("learning_rate: 0.1", "learning_rate: 1.0e+300")
+    root = tmp_path / "runs"
+    result = cli("train", write_config(text), "--runs-dir", root)
+    assert result.exit_code == 1
+    run = _only_run(root)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "diverged"
+    epoch = summary["diverged_at_epoch"]
+    assert result.stderr.startswith(f"Error: training diverged at epoch {epoch} (learning rate 1e+300)")
+    rows = list(csv.reader((run / "history.csv").open()))
+    assert len(rows) - 1 == epoch - 1
+    assert (run / "weights.json").exists()
+
+
+def test_non_terminal_output_uses_plain_progress_lines(cli, write_config, tmp_path):
+    result = cli("train", write_config(XOR_YAML), "--runs-dir", tmp_path / "r")
+    assert "epoch 1/200  loss " in result.stdout
+    assert "epoch 200/200  loss " in result.stdout
+
+
+def test_run_folders_never_collide(tmp_path):
+    made = {create_run_dir(tmp_path, "same") for _ in range(5)}
+    assert len(made) == 5
+
+
+def test_shipped_configs_validate(cli):
+    for config in sorted(CONFIGS.glob("*.yaml")):
+        result = cli("validate", config)
+        assert result.exit_code == 0, (config, result.output)
+
+
+def test_version(cli):
+    result = cli("--version")
+    assert result.exit_code == 0 and result.stdout.startswith("backprop ")
