@@ -302,7 +302,7 @@ def _print_train_summary(cfg, data, result, run: Path, quiet: bool) -> None:
         for i in range(len(data.X)):
             cells = [fmt(float(v), 6) for v in X_show[i]] + [fmt(float(v), 6) for v in data.Y[i]] + [f"{v:.4f}" for v in pred[i]]
             if data.class_names:
-                cells.append(_class_of(pred[i], data.class_names))
+                cells.append(str(_class_of(pred[i], data.class_names)))
             table.add_row(*cells)
         out.print(table)
     for column in result.history:
@@ -313,11 +313,12 @@ def _print_train_summary(cfg, data, result, run: Path, quiet: bool) -> None:
     out.print(f"run folder: {run}", markup=False, soft_wrap=True)
 
 
-def _class_of(output, class_names) -> str:
+def _class_of(output, class_names):
+    """The predicted class: its name where known, else its index (threshold 0.5 for one output)."""
     idx = int(output.argmax()) if len(output) > 1 else int(output[0] > 0.5)
     if class_names and idx < len(class_names):
         return class_names[idx]
-    return str(idx)
+    return idx
 
 
 def main() -> None:
@@ -363,3 +364,157 @@ def schema():
     from backprop_cli.config import json_schema
 
     out.print_json(json.dumps(json_schema()))
+
+
+# -- predict ----------------------------------------------------------------------------------------
+
+
+def _parse_row(text: str, n: int, what: str):
+    """Split '0 1' or '0,1' into n finite floats; raise UsageError naming the problem."""
+    parts = [p for p in text.replace(",", " ").split()]
+    if len(parts) != n:
+        raise UsageError(f"{what}: expected {n} value{'s' if n != 1 else ''}, got {len(parts)}")
+    values = []
+    for p in parts:
+        try:
+            v = float(p)
+        except ValueError:
+            raise UsageError(f"{what}: '{p}' is not a number") from None
+        if not math.isfinite(v):
+            raise UsageError(f"{what}: '{p}' is not a finite number")
+        values.append(v)
+    return values
+
+
+def _prediction_records(loaded, rows):
+    import numpy as np
+
+    X = np.asarray(rows, float).reshape(len(rows), loaded.net.sizes[0])
+    Y = loaded.predict(X)
+    classification = loaded.meta.get("classification", False)
+    records = []
+    for x, y in zip(X, Y):
+        rec = {"input": x.tolist(), "output": y.tolist()}
+        if classification:
+            rec["class"] = _class_of(y, loaded.class_names)
+        records.append(rec)
+    return records
+
+
+def _print_records(loaded, records, as_json: bool) -> None:
+    import json
+
+    if as_json:
+        out.print(json.dumps(records), markup=False, soft_wrap=True)
+        return
+    n_out = loaded.net.sizes[-1]
+    table = Table()
+    for name in loaded.feature_names:
+        table.add_column(name, justify="right")
+    for j in range(n_out):
+        table.add_column("output" if n_out == 1 else f"output{j + 1}", justify="right")
+    if records and "class" in records[0]:
+        table.add_column("class")
+    for rec in records:
+        cells = [fmt(v, 6) for v in rec["input"]] + [f"{v:.4f}" for v in rec["output"]]
+        if "class" in rec:
+            cells.append(str(rec["class"]))
+        table.add_row(*cells)
+    out.print(table)
+
+
+def _interactive(loaded) -> None:
+    """Prompt for each input by name; a whole row at the first prompt works too. Ends at q or EOF."""
+    names = loaded.feature_names
+    n = len(names)
+    stdin = sys.stdin
+    while True:
+        values = []
+        while len(values) < n:
+            prompt = f"{names[len(values)]}: "
+            out.print(prompt, end="", markup=False)
+            sys.stdout.flush()
+            line = stdin.readline()
+            if not line:  # end of input
+                out.print()
+                return
+            text = line.strip()
+            if text.lower() in ("q", "quit", "exit"):
+                return
+            if not text:
+                continue
+            parts = text.replace(",", " ").split()
+            try:
+                if not values and len(parts) > 1:
+                    values = _parse_row(text, n, "input")
+                else:
+                    values += _parse_row(text, 1, names[len(values)])
+            except UsageError as e:
+                err.print(f"{e} (try again, or q to quit)", markup=False)
+        rec = _prediction_records(loaded, [values])[0]
+        outputs = ", ".join(f"{v:.4f}" for v in rec["output"])
+        line = f"output{'s' if len(rec['output']) > 1 else ''}: {outputs}"
+        if "class" in rec:
+            line += f"  class: {rec['class']}"
+        out.print(line, markup=False)
+
+
+@app.command()
+@cli_errors
+def predict(
+    run: Annotated[Optional[Path], typer.Argument(help="Run folder; default: the latest completed run.")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    inputs: Annotated[Optional[List[str]], typer.Option("--input", help="One input row, e.g. 0,1 (repeatable).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    csv_file: Annotated[Optional[Path], typer.Option("--csv", help="Predict every row of this CSV file.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="With --csv: write the CSV here instead of stdout.")] = None,
+    truth_table: Annotated[bool, typer.Option("--truth-table", help="Every 0/1 input combination (up to 8 inputs).")] = False,
+):
+    """Ask a trained network: at a prompt (default), for --input rows, a --csv file, or a --truth-table.
+
+    Example: backprop predict runs/xor-20261123-200239 --input 0,1 --input 1,1
+    """
+    from backprop_cli.runs import latest_completed, load_run
+
+    loaded = load_run(run if run is not None else latest_completed(runs_dir))
+    n = loaded.net.sizes[0]
+    if output is not None and csv_file is None:
+        raise UsageError("--output goes with --csv")
+    if truth_table:
+        if n > 8:
+            raise UsageError(f"--truth-table: the network has {n} inputs (at most 8)")
+        import itertools
+
+        rows = [list(map(float, bits)) for bits in itertools.product([0, 1], repeat=n)]
+        _print_records(loaded, _prediction_records(loaded, rows), as_json)
+    elif inputs:
+        rows = [_parse_row(text, n, f"--input {text}") for text in inputs]
+        _print_records(loaded, _prediction_records(loaded, rows), as_json)
+    elif csv_file is not None:
+        from backprop_cli.data import read_inputs_csv
+
+        records = _prediction_records(loaded, read_inputs_csv(csv_file, loaded.feature_names).tolist())
+        if as_json:
+            _print_records(loaded, records, True)
+            return
+        n_out = loaded.net.sizes[-1]
+        header = list(loaded.feature_names) + (["output"] if n_out == 1 else [f"output{j + 1}" for j in range(n_out)])
+        if records and "class" in records[0]:
+            header.append("class")
+        lines = [",".join(header)]
+        for rec in records:
+            cells = [repr(v) for v in rec["input"]] + [repr(v) for v in rec["output"]]
+            if "class" in rec:
+                cells.append(str(rec["class"]))
+            lines.append(",".join(cells))
+        text = "\n".join(lines) + "\n"
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            from backprop_cli.runs import atomic_write
+
+            atomic_write(output, text)
+            out.print(f"wrote {len(records)} predictions to {output}", markup=False)
+    else:
+        out.print(f"{loaded.path}: type {n} input value{'s' if n != 1 else ''} (q or Ctrl-D to quit)", markup=False)
+        _interactive(loaded)

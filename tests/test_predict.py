@@ -1,0 +1,128 @@
+"""`backprop predict`: prompt driven by piped input, one-shot modes, and corrupt run folders."""
+
+import json
+
+import pytest
+
+from conftest import XOR_YAML
+
+
+@pytest.fixture
+def xor_run(cli, write_config, tmp_path):
+    root = tmp_path / "runs"
+    result = cli("train", write_config(XOR_YAML), "--runs-dir", root, "--epochs", "10000", "--quiet")
+    assert result.exit_code == 0, result.output
+    return root, next(p for p in root.iterdir() if p.is_dir())
+
+
+def _expected(run, x):
+    from backprop_cli.runs import load_run
+
+    return load_run(run).predict([x])[0]
+
+
+def test_prompt_asks_each_input_by_name(cli, xor_run):
+    root, run = xor_run
+    result = cli("predict", run, input="0\n1\n")
+    assert result.exit_code == 0
+    y = _expected(run, [0, 1])[0]
+    assert "x1: x2: " in result.stdout
+    assert f"output: {y:.4f}  class: {int(y > 0.5)}" in result.stdout
+
+
+def test_prompt_defaults_to_latest_completed_run(cli, xor_run):
+    root, run = xor_run
+    result = cli("predict", "--runs-dir", root, input="1 1\n")
+    assert result.exit_code == 0
+    assert f"output: {_expected(run, [1, 1])[0]:.4f}" in result.stdout
+
+
+def test_prompt_rejects_bad_values_and_asks_again(cli, xor_run):
+    _, run = xor_run
+    result = cli("predict", run, input="abc\ninf\n0\n1\n1,2,3\nq\n")
+    assert result.exit_code == 0
+    assert "x1: 'abc' is not a number (try again, or q to quit)" in result.stderr
+    assert "x1: 'inf' is not a finite number (try again, or q to quit)" in result.stderr
+    assert "input: expected 2 values, got 3 (try again, or q to quit)" in result.stderr
+    assert result.stdout.count("output: ") == 1
+
+
+def test_prompt_ends_cleanly_at_end_of_input(cli, xor_run):
+    _, run = xor_run
+    result = cli("predict", run, input="0\n")
+    assert result.exit_code == 0
+    assert "output" not in result.stdout
+
+
+def test_input_rows_as_json(cli, xor_run):
+    _, run = xor_run
+    result = cli("predict", run, "--input", "0,1", "--input", "1 1", "--json")
+    assert result.exit_code == 0
+    records = json.loads(result.stdout)
+    assert [r["input"] for r in records] == [[0.0, 1.0], [1.0, 1.0]]
+    assert records[0]["output"] == pytest.approx(list(_expected(run, [0, 1])), abs=0)
+    assert records[0]["class"] in (0, 1)
+
+
+def test_wrong_number_of_values_exits_2(cli, xor_run):
+    _, run = xor_run
+    result = cli("predict", run, "--input", "0,1,1")
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --input 0,1,1: expected 2 values, got 3\n"
+
+
+def test_truth_table(cli, xor_run):
+    _, run = xor_run
+    result = cli("predict", run, "--truth-table", "--json")
+    assert result.exit_code == 0
+    records = json.loads(result.stdout)
+    assert [r["input"] for r in records] == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    assert [r["class"] for r in records] == [0, 1, 1, 0]
+
+
+def test_csv_in_and_out(cli, xor_run, tmp_path):
+    _, run = xor_run
+    src = tmp_path / "in.csv"
+    src.write_text("x1,x2\n0,1\n1,0\n")
+    dest = tmp_path / "out.csv"
+    result = cli("predict", run, "--csv", src, "--output", dest)
+    assert result.exit_code == 0
+    lines = dest.read_text().splitlines()
+    assert lines[0] == "x1,x2,output,class"
+    assert float(lines[1].split(",")[2]) == _expected(run, [0, 1])[0]
+
+
+def test_not_a_run_folder_exits_2(cli, tmp_path):
+    result = cli("predict", tmp_path)
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {tmp_path}: not a run folder (no config.yaml)\n"
+
+
+def test_no_runs_yet(cli, tmp_path):
+    result = cli("predict", "--runs-dir", tmp_path / "none")
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {tmp_path / 'none'}: no completed run found (train one first: backprop train CONFIG)\n"
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (None, "missing (run status: completed)"),
+        ("", "empty file"),
+        ('{"layers": [{"weights": [[1, 2], [3', "corrupt JSON (truncated?): Expecting ',' delimiter: line 1 column 36 (char 35)"),
+        ('{"layers": [{"weights": [[1, 2, 3], [3, 4, 5]], "biases": [0, 0]}, {"weights": [[1, 2]], "biases": [0]}]}',
+         "layer 1: weights are 2x3, expected 2x2"),
+        ('{"layers": []}', "expected 2 layers for [2, 2, 1]"),
+    ],
+    ids=["missing", "empty", "truncated", "wrong shape", "no layers"],
+)
+def test_corrupt_weights_exit_1(cli, xor_run, content, message):
+    _, run = xor_run
+    weights = run / "weights.json"
+    if content is None:
+        weights.unlink()
+    else:
+        weights.write_text(content)
+    result = cli("predict", run, "--input", "0,1")
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {weights}: {message}\n"
