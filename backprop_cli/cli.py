@@ -34,8 +34,9 @@ app = typer.Typer(
 runs_app = typer.Typer(help="List, show and compare run folders.", no_args_is_help=False, rich_markup_mode=None)
 app.add_typer(runs_app, name="runs")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Piped or captured output has no width of its own: use a wide one rather than cut tables at 80.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 _debug = {"on": False}
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Root folder for run folders.")]
@@ -518,3 +519,169 @@ def predict(
     else:
         out.print(f"{loaded.path}: type {n} input value{'s' if n != 1 else ''} (q or Ctrl-D to quit)", markup=False)
         _interactive(loaded)
+
+
+# -- sweeps and seed studies -----------------------------------------------------------------------
+
+
+def _parse_rates(lrs: Optional[str], log_range: Optional[str], cfg) -> list:
+    from backprop_cli.config import DEFAULT_SWEEP_RATES
+
+    if lrs is not None and log_range is not None:
+        raise UsageError("give --lrs or --log-range, not both")
+    if log_range is not None:
+        parts = log_range.split(":")
+        try:
+            lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
+            if len(parts) != 3:
+                raise ValueError
+        except (ValueError, IndexError):
+            raise UsageError(f"--log-range {log_range}: expected MIN:MAX:N, e.g. 0.01:10:7") from None
+        if not (0 < lo <= hi and math.isfinite(hi)) or n < 1:
+            raise UsageError(f"--log-range {log_range}: needs 0 < MIN <= MAX and N >= 1")
+        return [lo * (hi / lo) ** (i / (n - 1)) if n > 1 else lo for i in range(n)]
+    if lrs is not None:
+        try:
+            rates = [float(x) for x in lrs.split(",") if x.strip()]
+        except ValueError:
+            raise UsageError(f"--lrs {lrs}: expected numbers separated by commas, e.g. 0.1,0.5,1") from None
+        if not rates:
+            raise UsageError("--lrs: the list of learning rates is empty")
+        bad = [r for r in rates if not (math.isfinite(r) and r > 0)]
+        if bad:
+            raise UsageError(f"--lrs {lrs}: every learning rate must be finite and > 0 (got {bad[0]:g})")
+        return rates
+    if cfg.sweep is not None:
+        return list(cfg.sweep.learning_rates)
+    return list(DEFAULT_SWEEP_RATES)
+
+
+def _study_table(entries, label: str, target: float) -> Table:
+    """One row per model: value, final and best loss, first epoch at the target, status."""
+    completed = [e for e in entries if e.status == "completed" and e.final_loss() is not None]
+    best = min(completed, key=lambda e: e.final_loss()) if completed else None
+    table = Table(title=f"by {label} (target loss {target:g}; best final loss in green)")
+    for col in (label, "final loss", "best loss", "epochs to target", "status"):
+        table.add_column(col, justify="left" if col == "status" else "right")
+    for e in entries:
+        table.add_row(f"{e.value:g}", fmt(e.final_loss(), 8), fmt(e.best_loss(), 8), str(e.epochs_to(target) or "-"),
+                      e.status, style="bold green" if e is best else None)
+    return table
+
+
+def _weights_table(entries, label: str, names, data) -> Table:
+    """Final weights (and final outputs for at most 4 samples) per model: the classic table."""
+    table = Table(title="final weights" + (" and outputs" if len(data.X) <= 4 else ""))
+    table.add_column(label, justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    outputs = len(data.X) <= 4
+    if outputs:
+        for i in range(len(data.X)):
+            for j in range(data.Y.shape[1]):
+                table.add_column(f"out{j + 1}" if len(data.X) == 1 else f"s{i + 1}.out{j + 1}", justify="right")
+    for e in entries:
+        cells = [f"{e.value:g}"] + [fmt(float(v), 6) for v in e.params()]
+        if outputs:
+            cells += [fmt(float(v), 6) for v in e.result.net.predict(data.X)[e.model].ravel()]
+        table.add_row(*cells)
+    return table
+
+
+def _start_study(cfg, runs_dir: Path, suffix: str) -> Path:
+    from backprop_cli.runs import create_run_dir
+
+    return create_run_dir(runs_dir, f"{cfg.name}-{suffix}")
+
+
+@app.command("sweep-lr")
+@cli_errors
+def sweep_lr(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    lrs: Annotated[Optional[str], typer.Option("--lrs", help="Comma-separated learning rates.")] = None,
+    log_range: Annotated[Optional[str], typer.Option("--log-range", help="MIN:MAX:N log-spaced rates.")] = None,
+    target: Annotated[Optional[float], typer.Option("--target", help="Loss that counts as reached (default: sweep.target or 0.01).")] = None,
+    chain: Annotated[bool, typer.Option("--chain", help="Continue each rate from the previous rate's final weights.")] = False,
+    epochs: Epochs = None,
+    seed: Seed = None,
+    runs_dir: RunsDir = Path("runs"),
+    quiet: Quiet = False,
+    sets: Sets = None,
+):
+    """Compare learning rates: all train together from identical initial weights.
+
+    Example: backprop sweep-lr configs/worked_example.yaml --lrs 0.1,0.2,0.5,0.8,1.0,2.0
+    """
+    cfg = _load(config, epochs, None, seed, None, sets)
+    rates = _parse_rates(lrs, log_range, cfg)
+    target = target if target is not None else (cfg.sweep.target if cfg.sweep else 0.01)
+    if not (math.isfinite(target) and target > 0):
+        raise UsageError(f"--target {target:g}: must be finite and > 0")
+    data = _load_data(cfg, config)
+    from backprop_cli.network import Network
+    from backprop_cli.runs import now_iso, write_study
+    from backprop_cli.sweep import sweep_learning_rates
+
+    started = now_iso()
+    folder = _start_study(cfg, runs_dir, "chain" if chain else "sweep")
+    total = cfg.training.epochs * (len(rates) if chain else 1)
+    with Reporter(total, 0, quiet, label="sweep") as report:
+        if chain:
+            done = {"n": 0}
+
+            def report_chain(epoch, loss):
+                report(done["n"] + epoch, loss)
+                if epoch == cfg.training.epochs:
+                    done["n"] += epoch
+
+            entries = sweep_learning_rates(cfg, data, rates, chain=True, callback=report_chain)
+        else:
+            entries = sweep_learning_rates(cfg, data, rates, callback=report)
+    names = [n for n, _, _ in Network(cfg.model.layers, cfg.activations, cfg.model.bias).param_names()]
+    extra = {"protocol": "chain" if chain else "batched", "learning_rates": rates, "started_at": started}
+    for w in write_study(folder, "sweep", "learning_rate", cfg, data, entries, target, names, True, extra):
+        err.print(f"Warning: {w}", markup=False)
+    if quiet:
+        out.print(str(folder), markup=False, soft_wrap=True)
+    else:
+        out.print(_study_table(entries, "learning_rate", target))
+        if len(names) <= 16:
+            out.print(_weights_table(entries, "learning_rate", names, data))
+        out.print(f"sweep folder: {folder}", markup=False, soft_wrap=True)
+    statuses = [e.status for e in entries]
+    if "interrupted" in statuses:
+        raise typer.Exit(130)
+    if "completed" not in statuses:
+        err.print("Error: every learning rate diverged", markup=False)
+        raise typer.Exit(1)
+
+
+def _train_seeds(cfg, config: Path, seeds: list, runs_dir: Path, quiet: bool, target: Optional[float]):
+    import numpy as np
+
+    from backprop_cli.runs import now_iso, write_study
+    from backprop_cli.sweep import seed_study
+
+    data = _load_data(cfg, config)
+    target = target if target is not None else (cfg.sweep.target if cfg.sweep else 0.01)
+    started = now_iso()
+    folder = _start_study(cfg, runs_dir, "seeds")
+    with Reporter(cfg.training.epochs, 0, quiet, label=f"{len(seeds)} seeds") as report:
+        entries = seed_study(cfg, data, seeds, callback=report)
+    reached = [e.epochs_to(target) for e in entries]
+    hits = [r for r in reached if r is not None]
+    extra = {
+        "seeds": seeds, "started_at": started, "reached_target": len(hits),
+        "median_epochs_to_target": float(np.median(hits)) if hits else None,
+    }
+    for w in write_study(folder, "seeds", "seed", cfg, data, entries, target, [], False, extra):
+        err.print(f"Warning: {w}", markup=False)
+    if quiet:
+        out.print(str(folder), markup=False, soft_wrap=True)
+    else:
+        out.print(_study_table(entries, "seed", target))
+        median = f"{np.median(hits):g}" if hits else "-"
+        out.print(f"{len(hits)} of {len(seeds)} seeds reached loss {target:g} (median epochs to reach it: {median})", markup=False)
+        out.print(f"seeds folder: {folder}", markup=False, soft_wrap=True)
+    if any(e.status == "interrupted" for e in entries):
+        raise typer.Exit(130)

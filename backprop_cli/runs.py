@@ -351,3 +351,93 @@ def latest_completed(root: Path) -> Path:
         if summary.get("status") == "completed" and (path / "weights.json").exists():
             return path
     raise UsageError(f"{root}: no completed run found (train one first: backprop train CONFIG)")
+
+
+# -- studies (sweeps and seed studies) ----------------------------------------------------------
+
+MAX_CSV_WEIGHTS = 64
+
+
+def study_csv(label: str, entries, target: float, param_names) -> str:
+    """One row per model: label, final_loss, best_loss, epochs_to_target, status, w1..wP (P <= 64)."""
+    header = [label, "final_loss", "best_loss", "epochs_to_target", "status"]
+    with_weights = len(param_names) <= MAX_CSV_WEIGHTS
+    if with_weights:
+        header += param_names
+    lines = [",".join(header)]
+    for e in entries:
+        row = [repr(e.value), _num(e.final_loss() if e.final_loss() is not None else float("nan")),
+               _num(e.best_loss() if e.best_loss() is not None else float("nan")),
+               str(e.epochs_to(target) or ""), e.status]
+        if with_weights:
+            row += [repr(float(v)) for v in e.params()]
+        lines.append(",".join(row))
+    return "\n".join(lines) + "\n"
+
+
+def study_history_csv(label: str, entries) -> str:
+    epochs = max((e.result.epochs for e in entries), key=len)
+    lines = [",".join(["epoch"] + [f"{label}={e.value:g}" for e in entries])]
+    for i, epoch in enumerate(epochs):
+        cells = [str(int(epoch))]
+        for e in entries:
+            cells.append(_num(e.losses[i]) if i < len(e.losses) else "")
+        lines.append(",".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def write_study(folder: Path, kind: str, label: str, cfg: Config, data: Dataset, entries, target: float,
+                param_names, per_model_runs: bool, extra: dict) -> list:
+    """Write a sweep or seed-study folder; returns warnings.
+
+    Files: <kind>.csv, history.csv, loss_curves.png, loss_grid.png (sweeps), summary.json and,
+    with per_model_runs, one complete run folder per model (loadable by predict).
+    """
+    from backprop_cli import plots
+
+    warnings = []
+    with no_interrupts():
+        atomic_write(folder / f"{kind}.csv", study_csv(label, entries, target, param_names))
+        atomic_write(folder / "history.csv", study_history_csv(label, entries))
+        curves = {f"{label}={e.value:g}": e.losses for e in entries}
+        epochs = max((e.result.epochs for e in entries), key=len)
+        figures = [("loss_curves.png", plots.loss_plot, (epochs, curves, f"{cfg.name}: {cfg.training.loss} loss by {label}"))]
+        if per_model_runs:
+            figures.append(("loss_grid.png", plots.loss_grid, (epochs, curves, f"{cfg.name}: {cfg.training.loss} loss")))
+        for name, fn, args in figures:
+            try:
+                atomic_write(folder / name, fn(*args))
+            except Exception as e:  # a plot must never lose a study
+                warnings.append(f"{folder / name}: plot not written: {e}")
+    if per_model_runs:
+        for e in entries:
+            run_cfg = cfg.model_copy(deep=True)
+            run_cfg.training.learning_rate = float(e.value)
+            run_cfg.name = f"{cfg.name}-lr{e.value:g}"
+            run_cfg.model.weights = [w.tolist() for w, _ in e.start_params]
+            if cfg.model.bias:
+                run_cfg.model.biases = [b.tolist() for _, b in e.start_params]
+            run = folder / f"lr_{e.value:g}"
+            run.mkdir()
+            atomic_write(run / "config.yaml", config_to_yaml(run_cfg))
+            warnings += finish_run(run, run_cfg, data, e.result, model=e.model, learning_rate=float(e.value),
+                                   extra={"started_at": extra.get("started_at"), "sweep": str(folder)})
+    summary = {
+        "name": cfg.name,
+        "kind": kind,
+        "status": "completed" if any(e.status == "completed" for e in entries) else entries[0].status if entries else "failed",
+        "target": target,
+        "models": [
+            {label: e.value, "status": e.status, "final_loss": _finite_or_none(e.final_loss()),
+             "best_loss": _finite_or_none(e.best_loss()), "epochs_to_target": e.epochs_to(target),
+             "epochs_run": e.result.epochs_run[e.model]}
+            for e in entries
+        ],
+        "duration_s": round(sum({id(e.result): e.result.duration_s for e in entries}.values()), 6),
+        **extra,
+        "finished_at": now_iso(),
+        "versions": versions(),
+    }
+    with no_interrupts():
+        write_json(folder / "summary.json", summary)
+    return warnings

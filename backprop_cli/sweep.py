@@ -1,0 +1,80 @@
+"""Learning-rate sweeps and seed studies: K models, one vectorized training pass.
+
+A sweep starts every rate from identical initial weights, so only the rate differs, and
+trains them together on the model axis. The `chain` protocol instead continues each rate from
+the previous rate's final weights (weights never reset between rates): sequential, and not a
+fair comparison, but it is how a widely shared table of this experiment was produced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from backprop_cli.config import Config
+from backprop_cli.data import Dataset
+from backprop_cli.train import TrainResult, build_network, train
+
+
+@dataclass
+class Entry:
+    """One model of a study: its label value (rate or seed) and where its result lives."""
+
+    value: float
+    result: TrainResult
+    model: int
+    start_params: list  # initial [(weights, biases)] of this model
+
+    @property
+    def losses(self) -> np.ndarray:
+        return self.result.history["loss"][: self.result.epochs_run[self.model], self.model]
+
+    @property
+    def status(self) -> str:
+        return self.result.status[self.model]
+
+    def final_loss(self) -> Optional[float]:
+        return self.result.final("loss", self.model)
+
+    def best_loss(self) -> Optional[float]:
+        return self.result.best("loss", self.model)
+
+    def epochs_to(self, target: float) -> Optional[int]:
+        """The first epoch whose recorded loss is at or below `target` (None if never)."""
+        hits = np.flatnonzero(self.losses <= target)
+        return int(self.result.epochs[hits[0]]) if hits.size else None
+
+    def params(self) -> np.ndarray:
+        return self.result.net.theta[self.model]
+
+
+def sweep_learning_rates(cfg: Config, data: Dataset, rates: Sequence[float], chain: bool = False,
+                         callback: Optional[Callable] = None) -> list[Entry]:
+    """Train one model per rate; batched on the model axis, or chained one after another."""
+    if not chain:
+        net = build_network(cfg, n_models=len(rates))
+        start = net.get_params(0)
+        result = train(cfg, data, net, learning_rates=list(rates), callback=callback)
+        return [Entry(rate, result, k, start) for k, rate in enumerate(rates)]
+    entries, previous = [], None
+    for rate in rates:
+        net = build_network(cfg)
+        if previous is not None:
+            net.set_params(previous)
+        start = net.get_params(0)
+        result = train(cfg, data, net, learning_rates=[rate], callback=callback)
+        entries.append(Entry(rate, result, 0, start))
+        previous = net.get_params(0)
+        if result.status[0] == "interrupted":
+            break
+    return entries
+
+
+def seed_study(cfg: Config, data: Dataset, seeds: Sequence[int], callback: Optional[Callable] = None) -> list[Entry]:
+    """Train one model per seed of the initial weights (data and batch order from cfg.seed)."""
+    net = build_network(cfg, seeds=list(seeds))
+    starts = [net.get_params(k) for k in range(len(seeds))]
+    result = train(cfg, data, net, callback=callback)
+    return [Entry(seed, result, k, starts[k]) for k, seed in enumerate(seeds)]
