@@ -637,7 +637,7 @@ def sweep_lr(
             entries = sweep_learning_rates(cfg, data, rates, chain=True, callback=report_chain)
         else:
             entries = sweep_learning_rates(cfg, data, rates, callback=report)
-    names = [n for n, _, _ in Network(cfg.model.layers, cfg.activations, cfg.model.bias).param_names()]
+    names = [p[0] for p in Network(cfg.model.layers, cfg.activations, cfg.model.bias).param_names()]
     extra = {"protocol": "chain" if chain else "batched", "learning_rates": rates, "started_at": started}
     for w in write_study(folder, "sweep", "learning_rate", cfg, data, entries, target, names, True, extra):
         err.print(f"Warning: {w}", markup=False)
@@ -685,3 +685,132 @@ def _train_seeds(cfg, config: Path, seeds: list, runs_dir: Path, quiet: bool, ta
         out.print(f"seeds folder: {folder}", markup=False, soft_wrap=True)
     if any(e.status == "interrupted" for e in entries):
         raise typer.Exit(130)
+
+
+# -- gradcheck and explain -----------------------------------------------------------------------
+
+
+@app.command()
+@cli_errors
+def gradcheck(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    epochs: Annotated[int, typer.Option("--epochs", help="Also check after this many training epochs.")] = 0,
+    epsilon: Annotated[Optional[float], typer.Option("--epsilon", help="Finite-difference step h (default 1e-4 for five-point, 1e-6 for central).")] = None,
+    threshold: Annotated[float, typer.Option("--threshold", help="Largest relative error that passes.")] = 1e-6,
+    method: Annotated[str, typer.Option("--method", help="five-point (error O(h^4)) or central (the classic (L(w+h) - L(w-h)) / 2h).")] = "five-point",
+    sets: Sets = None,
+):
+    """Compare backprop's gradient of every weight and bias with central finite differences.
+
+    Relative error = |analytic - numeric| / max(|analytic|, |numeric|, floor), where the floor
+    (10 * 2.2e-16 * max(|loss|, 1) / h / threshold) keeps gradients below the finite differences'
+    round-off from failing spuriously. Exit 0 on pass, 1 on fail.
+
+    Example: backprop gradcheck configs/xor.yaml --epochs 100
+    """
+    if epochs < 0:
+        raise UsageError(f"--epochs {epochs}: must be >= 0")
+    if method not in ("five-point", "central"):
+        raise UsageError(f"--method {method}: expected five-point or central")
+    if (epsilon is not None and not (epsilon > 0 and math.isfinite(epsilon))) or not (threshold > 0 and math.isfinite(threshold)):
+        raise UsageError("--epsilon and --threshold must be finite and > 0")
+    cfg = _load(config, sets=sets)
+    data = _load_data(cfg, config)
+    from backprop_cli.inspect_step import gradcheck as check
+
+    reports = check(cfg, data, epochs, epsilon, threshold, method.replace("-", "_"))
+    for rep in reports:
+        where = "at the initial weights" if rep.epoch == 0 else f"after {rep.epoch} epochs"
+        table = Table(title=f"gradient check {where} (loss {fmt(rep.loss, 8)}, {method} differences, threshold {threshold:g})")
+        for col in ("layer", "parameters", "max abs error", "max rel error", "worst", "result"):
+            table.add_column(col, justify="right" if col not in ("worst", "result") else "left")
+        for layer in rep.layers:
+            table.add_row(str(layer.layer), str(layer.n_params), f"{layer.max_abs:.3e}", f"{layer.max_rel:.3e}", layer.worst,
+                          "pass" if layer.passed else "FAIL", style=None if layer.passed else "bold red")
+        out.print(table)
+    if all(rep.passed for rep in reports):
+        out.print("gradient check passed")
+    else:
+        err.print("Error: gradient check failed: analytic and numerical gradients disagree", markup=False)
+        raise typer.Exit(1)
+
+
+def _render_sections(sections, fmt_name: str) -> str:
+    import csv as csvmod
+    import io
+
+    buf = io.StringIO()
+    for s in sections:
+        if fmt_name == "markdown":
+            buf.write(f"### {s.title}\n\n| " + " | ".join(s.headers) + " |\n|" + "---|" * len(s.headers) + "\n")
+            for row in s.rows:
+                buf.write("| " + " | ".join(row) + " |\n")
+            buf.write(f"\n{s.note}\n\n" if s.note else "\n")
+        else:
+            writer = csvmod.writer(buf, lineterminator="\n")
+            writer.writerow(["section"] + s.headers)
+            for row in s.rows:
+                writer.writerow([s.title] + row)
+            buf.write("\n")
+    return buf.getvalue()
+
+
+@app.command()
+@cli_errors
+def explain(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    epoch: Annotated[int, typer.Option("--epoch", help="Which training step to explain (1 = the first).")] = 1,
+    sample: Annotated[int, typer.Option("--sample", help="Which sample's neuron values to show (1-based).")] = 1,
+    out_format: Annotated[Optional[str], typer.Option("--format", help="markdown or csv (with --output).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="Write the tables to this file.")] = None,
+    diagram: Annotated[Optional[Path], typer.Option("--diagram", help="Draw the network with this step's weights (PNG).")] = None,
+    sets: Sets = None,
+):
+    """Show one training step by hand: forward pass, loss, deltas, gradients and the update.
+
+    Example: backprop explain configs/worked_example.yaml --format markdown --output step1.md
+    """
+    if out_format is not None and out_format not in ("markdown", "csv"):
+        raise UsageError(f"--format {out_format}: expected markdown or csv")
+    if output is not None and out_format is None:
+        out_format = "csv" if output.suffix == ".csv" else "markdown"
+    if epoch < 1:
+        raise UsageError(f"--epoch {epoch}: must be >= 1")
+    cfg = _load(config, sets=sets)
+    data = _load_data(cfg, config)
+    if not 1 <= sample <= len(data.X):
+        raise UsageError(f"--sample {sample}: must be between 1 and {len(data.X)} (the training samples)")
+    from backprop_cli.inspect_step import explain_step
+
+    sections, weights, result = explain_step(cfg, data, epoch, sample)
+    if sections is None:
+        raise UsageError(f"--epoch {epoch}: training {result.status[0]} at epoch {result.diverged_at[0] or result.epochs_run[0]} before that step")
+    if out_format is not None:
+        text = _render_sections(sections, out_format)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            from backprop_cli.runs import atomic_write
+
+            atomic_write(output, text)
+            out.print(f"wrote {output}", markup=False)
+    else:
+        if cfg.training.batch_size:
+            out.print("note: explain shows a full-batch step (training.batch_size is ignored here)", markup=False)
+        for s in sections:
+            table = Table(title=f"epoch {epoch}: {s.title}", title_justify="left")
+            for h in s.headers:
+                table.add_column(h, justify="left" if h in ("layer", "neuron", "parameter", "connects") else "right")
+            for row in s.rows:
+                table.add_row(*row)
+            out.print(table)
+            if s.note:
+                out.print(s.note, markup=False)
+    if diagram is not None:
+        from backprop_cli import plots
+        from backprop_cli.runs import atomic_write
+
+        if sum(cfg.model.layers) > 32:
+            raise UsageError(f"--diagram: the network has {sum(cfg.model.layers)} neurons (at most 32 can be drawn)")
+        atomic_write(diagram, plots.network_diagram(cfg.model.layers, weights[0], f"{cfg.name}: weights used in epoch {epoch}"))
+        out.print(f"wrote {diagram}", markup=False)

@@ -94,19 +94,22 @@ class Network:
         ]
 
     def param_names(self):
-        """Textbook names of the flat parameters: w1, w2, ... layer by layer, row by row; b1, b2, ...
+        """Textbook names of the flat parameters, in the order of `theta`'s columns.
 
-        Returns a list of P (name, layer, kind) in the order of `theta`'s columns.
+        Weights are w1, w2, ... numbered layer by layer and row by row, biases b1, b2, ...
+        Returns P tuples (name, layer, kind, row, col): row is the receiving neuron, col the
+        sending one (None for a bias).
         """
         names, w_count, b_count = [], 0, 0
         for l, (n_out, n_in) in enumerate(zip(self.sizes[1:], self.sizes[:-1])):
-            for _ in range(n_out * n_in):
-                w_count += 1
-                names.append((f"w{w_count}", l, "weight"))
+            for r in range(n_out):
+                for c in range(n_in):
+                    w_count += 1
+                    names.append((f"w{w_count}", l, "weight", r, c))
             if self.bias:
-                for _ in range(n_out):
+                for r in range(n_out):
                     b_count += 1
-                    names.append((f"b{b_count}", l, "bias"))
+                    names.append((f"b{b_count}", l, "bias", r, None))
         return names
 
     # -- forward and backward -------------------------------------------------------------
@@ -163,21 +166,27 @@ class Network:
     def numerical_grad(self, X, Y, loss: Loss, eps: float, method: str = "central"):
         """Fill self.grad with finite differences of the loss; returns the loss (K,) at theta.
 
-        central: (L(t + eps) - L(t - eps)) / 2 eps; forward: (L(t + eps) - L(t)) / eps.
+        central:    (L(t + h) - L(t - h)) / 2h                     error O(h^2)
+        forward:    (L(t + h) - L(t)) / h                          error O(h)
+        five_point: (-L(t + 2h) + 8 L(t + h) - 8 L(t - h) + L(t - 2h)) / 12h   error O(h^4)
         Every model's parameter p is nudged at once: the K models are independent.
         """
         ws = self.workspace(X.shape[0])
         base = self.loss_only(X, Y, loss, ws)
         theta, grad = self.theta, self.grad
+
+        def at(saved, step):
+            theta[:, p] = saved + step
+            return self.loss_only(X, Y, loss, ws)
+
         for p in range(self.n_params):
             saved = theta[:, p].copy()
-            theta[:, p] = saved + eps
-            plus = self.loss_only(X, Y, loss, ws)
             if method == "central":
-                theta[:, p] = saved - eps
-                grad[:, p] = (plus - self.loss_only(X, Y, loss, ws)) / (2 * eps)
+                grad[:, p] = (at(saved, eps) - at(saved, -eps)) / (2 * eps)
+            elif method == "five_point":
+                grad[:, p] = (-at(saved, 2 * eps) + 8 * at(saved, eps) - 8 * at(saved, -eps) + at(saved, -2 * eps)) / (12 * eps)
             else:
-                grad[:, p] = (plus - base) / eps
+                grad[:, p] = (at(saved, eps) - base) / eps
             theta[:, p] = saved
         return base
 

@@ -173,7 +173,7 @@ def test_weights_are_out_by_in_and_flatten_to_textbook_order():
     (w_hidden, _), (w_out, _) = net.get_params()
     assert w_hidden.tolist() == [[0.15, 0.20], [0.25, 0.30]]
     assert np.concatenate([w_hidden.ravel(), w_out.ravel()]).tolist() == [0.15, 0.2, 0.25, 0.3, 0.4, 0.45, 0.5, 0.55]
-    assert [name for name, _, _ in net.param_names()] == [f"w{i}" for i in range(1, 9)]
+    assert [p[0] for p in net.param_names()] == [f"w{i}" for i in range(1, 9)]
 
 
 def _train_xor(**overrides):
