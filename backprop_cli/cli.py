@@ -250,7 +250,11 @@ def train(
         previous = load_run(from_run)
         if previous.net.sizes != net.sizes or previous.cfg.model.bias != cfg.model.bias:
             raise UsageError(f"--from {from_run}: its network {previous.net.sizes} does not match the config's {net.sizes}")
-        net.set_params(previous.net.get_params(0))
+        start = previous.net.get_params(0)
+        net.set_params(start)
+        # the new run's config.yaml records its starting weights, so it reproduces on its own
+        cfg.model.weights = [w.tolist() for w, _ in start]
+        cfg.model.biases = [b.tolist() for _, b in start] if cfg.model.bias else None
         start_epoch = int(previous.summary.get("last_epoch", previous.summary.get("epochs_run", 0)) or 0)
         extra = {"started_from": str(from_run), "start_epoch": start_epoch}
     extra["started_at"] = now_iso()
@@ -814,3 +818,161 @@ def explain(
             raise UsageError(f"--diagram: the network has {sum(cfg.model.layers)} neurons (at most 32 can be drawn)")
         atomic_write(diagram, plots.network_diagram(cfg.model.layers, weights[0], f"{cfg.name}: weights used in epoch {epoch}"))
         out.print(f"wrote {diagram}", markup=False)
+
+
+TEMPLATES = ("xor", "classification", "regression")
+
+
+@app.command()
+@cli_errors
+def init(
+    path: Annotated[Optional[Path], typer.Argument(help="Where to write the config (default: <template>.yaml).")] = None,
+    template: Annotated[str, typer.Option("--template", "-t", help="xor, classification or regression.")] = "xor",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+):
+    """Write a commented starting config.
+
+    Example: backprop init --template classification my_classifier.yaml
+    """
+    if template not in TEMPLATES:
+        raise UsageError(f"--template {template}: expected one of {', '.join(TEMPLATES)}")
+    path = path or Path(f"{template}.yaml")
+    if path.exists() and not force:
+        raise UsageError(f"{path}: already exists (use --force to overwrite)")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder")
+    from backprop_cli.runs import atomic_write
+
+    text = (Path(__file__).parent / "templates" / f"{template}.yaml").read_text(encoding="utf-8")
+    atomic_write(path, text)
+    out.print(f"wrote {path}; train it with: backprop train {path}", markup=False, soft_wrap=True)
+
+
+# -- runs ---------------------------------------------------------------------------------------------
+
+
+@runs_app.callback(invoke_without_command=True)
+@cli_errors
+def runs_list(ctx: typer.Context, runs_dir: RunsDir = Path("runs")):
+    """List runs, newest first (name, date, status, epochs, final loss, accuracy, learning rate).
+
+    Example: backprop runs --runs-dir runs
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from backprop_cli.runs import list_runs
+
+    found = list_runs(runs_dir, studies=True)
+    if not found:
+        out.print(f"no runs under {runs_dir}", markup=False)
+        return
+    table = Table(title=f"runs in {runs_dir}")
+    for col in ("run", "date", "status", "epochs", "final loss", "accuracy", "learning rate"):
+        table.add_column(col, justify="left" if col in ("run", "date", "status") else "right")
+    for path, s in found:
+        if "kind" in s:  # a sweep or seed study
+            losses = [m.get("final_loss") for m in s.get("models", []) if m.get("final_loss") is not None]
+            rates = s.get("learning_rates")
+            table.add_row(f"{path.name} ({s['kind']})", (s.get("started_at") or "")[:19].replace("T", " "), s.get("status", "?"),
+                          "", f"best {fmt(min(losses), 6)}" if losses else "-", "",
+                          f"{len(rates)} rates" if rates else "")
+            continue
+        table.add_row(path.name, (s.get("started_at") or "")[:19].replace("T", " "), s.get("status", "?"),
+                      str(s.get("last_epoch", s.get("epochs_run", ""))), fmt(s.get("final_loss"), 6),
+                      fmt(s.get("accuracy"), 4) if s.get("accuracy") is not None else "-", fmt(s.get("learning_rate"), 6))
+    out.print(table)
+
+
+def _resolve_run(run: Path, runs_dir: Path) -> Path:
+    """A run given as a path, or as a folder name under the runs root."""
+    if run.exists() or run.is_absolute():
+        return run
+    candidate = runs_dir / run
+    return candidate if candidate.exists() else run
+
+
+@runs_app.command("show")
+@cli_errors
+def runs_show(
+    run: Annotated[Path, typer.Argument(help="Run folder (or its name under --runs-dir).")],
+    runs_dir: RunsDir = Path("runs"),
+):
+    """Print a run's summary and config.
+
+    Example: backprop runs show runs/xor-20261123-200239
+    """
+    from backprop_cli.runs import read_json
+
+    path = _resolve_run(run, runs_dir)
+    if not (path / "summary.json").exists():
+        raise UsageError(f"{path}: not a run folder (no summary.json)")
+    summary = read_json(path / "summary.json")
+    table = Table(title=str(path), show_header=False)
+    table.add_column("key")
+    table.add_column("value")
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = f"{len(value)} entries" if value and isinstance(value[0], dict) else ", ".join(map(str, value))
+        table.add_row(key, fmt(value, 10) if isinstance(value, float) else str(value))
+    out.print(table)
+    if (path / "config.yaml").exists():
+        out.print("config.yaml:", markup=False)
+        out.print((path / "config.yaml").read_text(encoding="utf-8"), markup=False, end="")
+
+
+@runs_app.command("compare")
+@cli_errors
+def runs_compare(
+    runs: Annotated[List[Path], typer.Argument(help="Two or more run folders.")],
+    runs_dir: RunsDir = Path("runs"),
+    output: Annotated[Optional[Path], typer.Option("--output", help="Where to write the plot (default: <runs-dir>/compare-<time>.png).")] = None,
+):
+    """Put runs' summaries side by side and plot their loss curves on one axis.
+
+    Example: backprop runs compare runs/xor-20261123-200239 runs/xor_3hidden-20261123-200301
+    """
+    import csv as csvmod
+    from datetime import datetime
+
+    import numpy as np
+
+    from backprop_cli import plots
+    from backprop_cli.runs import atomic_write, read_json
+
+    if len(runs) < 2:
+        raise UsageError("runs compare: give at least two run folders")
+    paths = [_resolve_run(r, runs_dir) for r in runs]
+    summaries, curves = [], {}
+    for path in paths:
+        if not (path / "summary.json").exists() or not (path / "history.csv").exists():
+            raise UsageError(f"{path}: not a run folder (no summary.json and history.csv)")
+        summaries.append(read_json(path / "summary.json"))
+        with open(path / "history.csv", newline="") as f:
+            rows = list(csvmod.DictReader(f))
+        if rows and "loss" in rows[0]:
+            epochs = np.array([int(r["epoch"]) for r in rows])
+            curves[path.name] = (epochs, np.array([float(r["loss"]) if r["loss"] else np.nan for r in rows]))
+    keys = ["status", "stop_reason", "last_epoch", "final_loss", "best_loss", "accuracy", "val_loss", "val_accuracy",
+            "learning_rate", "seed", "duration_s"]
+    table = Table(title="run comparison")
+    table.add_column("")
+    for path in paths:
+        table.add_column(path.name, justify="right")
+    for key in keys:
+        values = [s.get(key) for s in summaries]
+        if all(v is None for v in values):
+            continue
+        table.add_row(key, *[fmt(v, 8) if isinstance(v, float) else ("-" if v is None else str(v)) for v in values])
+    out.print(table)
+    if curves:
+        output = output or Path(runs_dir) / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}.png"
+        longest = max((e for e, _ in curves.values()), key=len)
+        padded = {name: np.interp(longest, e, v, right=np.nan) if len(e) != len(longest) else v for name, (e, v) in curves.items()}
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(output, plots.loss_plot(longest, padded, "loss curves"))
+            out.print(f"plot: {output}", markup=False, soft_wrap=True)
+        except OSError as e:
+            err.print(f"Warning: {output}: plot not written: {e.strerror}", markup=False)

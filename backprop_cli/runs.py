@@ -328,19 +328,28 @@ def load_run(path: Path) -> LoadedRun:
     return LoadedRun(path, cfg, net, meta, summary)
 
 
-def list_runs(root: Path) -> list[tuple[Path, dict]]:
-    """Every run folder under root with its summary (or a status of its own), newest first."""
+def list_runs(root: Path, studies: bool = False) -> list[tuple[Path, dict]]:
+    """Every run folder under root with its summary, newest first.
+
+    A folder with no readable summary is listed with status `corrupt`; with `studies`, sweep
+    and seed-study folders (a summary.json with a `kind`) are listed too.
+    """
     root = Path(root)
     if not root.is_dir():
         return []
     found = []
     for path in root.iterdir():
-        if not path.is_dir() or not (path / "config.yaml").exists():
+        if not path.is_dir():
+            continue
+        is_run = (path / "config.yaml").exists()
+        if not is_run and not (studies and (path / "summary.json").exists()):
             continue
         try:
             summary = read_json(path / "summary.json")
         except RunError:
             summary = {"status": "corrupt"}
+        if not is_run and "kind" not in summary:
+            continue
         found.append((path, summary))
     found.sort(key=lambda item: (item[1].get("started_at") or "", item[0].stat().st_mtime, item[0].name), reverse=True)
     return found

@@ -1,0 +1,113 @@
+"""Everyday workflow: runs list/show/compare, validate, schema, init, --from, the terminal chart."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from backprop_cli.cli import sparkline
+
+from conftest import CONFIGS, XOR_YAML
+
+
+@pytest.fixture
+def two_runs(cli, write_config, tmp_path):
+    root = tmp_path / "runs"
+    path = write_config(XOR_YAML)
+    for lr in ("0.1", "0.5"):
+        assert cli("train", path, "--runs-dir", root, "--lr", lr, "--quiet").exit_code == 0
+    runs = sorted(p for p in root.iterdir() if p.is_dir())
+    return root, runs
+
+
+def test_runs_lists_newest_first(cli, two_runs):
+    root, runs = two_runs
+    result = cli("runs", "--runs-dir", root)
+    assert result.exit_code == 0
+    lines = [l for l in result.stdout.splitlines() if "xor-" in l]
+    assert len(lines) == 2
+    assert runs[1].name in lines[0] and "0.5" in lines[0] and "completed" in lines[0]
+    assert runs[0].name in lines[1]
+
+
+def test_runs_show(cli, two_runs):
+    root, runs = two_runs
+    result = cli("runs", "show", runs[0].name, "--runs-dir", root)
+    assert result.exit_code == 0
+    assert "final_loss" in result.stdout and "config.yaml:" in result.stdout and "learning_rate: 0.1" in result.stdout
+    result = cli("runs", "show", root / "nope")
+    assert result.exit_code == 2 and result.stderr == f"Error: {root / 'nope'}: not a run folder (no summary.json)\n"
+
+
+def test_runs_compare_writes_one_plot(cli, two_runs, tmp_path):
+    root, runs = two_runs
+    plot = tmp_path / "cmp.png"
+    result = cli("runs", "compare", *runs, "--output", plot)
+    assert result.exit_code == 0, result.output
+    assert "run comparison" in result.stdout and "learning_rate" in result.stdout
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    result = cli("runs", "compare", runs[0])
+    assert result.exit_code == 2 and result.stderr == "Error: runs compare: give at least two run folders\n"
+
+
+def test_validate_and_schema(cli, write_config):
+    result = cli("validate", CONFIGS / "xor.yaml")
+    assert result.exit_code == 0
+    assert result.stdout.startswith(f"{CONFIGS / 'xor.yaml'}: OK: 2-2-1 network (sigmoid), 9 parameters")
+    bad = write_config(XOR_YAML.replace("epochs: 200", "epochs: -1"))
+    result = cli("validate", bad)
+    assert result.exit_code == 2 and "training.epochs: must be >= 1 (got -1)" in result.stderr
+    schema = json.loads(cli("schema").stdout)
+    assert {"model", "training", "data"} <= set(schema["properties"])
+    assert schema["$defs"]["TrainingConfig"]["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("template", ["xor", "classification", "regression"])
+def test_init_templates_are_valid_configs(cli, tmp_path, template):
+    path = tmp_path / f"{template}.yaml"
+    result = cli("init", "--template", template, path)
+    assert result.exit_code == 0
+    assert path.read_text().startswith("# backprop config")
+    assert cli("validate", path).exit_code == 0
+    again = cli("init", "--template", template, path)
+    assert again.exit_code == 2 and again.stderr == f"Error: {path}: already exists (use --force to overwrite)\n"
+
+
+def test_train_from_a_run_continues_the_epoch_count(cli, write_config, tmp_path):
+    root = tmp_path / "runs"
+    path = write_config(XOR_YAML)
+    assert cli("train", path, "--runs-dir", root, "--epochs", "100", "--quiet").exit_code == 0
+    first = next(root.iterdir())
+    result = cli("train", path, "--runs-dir", root, "--epochs", "100", "--from", first, "--quiet")
+    assert result.exit_code == 0, result.output
+    second = next(p for p in root.iterdir() if p != first)
+    rows = list(csv.reader((second / "history.csv").open()))
+    assert rows[1][0] == "101" and rows[-1][0] == "200"
+    summary = json.loads((second / "summary.json").read_text())
+    assert summary["started_from"] == str(first) and summary["start_epoch"] == 100 and summary["last_epoch"] == 200
+    # 100 + 100 epochs from a run equal 200 epochs straight through
+    assert cli("train", path, "--runs-dir", tmp_path / "straight", "--epochs", "200", "--quiet").exit_code == 0
+    straight = next((tmp_path / "straight").iterdir())
+    assert json.loads((second / "weights.json").read_text()) == json.loads((straight / "weights.json").read_text())
+
+
+def test_from_a_run_of_another_shape_is_refused(cli, write_config, tmp_path):
+    root = tmp_path / "runs"
+    assert cli("train", write_config(XOR_YAML), "--runs-dir", root, "--quiet").exit_code == 0
+    run = next(root.iterdir())
+    other = write_config(XOR_YAML.replace("[2, 2, 1]", "[2, 3, 1]"), "other.yaml")
+    result = cli("train", other, "--from", run, "--runs-dir", root)
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: --from {run}: its network [2, 2, 1] does not match the config's [2, 3, 1]\n"
+
+
+def test_summary_shows_the_loss_curve_as_a_chart(cli, write_config, tmp_path):
+    result = cli("train", write_config(XOR_YAML), "--runs-dir", tmp_path / "r")
+    assert "loss curve: " in result.stdout or "loss curve (log scale): " in result.stdout
+
+
+def test_sparkline_shape():
+    assert sparkline([4, 3, 2, 1]) == "█▆▃▁"
+    assert sparkline(np.logspace(0, -4, 5)) == "█▆▅▃▁"  # log scale when it spans decades
+    assert len(sparkline(np.arange(1000.0), width=48)) == 48
