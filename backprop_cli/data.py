@@ -300,6 +300,14 @@ def _split(Y: np.ndarray, classification: bool, fraction: float, rng: np.random.
     return train, val
 
 
+def _are_class_indices(Y: np.ndarray, cfg: Config) -> bool:
+    """One column of whole numbers >= 0 feeding a softmax output of k >= 2 units: class indices."""
+    return (
+        Y.shape[1] == 1 and cfg.model.output_activation == "softmax" and cfg.model.layers[-1] >= 2
+        and bool(np.all(Y >= 0)) and bool(np.all(Y == np.round(Y)))
+    )
+
+
 def is_classification(Y: np.ndarray, output_activation: str) -> bool:
     """Targets are classes: softmax outputs, or sigmoid outputs with 0/1 targets."""
     if output_activation == "softmax":
@@ -317,6 +325,8 @@ def load_data(cfg: Config, source: str, rng: np.random.Generator) -> Dataset:
     else:
         raw, where = _from_inline(cfg, source), f"{source}: data.targets"
     class_names = raw.class_names
+    if raw.labels is None and _are_class_indices(raw.Y, cfg):
+        raw.labels = raw.Y[:, 0].astype(int)
     if raw.labels is not None:
         Y, class_names = _encode_labels(raw, cfg, where)
     else:
