@@ -101,6 +101,32 @@ def cli_errors(fn):
 # -- helpers ------------------------------------------------------------------------------------
 
 
+class guard_run:
+    """Mark a run or study folder interrupted or failed if anything escapes while it is open."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def __enter__(self):
+        return self.folder
+
+    def __exit__(self, kind, value, tb):
+        if kind is None:
+            return False
+        from backprop_cli.runs import mark_run, read_json
+
+        try:
+            status = read_json(self.folder / "summary.json").get("status") if (self.folder / "summary.json").exists() else None
+        except BackpropError:
+            status = None
+        if status in (None, "running"):
+            if issubclass(kind, KeyboardInterrupt):
+                mark_run(self.folder, "interrupted")
+            else:
+                mark_run(self.folder, "failed", str(value))
+        return False
+
+
 def _load(config: Path, epochs=None, lr=None, seed=None, name=None, sets=None):
     from backprop_cli.config import load_config
 
@@ -259,9 +285,10 @@ def train(
         extra = {"started_from": str(from_run), "start_epoch": start_epoch}
     extra["started_at"] = now_iso()
     run = start_run(runs_dir, cfg, extra)
-    with Reporter(cfg.training.epochs, start_epoch, quiet) as report:
-        result = run_training(cfg, data, net, callback=report, start_epoch=start_epoch)
-    warnings = finish_run(run, cfg, data, result, extra=extra)
+    with guard_run(run):
+        with Reporter(cfg.training.epochs, start_epoch, quiet) as report:
+            result = run_training(cfg, data, net, callback=report, start_epoch=start_epoch)
+        warnings = finish_run(run, cfg, data, result, extra=extra)
     for w in warnings:
         err.print(f"Warning: {w}", markup=False)
     _print_train_summary(cfg, data, result, run, quiet)
@@ -629,7 +656,7 @@ def sweep_lr(
     started = now_iso()
     folder = _start_study(cfg, runs_dir, "chain" if chain else "sweep")
     total = cfg.training.epochs * (len(rates) if chain else 1)
-    with Reporter(total, 0, quiet, label="sweep") as report:
+    with guard_run(folder), Reporter(total, 0, quiet, label="sweep") as report:
         if chain:
             done = {"n": 0}
 
@@ -643,7 +670,9 @@ def sweep_lr(
             entries = sweep_learning_rates(cfg, data, rates, callback=report)
     names = [p[0] for p in Network(cfg.model.layers, cfg.activations, cfg.model.bias).param_names()]
     extra = {"protocol": "chain" if chain else "batched", "learning_rates": rates, "started_at": started}
-    for w in write_study(folder, "sweep", "learning_rate", cfg, data, entries, target, names, True, extra):
+    with guard_run(folder):
+        warnings = write_study(folder, "sweep", "learning_rate", cfg, data, entries, target, names, True, extra)
+    for w in warnings:
         err.print(f"Warning: {w}", markup=False)
     if quiet:
         out.print(str(folder), markup=False, soft_wrap=True)
@@ -670,7 +699,7 @@ def _train_seeds(cfg, config: Path, seeds: list, runs_dir: Path, quiet: bool, ta
     target = target if target is not None else (cfg.sweep.target if cfg.sweep else 0.01)
     started = now_iso()
     folder = _start_study(cfg, runs_dir, "seeds")
-    with Reporter(cfg.training.epochs, 0, quiet, label=f"{len(seeds)} seeds") as report:
+    with guard_run(folder), Reporter(cfg.training.epochs, 0, quiet, label=f"{len(seeds)} seeds") as report:
         entries = seed_study(cfg, data, seeds, callback=report)
     reached = [e.epochs_to(target) for e in entries]
     hits = [r for r in reached if r is not None]
@@ -678,7 +707,9 @@ def _train_seeds(cfg, config: Path, seeds: list, runs_dir: Path, quiet: bool, ta
         "seeds": seeds, "started_at": started, "reached_target": len(hits),
         "median_epochs_to_target": float(np.median(hits)) if hits else None,
     }
-    for w in write_study(folder, "seeds", "seed", cfg, data, entries, target, [], False, extra):
+    with guard_run(folder):
+        warnings = write_study(folder, "seeds", "seed", cfg, data, entries, target, [], False, extra)
+    for w in warnings:
         err.print(f"Warning: {w}", markup=False)
     if quiet:
         out.print(str(folder), markup=False, soft_wrap=True)

@@ -171,20 +171,24 @@ def _line_map(node, path=(), lines=None) -> dict:
 
 def parse_yaml(text: str, source: str):
     """Parse YAML text; returns (data, line map). Raises ConfigError naming `source`."""
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except _DuplicateKey as e:
-        raise ConfigError(f"{source}:{e.line}: duplicate key '{e.key}' (first given on line {e.first})") from None
+        raise ConfigError(f"{source}:{e.line}: duplicate key {_key(e.key)} (first given on line {e.first})") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         raise ConfigError(f"{source}{where}: invalid YAML: {e.problem or e.context}") from None
+    except yaml.reader.ReaderError as e:
+        raise ConfigError(f"{source}: invalid YAML: unacceptable character #x{e.character:04x} at position {e.position}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: invalid YAML: {e}") from None
+        raise ConfigError(f"{source}: invalid YAML: {' '.join(str(e).split())}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, (_line_map(node) if node is not None else {})
 
 
@@ -204,10 +208,19 @@ def dump_yaml(data: Any) -> str:
 # -- validation ------------------------------------------------------------------------------
 
 
+def _key(key) -> str:
+    """A key as it should appear in a one-line message: quoted, escapes visible."""
+    return repr(key) if isinstance(key, str) else f"'{key}'"
+
+
 def _dotted(path) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            text = part if isinstance(part, str) and part.isidentifier() else _key(part)
+            out += f".{text}" if out else text
     return out or "(top level)"
 
 
@@ -266,7 +279,7 @@ def _first_error(e: ValidationError):
         parent = ".".join(str(p) for p in loc[:-1] if not isinstance(p, int))
         model = _SECTIONS.get(parent)
         choices = model.model_fields if model else []
-        return loc, f"unknown key '{loc[-1]}'{_suggest(loc[-1], choices)}", True
+        return loc, f"unknown key {_key(loc[-1])}{_suggest(loc[-1], choices)}", True
     grouped: dict[tuple, list] = {}
     for err in errors:
         grouped.setdefault(_clean_loc(err["loc"]), []).append(err)

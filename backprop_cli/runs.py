@@ -450,3 +450,22 @@ def write_study(folder: Path, kind: str, label: str, cfg: Config, data: Dataset,
     with no_interrupts():
         write_json(folder / "summary.json", summary)
     return warnings
+
+
+def mark_run(folder: Path, status: str, error: Optional[str] = None) -> None:
+    """Record `status` (interrupted or failed) in a folder's summary.json, keeping what it had.
+
+    Used when something stops a run outside the training loop; never raises.
+    """
+    try:
+        summary = read_json(folder / "summary.json") if (folder / "summary.json").exists() else {}
+    except RunError:
+        summary = {}
+    summary.update({"status": status, "finished_at": now_iso()})
+    if error:
+        summary["error"] = error
+    try:
+        with no_interrupts():
+            write_json(folder / "summary.json", summary)
+    except (OSError, KeyboardInterrupt):
+        pass

@@ -153,7 +153,9 @@ def train(
     if has_val:
         columns += ["val_loss"] + ["val_" + name for name in val_metrics.names]
     E = t.epochs
-    history = {c: np.full((E, K), np.nan) for c in columns}
+    # history grows by doubling, so memory follows the epochs actually run, not t.epochs
+    capacity = min(E, 4096)
+    history = {c: np.full((capacity, K), np.nan) for c in columns}
     loss_hist = history["loss"]
     es = t.early_stopping if t.early_stopping and t.early_stopping.monitor in columns else None
     maximize = es is not None and es.monitor.endswith("accuracy")
@@ -180,6 +182,11 @@ def train(
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for e in range(E):
                 epoch = start_epoch + e + 1
+                if e == capacity:
+                    capacity = min(E, 2 * capacity)
+                    for c in columns:
+                        history[c] = np.concatenate([history[c], np.full((capacity - e, K), np.nan)])
+                    loss_hist = history["loss"]
                 snap = snaps[e & 1]
                 np.copyto(snap, theta)
                 current = e

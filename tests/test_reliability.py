@@ -1,0 +1,174 @@
+"""A run is never lost: signals mid-training, failing writes, failing plots, unwritable roots."""
+
+import csv
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from backprop_cli import runs as runs_module
+from backprop_cli.runs import atomic_write
+
+from conftest import XOR_YAML
+
+
+def _start_training(tmp_path, epochs=50_000_000):
+    config = tmp_path / "long.yaml"
+    config.write_text(XOR_YAML.replace("epochs: 200", f"epochs: {epochs}"))
+    root = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backprop_cli", "train", str(config), "--runs-dir", str(root)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        folders = list(root.glob("*/history.csv")) if False else list(root.glob("*/summary.json"))
+        if folders:
+            break
+        time.sleep(0.05)
+    assert folders, "the run folder never appeared"
+    time.sleep(1.0)  # let it train for a while
+    return proc, folders[0].parent
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_mid_training_saves_an_interrupted_run(tmp_path, sig):
+    proc, run = _start_training(tmp_path)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    rows = list(csv.reader((run / "history.csv").open()))
+    assert len(rows) - 1 == summary["epochs_run"] > 0
+    assert (run / "weights.json").exists()
+    assert not list(run.glob(".*tmp")), "no temporary file may be left behind"
+    assert f"Interrupted after epoch {summary['epochs_run']}" in err
+
+
+def test_second_ctrl_c_during_the_save_does_not_corrupt_it(tmp_path):
+    proc, run = _start_training(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    json.loads((run / "weights.json").read_text())
+    assert not list(run.glob(".*tmp"))
+
+
+def test_atomic_write_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeypatch):
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+
+    def failing_replace(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(runs_module.os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        atomic_write(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_atomic_write_on_a_full_disk_leaves_nothing_half_written(tmp_path, monkeypatch):
+    target = tmp_path / "weights.json"
+    target.write_text("old")
+    real_fsync = os.fsync
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs_module.os, "fsync", full_disk)
+    with pytest.raises(OSError):
+        atomic_write(target, "x" * 1000)
+    monkeypatch.setattr(runs_module.os, "fsync", real_fsync)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["weights.json"]
+
+
+def test_writing_to_dev_full_fails_cleanly():
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    with pytest.raises(OSError) as info:
+        with open("/dev/full", "w") as f:
+            f.write("x" * 10)
+            f.flush()
+    assert info.value.errno == errno.ENOSPC
+
+
+def test_full_disk_while_saving_a_run_exits_1_and_marks_it_failed(cli, write_config, tmp_path, monkeypatch):
+    real = runs_module.atomic_write
+
+    def fail_history(path, content):
+        if path.name == "history.csv":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, content)
+
+    monkeypatch.setattr(runs_module, "atomic_write", fail_history)
+    root = tmp_path / "runs"
+    result = cli("train", write_config(XOR_YAML), "--runs-dir", root)
+    assert result.exit_code == 1
+    run = next(root.iterdir())
+    assert result.stderr == f"Error: {run}: cannot write the run files: No space left on device\n"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and "No space left" in summary["error"]
+
+
+def test_a_failed_plot_is_a_warning_not_a_lost_run(cli, write_config, tmp_path, monkeypatch):
+    from backprop_cli import plots
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(plots, "loss_plot", broken)
+    root = tmp_path / "runs"
+    result = cli("train", write_config(XOR_YAML), "--runs-dir", root)
+    assert result.exit_code == 0
+    run = next(root.iterdir())
+    assert f"Warning: {run / 'loss.png'}: plot not written: no fonts" in result.stderr
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    assert not (run / "loss.png").exists()
+
+
+def test_runs_root_that_is_a_file(cli, write_config, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    result = cli("train", write_config(XOR_YAML), "--runs-dir", blocker)
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {blocker}: cannot create the runs folder: File exists\n"
+
+
+def test_unwritable_runs_root(cli, write_config, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    root = tmp_path / "runs"
+    result = cli("train", write_config(XOR_YAML), "--runs-dir", root)
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {root}: cannot create the runs folder: Permission denied\n"
+
+
+def test_debug_shows_the_traceback(cli, write_config):
+    path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 0"))
+    result = cli("--debug", "train", path)
+    assert result.exit_code != 0
+    assert result.exception is not None and type(result.exception).__name__ == "ConfigError"
+
+
+def test_empty_inline_data(cli, write_config):
+    path = write_config("model: {layers: [2, 2, 1]}\ndata: {inputs: [], targets: []}\n")
+    result = cli("train", path)
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {path}: data.inputs: the data set is empty\n"
