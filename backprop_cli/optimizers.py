@@ -40,7 +40,8 @@ class Optimizer:
 
 class SGD(Optimizer):
     def step(self, theta, grad, lr):
-        self._decay(theta, grad)
+        if self.weight_decay:
+            self._decay(theta, grad)
         np.multiply(grad, lr, out=self.buf)
         theta -= self.buf
 

@@ -63,7 +63,8 @@ class Metrics:
 
     Classification: accuracy (argmax for several outputs, threshold 0.5 for one). Regression
     with more than one sample and non-constant targets: mae and r2. `sums` returns per-model
-    sums over a batch; `finish` turns the sums over an epoch into the metric values.
+    raw sums over a batch (hit counts; absolute and squared errors), which the loop records
+    as they are; `finish` turns raw epoch sums into metric values, once, after the loop.
     """
 
     def __init__(self, Y: np.ndarray, classification: bool):
@@ -71,20 +72,27 @@ class Metrics:
         self.classification = classification
         self.multi = Y.shape[1] > 1
         self.n_values = Y.shape[0] if (classification and self.multi) else Y.size
+        self.Y = Y
         if classification:
             self.names = ["accuracy"]
+            self.labels = Y.argmax(axis=1) if self.multi else Y > 0.5
         elif Y.shape[0] > 1 and float(((Y - Y.mean(axis=0)) ** 2).sum()) > 0:
             self.names = ["mae", "r2"]
             self.sst = float(((Y - Y.mean(axis=0)) ** 2).sum())
 
     def sums(self, out: np.ndarray, Y: np.ndarray) -> list:
         if self.classification:
-            hits = out.argmax(axis=2) == Y.argmax(axis=1) if self.multi else (out > 0.5) == (Y > 0.5)
-            return [hits.sum(axis=tuple(range(1, hits.ndim)))]
+            labels = self.labels if Y is self.Y else (Y.argmax(axis=1) if self.multi else Y > 0.5)
+            hits = out.argmax(axis=2) == labels if self.multi else (out > 0.5) == labels
+            if len(out) == 1:
+                # one model: count_nonzero skips the bool -> int cast of a reduction (~1.5 us)
+                return [np.count_nonzero(hits)]
+            return [np.add.reduce(hits, axis=tuple(range(1, hits.ndim)))]
         err = out - Y
-        return [np.abs(err).sum(axis=(1, 2)), (err * err).sum(axis=(1, 2))]
+        return [np.add.reduce(np.abs(err), axis=(1, 2)), np.add.reduce(err * err, axis=(1, 2))]
 
     def finish(self, sums: list) -> list:
+        """Raw sums (arrays of any shape) -> metric values in the order of `names`."""
         if self.classification:
             return [sums[0] / self.n_values]
         return [sums[0] / self.n_values, 1.0 - sums[1] / self.sst]
@@ -168,7 +176,14 @@ def train(
     active, frozen, any_frozen = np.ones(K, bool), theta.copy(), False
     status, reason = ["completed"] * K, ["epochs"] * K
     epochs_run, diverged_at = [E] * K, [None] * K
+    # flags the loop tests every epoch, as locals
     numerical = t.gradient == "numerical"
+    scheduled = t.lr_schedule != "constant"
+    stop_at = t.stop_at_loss
+    minibatch = batch < n
+    metric_names = metrics.names
+    grad = net.grad
+    full_ws = net.workspace(n)
     done, current = 0, -1
 
     def freeze(k: int, weights: np.ndarray, why: str, state: str, ran: int) -> None:
@@ -188,9 +203,9 @@ def train(
                         history[c] = np.concatenate([history[c], np.full((capacity - e, K), np.nan)])
                     loss_hist = history["loss"]
                 snap = snaps[e & 1]
-                np.copyto(snap, theta)
+                snap[...] = theta
                 current = e
-                if t.lr_schedule != "constant":
+                if scheduled:
                     np.multiply(base_lr, lr_factor(cfg, e + 1), out=lr)
                     lr[~active] = 0.0
                 # validation, with the weights this epoch starts from
@@ -199,7 +214,7 @@ def train(
                     history["val_loss"][e] = loss_fn.value(out, data.Y_val)
                     for name, value in zip(val_metrics.names, val_metrics.finish(val_metrics.sums(out, data.Y_val))):
                         history["val_" + name][e] = value
-                if batch < n:
+                if minibatch:
                     order = shuffle_rng.permutation(n)
                     np.take(X, order, axis=0, out=X_shuffled)
                     np.take(Y, order, axis=0, out=Y_shuffled)
@@ -208,28 +223,31 @@ def train(
                     Xe, Ye = X, Y
                 loss, sums = 0.0, None
                 for s in starts:
-                    Xb, Yb = Xe[s : s + batch], Ye[s : s + batch]
-                    ws = net.workspace(len(Xb))
+                    if minibatch:
+                        Xb, Yb = Xe[s : s + batch], Ye[s : s + batch]
+                        ws = net.workspace(len(Xb))
+                    else:
+                        Xb, Yb, ws = X, Y, full_ws
                     # forward, loss and backward: the gradients land in net.grad
                     if numerical:
                         batch_loss = net.numerical_grad(Xb, Yb, loss_fn, t.gradient_epsilon, t.gradient_method)
                         net.forward_into(Xb, ws)
                     else:
                         batch_loss = net.loss_and_grad(Xb, Yb, loss_fn, ws)
-                    loss = loss + batch_loss
-                    if metrics.names:
+                    loss = loss + batch_loss if minibatch else batch_loss
+                    if metric_names:
                         part = metrics.sums(ws.A[-1], Yb)
                         sums = part if sums is None else [a + b for a, b in zip(sums, part)]
                     # update every model; frozen ones are put back below
-                    opt.step(theta, net.grad, lr)
-                if batch < n:
+                    opt.step(theta, grad, lr)
+                if minibatch:
                     loss = loss / len(starts)
                 if any_frozen:
                     theta[~active] = frozen[~active]
-                # record
+                # record (train metrics as raw sums, finished after the loop)
                 loss_hist[e] = loss
                 if sums is not None:
-                    for name, value in zip(metrics.names, metrics.finish(sums)):
+                    for name, value in zip(metric_names, sums):
                         history[name][e] = value
                 done = e + 1
                 # a non-finite loss: the model diverged; freeze it at its last finite weights
@@ -241,6 +259,8 @@ def train(
                         theta[k] = good
                 if es is not None:
                     value = history[es.monitor][e]
+                    if es.monitor in metrics.names:
+                        value = metrics.finish([history[c][e] for c in metrics.names])[metrics.names.index(es.monitor)]
                     improved = ((value > best + es.min_delta) if maximize else (value < best - es.min_delta)) & active
                     if improved.any():
                         best[improved] = value[improved]
@@ -253,8 +273,8 @@ def train(
                     for k in np.flatnonzero((wait >= es.patience) & active):
                         freeze(k, theta[k] if best_theta is None else best_theta[k], "early_stopping", "completed", e + 1)
                         theta[k] = frozen[k]
-                if t.stop_at_loss is not None:
-                    for k in np.flatnonzero((loss <= t.stop_at_loss) & active):
+                if stop_at is not None:
+                    for k in np.flatnonzero((loss <= stop_at) & active):
                         freeze(k, theta[k], "stop_at_loss", "completed", e + 1)
                 if callback is not None:
                     callback(epoch, loss)
@@ -274,6 +294,9 @@ def train(
             if reason[k] == "epochs" and best_epoch[k]:
                 theta[k] = best_theta[k]
     duration = time.perf_counter() - started
+    if metrics.names:
+        for name, values in zip(metrics.names, metrics.finish([history[c] for c in metrics.names])):
+            history[name] = values
     rows = max(epochs_run)
     for k in range(K):
         for column in history.values():
