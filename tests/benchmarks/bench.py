@@ -1,0 +1,417 @@
+"""Benchmarks: backprop's training loop against hand-written NumPy loops (and, when installed,
+PyTorch and scikit-learn), each case run in the same process, interleaved, several repeats.
+
+    python tests/benchmarks/bench.py             # every case
+    python tests/benchmarks/bench.py tiny sweep  # some cases: tiny, display, sweep, medium, startup
+    python tests/benchmarks/bench.py --quick     # fewer repeats and epochs
+
+Prints medians, min-max and ratios (engine / reference: below 1 means the engine is faster).
+Not part of the test run: timings belong in benchmarks, never in unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from backprop_cli.config import load_config  # noqa: E402
+from backprop_cli.data import load_data  # noqa: E402
+from backprop_cli.initializers import random_streams  # noqa: E402
+from backprop_cli.sweep import sweep_learning_rates  # noqa: E402
+from backprop_cli.train import build_network, train  # noqa: E402
+
+RESULTS = []
+
+
+def report(case, variant, times, unit, scale, reference=None):
+    """Record one row: median and min-max of `times` (seconds) times `scale` in `unit`."""
+    med = statistics.median(times)
+    row = {"case": case, "variant": variant, "median": med * scale, "min": min(times) * scale,
+           "max": max(times) * scale, "unit": unit, "ratio": None}
+    if reference is not None:
+        row["ratio"] = med / statistics.median(reference)
+    RESULTS.append(row)
+    ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else ""
+    print(f"  {case:8s} {variant:44s} {row['median']:10.3f} {unit:8s} [{row['min']:.3f} - {row['max']:.3f}]  {ratio}", flush=True)
+    return row
+
+
+def interleave(fns: dict, repeats: int) -> dict:
+    """Run each function once per round, rounds repeated: the machine's drift hits all alike."""
+    times = {name: [] for name in fns}
+    for name, fn in fns.items():  # warm-up
+        fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(fn())
+    return times
+
+
+# -- tiny: XOR 2-2-1 -----------------------------------------------------------------------------
+
+
+def xor_setup(epochs):
+    cfg = load_config(ROOT / "configs" / "xor.yaml", {"training.epochs": (epochs, "bench")})
+    return cfg, load_data(cfg, "xor", random_streams(cfg.seed)[0])
+
+
+def plain_xor(X, Y, W1, b1, W2, b2, lr, epochs, accuracy=False):
+    """The same maths written out by hand: sigmoid, sse, full batch, loss history."""
+    hist = np.empty(epochs)
+    acc = np.empty(epochs) if accuracy else None
+    labels = Y > 0.5
+    for e in range(epochs):
+        h = 1 / (1 + np.exp(-(X @ W1.T + b1)))
+        o = 1 / (1 + np.exp(-(h @ W2.T + b2)))
+        err = o - Y
+        hist[e] = 0.5 * np.sum(err * err)
+        if accuracy:
+            acc[e] = np.mean((o > 0.5) == labels)
+        d2 = err * o * (1 - o)
+        d1 = (d2 @ W2) * h * (1 - h)
+        W2 -= lr * (d2.T @ h)
+        b2 -= lr * d2.sum(0)
+        W1 -= lr * (d1.T @ X)
+        b1 -= lr * d1.sum(0)
+    return hist
+
+
+def case_tiny(repeats, epochs):
+    print(f"tiny: XOR 2-2-1 sigmoid, sse, full batch, {epochs} epochs (per epoch)")
+    cfg, data = xor_setup(epochs)
+
+    def engine():
+        return train(cfg, data, build_network(cfg)).duration_s
+
+    def plain(accuracy):
+        def run():
+            (W1, b1), (W2, b2) = build_network(cfg).get_params(0)
+            t = time.perf_counter()
+            plain_xor(data.X, data.Y, W1, b1, W2, b2, 0.1, epochs, accuracy)
+            return time.perf_counter() - t
+        return run
+
+    fns = {"plain": plain(False), "plain+acc": plain(True), "engine": engine}
+    try:
+        import torch
+
+        torch.set_num_threads(2)
+        fns["torch"] = lambda: torch_xor(torch, data, cfg, epochs)
+    except ImportError:
+        print("  (PyTorch not installed: skipped)")
+    try:
+        import sklearn  # noqa: F401
+
+        # scikit-learn runs at most 2000 epochs; scaled to the same epoch count as the others
+        fns["sklearn"] = lambda: sklearn_xor(data, min(epochs, 2000)) * epochs / min(epochs, 2000)
+    except ImportError:
+        print("  (scikit-learn not installed: skipped)")
+    t = interleave(fns, repeats)
+    us = 1e6 / epochs
+    report("tiny", "hand-written NumPy loop (loss history)", t["plain"], "us/epoch", us)
+    report("tiny", "hand-written NumPy loop (loss + accuracy)", t["plain+acc"], "us/epoch", us, t["plain"])
+    report("tiny", "backprop train loop (loss + accuracy)", t["engine"], "us/epoch", us, t["plain"])
+    report("tiny", "  ... vs the loop with the same history", t["engine"], "us/epoch", us, t["plain+acc"])
+    if "torch" in t:
+        report("tiny", "PyTorch CPU float64 (manual SGD)", t["torch"], "us/epoch", us, t["plain"])
+    if "sklearn" in t:
+        report("tiny", "scikit-learn MLPClassifier (sgd)", t["sklearn"], "us/epoch", us, t["plain"])
+
+
+def torch_xor(torch, data, cfg, epochs):
+    net = build_network(cfg)
+    (W1, b1), (W2, b2) = net.get_params(0)
+    X, Y = torch.tensor(data.X), torch.tensor(data.Y)
+    params = [torch.tensor(a, requires_grad=True) for a in (W1, b1, W2, b2)]
+    w1, c1, w2, c2 = params
+    hist = torch.empty(epochs, dtype=torch.float64)
+    t = time.perf_counter()
+    for e in range(epochs):
+        o = torch.sigmoid(torch.sigmoid(X @ w1.T + c1) @ w2.T + c2)
+        loss = 0.5 * ((o - Y) ** 2).sum()
+        for p in params:
+            p.grad = None
+        loss.backward()
+        with torch.no_grad():
+            hist[e] = loss
+            for p in params:
+                p -= 0.1 * p.grad
+    return time.perf_counter() - t
+
+
+def sklearn_xor(data, epochs):
+    import warnings
+
+    from sklearn.neural_network import MLPClassifier
+
+    clf = MLPClassifier(hidden_layer_sizes=(2,), activation="logistic", solver="sgd", learning_rate_init=0.1,
+                        momentum=0.0, batch_size=4, max_iter=epochs, tol=0.0, n_iter_no_change=10**9, shuffle=False,
+                        random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = time.perf_counter()
+        clf.fit(data.X, data.Y[:, 0].astype(int))
+    return time.perf_counter() - t
+
+
+# -- display: the progress bar's cost ----------------------------------------------------------------
+
+
+def case_display(repeats, epochs):
+    print(f"display: XOR {epochs} epochs with the live Rich progress bar (rendered to a buffer)")
+    from rich.console import Console
+
+    from backprop_cli import cli
+
+    cfg, data = xor_setup(epochs)
+    cli.out = Console(file=io.StringIO(), force_terminal=True, width=120)
+
+    def plain():
+        return train(cfg, data, build_network(cfg)).duration_s
+
+    def shown():
+        with cli.Reporter(epochs) as reporter:
+            assert reporter.live
+            return train(cfg, data, build_network(cfg), callback=reporter).duration_s
+
+    t = interleave({"none": plain, "bar": shown}, repeats)
+    report("display", "train loop, no callback", t["none"], "us/epoch", 1e6 / epochs)
+    report("display", "train loop, live progress bar", t["bar"], "us/epoch", 1e6 / epochs, t["none"])
+
+
+# -- sweeps --------------------------------------------------------------------------------------------
+
+
+def case_sweep(repeats, epochs):
+    print(f"sweep: XOR, {epochs} epochs, training loop time of one run vs batched sweeps")
+    cfg, data = xor_setup(epochs)
+    rates6 = [0.1, 0.2, 0.5, 0.8, 1.0, 2.0]
+    rates64 = list(np.geomspace(0.05, 5.0, 64))
+
+    def one():
+        return train(cfg, data, build_network(cfg)).duration_s
+
+    def sweep(rates):
+        return lambda: sweep_learning_rates(cfg, data, rates)[0].result.duration_s
+
+    t = interleave({"one": one, "six": sweep(rates6), "sixty-four": sweep(rates64)}, repeats)
+    report("sweep", "one train run", t["one"], "s", 1)
+    report("sweep", "6-rate sweep (target <= 1.5x)", t["six"], "s", 1, t["one"])
+    report("sweep", "64-rate sweep (target <= 4x)", t["sixty-four"], "s", 1, t["one"])
+
+
+# -- medium: 64-256-256-10 ----------------------------------------------------------------------------
+
+MEDIUM_YAML = """
+name: medium
+seed: 0
+model: {{layers: [64, 256, 256, 10], activation: relu, output_activation: softmax, init: he}}
+training: {{loss: cross_entropy, learning_rate: 0.01, epochs: {epochs}, batch_size: 256, dtype: {dtype}}}
+data: {{csv: medium.csv}}
+"""
+
+
+def medium_data(tmpdir: Path, n=20000):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, 64))
+    y = (X[:, :10] @ rng.standard_normal(10) > 0).astype(int) + 2 * (X[:, 10] > 0) + 4 * (X[:, 11] > 1)
+    path = tmpdir / "medium.csv"
+    if not path.exists():
+        np.savetxt(path, np.c_[X, y], delimiter=",", fmt="%.6f")
+    return path
+
+
+def medium_setup(tmpdir, epochs, dtype):
+    medium_data(tmpdir)
+    (tmpdir / f"medium_{dtype}.yaml").write_text(MEDIUM_YAML.format(epochs=epochs, dtype=dtype))
+    cfg = load_config(tmpdir / f"medium_{dtype}.yaml")
+    return cfg, load_data(cfg, "medium", random_streams(cfg.seed)[0])
+
+
+def numpy_medium(X, Y, params, lr, epochs, batch, rng, buffered):
+    """A hand-written NumPy minibatch loop: relu, relu, softmax + cross-entropy, plain SGD.
+
+    buffered=True reuses preallocated temporaries (out=); False writes natural expressions.
+    """
+    (W1, b1), (W2, b2), (W3, b3) = [(w.copy(), b.copy()) for w, b in params]
+    n = len(X)
+    bufs = {}
+    for e in range(epochs):
+        order = rng.permutation(n)
+        Xs, Ys = X[order], Y[order]
+        total = 0.0
+        for s in range(0, n, batch):
+            x, y = Xs[s:s + batch], Ys[s:s + batch]
+            m = len(x)
+            if buffered:
+                if m not in bufs:
+                    bufs[m] = [np.empty((m, k)) for k in (256, 256, 10, 10, 256, 256)] + [np.empty((m, 256), bool)]
+                h1, h2, o, d3, d2, d1, mask = bufs[m]
+                np.matmul(x, W1.T, out=h1); h1 += b1; np.maximum(h1, 0, out=h1)
+                np.matmul(h1, W2.T, out=h2); h2 += b2; np.maximum(h2, 0, out=h2)
+                np.matmul(h2, W3.T, out=o); o += b3
+                o -= o.max(axis=1, keepdims=True); np.exp(o, out=o); o /= o.sum(axis=1, keepdims=True)
+                total += -np.sum(y * np.log(np.maximum(o, 1e-300))) / m
+                np.subtract(o, y, out=d3); d3 /= m
+                W3 -= lr * (d3.T @ h2); b3 -= lr * d3.sum(0)
+                np.matmul(d3, W3, out=d2); np.greater(h2, 0, out=mask); d2 *= mask
+                W2 -= lr * (d2.T @ h1); b2 -= lr * d2.sum(0)
+                np.matmul(d2, W2, out=d1); np.greater(h1, 0, out=mask); d1 *= mask
+                W1 -= lr * (d1.T @ x); b1 -= lr * d1.sum(0)
+            else:
+                h1 = np.maximum(x @ W1.T + b1, 0)
+                h2 = np.maximum(h1 @ W2.T + b2, 0)
+                z = h2 @ W3.T + b3
+                o = np.exp(z - z.max(axis=1, keepdims=True))
+                o /= o.sum(axis=1, keepdims=True)
+                total += -np.sum(y * np.log(np.maximum(o, 1e-300))) / m
+                d3 = (o - y) / m
+                d2 = (d3 @ W3) * (h2 > 0)
+                d1 = (d2 @ W2) * (h1 > 0)
+                W3 -= lr * (d3.T @ h2); b3 -= lr * d3.sum(0)
+                W2 -= lr * (d2.T @ h1); b2 -= lr * d2.sum(0)
+                W1 -= lr * (d1.T @ x); b1 -= lr * d1.sum(0)
+    return total
+
+
+def case_medium(repeats, epochs):
+    import tempfile
+
+    print(f"medium: 64-256-256-10 relu/softmax, 20000 x 64 samples, batch 256, SGD, {epochs} epochs (per epoch)")
+    tmpdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    cfg64, data64 = medium_setup(tmpdir, epochs, "float64")
+    cfg32, data32 = medium_setup(tmpdir, epochs, "float32")
+    params = build_network(cfg64).get_params(0)
+
+    def engine(cfg, data):
+        return lambda: train(cfg, data, build_network(cfg)).duration_s
+
+    def numpy_loop(buffered):
+        def run():
+            t = time.perf_counter()
+            numpy_medium(data64.X, data64.Y, params, 0.01, epochs, 256, np.random.default_rng(0), buffered)
+            return time.perf_counter() - t
+        return run
+
+    fns = {"numpy": numpy_loop(True), "naive": numpy_loop(False), "engine64": engine(cfg64, data64), "engine32": engine(cfg32, data32)}
+    try:
+        import torch
+
+        torch.set_num_threads(2)
+        fns["torch64"] = lambda: torch_medium(torch, data64, params, epochs, torch.float64)
+        fns["torch32"] = lambda: torch_medium(torch, data32, params, epochs, torch.float32)
+    except ImportError:
+        print("  (PyTorch not installed: skipped)")
+    try:
+        import sklearn  # noqa: F401
+
+        fns["sklearn"] = lambda: sklearn_medium(data64, epochs)
+    except ImportError:
+        print("  (scikit-learn not installed: skipped)")
+    t = interleave(fns, repeats)
+    per = 1.0 / epochs
+    report("medium", "hand-written NumPy loop, reused buffers", t["numpy"], "s/epoch", per)
+    report("medium", "hand-written NumPy loop, naive temporaries", t["naive"], "s/epoch", per, t["numpy"])
+    report("medium", "backprop float64 (target <= 1.1x)", t["engine64"], "s/epoch", per, t["numpy"])
+    report("medium", "backprop float32 vs float64 (target <= 0.625x)", t["engine32"], "s/epoch", per, t["engine64"])
+    if "torch64" in t:
+        report("medium", "PyTorch CPU float64", t["torch64"], "s/epoch", per, t["numpy"])
+        report("medium", "  backprop float64 vs PyTorch float64 (<= 0.77x)", t["engine64"], "s/epoch", per, t["torch64"])
+        report("medium", "PyTorch CPU float32", t["torch32"], "s/epoch", per, t["numpy"])
+    if "sklearn" in t:
+        report("medium", "scikit-learn MLPClassifier float64", t["sklearn"], "s/epoch", per, t["numpy"])
+
+
+def torch_medium(torch, data, params, epochs, dtype):
+    X, Y = torch.tensor(data.X, dtype=dtype), torch.tensor(data.Y, dtype=dtype)
+    ps = [torch.tensor(a, dtype=dtype, requires_grad=True) for w, b in params for a in (w, b)]
+    gen = torch.Generator().manual_seed(0)
+    t = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(X), generator=gen)
+        Xs, Ys = X[order], Y[order]
+        for s in range(0, len(X), 256):
+            x, y = Xs[s:s + 256], Ys[s:s + 256]
+            h = torch.relu(x @ ps[0].T + ps[1])
+            h = torch.relu(h @ ps[2].T + ps[3])
+            z = h @ ps[4].T + ps[5]
+            loss = -(y * torch.log_softmax(z, dim=1)).sum() / len(x)
+            for p in ps:
+                p.grad = None
+            loss.backward()
+            with torch.no_grad():
+                for p in ps:
+                    p -= 0.01 * p.grad
+    return time.perf_counter() - t
+
+
+def sklearn_medium(data, epochs):
+    import warnings
+
+    from sklearn.neural_network import MLPClassifier
+
+    clf = MLPClassifier(hidden_layer_sizes=(256, 256), activation="relu", solver="sgd", batch_size=256,
+                        learning_rate_init=0.01, momentum=0.0, max_iter=epochs, tol=0.0, n_iter_no_change=10**9,
+                        random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = time.perf_counter()
+        clf.fit(data.X, data.Y.argmax(axis=1))
+    return time.perf_counter() - t
+
+
+# -- start-up --------------------------------------------------------------------------------------------
+
+
+def case_startup(repeats, _):
+    print("startup: `backprop --help` in a fresh process (target <= 0.5 s)")
+
+    def run(args):
+        def go():
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "backprop_cli", *args], check=True, capture_output=True, cwd=ROOT)
+            return time.perf_counter() - t
+        return go
+
+    def bare():
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        return time.perf_counter() - t
+
+    t = interleave({"python": bare, "help": run(["--help"]), "train-help": run(["train", "--help"])}, repeats)
+    report("startup", "python -c pass", t["python"], "s", 1)
+    report("startup", "backprop --help", t["help"], "s", 1)
+    report("startup", "backprop train --help", t["train-help"], "s", 1)
+
+
+CASES = {"tiny": case_tiny, "display": case_display, "sweep": case_sweep, "medium": case_medium, "startup": case_startup}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cases", nargs="*", choices=[*CASES, []], default=list(CASES))
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and epochs")
+    args = parser.parse_args()
+    plan = {"tiny": (7, 20000), "display": (7, 20000), "sweep": (5, 50000), "medium": (5, 2), "startup": (7, None)}
+    if args.quick:
+        plan = {"tiny": (3, 5000), "display": (3, 5000), "sweep": (3, 5000), "medium": (3, 1), "startup": (3, None)}
+    import platform
+
+    print(f"python {platform.python_version()}, numpy {np.__version__}; medians of interleaved repeats; ratio = median / reference median")
+    for name in args.cases or list(CASES):
+        repeats, epochs = plan[name]
+        CASES[name](repeats, epochs)
+
+
+if __name__ == "__main__":
+    main()
