@@ -399,9 +399,12 @@ CASES = {"tiny": case_tiny, "display": case_display, "sweep": case_sweep, "mediu
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("cases", nargs="*", choices=[*CASES, []], default=list(CASES))
+    parser.add_argument("cases", nargs="*", help=f"cases to run (default: all): {', '.join(CASES)}")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and epochs")
     args = parser.parse_args()
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case {unknown[0]!r} (cases: {', '.join(CASES)})")
     plan = {"tiny": (7, 20000), "display": (7, 20000), "sweep": (5, 50000), "medium": (5, 2), "startup": (7, None)}
     if args.quick:
         plan = {"tiny": (3, 5000), "display": (3, 5000), "sweep": (3, 5000), "medium": (3, 1), "startup": (3, None)}
