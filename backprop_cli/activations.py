@@ -89,12 +89,14 @@ class Activation:
     forward: Callable[[np.ndarray, np.ndarray], np.ndarray]
     grad: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]]
     hidden_ok: bool = True
+    grad_dtype: Optional[type] = None  # a narrower buffer type for `grad` in hidden layers
 
 
 ACTIVATIONS: dict[str, Activation] = {
     "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_grad),
     "tanh": Activation("tanh", _tanh, _tanh_grad),
-    "relu": Activation("relu", _relu, _relu_grad),
+    # relu' is 0 or 1: a bool mask moves 1 byte per element where float64 moves 8
+    "relu": Activation("relu", _relu, _relu_grad, grad_dtype=bool),
     "leaky_relu": Activation("leaky_relu", _leaky_relu, _leaky_relu_grad),
     "identity": Activation("identity", _identity, _identity_grad),
     "softmax": Activation("softmax", _softmax, None, hidden_ok=False),

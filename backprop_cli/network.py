@@ -121,11 +121,13 @@ class Network:
         ws = self._workspaces.get(n)
         if ws is None:
             ws = Workspace(n)
-            for units in self.sizes[1:]:
+            for l, units in enumerate(self.sizes[1:]):
                 shape = (self.K, n, units)
                 ws.A.append(np.empty(shape, self.dtype))
                 ws.D.append(np.empty(shape, self.dtype))
-                ws.S.append(np.empty(shape, self.dtype))
+                # hidden layers' scratch only holds f'; the output layer's also serves the loss
+                narrow = self.acts[l].grad_dtype if l < self.n_layers - 1 else None
+                ws.S.append(np.empty(shape, narrow or self.dtype))
                 ws.DT.append(ws.D[-1].transpose(0, 2, 1))
             # each pass's per-layer operands, looked up once (the backward pass's last layer first)
             ws.forward = [(W_T, b, act.forward, out) for W_T, b, act, out in zip(self.WT, self.b, self.acts, ws.A)]
