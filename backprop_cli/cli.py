@@ -398,6 +398,17 @@ def schema():
     out.print_json(json.dumps(json_schema()))
 
 
+def _emit(text: str, output: Optional[Path], what: str) -> None:
+    """Write text to stdout, or atomically to `output` and say so."""
+    if output is None:
+        sys.stdout.write(text)
+        return
+    from backprop_cli.runs import atomic_write
+
+    atomic_write(output, text)
+    out.print(f"wrote {what} to {output}", markup=False, soft_wrap=True)
+
+
 # -- predict ----------------------------------------------------------------------------------------
 
 
@@ -539,14 +550,7 @@ def predict(
             if "class" in rec:
                 cells.append(str(rec["class"]))
             lines.append(",".join(cells))
-        text = "\n".join(lines) + "\n"
-        if output is None:
-            sys.stdout.write(text)
-        else:
-            from backprop_cli.runs import atomic_write
-
-            atomic_write(output, text)
-            out.print(f"wrote {len(records)} predictions to {output}", markup=False)
+        _emit("\n".join(lines) + "\n", output, f"{len(records)} predictions")
     else:
         out.print(f"{loaded.path}: type {n} input value{'s' if n != 1 else ''} (q or Ctrl-D to quit)", markup=False)
         _interactive(loaded)
@@ -657,17 +661,7 @@ def sweep_lr(
     folder = _start_study(cfg, runs_dir, "chain" if chain else "sweep")
     total = cfg.training.epochs * (len(rates) if chain else 1)
     with guard_run(folder), Reporter(total, 0, quiet, label="sweep") as report:
-        if chain:
-            done = {"n": 0}
-
-            def report_chain(epoch, loss):
-                report(done["n"] + epoch, loss)
-                if epoch == cfg.training.epochs:
-                    done["n"] += epoch
-
-            entries = sweep_learning_rates(cfg, data, rates, chain=True, callback=report_chain)
-        else:
-            entries = sweep_learning_rates(cfg, data, rates, callback=report)
+        entries = sweep_learning_rates(cfg, data, rates, chain=chain, callback=report)
     names = [p[0] for p in Network(cfg.model.layers, cfg.activations, cfg.model.bias).param_names()]
     extra = {"protocol": "chain" if chain else "batched", "learning_rates": rates, "started_at": started}
     with guard_run(folder):
@@ -821,14 +815,7 @@ def explain(
     if sections is None:
         raise UsageError(f"--epoch {epoch}: training {result.status[0]} at epoch {result.diverged_at[0] or result.epochs_run[0]} before that step")
     if out_format is not None:
-        text = _render_sections(sections, out_format)
-        if output is None:
-            sys.stdout.write(text)
-        else:
-            from backprop_cli.runs import atomic_write
-
-            atomic_write(output, text)
-            out.print(f"wrote {output}", markup=False)
+        _emit(_render_sections(sections, out_format), output, f"epoch {epoch}'s step")
     else:
         if cfg.training.batch_size:
             out.print("note: explain shows a full-batch step (training.batch_size is ignored here)", markup=False)

@@ -52,19 +52,25 @@ class Entry:
 
 def sweep_learning_rates(cfg: Config, data: Dataset, rates: Sequence[float], chain: bool = False,
                          callback: Optional[Callable] = None) -> list[Entry]:
-    """Train one model per rate; batched on the model axis, or chained one after another."""
+    """Train one model per rate; batched on the model axis, or chained one after another.
+
+    Chained, the callback sees one running epoch count across the rates (rate i's epoch k is
+    i * epochs + k), so a progress display can span the whole chain.
+    """
     if not chain:
         net = build_network(cfg, n_models=len(rates))
         start = net.get_params(0)
         result = train(cfg, data, net, learning_rates=list(rates), callback=callback)
         return [Entry(rate, result, k, start) for k, rate in enumerate(rates)]
     entries, previous = [], None
-    for rate in rates:
+    for i, rate in enumerate(rates):
         net = build_network(cfg)
         if previous is not None:
             net.set_params(previous)
         start = net.get_params(0)
-        result = train(cfg, data, net, learning_rates=[rate], callback=callback)
+        offset = i * cfg.training.epochs
+        step = None if callback is None else (lambda epoch, loss, offset=offset: callback(offset + epoch, loss))
+        result = train(cfg, data, net, learning_rates=[rate], callback=step)
         entries.append(Entry(rate, result, 0, start))
         previous = net.get_params(0)
         if result.status[0] == "interrupted":

@@ -155,3 +155,10 @@ def test_seed_study(cli, write_config, tmp_path):
     cfg = load_config(CONFIGS / "xor.yaml", {"seed": (3, "--seed")})
     single = train(cfg, load_data(cfg, "x", random_streams(3)[0]), build_network(cfg))
     assert float(rows[3]["final_loss"]) == pytest.approx(single.final("loss"), abs=1e-12)
+
+
+def test_chained_progress_counts_epochs_across_the_rates():
+    cfg, data = _worked(epochs=10)
+    seen = []
+    sweep_learning_rates(cfg, data, [0.1, 0.5, 1.0], chain=True, callback=lambda epoch, loss: seen.append(epoch))
+    assert seen == list(range(1, 31))

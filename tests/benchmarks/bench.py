@@ -405,7 +405,7 @@ def main():
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
         parser.error(f"unknown case {unknown[0]!r} (cases: {', '.join(CASES)})")
-    plan = {"tiny": (7, 20000), "display": (7, 20000), "sweep": (5, 50000), "medium": (5, 2), "startup": (7, None)}
+    plan = {"tiny": (7, 20000), "display": (7, 20000), "sweep": (5, 50000), "medium": (7, 3), "startup": (7, None)}
     if args.quick:
         plan = {"tiny": (3, 5000), "display": (3, 5000), "sweep": (3, 5000), "medium": (3, 1), "startup": (3, None)}
     import platform
