@@ -251,3 +251,18 @@ def test_shipped_configs_reach_their_figures(config, metric, minimum):
     result = train(cfg, data, build_network(cfg))
     assert result.status == ["completed"]
     assert result.final(metric) >= minimum
+
+
+def test_validation_csv_and_several_target_columns(write_config, tmp_path):
+    rows = lambda xs: "a,b,y1,y2\n" + "".join(f"{x},{2 * x},{x + 1},{-x}\n" for x in xs)  # noqa: E731
+    (tmp_path / "train.csv").write_text(rows([0.0, 0.5, 1.0, 1.5]))
+    (tmp_path / "val.csv").write_text(rows([0.25, 0.75]))
+    cfg, data = _load(write_config("""
+        model: {layers: [2, 4, 2], activation: tanh, output_activation: identity}
+        training: {loss: mse, epochs: 5}
+        data: {csv: train.csv, target: [y1, y2], validation_csv: val.csv}
+    """))
+    assert data.Y.tolist() == [[1.0, 0.0], [1.5, -0.5], [2.0, -1.0], [2.5, -1.5]]
+    assert data.X_val.tolist() == [[0.25, 0.5], [0.75, 1.5]]
+    result = train(cfg, data, build_network(cfg))
+    assert list(result.history) == ["loss", "mae", "r2", "val_loss", "val_mae", "val_r2"]
