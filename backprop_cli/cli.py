@@ -353,10 +353,6 @@ def _class_of(output, class_names):
     return idx
 
 
-def main() -> None:
-    app(prog_name="backprop")
-
-
 # -- validate, schema, init -----------------------------------------------------------------------
 
 
@@ -994,3 +990,7 @@ def runs_compare(
             out.print(f"plot: {output}", markup=False, soft_wrap=True)
         except OSError as e:
             err.print(f"Warning: {output}: plot not written: {e.strerror}", markup=False)
+
+
+def main() -> None:
+    app(prog_name="backprop")

@@ -410,7 +410,11 @@ def main():
         plan = {"tiny": (3, 5000), "display": (3, 5000), "sweep": (3, 5000), "medium": (3, 1), "startup": (3, None)}
     import platform
 
-    print(f"python {platform.python_version()}, numpy {np.__version__}; medians of interleaved repeats; ratio = median / reference median")
+    import os
+
+    core = os.environ.get("OPENBLAS_CORETYPE", "auto-detected")
+    print(f"python {platform.python_version()}, numpy {np.__version__} (OpenBLAS core type: {core}); "
+          "medians of interleaved repeats; ratio = median / reference median")
     for name in args.cases or list(CASES):
         repeats, epochs = plan[name]
         CASES[name](repeats, epochs)
