@@ -109,8 +109,3 @@ def apply(name: str, z: np.ndarray) -> np.ndarray:
     """Return f(z) as a new array, silencing the harmless exp() overflow of saturated units."""
     with np.errstate(over="ignore"):
         return ACTIVATIONS[name].forward(z, np.empty_like(z))
-
-
-def derivative(name: str, a: np.ndarray) -> np.ndarray:
-    """Return f'(z) computed from a = f(z), as a new array (not defined for softmax)."""
-    return ACTIVATIONS[name].grad(a, np.empty_like(a))

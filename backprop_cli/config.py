@@ -437,12 +437,9 @@ def load_config(path, overrides: Optional[dict] = None, sets: tuple = ()) -> Con
     return cfg
 
 
-def config_to_dict(cfg: Config) -> dict:
-    return cfg.model_dump(mode="json")
-
-
 def config_to_yaml(cfg: Config) -> str:
-    return dump_yaml(config_to_dict(cfg))
+    """The resolved config as YAML, in the order of the file's sections."""
+    return dump_yaml(cfg.model_dump(mode="json"))
 
 
 def json_schema() -> dict:

@@ -127,11 +127,3 @@ LOSSES: dict[str, Loss] = {
     "cross_entropy": Loss("cross_entropy", _ce_value, _ce_delta, ("softmax",)),
 }
 
-
-def output_delta(loss: Loss, act: Activation, a: np.ndarray, y: np.ndarray):
-    """Return (loss value (K,), dL/dz of the output layer) as new arrays."""
-    out = np.empty_like(a)
-    scratch = np.empty_like(a)
-    with np.errstate(over="ignore", invalid="ignore"):
-        value = loss.delta(a, y, act, out, scratch)
-    return value, out

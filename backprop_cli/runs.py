@@ -29,9 +29,6 @@ from backprop_cli.errors import BackpropError, RunError, UsageError
 from backprop_cli.network import Network
 from backprop_cli.train import TrainResult, build_network
 
-RUN_FILES = ("config.yaml", "weights.json", "summary.json")
-
-
 def atomic_write(path: Path, content) -> None:
     """Write text or bytes to `path` via a temporary file in the same folder, fsync, rename."""
     path = Path(path)
