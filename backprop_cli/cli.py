@@ -353,47 +353,6 @@ def _class_of(output, class_names):
     return idx
 
 
-# -- validate, schema, init -----------------------------------------------------------------------
-
-
-@app.command()
-@cli_errors
-def validate(
-    config: Annotated[Path, typer.Argument(help="YAML config file.")],
-    sets: Sets = None,
-):
-    """Check a config and its data fully, without training (exit 0 or 2).
-
-    Example: backprop validate configs/xor.yaml
-    """
-    cfg = _load(config, sets=sets)
-    data = _load_data(cfg, config)
-    from backprop_cli.network import Network
-
-    n_params = Network(cfg.model.layers, cfg.activations, cfg.model.bias).n_params
-    shape = "-".join(map(str, cfg.model.layers))
-    val = f", {len(data.X_val)} validation" if data.X_val is not None else ""
-    out.print(
-        f"{config}: OK: {shape} network ({'/'.join(dict.fromkeys(cfg.activations))}), {n_params} parameters, "
-        f"loss {cfg.training.loss}, {len(data.X)} training samples{val}",
-        markup=False, soft_wrap=True,
-    )
-
-
-@app.command()
-@cli_errors
-def schema():
-    """Print the JSON Schema of the config file (for editor completion).
-
-    Example: backprop schema > backprop.schema.json
-    """
-    import json
-
-    from backprop_cli.config import json_schema
-
-    out.print_json(json.dumps(json_schema()))
-
-
 def _emit(text: str, output: Optional[Path], what: str) -> None:
     """Write text to stdout, or atomically to `output` and say so."""
     if output is None:
@@ -832,6 +791,47 @@ def explain(
             raise UsageError(f"--diagram: the network has {sum(cfg.model.layers)} neurons (at most 32 can be drawn)")
         atomic_write(diagram, plots.network_diagram(cfg.model.layers, weights[0], f"{cfg.name}: weights used in epoch {epoch}"))
         out.print(f"wrote {diagram}", markup=False)
+
+
+# -- validate, schema, init -----------------------------------------------------------------------
+
+
+@app.command()
+@cli_errors
+def validate(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    sets: Sets = None,
+):
+    """Check a config and its data fully, without training (exit 0 or 2).
+
+    Example: backprop validate configs/xor.yaml
+    """
+    cfg = _load(config, sets=sets)
+    data = _load_data(cfg, config)
+    from backprop_cli.network import Network
+
+    n_params = Network(cfg.model.layers, cfg.activations, cfg.model.bias).n_params
+    shape = "-".join(map(str, cfg.model.layers))
+    val = f", {len(data.X_val)} validation" if data.X_val is not None else ""
+    out.print(
+        f"{config}: OK: {shape} network ({'/'.join(dict.fromkeys(cfg.activations))}), {n_params} parameters, "
+        f"loss {cfg.training.loss}, {len(data.X)} training samples{val}",
+        markup=False, soft_wrap=True,
+    )
+
+
+@app.command()
+@cli_errors
+def schema():
+    """Print the JSON Schema of the config file (for editor completion).
+
+    Example: backprop schema > backprop.schema.json
+    """
+    import json
+
+    from backprop_cli.config import json_schema
+
+    out.print_json(json.dumps(json_schema()))
 
 
 TEMPLATES = ("xor", "classification", "regression")

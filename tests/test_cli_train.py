@@ -26,7 +26,10 @@ def test_train_writes_a_complete_run_folder(cli, write_config, tmp_path):
     assert f"run folder: {run}" in result.stdout
     assert "final loss (sse):" in result.stdout and "predictions (final weights)" in result.stdout
     names = {p.name for p in run.iterdir()}
-    assert {"config.yaml", "history.csv", "weights.json", "summary.json", "loss.png", "data.json"} <= names
+    assert {"config.yaml", "history.csv", "weights.json", "summary.json", "data.json"} <= names
+    # XOR is a 2-input classifier with 5 neurons: every plot applies
+    for png in ("loss.png", "accuracy.png", "decision_boundary.png", "network.png"):
+        assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     assert not [n for n in names if n.endswith(".tmp")]
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["training"]["epochs"] == 300 and config["name"] == "xor"
