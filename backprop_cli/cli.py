@@ -578,10 +578,29 @@ def _weights_table(entries, label: str, names, data) -> Table:
     return table
 
 
+def _study_target(cfg, target: Optional[float]) -> float:
+    """--target, else sweep.target from the config, else 0.01; finite and > 0."""
+    if target is None:
+        return cfg.sweep.target if cfg.sweep else 0.01
+    if not (math.isfinite(target) and target > 0):
+        raise UsageError(f"--target {target:g}: must be finite and > 0")
+    return target
+
+
 def _start_study(cfg, runs_dir: Path, suffix: str) -> Path:
     from backprop_cli.runs import create_run_dir
 
     return create_run_dir(runs_dir, f"{cfg.name}-{suffix}")
+
+
+def _save_study(folder: Path, kind: str, label: str, cfg, data, entries, target: float, names, per_model: bool, extra) -> None:
+    """Write a sweep or seed-study folder (marked failed if that fails) and show any warnings."""
+    from backprop_cli.runs import write_study
+
+    with guard_run(folder):
+        warnings = write_study(folder, kind, label, cfg, data, entries, target, names, per_model, extra)
+    for w in warnings:
+        err.print(f"Warning: {w}", markup=False)
 
 
 @app.command("sweep-lr")
@@ -604,12 +623,10 @@ def sweep_lr(
     """
     cfg = _load(config, epochs, None, seed, None, sets)
     rates = _parse_rates(lrs, log_range, cfg)
-    target = target if target is not None else (cfg.sweep.target if cfg.sweep else 0.01)
-    if not (math.isfinite(target) and target > 0):
-        raise UsageError(f"--target {target:g}: must be finite and > 0")
+    target = _study_target(cfg, target)
     data = _load_data(cfg, config)
     from backprop_cli.network import Network
-    from backprop_cli.runs import now_iso, write_study
+    from backprop_cli.runs import now_iso
     from backprop_cli.sweep import sweep_learning_rates
 
     started = now_iso()
@@ -619,10 +636,7 @@ def sweep_lr(
         entries = sweep_learning_rates(cfg, data, rates, chain=chain, callback=report)
     names = [p[0] for p in Network(cfg.model.layers, cfg.activations, cfg.model.bias).param_names()]
     extra = {"protocol": "chain" if chain else "batched", "learning_rates": rates, "started_at": started}
-    with guard_run(folder):
-        warnings = write_study(folder, "sweep", "learning_rate", cfg, data, entries, target, names, True, extra)
-    for w in warnings:
-        err.print(f"Warning: {w}", markup=False)
+    _save_study(folder, "sweep", "learning_rate", cfg, data, entries, target, names, True, extra)
     if quiet:
         out.print(str(folder), markup=False, soft_wrap=True)
     else:
@@ -641,11 +655,11 @@ def sweep_lr(
 def _train_seeds(cfg, config: Path, seeds: list, runs_dir: Path, quiet: bool, target: Optional[float]):
     import numpy as np
 
-    from backprop_cli.runs import now_iso, write_study
+    from backprop_cli.runs import now_iso
     from backprop_cli.sweep import seed_study
 
+    target = _study_target(cfg, target)
     data = _load_data(cfg, config)
-    target = target if target is not None else (cfg.sweep.target if cfg.sweep else 0.01)
     started = now_iso()
     folder = _start_study(cfg, runs_dir, "seeds")
     with guard_run(folder), Reporter(cfg.training.epochs, 0, quiet, label=f"{len(seeds)} seeds") as report:
@@ -656,10 +670,7 @@ def _train_seeds(cfg, config: Path, seeds: list, runs_dir: Path, quiet: bool, ta
         "seeds": seeds, "started_at": started, "reached_target": len(hits),
         "median_epochs_to_target": float(np.median(hits)) if hits else None,
     }
-    with guard_run(folder):
-        warnings = write_study(folder, "seeds", "seed", cfg, data, entries, target, [], False, extra)
-    for w in warnings:
-        err.print(f"Warning: {w}", markup=False)
+    _save_study(folder, "seeds", "seed", cfg, data, entries, target, [], False, extra)
     if quiet:
         out.print(str(folder), markup=False, soft_wrap=True)
     else:

@@ -162,3 +162,11 @@ def test_chained_progress_counts_epochs_across_the_rates():
     seen = []
     sweep_learning_rates(cfg, data, [0.1, 0.5, 1.0], chain=True, callback=lambda epoch, loss: seen.append(epoch))
     assert seen == list(range(1, 31))
+
+
+@pytest.mark.parametrize("command", [["sweep-lr"], ["train", "--seeds", "0:3"]], ids=["sweep-lr", "seeds"])
+def test_a_non_positive_target_is_refused(cli, tmp_path, command):
+    result = cli(*command[:1], CONFIGS / "xor.yaml", *command[1:], "--target", "-1", "--runs-dir", tmp_path / "r")
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --target -1: must be finite and > 0\n"
+    assert not (tmp_path / "r").exists()
