@@ -173,16 +173,14 @@ def summary_for(cfg: Config, result: TrainResult, model: int, learning_rate: flo
 
 
 def finish_run(run: Path, cfg: Config, data: Dataset, result: TrainResult, model: int = 0,
-               learning_rate: Optional[float] = None, seed: Optional[int] = None,
-               extra: Optional[dict] = None, plots: bool = True) -> list:
+               learning_rate: Optional[float] = None, extra: Optional[dict] = None) -> list:
     """Write history, weights, data.json and plots, then summary.json last.
 
     Returns warnings (a plot that failed is a warning, not a lost run).
     """
-    warnings = []
     lr = cfg.training.learning_rate if learning_rate is None else learning_rate
-    summary = summary_for(cfg, result, model, lr, cfg.seed if seed is None else seed, extra)
-    summary["started_at"] = (extra or {}).get("started_at", now_iso())
+    summary = summary_for(cfg, result, model, lr, cfg.seed, extra)
+    summary.setdefault("started_at", now_iso())
     summary["finished_at"] = now_iso()
     with no_interrupts():
         try:
@@ -198,8 +196,7 @@ def finish_run(run: Path, cfg: Config, data: Dataset, result: TrainResult, model
             except OSError:
                 pass
             raise RunError(f"{run}: cannot write the run files: {e.strerror}") from None
-        if plots:
-            warnings += write_plots(run, cfg, data, result, model)
+        warnings = write_plots(run, cfg, data, result, model)
         write_json(run / "summary.json", summary)
     return warnings
 
