@@ -283,6 +283,24 @@ def _encode_labels(raw: _Raw, cfg: Config, where: str) -> tuple[np.ndarray, Opti
     return np.eye(n_classes)[raw.labels], names
 
 
+def _targets(raw: _Raw, cfg: Config, where: str, classes: Optional[list] = None):
+    """The target block and class names of raw data, for training and validation data alike.
+
+    `classes` pins the class order to the training data's, so validation names map onto it.
+    """
+    if raw.labels is None and _are_class_indices(raw.Y, cfg):
+        raw.labels = raw.Y[:, 0].astype(int)
+    if raw.labels is None:
+        return raw.Y, raw.class_names
+    if classes is not None and raw.class_names is not None:
+        unknown = sorted(set(raw.class_names) - set(classes))
+        if unknown:
+            raise DataError(f"{where}: class '{unknown[0]}' does not occur in the training data")
+        raw.labels = np.array([classes.index(raw.class_names[i]) for i in raw.labels])
+        raw.class_names = classes
+    return _encode_labels(raw, cfg, where)
+
+
 def _split(Y: np.ndarray, classification: bool, fraction: float, rng: np.random.Generator):
     """Seeded split into (train indices, validation indices); stratified for classes."""
     n = len(Y)
@@ -324,13 +342,7 @@ def load_data(cfg: Config, source: str, rng: np.random.Generator) -> Dataset:
         raw, where = _generate(d.builtin, cfg, rng), f"{source}: data.builtin {d.builtin}"
     else:
         raw, where = _from_inline(cfg, source), f"{source}: data.targets"
-    class_names = raw.class_names
-    if raw.labels is None and _are_class_indices(raw.Y, cfg):
-        raw.labels = raw.Y[:, 0].astype(int)
-    if raw.labels is not None:
-        Y, class_names = _encode_labels(raw, cfg, where)
-    else:
-        Y = raw.Y
+    Y, class_names = _targets(raw, cfg, where)
     X = raw.X
     if len(X) == 0:
         raise DataError(f"{where}: the data set is empty")
@@ -354,15 +366,7 @@ def load_data(cfg: Config, source: str, rng: np.random.Generator) -> Dataset:
         X_val, Y_val = X[val_idx], Y[val_idx]
     elif d.validation_csv:
         vraw = _from_csv(Path(d.validation_csv), d.target, d.features)
-        if vraw.labels is not None:
-            if raw.class_names:
-                vraw.labels = np.array([raw.class_names.index(vraw.class_names[i]) if vraw.class_names[i] in raw.class_names else -1 for i in vraw.labels])
-                if np.any(vraw.labels < 0):
-                    raise DataError(f"{d.validation_csv}: a class name that the training data does not have")
-                vraw.class_names = raw.class_names
-            Y_val, _ = _encode_labels(vraw, cfg, d.validation_csv)
-        else:
-            Y_val = vraw.Y
+        Y_val, _ = _targets(vraw, cfg, d.validation_csv, raw.class_names)
         X_val = vraw.X
         if X_val.shape[1] != X.shape[1] or Y_val.shape[1] != Y.shape[1]:
             raise DataError(f"{d.validation_csv}: columns do not match the training data")

@@ -266,3 +266,34 @@ def test_validation_csv_and_several_target_columns(write_config, tmp_path):
     assert data.X_val.tolist() == [[0.25, 0.5], [0.75, 1.5]]
     result = train(cfg, data, build_network(cfg))
     assert list(result.history) == ["loss", "mae", "r2", "val_loss", "val_mae", "val_r2"]
+
+
+def test_validation_csv_classes_follow_the_training_data(write_config, tmp_path):
+    # integer class indices feeding a softmax, as in digits
+    (tmp_path / "t.csv").write_text("x,y\n0,0\n1,1\n2,2\n0.1,0\n")
+    (tmp_path / "v.csv").write_text("x,y\n0.2,0\n1.9,2\n")
+    _, data = _load(write_config("""
+        model: {layers: [1, 4, 3], output_activation: softmax}
+        training: {loss: cross_entropy}
+        data: {csv: t.csv, validation_csv: v.csv}
+    """))
+    assert data.Y_val.tolist() == [[1, 0, 0], [0, 0, 1]]
+    # class names: the validation file's own order maps onto the training data's
+    (tmp_path / "t2.csv").write_text("x,k\n0,ant\n1,bee\n2,cat\n")
+    (tmp_path / "v2.csv").write_text("x,k\n2,cat\n0,ant\n")
+    _, data = _load(write_config("""
+        model: {layers: [1, 4, 3], output_activation: softmax}
+        training: {loss: cross_entropy}
+        data: {csv: t2.csv, validation_csv: v2.csv}
+    """, "names.yaml"))
+    assert data.class_names == ["ant", "bee", "cat"]
+    assert data.Y_val.tolist() == [[0, 0, 1], [1, 0, 0]]
+    (tmp_path / "v3.csv").write_text("x,k\n2,dog\n")
+    path = write_config("""
+        model: {layers: [1, 4, 3], output_activation: softmax}
+        training: {loss: cross_entropy}
+        data: {csv: t2.csv, validation_csv: v3.csv}
+    """, "unknown.yaml")
+    with pytest.raises(DataError) as info:
+        _load(path)
+    assert str(info.value) == f"{tmp_path / 'v3.csv'}: class 'dog' does not occur in the training data"
