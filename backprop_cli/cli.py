@@ -35,8 +35,9 @@ runs_app = typer.Typer(help="List, show and compare run folders.", no_args_is_he
 app.add_typer(runs_app, name="runs")
 
 # Piped or captured output has no width of its own: use a wide one rather than cut tables at 80.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+# No markup or emoji codes: messages and tables echo user text ("a:b:" must not become an emoji).
+out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, emoji=False, width=None if sys.stderr.isatty() else 200)
 _debug = {"on": False}
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Root folder for run folders.")]
@@ -80,7 +81,7 @@ def cli_errors(fn):
         except BackpropError as e:
             if _debug["on"]:
                 raise
-            err.print(f"Error: {e}", markup=False, soft_wrap=True)
+            err.print(f"Error: {e}", soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err.print("Interrupted.")
@@ -89,7 +90,7 @@ def cli_errors(fn):
             if _debug["on"]:
                 raise
             where = f"{e.filename}: " if e.filename else ""
-            err.print(f"Error: {where}{e.strerror or e}", markup=False, soft_wrap=True)
+            err.print(f"Error: {where}{e.strerror or e}", soft_wrap=True)
             raise typer.Exit(1) from None
         finally:
             if previous is not None:
@@ -290,30 +291,30 @@ def train(
             result = run_training(cfg, data, net, callback=report, start_epoch=start_epoch)
         warnings = finish_run(run, cfg, data, result, extra=extra)
     for w in warnings:
-        err.print(f"Warning: {w}", markup=False)
+        err.print(f"Warning: {w}")
     _print_train_summary(cfg, data, result, run, quiet)
     status = result.status[0]
     if status == "diverged":
         err.print(
             f"Error: training diverged at epoch {result.diverged_at[0]} (learning rate {fmt(cfg.training.learning_rate)}): "
             f"the loss became non-finite; try a smaller --lr. History and last finite weights: {run}",
-            markup=False, soft_wrap=True,
+            soft_wrap=True,
         )
         raise typer.Exit(1)
     if status == "interrupted":
-        err.print(f"Interrupted after epoch {start_epoch + result.epochs_run[0]}; run saved as interrupted: {run}", markup=False, soft_wrap=True)
+        err.print(f"Interrupted after epoch {start_epoch + result.epochs_run[0]}; run saved as interrupted: {run}", soft_wrap=True)
         raise typer.Exit(130)
 
 
 def _print_train_summary(cfg, data, result, run: Path, quiet: bool) -> None:
     if quiet:
-        out.print(str(run), markup=False, soft_wrap=True)
+        out.print(str(run), soft_wrap=True)
         return
     import numpy as np
 
     final = result.final("loss")
     out.print(f"final loss ({cfg.training.loss}): {fmt(final, 8)} after {result.epochs_run[0]} epochs "
-              f"in {result.duration_s:.2f} s ({result.status[0]}, stopped by: {result.stop_reason[0]})", markup=False)
+              f"in {result.duration_s:.2f} s ({result.status[0]}, stopped by: {result.stop_reason[0]})")
     hist = result.history["loss"][: result.epochs_run[0], 0]
     if len(hist) > 1:
         scale = " (log scale)" if np.all(hist > 0) and hist.max() / hist.min() > 10 else ""
@@ -342,7 +343,7 @@ def _print_train_summary(cfg, data, result, run: Path, quiet: bool) -> None:
             value = result.final(column)
             if value is not None:
                 out.print(f"{column}: {fmt(value, 6)}")
-    out.print(f"run folder: {run}", markup=False, soft_wrap=True)
+    out.print(f"run folder: {run}", soft_wrap=True)
 
 
 def _class_of(output, class_names):
@@ -361,7 +362,7 @@ def _emit(text: str, output: Optional[Path], what: str) -> None:
     from backprop_cli.runs import atomic_write
 
     atomic_write(output, text)
-    out.print(f"wrote {what} to {output}", markup=False, soft_wrap=True)
+    out.print(f"wrote {what} to {output}", soft_wrap=True)
 
 
 # -- predict ----------------------------------------------------------------------------------------
@@ -403,7 +404,7 @@ def _print_records(loaded, records, as_json: bool) -> None:
     import json
 
     if as_json:
-        out.print(json.dumps(records), markup=False, soft_wrap=True)
+        out.print(json.dumps(records), soft_wrap=True)
         return
     n_out = loaded.net.sizes[-1]
     table = Table()
@@ -430,7 +431,7 @@ def _interactive(loaded) -> None:
         values = []
         while len(values) < n:
             prompt = f"{names[len(values)]}: "
-            out.print(prompt, end="", markup=False)
+            out.print(prompt, end="")
             sys.stdout.flush()
             line = stdin.readline()
             if not line:  # end of input
@@ -448,13 +449,13 @@ def _interactive(loaded) -> None:
                 else:
                     values += _parse_row(text, 1, names[len(values)])
             except UsageError as e:
-                err.print(f"{e} (try again, or q to quit)", markup=False)
+                err.print(f"{e} (try again, or q to quit)")
         rec = _prediction_records(loaded, [values])[0]
         outputs = ", ".join(f"{v:.4f}" for v in rec["output"])
         line = f"output{'s' if len(rec['output']) > 1 else ''}: {outputs}"
         if "class" in rec:
             line += f"  class: {rec['class']}"
-        out.print(line, markup=False)
+        out.print(line)
 
 
 @app.command()
@@ -507,7 +508,7 @@ def predict(
             lines.append(",".join(cells))
         _emit("\n".join(lines) + "\n", output, f"{len(records)} predictions")
     else:
-        out.print(f"{loaded.path}: type {n} input value{'s' if n != 1 else ''} (q or Ctrl-D to quit)", markup=False)
+        out.print(f"{loaded.path}: type {n} input value{'s' if n != 1 else ''} (q or Ctrl-D to quit)")
         _interactive(loaded)
 
 
@@ -600,7 +601,7 @@ def _save_study(folder: Path, kind: str, label: str, cfg, data, entries, target:
     with guard_run(folder):
         warnings = write_study(folder, kind, label, cfg, data, entries, target, names, per_model, extra)
     for w in warnings:
-        err.print(f"Warning: {w}", markup=False)
+        err.print(f"Warning: {w}")
 
 
 @app.command("sweep-lr")
@@ -638,17 +639,17 @@ def sweep_lr(
     extra = {"protocol": "chain" if chain else "batched", "learning_rates": rates, "started_at": started}
     _save_study(folder, "sweep", "learning_rate", cfg, data, entries, target, names, True, extra)
     if quiet:
-        out.print(str(folder), markup=False, soft_wrap=True)
+        out.print(str(folder), soft_wrap=True)
     else:
         out.print(_study_table(entries, "learning_rate", target))
         if len(names) <= 16:
             out.print(_weights_table(entries, "learning_rate", names, data))
-        out.print(f"sweep folder: {folder}", markup=False, soft_wrap=True)
+        out.print(f"sweep folder: {folder}", soft_wrap=True)
     statuses = [e.status for e in entries]
     if "interrupted" in statuses:
         raise typer.Exit(130)
     if "completed" not in statuses:
-        err.print("Error: every learning rate diverged", markup=False)
+        err.print("Error: every learning rate diverged")
         raise typer.Exit(1)
 
 
@@ -672,12 +673,12 @@ def _train_seeds(cfg, config: Path, seeds: list, runs_dir: Path, quiet: bool, ta
     }
     _save_study(folder, "seeds", "seed", cfg, data, entries, target, [], False, extra)
     if quiet:
-        out.print(str(folder), markup=False, soft_wrap=True)
+        out.print(str(folder), soft_wrap=True)
     else:
         out.print(_study_table(entries, "seed", target))
         median = f"{np.median(hits):g}" if hits else "-"
-        out.print(f"{len(hits)} of {len(seeds)} seeds reached loss {target:g} (median epochs to reach it: {median})", markup=False)
-        out.print(f"seeds folder: {folder}", markup=False, soft_wrap=True)
+        out.print(f"{len(hits)} of {len(seeds)} seeds reached loss {target:g} (median epochs to reach it: {median})")
+        out.print(f"seeds folder: {folder}", soft_wrap=True)
     if any(e.status == "interrupted" for e in entries):
         raise typer.Exit(130)
 
@@ -726,7 +727,7 @@ def gradcheck(
     if all(rep.passed for rep in reports):
         out.print("gradient check passed")
     else:
-        err.print("Error: gradient check failed: analytic and numerical gradients disagree", markup=False)
+        err.print("Error: gradient check failed: analytic and numerical gradients disagree")
         raise typer.Exit(1)
 
 
@@ -784,7 +785,7 @@ def explain(
         _emit(_render_sections(sections, out_format), output, f"epoch {epoch}'s step")
     else:
         if cfg.training.batch_size:
-            out.print("note: explain shows a full-batch step (training.batch_size is ignored here)", markup=False)
+            out.print("note: explain shows a full-batch step (training.batch_size is ignored here)")
         for s in sections:
             table = Table(title=f"epoch {epoch}: {s.title}", title_justify="left")
             for h in s.headers:
@@ -793,7 +794,7 @@ def explain(
                 table.add_row(*row)
             out.print(table)
             if s.note:
-                out.print(s.note, markup=False)
+                out.print(s.note)
     if diagram is not None:
         from backprop_cli import plots
         from backprop_cli.runs import atomic_write
@@ -801,7 +802,7 @@ def explain(
         if sum(cfg.model.layers) > 32:
             raise UsageError(f"--diagram: the network has {sum(cfg.model.layers)} neurons (at most 32 can be drawn)")
         atomic_write(diagram, plots.network_diagram(cfg.model.layers, weights[0], f"{cfg.name}: weights used in epoch {epoch}"))
-        out.print(f"wrote {diagram}", markup=False)
+        out.print(f"wrote {diagram}")
 
 
 # -- validate, schema, init -----------------------------------------------------------------------
@@ -827,7 +828,7 @@ def validate(
     out.print(
         f"{config}: OK: {shape} network ({'/'.join(dict.fromkeys(cfg.activations))}), {n_params} parameters, "
         f"loss {cfg.training.loss}, {len(data.X)} training samples{val}",
-        markup=False, soft_wrap=True,
+        soft_wrap=True,
     )
 
 
@@ -870,7 +871,7 @@ def init(
 
     text = (Path(__file__).parent / "templates" / f"{template}.yaml").read_text(encoding="utf-8")
     atomic_write(path, text)
-    out.print(f"wrote {path}; train it with: backprop train {path}", markup=False, soft_wrap=True)
+    out.print(f"wrote {path}; train it with: backprop train {path}", soft_wrap=True)
 
 
 # -- runs ---------------------------------------------------------------------------------------------
@@ -889,7 +890,7 @@ def runs_list(ctx: typer.Context, runs_dir: RunsDir = Path("runs")):
 
     found = list_runs(runs_dir, studies=True)
     if not found:
-        out.print(f"no runs under {runs_dir}", markup=False)
+        out.print(f"no runs under {runs_dir}")
         return
     table = Table(title=f"runs in {runs_dir}")
     for col in ("run", "date", "status", "epochs", "final loss", "accuracy", "learning rate"):
@@ -943,8 +944,8 @@ def runs_show(
         table.add_row(key, fmt(value, 10) if isinstance(value, float) else str(value))
     out.print(table)
     if (path / "config.yaml").exists():
-        out.print("config.yaml:", markup=False)
-        out.print((path / "config.yaml").read_text(encoding="utf-8"), markup=False, end="")
+        out.print("config.yaml:")
+        out.print((path / "config.yaml").read_text(encoding="utf-8"), end="")
 
 
 @runs_app.command("compare")
@@ -998,9 +999,9 @@ def runs_compare(
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(output, plots.loss_plot(longest, padded, "loss curves"))
-            out.print(f"plot: {output}", markup=False, soft_wrap=True)
+            out.print(f"plot: {output}", soft_wrap=True)
         except OSError as e:
-            err.print(f"Warning: {output}: plot not written: {e.strerror}", markup=False)
+            err.print(f"Warning: {output}: plot not written: {e.strerror}")
 
 
 def main() -> None:

@@ -111,3 +111,73 @@ def test_sparkline_shape():
     assert sparkline([4, 3, 2, 1]) == "█▆▃▁"
     assert sparkline(np.logspace(0, -4, 5)) == "█▆▅▃▁"  # log scale when it spans decades
     assert len(sparkline(np.arange(1000.0), width=48)) == 48
+
+
+# -- README promises, one test each -------------------------------------------------------------
+
+
+def test_runs_lists_sweeps_and_seed_studies(cli, tmp_path):
+    root = tmp_path / "runs"
+    assert cli("sweep-lr", CONFIGS / "worked_example.yaml", "--lrs", "0.5,1", "--runs-dir", root, "--quiet").exit_code == 0
+    assert cli("train", CONFIGS / "xor.yaml", "--seeds", "1,2,3", "--epochs", "50", "--runs-dir", root, "--quiet").exit_code == 0
+    listing = cli("runs", "--runs-dir", root).stdout
+    assert "(sweep)" in listing and "2 rates" in listing and "(seeds)" in listing
+
+
+def test_seed_list_form(cli, tmp_path):
+    root = tmp_path / "runs"
+    result = cli("train", CONFIGS / "xor.yaml", "--seeds", "4,7", "--epochs", "20", "--runs-dir", root)
+    assert result.exit_code == 0
+    summary = json.loads((next(root.iterdir()) / "summary.json").read_text())
+    assert summary["seeds"] == [4, 7]
+    result = cli("train", CONFIGS / "xor.yaml", "--seeds", "a:b")
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --seeds a:b: expected START:STOP (e.g. 0:30) or a list like 1,2,3\n"
+
+
+def test_gradcheck_classic_central_method(cli):
+    result = cli("gradcheck", CONFIGS / "worked_example.yaml", "--method", "central")
+    assert result.exit_code == 0 and "central" in result.stdout and "gradient check passed" in result.stdout
+
+
+def test_sweep_quiet_and_chain_folder(cli, tmp_path):
+    root = tmp_path / "runs"
+    result = cli("sweep-lr", CONFIGS / "worked_example.yaml", "--lrs", "0.5,1", "--chain", "--quiet", "--runs-dir", root)
+    assert result.exit_code == 0
+    folder = next(root.iterdir())
+    assert folder.name.startswith("worked_example-chain-")
+    assert result.stdout == f"{folder}\n"
+    assert json.loads((folder / "summary.json").read_text())["protocol"] == "chain"
+
+
+def test_predict_csv_to_stdout(cli, write_config, tmp_path):
+    root = tmp_path / "runs"
+    assert cli("train", write_config(XOR_YAML), "--runs-dir", root, "--quiet").exit_code == 0
+    src = tmp_path / "rows.csv"
+    src.write_text("x1,x2\n1,1\n")
+    result = cli("predict", next(root.iterdir()), "--csv", src)
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "x1,x2,output,class" and lines[1].startswith("1.0,1.0,")
+
+
+def test_init_default_path(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli("init", "--template", "regression")
+    assert result.exit_code == 0
+    assert (tmp_path / "regression.yaml").exists()
+    assert result.stdout == "wrote regression.yaml; train it with: backprop train regression.yaml\n"
+
+
+def test_name_override_names_the_run_folder(cli, write_config, tmp_path):
+    root = tmp_path / "runs"
+    assert cli("train", write_config(XOR_YAML), "--name", "my net", "--runs-dir", root, "--quiet").exit_code == 0
+    run = next(root.iterdir())
+    assert run.name.startswith("my_net-")
+    assert json.loads((run / "summary.json").read_text())["name"] == "my net"
+
+
+def test_validate_line_as_the_readme_shows_it(cli):
+    result = cli("validate", CONFIGS / "iris.yaml")
+    assert result.stdout == (f"{CONFIGS / 'iris.yaml'}: OK: 4-8-3 network (tanh/softmax), 67 parameters, "
+                             "loss cross_entropy, 120 training samples, 30 validation\n")
