@@ -574,7 +574,7 @@ def _weights_table(entries, label: str, names, data) -> Table:
     for e in entries:
         cells = [f"{e.value:g}"] + [fmt(float(v), 6) for v in e.params()]
         if outputs:
-            cells += [fmt(float(v), 6) for v in e.result.net.predict(data.X)[e.model].ravel()]
+            cells += [fmt(float(v), 6) for v in e.result.net.predict(data.X, e.model).ravel()]
         table.add_row(*cells)
     return table
 

@@ -13,6 +13,7 @@ computes A[l] = f(A[l-1] @ W[l]^T + b[l]).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -199,8 +200,13 @@ class Network:
             theta[:, p] = saved
         return base
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Outputs (K, n, n_out) for inputs X (n, n_in), as a new array."""
+    def predict(self, X: np.ndarray, model: Optional[int] = None) -> np.ndarray:
+        """Outputs (K, n, n_out) for inputs X (n, n_in), as a new array.
+
+        With `model`, only that model runs and its outputs (n, n_out) are returned.
+        """
+        if model is not None:
+            return self.trace(X, model)[1][-1]
         with np.errstate(over="ignore"):
             return self.forward_into(np.asarray(X, self.dtype), self.workspace(len(X))).copy()
 

@@ -228,7 +228,7 @@ def write_plots(run: Path, cfg: Config, data: Dataset, result: TrainResult, mode
             attempt("accuracy.png", plots.metric_plot, epochs, acc, "accuracy")
     net = result.net
     if data.classification and net.sizes[0] == 2:
-        attempt("decision_boundary.png", plots.decision_boundary, lambda X: net.predict(data.scaler.apply(X))[model],
+        attempt("decision_boundary.png", plots.decision_boundary, lambda X: net.predict(data.scaler.apply(X), model),
                 data.X_raw, data.Y, data.class_names)
     if sum(net.sizes) <= 32:
         attempt("network.png", plots.network_diagram, net.sizes, net.get_params(model), f"{cfg.name}: final weights")

@@ -222,3 +222,13 @@ def test_divergence_stops_with_last_finite_weights():
     assert result.diverged_at[0] == k + 1
     assert np.all(np.isfinite(result.history["loss"][:k]))
     assert np.all(np.isfinite(result.net.theta))
+
+
+def test_one_models_prediction_equals_its_slice_of_the_batched_one():
+    rng = np.random.default_rng(0)
+    net = Network([2, 3, 2], ["tanh", "softmax"], True, n_models=5)
+    net.theta[:] = rng.normal(size=net.theta.shape)
+    X = rng.normal(size=(7, 2))
+    batched = net.predict(X)
+    for k in range(5):
+        assert np.array_equal(net.predict(X, k), batched[k])
