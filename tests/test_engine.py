@@ -88,6 +88,21 @@ def test_relu_derivative_at_zero_is_zero():
     assert ACTIVATIONS["relu"].grad(np.array([0.0, 1.0]), np.empty(2)).tolist() == [0.0, 1.0]
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_relu_gives_the_same_bits_as_maximum_with_zero_in_place_and_not(dtype):
+    # relu runs np.maximum against a shared array of zeros (faster than against the scalar 0):
+    # the results, signed zeros, NaN and infinities included, must not change
+    z = np.array([[-0.0, 0.0, -1.5, 2.5, np.nan, -np.inf, np.inf, 1e-300]] * 3, dtype)
+    expected = np.maximum(z, 0.0)
+    out = ACTIVATIONS["relu"].forward(z, np.empty_like(z))
+    assert out.tobytes() == expected.tobytes()
+    in_place = z.copy()
+    ACTIVATIONS["relu"].forward(in_place, in_place)
+    assert in_place.tobytes() == expected.tobytes()
+    # the shared zeros are still zeros for the next caller
+    assert ACTIVATIONS["relu"].forward(np.full_like(z, -1.0), np.empty_like(z)).tobytes() == np.zeros_like(z).tobytes()
+
+
 def test_leaky_relu_values_and_slope():
     z = np.array([-2.0, 0.0, 3.0])
     assert apply("leaky_relu", z).tolist() == [-0.02, 0.0, 3.0]
