@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -408,12 +410,9 @@ def main():
     plan = {"tiny": (7, 20000), "display": (7, 20000), "sweep": (5, 50000), "medium": (7, 3), "startup": (7, None)}
     if args.quick:
         plan = {"tiny": (3, 5000), "display": (3, 5000), "sweep": (3, 5000), "medium": (3, 1), "startup": (3, None)}
-    import platform
-
-    import os
-
-    core = os.environ.get("OPENBLAS_CORETYPE", "auto-detected")
-    print(f"python {platform.python_version()}, numpy {np.__version__} (OpenBLAS core type: {core}); "
+    core = os.environ.get("OPENBLAS_CORETYPE")
+    blas = f"OPENBLAS_CORETYPE={core} from the environment" if core else "OpenBLAS's own choice of kernels"
+    print(f"python {platform.python_version()}, numpy {np.__version__} ({blas}); "
           "medians of interleaved repeats; ratio = median / reference median")
     for name in args.cases or list(CASES):
         repeats, epochs = plan[name]
