@@ -72,9 +72,18 @@ def now_iso() -> str:
 
 
 def versions() -> dict:
+    """Package versions, and NumPy's BLAS: matrix products round differently under different BLAS
+    kernels, so bit-identical reruns need the same library and OPENBLAS_CORETYPE."""
     import numpy
 
-    return {"backprop": __version__, "numpy": numpy.__version__, "python": platform.python_version()}
+    blas = {"name": None, "version": None}
+    try:
+        built = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = {"name": built.get("name"), "version": built.get("version")}
+    except (TypeError, KeyError, AttributeError):  # NumPy < 1.26 has no mode="dicts": not recorded
+        pass
+    blas["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE")
+    return {"backprop": __version__, "numpy": numpy.__version__, "python": platform.python_version(), "blas": blas}
 
 
 def create_run_dir(root: Path, name: str) -> Path:

@@ -4,6 +4,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 import yaml
 
 from backprop_cli.runs import create_run_dir
@@ -44,6 +45,21 @@ def test_train_writes_a_complete_run_folder(cli, write_config, tmp_path):
     weights = json.loads((run / "weights.json").read_text())
     assert [np.shape(l["weights"]) for l in weights["layers"]] == [(2, 2), (1, 2)]
     assert [len(l["biases"]) for l in weights["layers"]] == [2, 1]
+
+
+@pytest.mark.parametrize("coretype", ["SkylakeX", None])
+def test_summary_records_numpys_blas_and_its_core_type(cli, write_config, tmp_path, monkeypatch, coretype):
+    # the BLAS kernels decide the last bits of every matrix product: reruns compare only alike
+    if coretype is None:
+        monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    else:
+        monkeypatch.setenv("OPENBLAS_CORETYPE", coretype)
+    result = cli("train", write_config(XOR_YAML), "--runs-dir", tmp_path / "runs", "--epochs", "5", "--quiet")
+    assert result.exit_code == 0, result.output
+    blas = json.loads((_only_run(tmp_path / "runs") / "summary.json").read_text())["versions"]["blas"]
+    assert blas["OPENBLAS_CORETYPE"] == coretype
+    config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    assert (blas["name"], blas["version"]) == (config["name"], config["version"])
 
 
 def test_weights_round_trip_exactly(cli, write_config, tmp_path):
