@@ -936,9 +936,14 @@ def runs_show(
     table = Table(title=str(path), show_header=False)
     table.add_column("key")
     table.add_column("value")
+    def pairs(d: dict, prefix: str = ""):
+        # nested dicts (versions.blas) as dotted keys: "blas.name scipy-openblas"
+        for k, v in d.items():
+            yield from pairs(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k} {'-' if v is None else v}"]
+
     for key, value in summary.items():
         if isinstance(value, dict):
-            value = ", ".join(f"{k} {v}" for k, v in value.items())
+            value = ", ".join(pairs(value))
         elif isinstance(value, list):
             value = f"{len(value)} entries" if value and isinstance(value[0], dict) else ", ".join(map(str, value))
         table.add_row(key, fmt(value, 10) if isinstance(value, float) else str(value))

@@ -36,6 +36,8 @@ def test_runs_show(cli, two_runs):
     result = cli("runs", "show", runs[0].name, "--runs-dir", root)
     assert result.exit_code == 0
     assert "final_loss" in result.stdout and "config.yaml:" in result.stdout and "learning_rate: 0.1" in result.stdout
+    # nested summary values print as dotted keys, not as a Python dict
+    assert "blas.name " in result.stdout and "{'" not in result.stdout
     result = cli("runs", "show", root / "nope")
     assert result.exit_code == 2 and result.stderr == f"Error: {root / 'nope'}: not a run folder (no summary.json)\n"
 
