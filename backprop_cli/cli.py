@@ -936,6 +936,7 @@ def runs_show(
     table = Table(title=str(path), show_header=False)
     table.add_column("key")
     table.add_column("value")
+
     def pairs(d: dict, prefix: str = ""):
         # nested dicts (versions.blas) as dotted keys: "blas.name scipy-openblas"
         for k, v in d.items():
