@@ -47,8 +47,8 @@ def _zeros(shape: tuple, dtype: np.dtype) -> np.ndarray:
 
 
 def _relu(z, out):
-    # NumPy's maximum against a scalar runs an unvectorized loop: against an array of zeros it
-    # takes a third of the time on (256, 256) float64 (11 us instead of 32), with the same bits.
+    # NumPy's maximum against a scalar runs an unvectorized loop; against an array of zeros it
+    # is vectorized, with the same bits (README, Performance).
     return np.maximum(z, _zeros(z.shape, z.dtype), out=out)
 
 

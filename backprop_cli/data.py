@@ -12,15 +12,17 @@ import gzip
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from backprop_cli.config import Config
+from backprop_cli.datasets import GENERATORS, SHIPPED, RawData
 from backprop_cli.errors import DataError
+from backprop_cli.files import check_file
+from backprop_cli.metrics import class_indices
 
-DATASETS_DIR = Path(__file__).parent / "datasets"
-SHIPPED = {"iris": "iris.csv", "digits": "digits.csv.gz"}
+if TYPE_CHECKING:  # sections of the config; importing data loads no pydantic
+    from backprop_cli.config import DataConfig, ModelConfig
 
 
 @dataclass
@@ -99,10 +101,7 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]], int]:
 
     A header is detected when the first row has more non-numeric cells than the second.
     """
-    if not path.exists():
-        raise DataError(f"{path}: data file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, not a CSV file")
+    check_file(path, "data file", DataError)
     try:
         raw = gzip.open(path, "rt", encoding="utf-8", newline="") if path.suffix == ".gz" else open(path, encoding="utf-8", newline="")
         with raw as f:
@@ -152,18 +151,7 @@ def _numeric_block(rows, cols, header, path: Path, first_line: int) -> np.ndarra
     return out
 
 
-@dataclass
-class _Raw:
-    """Data before splitting: inputs, and targets as a float block or as class labels."""
-
-    X: np.ndarray
-    Y: Optional[np.ndarray] = None
-    labels: Optional[np.ndarray] = None  # integer class labels (n,)
-    class_names: Optional[list] = None
-    feature_names: list = field(default_factory=list)
-
-
-def _from_csv(path: Path, target=None, features=None) -> _Raw:
+def _from_csv(path: Path, target=None, features=None) -> RawData:
     """Read a CSV data file; `target` and `features` are column names or indices."""
     header, rows, first = read_csv(path)
     targets = target if isinstance(target, list) else [target if target is not None else -1]
@@ -180,9 +168,9 @@ def _from_csv(path: Path, target=None, features=None) -> _Raw:
         cells = [row[t_cols[0]] for row in rows]
         if any(_to_float(c) is None for c in cells) and not any(_is_nan_text(c) for c in cells):
             classes = sorted(set(cells))
-            return _Raw(X, labels=np.array([classes.index(c) for c in cells]), class_names=classes, feature_names=names)
+            return RawData(X, labels=np.array([classes.index(c) for c in cells]), class_names=classes, feature_names=names)
     Y = _numeric_block(rows, t_cols, header, path, first)
-    return _Raw(X, Y=Y, feature_names=names)
+    return RawData(X, Y=Y, feature_names=names)
 
 
 def _is_nan_text(cell: str) -> bool:
@@ -190,8 +178,7 @@ def _is_nan_text(cell: str) -> bool:
     return value is not None and not math.isfinite(value)
 
 
-def _from_inline(cfg: Config, source: str) -> _Raw:
-    d = cfg.data
+def _from_inline(d: DataConfig, output_activation: str, source: str) -> RawData:
     inputs, targets = d.inputs, d.targets
     if not inputs:
         raise DataError(f"{source}: data.inputs: the data set is empty")
@@ -209,71 +196,34 @@ def _from_inline(cfg: Config, source: str) -> _Raw:
         for i, t in enumerate(targets):
             if t not in classes:
                 raise DataError(f"{source}: data.targets[{i}]: '{t}' is not one of data.class_names")
-        return _Raw(X, labels=np.array([classes.index(t) for t in targets]), class_names=classes, feature_names=names)
+        return RawData(X, labels=np.array([classes.index(t) for t in targets]), class_names=classes, feature_names=names)
     if kinds == {list}:
         t_width = len(targets[0])
         for i, row in enumerate(targets):
             if len(row) != t_width:
                 raise DataError(f"{source}: data.targets[{i}]: has {len(row)} values, expected {t_width} like the first row")
-        return _Raw(X, Y=np.asarray(targets, float), feature_names=names, class_names=d.class_names)
+        return RawData(X, Y=np.asarray(targets, float), feature_names=names, class_names=d.class_names)
     if kinds <= {int, float}:
         values = np.asarray(targets, float)
-        if cfg.model.output_activation == "softmax":
+        if output_activation == "softmax":
             if np.any(values != np.round(values)) or np.any(values < 0):
                 raise DataError(f"{source}: data.targets: class indices must be whole numbers >= 0")
-            return _Raw(X, labels=values.astype(int), class_names=d.class_names, feature_names=names)
-        return _Raw(X, Y=values[:, None], feature_names=names, class_names=d.class_names)
+            return RawData(X, labels=values.astype(int), class_names=d.class_names, feature_names=names)
+        return RawData(X, Y=values[:, None], feature_names=names, class_names=d.class_names)
     raise DataError(f"{source}: data.targets: mix of rows, numbers and class names; use one kind")
 
 
-def _generate(name: str, cfg: Config, rng: np.random.Generator) -> _Raw:
-    d, n, noise = cfg.data, cfg.data.n_samples, cfg.data.noise
-    if name in ("xor", "and", "or"):
-        X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], float)
-        y = {"xor": [0, 1, 1, 0], "and": [0, 0, 0, 1], "or": [0, 1, 1, 1]}[name]
-        return _Raw(X, Y=np.array(y, float)[:, None], feature_names=["x1", "x2"])
-    if name == "sine":
-        x = rng.uniform(-np.pi, np.pi, n)
-        return _Raw(x[:, None], Y=(np.sin(x) + noise * rng.standard_normal(n))[:, None], feature_names=["x"])
-    if name == "circles":
-        labels = np.arange(n) % 2
-        angle = rng.uniform(0, 2 * np.pi, n)
-        radius = np.where(labels == 0, 1.0, 0.5)
-        X = np.c_[radius * np.cos(angle), radius * np.sin(angle)] + noise * rng.standard_normal((n, 2))
-        return _Raw(X, labels=labels, class_names=["outer", "inner"], feature_names=["x1", "x2"])
-    if name == "moons":
-        labels = np.arange(n) % 2
-        t = rng.uniform(0, np.pi, n)
-        X = np.where(labels[:, None] == 0, np.c_[np.cos(t), np.sin(t)], np.c_[1 - np.cos(t), 0.5 - np.sin(t)])
-        X = X + noise * rng.standard_normal((n, 2))
-        return _Raw(X, labels=labels, class_names=["upper", "lower"], feature_names=["x1", "x2"])
-    if name == "spirals":
-        k = d.classes
-        labels = np.arange(n) % k
-        r = rng.uniform(0.05, 1.0, n)
-        theta = labels * 2 * np.pi / k + 4.0 * r + noise * rng.standard_normal(n)
-        X = np.c_[r * np.sin(theta), r * np.cos(theta)]
-        return _Raw(X, labels=labels, class_names=[f"arm{i}" for i in range(k)], feature_names=["x1", "x2"])
-    if name == "blobs":
-        k = d.classes
-        centers = rng.uniform(-5, 5, (k, 2))
-        labels = np.arange(n) % k
-        X = centers[labels] + (1.0 + noise) * rng.standard_normal((n, 2))
-        return _Raw(X, labels=labels, class_names=[f"blob{i}" for i in range(k)], feature_names=["x1", "x2"])
-    return _from_csv(DATASETS_DIR / SHIPPED[name])
-
-
-def _encode_labels(raw: _Raw, cfg: Config, where: str) -> tuple[np.ndarray, Optional[list]]:
+def _encode_labels(raw: RawData, model: ModelConfig, where: str) -> tuple[np.ndarray, Optional[list]]:
     """Turn class labels into the target block the output layer expects."""
-    n_out = cfg.model.layers[-1]
+    n_out = model.layers[-1]
     n_classes = len(raw.class_names) if raw.class_names else int(raw.labels.max()) + 1
-    if raw.class_names is None and cfg.model.output_activation == "softmax":
+    if raw.class_names is None and model.output_activation == "softmax":
         n_classes = n_out
     if raw.labels.size and raw.labels.max() >= n_classes:
         bad = int(np.argmax(raw.labels >= n_classes))
         raise DataError(f"{where}: target {bad + 1}: class index {raw.labels[bad]} out of range for {n_classes} classes")
     names = raw.class_names or [str(i) for i in range(n_classes)]
-    if n_out == 1 and n_classes == 2 and cfg.model.output_activation != "softmax":
+    if n_out == 1 and n_classes == 2 and model.output_activation != "softmax":
         return raw.labels.astype(float)[:, None], names
     if n_out != n_classes:
         raise DataError(
@@ -283,12 +233,12 @@ def _encode_labels(raw: _Raw, cfg: Config, where: str) -> tuple[np.ndarray, Opti
     return np.eye(n_classes)[raw.labels], names
 
 
-def _targets(raw: _Raw, cfg: Config, where: str, classes: Optional[list] = None):
+def _targets(raw: RawData, model: ModelConfig, where: str, classes: Optional[list] = None):
     """The target block and class names of raw data, for training and validation data alike.
 
     `classes` pins the class order to the training data's, so validation names map onto it.
     """
-    if raw.labels is None and _are_class_indices(raw.Y, cfg):
+    if raw.labels is None and _are_class_indices(raw.Y, model):
         raw.labels = raw.Y[:, 0].astype(int)
     if raw.labels is None:
         return raw.Y, raw.class_names
@@ -298,14 +248,14 @@ def _targets(raw: _Raw, cfg: Config, where: str, classes: Optional[list] = None)
             raise DataError(f"{where}: class '{unknown[0]}' does not occur in the training data")
         raw.labels = np.array([classes.index(raw.class_names[i]) for i in raw.labels])
         raw.class_names = classes
-    return _encode_labels(raw, cfg, where)
+    return _encode_labels(raw, model, where)
 
 
 def _split(Y: np.ndarray, classification: bool, fraction: float, rng: np.random.Generator):
     """Seeded split into (train indices, validation indices); stratified for classes."""
     n = len(Y)
     if classification:
-        labels = Y.argmax(axis=1) if Y.shape[1] > 1 else Y[:, 0].astype(int)
+        labels = class_indices(Y)
         val = []
         for c in np.unique(labels):
             idx = np.flatnonzero(labels == c)
@@ -318,10 +268,10 @@ def _split(Y: np.ndarray, classification: bool, fraction: float, rng: np.random.
     return train, val
 
 
-def _are_class_indices(Y: np.ndarray, cfg: Config) -> bool:
+def _are_class_indices(Y: np.ndarray, model: ModelConfig) -> bool:
     """One column of whole numbers >= 0 feeding a softmax output of k >= 2 units: class indices."""
     return (
-        Y.shape[1] == 1 and cfg.model.output_activation == "softmax" and cfg.model.layers[-1] >= 2
+        Y.shape[1] == 1 and model.output_activation == "softmax" and model.layers[-1] >= 2
         and bool(np.all(Y >= 0)) and bool(np.all(Y == np.round(Y)))
     )
 
@@ -333,30 +283,35 @@ def is_classification(Y: np.ndarray, output_activation: str) -> bool:
     return output_activation == "sigmoid" and bool(np.all((Y == 0) | (Y == 1)))
 
 
-def load_data(cfg: Config, source: str, rng: np.random.Generator) -> Dataset:
-    """Build the Dataset a config describes; `source` names the config file in messages."""
-    d = cfg.data
+def load_data(d: DataConfig, model: ModelConfig, loss: str, dtype: str, source: str,
+              rng: np.random.Generator) -> Dataset:
+    """Build the Dataset that a config's data section describes for its model and loss.
+
+    `source` names the config file in messages; `rng` is the data stream of the config's seed.
+    """
     if d.csv:
         raw, where = _from_csv(Path(d.csv), d.target, d.features), d.csv
+    elif d.builtin in SHIPPED:
+        raw, where = _from_csv(SHIPPED[d.builtin]), f"{source}: data.builtin {d.builtin}"
     elif d.builtin:
-        raw, where = _generate(d.builtin, cfg, rng), f"{source}: data.builtin {d.builtin}"
+        raw = GENERATORS[d.builtin](d.n_samples, d.noise, d.classes, rng)
+        where = f"{source}: data.builtin {d.builtin}"
     else:
-        raw, where = _from_inline(cfg, source), f"{source}: data.targets"
-    Y, class_names = _targets(raw, cfg, where)
+        raw, where = _from_inline(d, model.output_activation, source), f"{source}: data.targets"
+    Y, class_names = _targets(raw, model, where)
     X = raw.X
     if len(X) == 0:
         raise DataError(f"{where}: the data set is empty")
-    layers = cfg.model.layers
+    layers = model.layers
     if X.shape[1] != layers[0]:
         raise DataError(f"{source}: model.layers[0] is {layers[0]} but the data has {X.shape[1]} inputs")
     if Y.shape[1] != layers[-1]:
         raise DataError(f"{source}: model.layers[-1] is {layers[-1]} but the data has {Y.shape[1]} targets per sample")
-    out_act = cfg.model.output_activation
-    if cfg.training.loss in ("bce", "cross_entropy") and (Y.min() < 0 or Y.max() > 1):
-        raise DataError(f"{source}: data.targets: loss {cfg.training.loss} needs targets between 0 and 1")
-    if cfg.training.loss == "cross_entropy" and not np.allclose(Y.sum(axis=1), 1.0):
+    if loss in ("bce", "cross_entropy") and (Y.min() < 0 or Y.max() > 1):
+        raise DataError(f"{source}: data.targets: loss {loss} needs targets between 0 and 1")
+    if loss == "cross_entropy" and not np.allclose(Y.sum(axis=1), 1.0):
         raise DataError(f"{source}: data.targets: cross_entropy needs one-hot rows (or class indices)")
-    classification = is_classification(Y, out_act)
+    classification = is_classification(Y, model.output_activation)
     X_val = Y_val = None
     train_idx = np.arange(len(X))
     if d.validation:
@@ -366,13 +321,12 @@ def load_data(cfg: Config, source: str, rng: np.random.Generator) -> Dataset:
         X_val, Y_val = X[val_idx], Y[val_idx]
     elif d.validation_csv:
         vraw = _from_csv(Path(d.validation_csv), d.target, d.features)
-        Y_val, _ = _targets(vraw, cfg, d.validation_csv, raw.class_names)
+        Y_val, _ = _targets(vraw, model, d.validation_csv, raw.class_names)
         X_val = vraw.X
         if X_val.shape[1] != X.shape[1] or Y_val.shape[1] != Y.shape[1]:
             raise DataError(f"{d.validation_csv}: columns do not match the training data")
     X_train, Y_train = X[train_idx], Y[train_idx]
     scaler = Scaler.fit(d.scale, X_train)
-    dtype = np.dtype(cfg.training.dtype)
     return Dataset(
         X=scaler.apply(X_train).astype(dtype),
         Y=Y_train.astype(dtype),

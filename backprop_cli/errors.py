@@ -1,31 +1,30 @@
-"""Exceptions the core raises; the CLI maps each to a one-line message and an exit code."""
+"""Exceptions the core raises. The command line maps each kind to an exit code in one place
+(`backprop_cli.cli.app.EXIT_CODES`); the core never decides how a process ends."""
 
 
 class BackpropError(Exception):
-    """Base of every error meant for the user. `exit_code` follows the CLI convention."""
-
-    exit_code = 1
+    """Base of every error meant for the user: its message is one line."""
 
 
 class ConfigError(BackpropError):
-    """The config file (or a command-line override) is invalid: exit 2."""
+    """The config file is invalid."""
 
-    exit_code = 2
+
+class OverrideError(ConfigError):
+    """A `--set` item or a keyword override is malformed (not the config file's fault)."""
 
 
 class DataError(BackpropError):
-    """The training data is unusable: exit 2."""
-
-    exit_code = 2
+    """The training or prediction data is unusable."""
 
 
-class UsageError(BackpropError):
-    """A command-line argument or a typed value is wrong: exit 2."""
-
-    exit_code = 2
+class RunNotFoundError(BackpropError):
+    """A run folder was named that does not exist or is not a run folder."""
 
 
 class RunError(BackpropError):
-    """A run folder is missing, corrupt, or cannot be written: exit 1."""
+    """A run folder is corrupt or cannot be written."""
 
-    exit_code = 1
+
+class DivergedError(BackpropError):
+    """Training diverged before the step a command needed (gradcheck's second check, explain)."""

@@ -34,7 +34,7 @@ def _clamped_log(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
 def _squared_sum(e: np.ndarray, scratch: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """Per-model sum of squares times `scale`, (K,), of e (K, n, m)."""
     if e.shape[0] == 1:
-        # one model: vdot is a single call where multiply + reduce + scale are three (~2 us)
+        # one model: vdot is one NumPy call where multiply, reduce and scale are three
         return np.array((scale * np.vdot(e, e),))
     np.multiply(e, e, out=scratch)
     total = np.add.reduce(scratch, axis=(-2, -1))
@@ -42,26 +42,26 @@ def _squared_sum(e: np.ndarray, scratch: np.ndarray, scale: float = 1.0) -> np.n
     return total
 
 
-def _mse_value(a, y):
+def _mse_value(a: np.ndarray, y: np.ndarray) -> np.ndarray:
     e = a - y
     return _squared_sum(e, e, 1.0 / (a.shape[-2] * a.shape[-1]))
 
 
-def _sse_value(a, y):
+def _sse_value(a: np.ndarray, y: np.ndarray) -> np.ndarray:
     e = a - y
     return _squared_sum(e, e, 0.5)
 
 
-def _bce_value(a, y):
+def _bce_value(a: np.ndarray, y: np.ndarray) -> np.ndarray:
     terms = y * _clamped_log(a) + (1.0 - y) * _clamped_log(1.0 - a)
     return -terms.sum(axis=(-2, -1)) / (a.shape[-2] * a.shape[-1])
 
 
-def _ce_value(a, y):
+def _ce_value(a: np.ndarray, y: np.ndarray) -> np.ndarray:
     return -(y * _clamped_log(a)).sum(axis=(-2, -1)) / a.shape[-2]
 
 
-def _mse_delta(a, y, act, out, scratch):
+def _mse_delta(a: np.ndarray, y: np.ndarray, act: Activation, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
     n_m = a.shape[-2] * a.shape[-1]
     np.subtract(a, y, out=out)
     loss = _squared_sum(out, scratch, 1.0 / n_m)
@@ -71,7 +71,7 @@ def _mse_delta(a, y, act, out, scratch):
     return loss
 
 
-def _sse_delta(a, y, act, out, scratch):
+def _sse_delta(a: np.ndarray, y: np.ndarray, act: Activation, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
     np.subtract(a, y, out=out)
     loss = _squared_sum(out, scratch, 0.5)
     if act.name != "identity":
@@ -79,7 +79,7 @@ def _sse_delta(a, y, act, out, scratch):
     return loss
 
 
-def _bce_delta(a, y, act, out, scratch):
+def _bce_delta(a: np.ndarray, y: np.ndarray, act: Activation, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
     # With a sigmoid output, dL/dz = dL/da * a(1 - a) collapses to (a - y) / (n m).
     n_m = a.shape[-2] * a.shape[-1]
     loss = _bce_value(a, y)
@@ -88,7 +88,7 @@ def _bce_delta(a, y, act, out, scratch):
     return loss
 
 
-def _ce_delta(a, y, act, out, scratch):
+def _ce_delta(a: np.ndarray, y: np.ndarray, act: Activation, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
     # With a softmax output and targets summing to 1, dL/dz collapses to (a - y) / n.
     n = a.shape[-2]
     _clamped_log(a, out=scratch)
@@ -111,7 +111,7 @@ class Loss:
 
     name: str
     value: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    delta: Callable[..., np.ndarray]
+    delta: Callable[[np.ndarray, np.ndarray, Activation, np.ndarray, np.ndarray], np.ndarray]
     output_activations: Optional[tuple[str, ...]] = None
 
     def accepts(self, activation: str) -> bool:

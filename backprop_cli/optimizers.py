@@ -11,35 +11,39 @@ compared with it:
             theta -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 
 `weight_decay` adds wd * theta to the gradient of every parameter first (coupled L2).
+
+Each optimizer takes only the hyperparameters it uses; `hyperparameters` names them (they are
+also the config keys under `training`), so a caller can pass exactly those.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 
 class Optimizer:
-    """Base: holds one scratch buffer shaped like the parameters and the step count."""
+    """Base: holds one scratch buffer shaped like the parameters (K, P) and the step count."""
 
-    def __init__(self, shape, dtype, weight_decay: float = 0.0, **_):
+    hyperparameters: tuple[str, ...] = ()
+
+    def __init__(self, shape: tuple[int, ...], dtype: DTypeLike, weight_decay: float = 0.0) -> None:
         self.buf = np.zeros(shape, dtype)
         self.weight_decay = weight_decay
         self.t = 0
 
-    def _decay(self, theta, grad):
+    def _decay(self, theta: np.ndarray, grad: np.ndarray) -> None:
         if self.weight_decay:
             np.multiply(theta, self.weight_decay, out=self.buf)
             grad += self.buf
 
     def step(self, theta: np.ndarray, grad: np.ndarray, lr: np.ndarray) -> None:
+        """Update theta (K, P) in place from grad (K, P) with per-model rates lr (K, 1)."""
         raise NotImplementedError
-
-    def state(self) -> dict:
-        return {}
 
 
 class SGD(Optimizer):
-    def step(self, theta, grad, lr):
+    def step(self, theta: np.ndarray, grad: np.ndarray, lr: np.ndarray) -> None:
         if self.weight_decay:
             self._decay(theta, grad)
         np.multiply(grad, lr, out=self.buf)
@@ -47,12 +51,15 @@ class SGD(Optimizer):
 
 
 class Momentum(Optimizer):
-    def __init__(self, shape, dtype, momentum=0.9, nesterov=False, **kw):
-        super().__init__(shape, dtype, **kw)
+    hyperparameters = ("momentum", "nesterov")
+
+    def __init__(self, shape: tuple[int, ...], dtype: DTypeLike, weight_decay: float = 0.0,
+                 momentum: float = 0.9, nesterov: bool = False) -> None:
+        super().__init__(shape, dtype, weight_decay)
         self.mu, self.nesterov = momentum, nesterov
         self.v = np.zeros(shape, dtype)
 
-    def step(self, theta, grad, lr):
+    def step(self, theta: np.ndarray, grad: np.ndarray, lr: np.ndarray) -> None:
         self._decay(theta, grad)
         self.v *= self.mu
         self.v += grad
@@ -66,12 +73,15 @@ class Momentum(Optimizer):
 
 
 class RMSProp(Optimizer):
-    def __init__(self, shape, dtype, rho=0.9, eps=1e-8, **kw):
-        super().__init__(shape, dtype, **kw)
+    hyperparameters = ("rho", "eps")
+
+    def __init__(self, shape: tuple[int, ...], dtype: DTypeLike, weight_decay: float = 0.0,
+                 rho: float = 0.9, eps: float = 1e-8) -> None:
+        super().__init__(shape, dtype, weight_decay)
         self.rho, self.eps = rho, eps
         self.s = np.zeros(shape, dtype)
 
-    def step(self, theta, grad, lr):
+    def step(self, theta: np.ndarray, grad: np.ndarray, lr: np.ndarray) -> None:
         self._decay(theta, grad)
         self.s *= self.rho
         np.multiply(grad, grad, out=self.buf)
@@ -85,13 +95,16 @@ class RMSProp(Optimizer):
 
 
 class Adam(Optimizer):
-    def __init__(self, shape, dtype, beta1=0.9, beta2=0.999, eps=1e-8, **kw):
-        super().__init__(shape, dtype, **kw)
+    hyperparameters = ("beta1", "beta2", "eps")
+
+    def __init__(self, shape: tuple[int, ...], dtype: DTypeLike, weight_decay: float = 0.0,
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        super().__init__(shape, dtype, weight_decay)
         self.b1, self.b2, self.eps = beta1, beta2, eps
         self.m = np.zeros(shape, dtype)
         self.v = np.zeros(shape, dtype)
 
-    def step(self, theta, grad, lr):
+    def step(self, theta: np.ndarray, grad: np.ndarray, lr: np.ndarray) -> None:
         self._decay(theta, grad)
         self.t += 1
         self.m *= self.b1
@@ -111,4 +124,4 @@ class Adam(Optimizer):
         theta -= self.buf
 
 
-OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "rmsprop": RMSProp, "adam": Adam}
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "momentum": Momentum, "rmsprop": RMSProp, "adam": Adam}

@@ -1,58 +1,50 @@
-"""Run folders: create them uniquely, write every file atomically, load them for predict.
+"""Run folders: create them uniquely, write them, load them for predict, list and compare them.
 
 A run folder holds config.yaml, history.csv, weights.json, data.json (input names, class
 names, scaling), summary.json (written last; `status` says whether the run completed,
-diverged, was interrupted or failed, or is still running) and PNG plots.
+diverged, was interrupted or failed, or is still running) and PNG plots. Every file is
+written atomically (`files.atomic_write`).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
 import platform
 import signal
-import sys
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from types import TracebackType
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
 from backprop_cli import __version__
 from backprop_cli.config import Config, config_to_yaml, load_config
 from backprop_cli.data import Dataset, Scaler
-from backprop_cli.errors import BackpropError, RunError, UsageError
+from backprop_cli.errors import BackpropError, ConfigError, RunError, RunNotFoundError
+from backprop_cli.experiment import network
+from backprop_cli.files import atomic_write, read_json, write_json
+from backprop_cli.metrics import class_name
 from backprop_cli.network import Network
-from backprop_cli.train import TrainResult, build_network
+from backprop_cli.train import TrainResult
 
-def atomic_write(path: Path, content) -> None:
-    """Write text or bytes to `path` via a temporary file in the same folder, fsync, rename."""
-    path = Path(path)
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+LATEST = "latest"
 
 
 @contextmanager
-def no_interrupts():
+def no_interrupts() -> Iterator[None]:
     """Defer Ctrl-C and SIGTERM while a run's files are saved, then deliver them."""
     pending = []
-    handler = lambda signum, frame: pending.append(signum)  # noqa: E731
+
+    def handler(signum: int, frame: Any) -> None:
+        pending.append(signum)
+
     try:
         old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: nothing to defer
@@ -74,16 +66,14 @@ def now_iso() -> str:
 def versions() -> dict:
     """Package versions, and NumPy's BLAS: matrix products round differently under different BLAS
     kernels, so bit-identical reruns need the same library and OPENBLAS_CORETYPE."""
-    import numpy
-
     blas = {"name": None, "version": None}
     try:
-        built = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        built = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         blas = {"name": built.get("name"), "version": built.get("version")}
     except (TypeError, KeyError, AttributeError):  # NumPy < 1.26 has no mode="dicts": not recorded
         pass
     blas["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE")
-    return {"backprop": __version__, "numpy": numpy.__version__, "python": platform.python_version(), "blas": blas}
+    return {"backprop": __version__, "numpy": np.__version__, "python": platform.python_version(), "blas": blas}
 
 
 def create_run_dir(root: Path, name: str) -> Path:
@@ -109,45 +99,42 @@ def create_run_dir(root: Path, name: str) -> Path:
     raise RunError(f"{root}: too many runs named {safe}-{stamp}")
 
 
-def _num(x) -> str:
-    """A float at full precision (repr round-trips), empty for NaN."""
-    x = float(x)
-    return "" if math.isnan(x) else repr(x)
+# -- writing ----------------------------------------------------------------------------------
 
 
-def history_csv(epochs, columns: dict, model: int = 0) -> str:
+def number(x: Optional[float]) -> str:
+    """A float at full precision (repr round-trips); empty for None and NaN."""
+    if x is None or math.isnan(float(x)):
+        return ""
+    return repr(float(x))
+
+
+def csv_text(rows: list[list[Any]]) -> str:
+    """Rows as CSV text (quoted where a cell needs it)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def history_csv(epochs: np.ndarray, columns: dict, model: int = 0) -> str:
     names = list(columns)
-    lines = [",".join(["epoch"] + names)]
-    for i, epoch in enumerate(epochs):
-        lines.append(",".join([str(int(epoch))] + [_num(columns[c][i, model]) for c in names]))
-    return "\n".join(lines) + "\n"
+    rows: list[list[Any]] = [["epoch"] + names]
+    rows += [[int(epoch)] + [number(columns[c][i, model]) for c in names] for i, epoch in enumerate(epochs)]
+    return csv_text(rows)
 
 
 def weights_json(net: Network, model: int = 0) -> str:
-    layers = [
-        {"weights": w.tolist(), "biases": None if b is None else b.tolist()}
-        for w, b in net.get_params(model)
-    ]
+    layers = [{"weights": w.tolist(), "biases": None if b is None else b.tolist()} for w, b in net.get_params(model)]
     return json.dumps({"layers": layers}, indent=1) + "\n"
 
 
-def write_json(path: Path, data: dict) -> None:
-    atomic_write(path, json.dumps(data, indent=2, allow_nan=False, default=_jsonable) + "\n")
-
-
-def _jsonable(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    raise TypeError(f"not JSON: {type(value).__name__}")
-
-
-def _finite_or_none(x):
+def finite_or_none(x: Optional[float]) -> Optional[float]:
     return None if x is None or not math.isfinite(x) else x
 
 
 def start_run(root: Path, cfg: Config, extra: Optional[dict] = None) -> Path:
     """Create the folder and write config.yaml and a summary with status `running`."""
-    run = create_run_dir(root, cfg.name)
+    run = create_run_dir(root, cfg.name or "run")
     try:
         atomic_write(run / "config.yaml", config_to_yaml(cfg))
         write_json(run / "summary.json", {"name": cfg.name, "status": "running", "started_at": now_iso(), **(extra or {})})
@@ -156,21 +143,41 @@ def start_run(root: Path, cfg: Config, extra: Optional[dict] = None) -> Path:
     return run
 
 
-def summary_for(cfg: Config, result: TrainResult, model: int, learning_rate: float, seed: int, extra=None) -> dict:
+def continue_from(path: Path, cfg: Config, net: Network) -> tuple[int, dict]:
+    """Start `net` (and the config's recorded initial weights) from a run's final weights.
+
+    Returns the epoch the run ended at, where the new history continues, and what the new
+    run's summary records about its origin.
+    """
+    previous = load_run(path)
+    if previous.net.sizes != net.sizes or previous.cfg.model.bias != cfg.model.bias:
+        raise ConfigError(f"{path}: cannot continue from this run: its network {previous.net.sizes} "
+                          f"does not match the config's {net.sizes}")
+    start = previous.net.get_params(0)
+    net.set_params(start)
+    # the new run's config.yaml records its starting weights, so it reproduces on its own
+    cfg.model.weights = [w.tolist() for w, _ in start]
+    cfg.model.biases = [b.tolist() for _, b in start] if cfg.model.bias else None
+    start_epoch = int(previous.summary.get("last_epoch", previous.summary.get("epochs_run", 0)) or 0)
+    return start_epoch, {"started_from": str(previous.path), "start_epoch": start_epoch}
+
+
+def summary_for(cfg: Config, result: TrainResult, model: int, learning_rate: float, seed: int,
+                extra: Optional[dict] = None) -> dict:
     summary = {
         "name": cfg.name,
         "status": result.status[model],
         "stop_reason": result.stop_reason[model],
         "epochs_run": result.epochs_run[model],
-        "final_loss": _finite_or_none(result.final("loss", model)),
-        "best_loss": _finite_or_none(result.best("loss", model)),
+        "final_loss": finite_or_none(result.final("loss", model)),
+        "best_loss": finite_or_none(result.best("loss", model)),
         "learning_rate": learning_rate,
         "seed": seed,
         "duration_s": round(result.duration_s, 6),
     }
     for column in result.history:
         if column != "loss":
-            summary[column] = _finite_or_none(result.final(column, model))
+            summary[column] = finite_or_none(result.final(column, model))
     if result.diverged_at[model] is not None:
         summary["diverged_at_epoch"] = result.diverged_at[model]
     if result.stop_reason[model] == "early_stopping" or result.best_epoch[model]:
@@ -219,17 +226,17 @@ def write_plots(run: Path, cfg: Config, data: Dataset, result: TrainResult, mode
     epochs = result.epochs[:rows]
     hist = {c: v[:rows, model] for c, v in result.history.items()}
 
-    def attempt(name, fn, *args):
+    def attempt(name: str, fn: Any, *args: Any) -> None:
         try:
             atomic_write(run / name, fn(*args))
         except Exception as e:  # a plot must never lose a run
             warnings.append(f"{run / name}: plot not written: {e}")
 
-    curves = {"training": hist["loss"]}
+    curves = {"training": (epochs, hist["loss"])}
     if "val_loss" in hist:
-        curves["validation"] = hist["val_loss"]
+        curves["validation"] = (epochs, hist["val_loss"])
     if rows:
-        attempt("loss.png", plots.loss_plot, epochs, curves, f"{cfg.name}: {cfg.training.loss} loss")
+        attempt("loss.png", plots.loss_plot, curves, f"{cfg.name}: {cfg.training.loss} loss")
         if "accuracy" in hist:
             acc = {"training": hist["accuracy"]}
             if "val_accuracy" in hist:
@@ -239,9 +246,55 @@ def write_plots(run: Path, cfg: Config, data: Dataset, result: TrainResult, mode
     if data.classification and net.sizes[0] == 2:
         attempt("decision_boundary.png", plots.decision_boundary, lambda X: net.predict(data.scaler.apply(X), model),
                 data.X_raw, data.Y, data.class_names)
-    if sum(net.sizes) <= 32:
+    if sum(net.sizes) <= plots.MAX_DIAGRAM_NEURONS:
         attempt("network.png", plots.network_diagram, net.sizes, net.get_params(model), f"{cfg.name}: final weights")
     return warnings
+
+
+def mark_run(folder: Path, status: str, error: Optional[str] = None) -> None:
+    """Record `status` (interrupted or failed) in a folder's summary.json, keeping what it had.
+
+    Used when something stops a run outside the training loop; never raises.
+    """
+    try:
+        summary = read_json(folder / "summary.json") if (folder / "summary.json").exists() else {}
+    except RunError:
+        summary = {}
+    summary.update({"status": status, "finished_at": now_iso()})
+    if error:
+        summary["error"] = error
+    try:
+        with no_interrupts():
+            write_json(folder / "summary.json", summary)
+    except (OSError, KeyboardInterrupt):
+        pass
+
+
+class guarded:
+    """Mark a run or study folder interrupted or failed if anything escapes while it is open
+    and its summary still says `running` (or there is none)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __enter__(self) -> Path:
+        return self.folder
+
+    def __exit__(self, kind: Optional[type[BaseException]], value: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> bool:
+        if kind is None:
+            return False
+        try:
+            path = self.folder / "summary.json"
+            status = read_json(path).get("status") if path.exists() else None
+        except BackpropError:
+            status = None
+        if status in (None, "running"):
+            if issubclass(kind, KeyboardInterrupt):
+                mark_run(self.folder, "interrupted")
+            else:
+                mark_run(self.folder, "failed", str(value))
+        return False
 
 
 # -- loading ----------------------------------------------------------------------------------
@@ -267,36 +320,54 @@ class LoadedRun:
     def class_names(self) -> Optional[list]:
         return self.meta.get("class_names")
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
+    @property
+    def output_names(self) -> list[str]:
+        n_out = self.net.sizes[-1]
+        return ["output"] if n_out == 1 else [f"output{j + 1}" for j in range(n_out)]
+
+    def predict(self, X: Any) -> np.ndarray:
         """Outputs (n, n_out) for raw inputs (n, n_in), scaled as in training."""
         return self.net.predict(self.scaler.apply(np.asarray(X, float)))[0]
 
+    def records(self, rows: Any) -> list[dict]:
+        """One record per input row: input, output and (for classifiers) class."""
+        X = np.asarray(rows, float).reshape(len(rows), self.net.sizes[0])
+        classification = self.meta.get("classification", False)
+        records = []
+        for x, y in zip(X, self.predict(X)):
+            record: dict[str, Any] = {"input": x.tolist(), "output": y.tolist()}
+            if classification:
+                record["class"] = class_name(y, self.class_names)
+            records.append(record)
+        return records
 
-def read_json(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RunError(f"{path}: missing") from None
-    except OSError as e:
-        raise RunError(f"{path}: cannot read: {e.strerror}") from None
-    if not text.strip():
-        raise RunError(f"{path}: empty file")
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{path}: corrupt JSON (truncated?): {e}") from None
-    if not isinstance(data, dict):
-        raise RunError(f"{path}: corrupt: expected a JSON object")
-    return data
+    def predictions_csv(self, records: list[dict]) -> str:
+        """Records as CSV: the input columns by name, the outputs, and the class."""
+        header = list(self.feature_names) + self.output_names
+        with_class = bool(records) and "class" in records[0]
+        rows: list[list[Any]] = [header + (["class"] if with_class else [])]
+        for rec in records:
+            rows.append([repr(v) for v in rec["input"] + rec["output"]] + ([rec["class"]] if with_class else []))
+        return csv_text(rows)
+
+
+def resolve_run(run: Path, root: Path) -> Path:
+    """A run given as a path, as a folder name under the runs root, or as `latest`."""
+    if str(run) == LATEST and not run.exists():
+        return latest_completed(root)
+    if run.exists() or run.is_absolute():
+        return run
+    candidate = root / run
+    return candidate if candidate.exists() else run
 
 
 def load_run(path: Path) -> LoadedRun:
     """Load a run folder's config and final weights (never retrains)."""
     path = Path(path)
     if not path.exists():
-        raise UsageError(f"{path}: no such run folder")
+        raise RunNotFoundError(f"{path}: no such run folder")
     if not path.is_dir() or not (path / "config.yaml").exists():
-        raise UsageError(f"{path}: not a run folder (no config.yaml)")
+        raise RunNotFoundError(f"{path}: not a run folder (no config.yaml)")
     try:
         cfg = load_config(path / "config.yaml")
     except BackpropError as e:
@@ -307,7 +378,7 @@ def load_run(path: Path) -> LoadedRun:
         status = summary.get("status", "unknown")
         raise RunError(f"{weights_path}: missing (run status: {status})")
     layers = read_json(weights_path).get("layers")
-    net = build_network(cfg)
+    net = network(cfg)
     shapes = list(zip(net.sizes[1:], net.sizes[:-1]))
     if not isinstance(layers, list) or len(layers) != len(shapes):
         raise RunError(f"{weights_path}: expected {len(shapes)} layers for {net.sizes}")
@@ -329,6 +400,28 @@ def load_run(path: Path) -> LoadedRun:
     meta = read_json(path / "data.json") if (path / "data.json").exists() else {}
     summary = read_json(path / "summary.json") if (path / "summary.json").exists() else {}
     return LoadedRun(path, cfg, net, meta, summary)
+
+
+def read_summary(path: Path) -> dict:
+    """A run or study folder's summary.json; a folder without one is not a run folder."""
+    if not (path / "summary.json").exists():
+        raise RunNotFoundError(f"{path}: not a run folder (no summary.json)")
+    return read_json(path / "summary.json")
+
+
+def read_history(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A run's history.csv as (epochs, {column: values}); empty cells are NaN."""
+    try:
+        with open(path / "history.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise RunError(f"{path / 'history.csv'}: cannot read: {e}") from None
+    try:
+        epochs = np.array([int(r["epoch"]) for r in rows], dtype=int)
+        columns = {c: np.array([float(r[c]) if r[c] else np.nan for r in rows]) for c in (rows[0] if rows else {}) if c != "epoch"}
+    except (KeyError, TypeError, ValueError):
+        raise RunError(f"{path / 'history.csv'}: corrupt: expected an epoch column and numbers") from None
+    return epochs, columns
 
 
 def list_runs(root: Path, studies: bool = False) -> list[tuple[Path, dict]]:
@@ -362,113 +455,18 @@ def latest_completed(root: Path) -> Path:
     for path, summary in list_runs(root):
         if summary.get("status") == "completed" and (path / "weights.json").exists():
             return path
-    raise UsageError(f"{root}: no completed run found (train one first: backprop train CONFIG)")
+    raise RunNotFoundError(f"{root}: no completed run found (train one first: backprop train CONFIG)")
 
 
-# -- studies (sweeps and seed studies) ----------------------------------------------------------
-
-MAX_CSV_WEIGHTS = 64
-
-
-def study_csv(label: str, entries, target: float, param_names) -> str:
-    """One row per model: label, final_loss, best_loss, epochs_to_target, status, w1..wP (P <= 64)."""
-    header = [label, "final_loss", "best_loss", "epochs_to_target", "status"]
-    with_weights = len(param_names) <= MAX_CSV_WEIGHTS
-    if with_weights:
-        header += param_names
-    lines = [",".join(header)]
-    for e in entries:
-        row = [repr(e.value), _num(e.final_loss() if e.final_loss() is not None else float("nan")),
-               _num(e.best_loss() if e.best_loss() is not None else float("nan")),
-               str(e.epochs_to(target) or ""), e.status]
-        if with_weights:
-            row += [repr(float(v)) for v in e.params()]
-        lines.append(",".join(row))
-    return "\n".join(lines) + "\n"
-
-
-def study_history_csv(label: str, entries) -> str:
-    epochs = max((e.result.epochs for e in entries), key=len)
-    lines = [",".join(["epoch"] + [f"{label}={e.value:g}" for e in entries])]
-    for i, epoch in enumerate(epochs):
-        cells = [str(int(epoch))]
-        for e in entries:
-            cells.append(_num(e.losses[i]) if i < len(e.losses) else "")
-        lines.append(",".join(cells))
-    return "\n".join(lines) + "\n"
-
-
-def write_study(folder: Path, kind: str, label: str, cfg: Config, data: Dataset, entries, target: float,
-                param_names, per_model_runs: bool, extra: dict) -> list:
-    """Write a sweep or seed-study folder; returns warnings.
-
-    Files: <kind>.csv, history.csv, loss_curves.png, loss_grid.png (sweeps), summary.json and,
-    with per_model_runs, one complete run folder per model (loadable by predict).
-    """
-    from backprop_cli import plots
-
-    warnings = []
-    with no_interrupts():
-        atomic_write(folder / f"{kind}.csv", study_csv(label, entries, target, param_names))
-        atomic_write(folder / "history.csv", study_history_csv(label, entries))
-        curves = {f"{label}={e.value:g}": e.losses for e in entries}
-        epochs = max((e.result.epochs for e in entries), key=len)
-        figures = [("loss_curves.png", plots.loss_plot, (epochs, curves, f"{cfg.name}: {cfg.training.loss} loss by {label}"))]
-        if per_model_runs:
-            figures.append(("loss_grid.png", plots.loss_grid, (epochs, curves, f"{cfg.name}: {cfg.training.loss} loss")))
-        for name, fn, args in figures:
-            try:
-                atomic_write(folder / name, fn(*args))
-            except Exception as e:  # a plot must never lose a study
-                warnings.append(f"{folder / name}: plot not written: {e}")
-    if per_model_runs:
-        for e in entries:
-            run_cfg = cfg.model_copy(deep=True)
-            run_cfg.training.learning_rate = float(e.value)
-            run_cfg.name = f"{cfg.name}-lr{e.value:g}"
-            run_cfg.model.weights = [w.tolist() for w, _ in e.start_params]
-            if cfg.model.bias:
-                run_cfg.model.biases = [b.tolist() for _, b in e.start_params]
-            run = folder / f"lr_{e.value:g}"
-            run.mkdir()
-            atomic_write(run / "config.yaml", config_to_yaml(run_cfg))
-            warnings += finish_run(run, run_cfg, data, e.result, model=e.model, learning_rate=float(e.value),
-                                   extra={"started_at": extra.get("started_at"), "sweep": str(folder)})
-    summary = {
-        "name": cfg.name,
-        "kind": kind,
-        "status": "completed" if any(e.status == "completed" for e in entries) else entries[0].status if entries else "failed",
-        "target": target,
-        "models": [
-            {label: e.value, "status": e.status, "final_loss": _finite_or_none(e.final_loss()),
-             "best_loss": _finite_or_none(e.best_loss()), "epochs_to_target": e.epochs_to(target),
-             "epochs_run": e.result.epochs_run[e.model]}
-            for e in entries
-        ],
-        "duration_s": round(sum({id(e.result): e.result.duration_s for e in entries}.values()), 6),
-        **extra,
-        "finished_at": now_iso(),
-        "versions": versions(),
-    }
-    with no_interrupts():
-        write_json(folder / "summary.json", summary)
-    return warnings
-
-
-def mark_run(folder: Path, status: str, error: Optional[str] = None) -> None:
-    """Record `status` (interrupted or failed) in a folder's summary.json, keeping what it had.
-
-    Used when something stops a run outside the training loop; never raises.
-    """
-    try:
-        summary = read_json(folder / "summary.json") if (folder / "summary.json").exists() else {}
-    except RunError:
-        summary = {}
-    summary.update({"status": status, "finished_at": now_iso()})
-    if error:
-        summary["error"] = error
-    try:
-        with no_interrupts():
-            write_json(folder / "summary.json", summary)
-    except (OSError, KeyboardInterrupt):
-        pass
+def compare_runs(paths: list[Path]) -> tuple[list[dict], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Summaries of the runs, and each run's loss curve at its own epochs (a run continued
+    with --from starts where its origin ended)."""
+    summaries, curves = [], {}
+    for path in paths:
+        if not (path / "summary.json").exists() or not (path / "history.csv").exists():
+            raise RunNotFoundError(f"{path}: not a run folder (no summary.json and history.csv)")
+        summaries.append(read_json(path / "summary.json"))
+        epochs, columns = read_history(path)
+        if "loss" in columns:
+            curves[path.name] = (epochs, columns["loss"])
+    return summaries, curves

@@ -9,13 +9,29 @@ fair comparison, but it is how a widely shared table of this experiment was prod
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 
-from backprop_cli.config import Config
 from backprop_cli.data import Dataset
-from backprop_cli.train import TrainResult, build_network, train
+from backprop_cli.experiment import fit, network
+from backprop_cli.train import TrainResult
+
+if TYPE_CHECKING:
+    from backprop_cli.config import Config
+
+
+DEFAULT_SWEEP_RATES = [0.1, 0.2, 0.5, 0.8, 1.0, 2.0]  # the classic six-panel figure's rates
+
+
+def default_rates(cfg: Config) -> list[float]:
+    """The rates a sweep compares when none are given: sweep.learning_rates, else the six classic ones."""
+    return list(cfg.sweep.learning_rates) if cfg.sweep is not None else list(DEFAULT_SWEEP_RATES)
+
+
+def log_spaced(low: float, high: float, n: int) -> list[float]:
+    """n learning rates from low to high, evenly spaced on a log scale."""
+    return [float(r) for r in np.geomspace(low, high, n)]
 
 
 @dataclass
@@ -58,19 +74,19 @@ def sweep_learning_rates(cfg: Config, data: Dataset, rates: Sequence[float], cha
     i * epochs + k), so a progress display can span the whole chain.
     """
     if not chain:
-        net = build_network(cfg, n_models=len(rates))
+        net = network(cfg, n_models=len(rates))
         start = net.get_params(0)
-        result = train(cfg, data, net, learning_rates=list(rates), callback=callback)
+        result = fit(cfg, data, net, learning_rates=list(rates), callback=callback)
         return [Entry(rate, result, k, start) for k, rate in enumerate(rates)]
     entries, previous = [], None
     for i, rate in enumerate(rates):
-        net = build_network(cfg)
+        net = network(cfg)
         if previous is not None:
             net.set_params(previous)
         start = net.get_params(0)
         offset = i * cfg.training.epochs
         step = None if callback is None else (lambda epoch, loss, offset=offset: callback(offset + epoch, loss))
-        result = train(cfg, data, net, learning_rates=[rate], callback=step)
+        result = fit(cfg, data, net, learning_rates=[rate], callback=step)
         entries.append(Entry(rate, result, 0, start))
         previous = net.get_params(0)
         if result.status[0] == "interrupted":
@@ -80,7 +96,7 @@ def sweep_learning_rates(cfg: Config, data: Dataset, rates: Sequence[float], cha
 
 def seed_study(cfg: Config, data: Dataset, seeds: Sequence[int], callback: Optional[Callable] = None) -> list[Entry]:
     """Train one model per seed of the initial weights (data and batch order from cfg.seed)."""
-    net = build_network(cfg, seeds=list(seeds))
+    net = network(cfg, seeds=list(seeds))
     starts = [net.get_params(k) for k in range(len(seeds))]
-    result = train(cfg, data, net, callback=callback)
+    result = fit(cfg, data, net, callback=callback)
     return [Entry(seed, result, k, starts[k]) for k, seed in enumerate(seeds)]

@@ -72,13 +72,11 @@ def test_weights_round_trip_exactly(cli, write_config, tmp_path):
     loaded = load_run(run)
     # retrain in-process: the saved weights must equal the trained ones bit for bit
     from backprop_cli.config import load_config
-    from backprop_cli.data import load_data
-    from backprop_cli.initializers import random_streams
-    from backprop_cli.train import build_network, train
+    from backprop_cli.experiment import dataset, fit, network
 
     cfg = load_config(path)
-    net = build_network(cfg)
-    train(cfg, load_data(cfg, "x", random_streams(cfg.seed)[0]), net)
+    net = network(cfg)
+    fit(cfg, dataset(cfg, "x"), net)
     assert np.array_equal(loaded.net.theta, net.theta)
 
 

@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 
 from backprop_cli.config import load_config
-from backprop_cli.data import load_data
 from backprop_cli.errors import DataError
 from backprop_cli.initializers import random_streams
 from backprop_cli.optimizers import OPTIMIZERS
-from backprop_cli.train import build_network, lr_factor, train
+from backprop_cli.experiment import dataset, fit, network
+from backprop_cli.train import make_schedule
 
 from conftest import CONFIGS
 
 
 def _load(path, **over):
     cfg = load_config(path, {k: (v, k) for k, v in over.items()})
-    return cfg, load_data(cfg, str(path), random_streams(cfg.seed)[0])
+    return cfg, dataset(cfg, str(path))
 
 
 # -- optimizers against hand-computed steps ----------------------------------------------------
@@ -84,7 +84,7 @@ def test_learning_rate_schedules(write_config, schedule, epoch, factor):
         training: {{epochs: 1000, learning_rate: 1.0, lr_schedule: {schedule}, lr_step_size: 100, lr_gamma: 0.5, lr_min: 0.1}}
         data: {{builtin: xor}}
     """))
-    assert lr_factor(cfg, epoch) == pytest.approx(factor)
+    assert make_schedule(cfg.training).factor(epoch) == pytest.approx(factor)
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -183,8 +183,8 @@ def test_builtin_generators_follow_the_seed():
         cfg = load_config(path, {"data.builtin": (name, "x"), "model.layers": ([2, 8, 3 if name in ("spirals", "blobs") else 2] if name != "sine" else [1, 8, 1], "x"),
                                  "model.output_activation": ("identity" if name == "sine" else "softmax", "x"),
                                  "training.loss": ("mse" if name == "sine" else "cross_entropy", "x")})
-        a = load_data(cfg, "x", random_streams(0)[0])
-        b = load_data(cfg, "x", random_streams(0)[0])
+        a = dataset(cfg, "x")
+        b = dataset(cfg, "x")
         assert np.array_equal(a.X, b.X) and np.all(np.isfinite(a.X)), name
 
 
@@ -193,13 +193,13 @@ def test_builtin_generators_follow_the_seed():
 
 def test_minibatch_epoch_loss_is_the_mean_over_batches(write_config):
     cfg, data = _load(CONFIGS / "sine.yaml", **{"training.epochs": 1, "training.optimizer": "sgd"})
-    net = build_network(cfg)
+    net = network(cfg)
     start = net.theta.copy()
-    result = train(cfg, data, net)
+    result = fit(cfg, data, net)
     # replay: same shuffle stream, batch by batch
     from backprop_cli.losses import LOSSES
 
-    replay = build_network(cfg)
+    replay = network(cfg)
     replay.theta[:] = start
     order = random_streams(cfg.seed)[2].permutation(len(data.X))
     X, Y = data.X[order], data.Y[order]
@@ -213,7 +213,7 @@ def test_minibatch_epoch_loss_is_the_mean_over_batches(write_config):
 
 def test_early_stopping_restores_the_best_weights(write_config):
     cfg, data = _load(CONFIGS / "iris.yaml", **{"training.epochs": 2000, "training.early_stopping": {"monitor": "val_loss", "patience": 10}})
-    result = train(cfg, data, build_network(cfg))
+    result = fit(cfg, data, network(cfg))
     assert result.stop_reason == ["early_stopping"] and result.status == ["completed"]
     best = result.best_epoch[0]
     assert result.epochs_run[0] == best + 10
@@ -227,7 +227,7 @@ def test_early_stopping_restores_the_best_weights(write_config):
 
 def test_stop_at_loss(write_config):
     cfg, data = _load(CONFIGS / "xor.yaml", **{"training.stop_at_loss": 0.1})
-    result = train(cfg, data, build_network(cfg))
+    result = fit(cfg, data, network(cfg))
     assert result.stop_reason == ["stop_at_loss"]
     losses = result.history["loss"][:, 0]
     assert losses[-1] <= 0.1 < losses[-2]
@@ -235,8 +235,8 @@ def test_stop_at_loss(write_config):
 
 def test_float32_trains_in_float32():
     cfg, data = _load(CONFIGS / "moons.yaml", **{"training.dtype": "float32", "training.epochs": 50})
-    net = build_network(cfg)
-    result = train(cfg, data, net)
+    net = network(cfg)
+    result = fit(cfg, data, net)
     assert net.theta.dtype == np.float32 and data.X.dtype == np.float32
     assert result.status == ["completed"] and result.final("val_accuracy") > 0.8
 
@@ -248,7 +248,7 @@ def test_float32_trains_in_float32():
 )
 def test_shipped_configs_reach_their_figures(config, metric, minimum):
     cfg, data = _load(CONFIGS / f"{config}.yaml")
-    result = train(cfg, data, build_network(cfg))
+    result = fit(cfg, data, network(cfg))
     assert result.status == ["completed"]
     assert result.final(metric) >= minimum
 
@@ -264,7 +264,7 @@ def test_validation_csv_and_several_target_columns(write_config, tmp_path):
     """))
     assert data.Y.tolist() == [[1.0, 0.0], [1.5, -0.5], [2.0, -1.0], [2.5, -1.5]]
     assert data.X_val.tolist() == [[0.25, 0.5], [0.75, 1.5]]
-    result = train(cfg, data, build_network(cfg))
+    result = fit(cfg, data, network(cfg))
     assert list(result.history) == ["loss", "mae", "r2", "val_loss", "val_mae", "val_r2"]
 
 

@@ -8,11 +8,9 @@ import pytest
 
 from backprop_cli.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, apply
 from backprop_cli.config import load_config
-from backprop_cli.data import load_data
-from backprop_cli.initializers import random_streams
 from backprop_cli.losses import LOSSES
 from backprop_cli.network import Network
-from backprop_cli.train import build_network, train
+from backprop_cli.experiment import dataset, fit, network
 
 from conftest import CONFIGS
 
@@ -147,14 +145,14 @@ def test_loss_definitions():
 
 def _worked():
     cfg = load_config(CONFIGS / "worked_example.yaml", {"training.epochs": (1, "--epochs")})
-    data = load_data(cfg, "worked_example.yaml", random_streams(cfg.seed)[0])
+    data = dataset(cfg, "worked_example.yaml")
     return cfg, data
 
 
 def test_worked_example_one_step_by_hand():
     cfg, data = _worked()
-    net = build_network(cfg)
-    result = train(cfg, data, net)
+    net = network(cfg)
+    result = fit(cfg, data, net)
     # forward: net_h1 = 0.15*0.05 + 0.20*0.1 = 0.0275   -> h1 = sigmoid(0.0275) = 0.50687457
     #          net_h2 = 0.25*0.05 + 0.30*0.1 = 0.0425   -> h2 = sigmoid(0.0425) = 0.51062340
     h1, h2 = 1 / (1 + math.exp(-0.0275)), 1 / (1 + math.exp(-0.0425))
@@ -184,7 +182,7 @@ def test_worked_example_one_step_by_hand():
 
 def test_weights_are_out_by_in_and_flatten_to_textbook_order():
     cfg, _ = _worked()
-    net = build_network(cfg)
+    net = network(cfg)
     (w_hidden, _), (w_out, _) = net.get_params()
     assert w_hidden.tolist() == [[0.15, 0.20], [0.25, 0.30]]
     assert np.concatenate([w_hidden.ravel(), w_out.ravel()]).tolist() == [0.15, 0.2, 0.25, 0.3, 0.4, 0.45, 0.5, 0.55]
@@ -194,9 +192,9 @@ def test_weights_are_out_by_in_and_flatten_to_textbook_order():
 def _train_xor(**overrides):
     extra = {k: (v, k) for k, v in overrides.items()}
     cfg = load_config(CONFIGS / "xor.yaml", extra)
-    data = load_data(cfg, "xor.yaml", random_streams(cfg.seed)[0])
-    net = build_network(cfg)
-    return train(cfg, data, net), data
+    data = dataset(cfg, "xor.yaml")
+    net = network(cfg)
+    return fit(cfg, data, net), data
 
 
 def test_xor_converges():
@@ -220,12 +218,12 @@ def test_same_config_and_seed_give_bit_identical_weights_and_history():
 def test_recorded_loss_is_before_the_update():
     cfg, data = _worked()
     cfg.training.epochs = 2
-    net = build_network(cfg)
-    result = train(cfg, data, net)
+    net = network(cfg)
+    result = fit(cfg, data, net)
     # epoch 2's loss is the loss at the weights after one update
-    one = build_network(cfg)
+    one = network(cfg)
     cfg.training.epochs = 1
-    train(cfg, data, one)
+    fit(cfg, data, one)
     after_one = LOSSES["sse"].value(one.predict(data.X), data.Y)[0]
     assert result.history["loss"][1, 0] == after_one
 

@@ -5,10 +5,12 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backprop_cli.config import Config, Located, _SECTIONS, parse_yaml, validate
+from backprop_cli.config import Config
+from backprop_cli.config.loader import Located, parse_yaml, validate
+from backprop_cli.config.schema import SECTIONS
 from backprop_cli.errors import ConfigError
 
-KEYS = {section: list(model.model_fields) for section, model in _SECTIONS.items()}
+KEYS = {section: list(model.model_fields) for section, model in SECTIONS.items()}
 
 
 def _typo(word: str):

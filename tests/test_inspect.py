@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from backprop_cli.config import load_config
-from backprop_cli.data import load_data
-from backprop_cli.initializers import random_streams
-from backprop_cli.inspect_step import check_gradients, explain_step, gradcheck
-from backprop_cli.train import build_network, train
+from backprop_cli.explain import explain_step
+from backprop_cli.gradcheck import check_gradients, gradcheck
+from backprop_cli.experiment import dataset, fit, network
 
 from conftest import CONFIGS
 from test_engine import VALID_PAIRS
@@ -41,7 +40,7 @@ def _pair_config(write_config, hidden, out, loss):
         targets = "[[0.5, 0.2, 0.1], [0.4, 0.3, 0.9], [0.2, 0.2, 0.6], [0.0, 0.7, 0.4]]"
     path = write_config(PAIR_YAML.format(hidden=hidden, out=out, loss=loss, targets=targets))
     cfg = load_config(path)
-    return cfg, load_data(cfg, str(path), random_streams(cfg.seed)[0])
+    return cfg, dataset(cfg, str(path))
 
 
 @pytest.mark.parametrize("out,loss", VALID_PAIRS)
@@ -57,11 +56,11 @@ def test_gradcheck_passes_for_every_activation_and_loss_pair(write_config, hidde
 
 def test_gradcheck_fails_on_a_wrong_gradient(write_config):
     cfg, data = _pair_config(write_config, "tanh", "sigmoid", "mse")
-    net = build_network(cfg)
+    net = network(cfg)
     net.loss_and_grad(data.X, data.Y, __import__("backprop_cli.losses", fromlist=["LOSSES"]).LOSSES["mse"], net.workspace(len(data.X)))
     wrong = net.grad[0].copy()
     wrong[5] *= 1.001  # a 0.1% error in one weight of the first layer
-    report = check_gradients(net, data, cfg, 0, 1e-4, 1e-6, analytic=wrong)
+    report = check_gradients(net, data, cfg.training.loss, 0, 1e-4, 1e-6, analytic=wrong)
     assert not report.passed
     assert [l.passed for l in report.layers] == [False, True]
     assert report.layers[0].worst == "w6"
@@ -73,18 +72,20 @@ def test_gradcheck_cli_exit_codes(cli):
     assert "gradient check passed" in result.stdout
     result = cli("gradcheck", CONFIGS / "xor.yaml", "--epochs", "-1")
     assert result.exit_code == 2
-    assert result.stderr == "Error: --epochs -1: must be >= 0\n"
+    assert result.stderr.endswith("Error: Invalid value for '--epochs': Input should be greater than or equal to 0\n")
+    result = cli("gradcheck", CONFIGS / "xor.yaml", "--method", "three-point")
+    assert result.exit_code == 2 and "'three-point' is not one of 'five-point', 'central'" in result.stderr
 
 
 @pytest.mark.parametrize("method", ["central", "forward"])
 def test_numerical_training_agrees_with_analytic(method):
     cfg = load_config(CONFIGS / "xor.yaml", {"training.epochs": (300, "--epochs")})
-    data = load_data(cfg, "x", random_streams(cfg.seed)[0])
-    analytic = train(cfg, data, build_network(cfg))
+    data = dataset(cfg, "x")
+    analytic = fit(cfg, data, network(cfg))
     cfg.training.gradient = "numerical"
     cfg.training.gradient_method = method
     cfg.training.gradient_epsilon = 1e-6 if method == "central" else 1e-7
-    numerical = train(cfg, data, build_network(cfg))
+    numerical = fit(cfg, data, network(cfg))
     tolerance = 1e-8 if method == "central" else 1e-5
     np.testing.assert_allclose(numerical.net.theta, analytic.net.theta, rtol=0, atol=tolerance)
     np.testing.assert_allclose(numerical.history["loss"], analytic.history["loss"], rtol=0, atol=tolerance)
@@ -92,8 +93,8 @@ def test_numerical_training_agrees_with_analytic(method):
 
 def test_explain_matches_a_hand_computation():
     cfg = load_config(CONFIGS / "worked_example.yaml")
-    data = load_data(cfg, "x", random_streams(0)[0])
-    sections, _, _ = explain_step(cfg, data, epoch=1)
+    data = dataset(cfg, "x")
+    sections, _ = explain_step(cfg, data, epoch=1)
     by_title = {s.title.split(" (")[0].split(":")[0]: s for s in sections}
     sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
     h1, h2 = sig(0.15 * 0.05 + 0.20 * 0.1), sig(0.25 * 0.05 + 0.30 * 0.1)
@@ -119,11 +120,11 @@ def test_explain_matches_a_hand_computation():
 
 def test_explain_later_epoch_uses_trained_weights():
     cfg = load_config(CONFIGS / "worked_example.yaml")
-    data = load_data(cfg, "x", random_streams(0)[0])
+    data = dataset(cfg, "x")
     cfg.training.epochs = 2
-    net = build_network(cfg)
-    train(cfg, data, net)
-    sections, _, _ = explain_step(cfg, data, epoch=3)
+    net = network(cfg)
+    fit(cfg, data, net)
+    sections, _ = explain_step(cfg, data, epoch=3)
     update = {row[0]: row for row in sections[-1].rows}
     assert float(update["w1"][2]) == pytest.approx(net.theta[0, 0], abs=1e-9)
 

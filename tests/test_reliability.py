@@ -11,8 +11,9 @@ import time
 
 import pytest
 
+from backprop_cli import files as files_module
 from backprop_cli import runs as runs_module
-from backprop_cli.runs import atomic_write
+from backprop_cli.files import atomic_write
 
 from conftest import XOR_YAML
 
@@ -72,7 +73,7 @@ def test_atomic_write_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeyp
     def failing_replace(src, dst):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
-    monkeypatch.setattr(runs_module.os, "replace", failing_replace)
+    monkeypatch.setattr(files_module.os, "replace", failing_replace)
     with pytest.raises(OSError):
         atomic_write(target, "new")
     assert target.read_text() == "old"
@@ -87,10 +88,10 @@ def test_atomic_write_on_a_full_disk_leaves_nothing_half_written(tmp_path, monke
     def full_disk(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runs_module.os, "fsync", full_disk)
+    monkeypatch.setattr(files_module.os, "fsync", full_disk)
     with pytest.raises(OSError):
         atomic_write(target, "x" * 1000)
-    monkeypatch.setattr(runs_module.os, "fsync", real_fsync)
+    monkeypatch.setattr(files_module.os, "fsync", real_fsync)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["weights.json"]
 

@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 
 from backprop_cli.config import load_config
-from backprop_cli.data import load_data
-from backprop_cli.initializers import random_streams
 from backprop_cli.sweep import sweep_learning_rates
-from backprop_cli.train import build_network, train
+from backprop_cli.experiment import dataset, fit, network
 
 from conftest import CONFIGS, XOR_YAML
 
@@ -37,7 +35,7 @@ def plain_numpy_worked_example(lr, epochs, w1, w2):
 
 def _worked(epochs=100):
     cfg = load_config(CONFIGS / "worked_example.yaml", {"training.epochs": (epochs, "--epochs")})
-    return cfg, load_data(cfg, "worked_example.yaml", random_streams(cfg.seed)[0])
+    return cfg, dataset(cfg, "worked_example.yaml")
 
 
 def test_batched_sweep_reproduces_the_textbook_table():
@@ -66,11 +64,11 @@ def test_chained_sweep_reproduces_the_published_protocol():
 @pytest.mark.parametrize("config", ["xor.yaml", "worked_example.yaml"])
 def test_each_rate_equals_a_plain_train_run(config):
     cfg = load_config(CONFIGS / config, {"training.epochs": (2000, "--epochs")})
-    data = load_data(cfg, config, random_streams(cfg.seed)[0])
+    data = dataset(cfg, config)
     entries = sweep_learning_rates(cfg, data, RATES)
     for e in entries:
         cfg.training.learning_rate = e.value
-        single = train(cfg, data, build_network(cfg))
+        single = fit(cfg, data, network(cfg))
         np.testing.assert_allclose(e.params(), single.net.theta[0], rtol=0, atol=1e-12)
         np.testing.assert_allclose(e.losses, single.history["loss"][:, 0], rtol=0, atol=1e-12)
 
@@ -78,7 +76,7 @@ def test_each_rate_equals_a_plain_train_run(config):
 def test_a_diverging_rate_is_frozen_while_the_others_go_on(write_config):
     text = XOR_YAML.replace("output_activation: sigmoid", "output_activation: identity").replace("loss: sse", "loss: mse")
     cfg = load_config(write_config(text))
-    data = load_data(cfg, "x", random_streams(cfg.seed)[0])
+    data = dataset(cfg, "x")
     entries = sweep_learning_rates(cfg, data, [0.1, 1e300])
     assert [e.status for e in entries] == ["completed", "diverged"]
     assert len(entries[0].losses) == 200
@@ -134,7 +132,7 @@ def test_bad_rate_lists_exit_2(cli, args, message, tmp_path):
 
 
 def test_log_range():
-    from backprop_cli.cli import _parse_rates
+    from backprop_cli.cli.sweep import parse_rates as _parse_rates
 
     cfg, _ = _worked()
     assert _parse_rates(None, "0.01:1:3", cfg) == pytest.approx([0.01, 0.1, 1.0])
@@ -153,7 +151,7 @@ def test_seed_study(cli, write_config, tmp_path):
     assert f"{summary['reached_target']} of 6 seeds reached loss 0.05" in result.stdout
     # a seed's curve equals a plain run with that seed
     cfg = load_config(CONFIGS / "xor.yaml", {"seed": (3, "--seed")})
-    single = train(cfg, load_data(cfg, "x", random_streams(3)[0]), build_network(cfg))
+    single = fit(cfg, dataset(cfg, "x"), network(cfg))
     assert float(rows[3]["final_loss"]) == pytest.approx(single.final("loss"), abs=1e-12)
 
 

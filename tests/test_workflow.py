@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from backprop_cli.cli import sparkline
+from backprop_cli.cli.display import sparkline
 
 from conftest import CONFIGS, XOR_YAML
 
@@ -101,7 +101,7 @@ def test_from_a_run_of_another_shape_is_refused(cli, write_config, tmp_path):
     other = write_config(XOR_YAML.replace("[2, 2, 1]", "[2, 3, 1]"), "other.yaml")
     result = cli("train", other, "--from", run, "--runs-dir", root)
     assert result.exit_code == 2
-    assert result.stderr == f"Error: --from {run}: its network [2, 2, 1] does not match the config's [2, 3, 1]\n"
+    assert result.stderr == f"Error: {run}: cannot continue from this run: its network [2, 2, 1] does not match the config's [2, 3, 1]\n"
 
 
 def test_summary_shows_the_loss_curve_as_a_chart(cli, write_config, tmp_path):

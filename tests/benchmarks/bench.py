@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from backprop_cli.config import load_config  # noqa: E402
 from backprop_cli.data import load_data  # noqa: E402
-from backprop_cli.initializers import random_streams  # noqa: E402
 from backprop_cli.sweep import sweep_learning_rates  # noqa: E402
-from backprop_cli.train import build_network, train  # noqa: E402
+from backprop_cli.experiment import dataset, fit, network  # noqa: E402
+from backprop_cli.train import build_network  # noqa: E402
 
 RESULTS = []
 
@@ -64,7 +64,7 @@ def interleave(fns: dict, repeats: int) -> dict:
 
 def xor_setup(epochs):
     cfg = load_config(ROOT / "configs" / "xor.yaml", {"training.epochs": (epochs, "bench")})
-    return cfg, load_data(cfg, "xor", random_streams(cfg.seed)[0])
+    return cfg, dataset(cfg, "xor")
 
 
 def plain_xor(X, Y, W1, b1, W2, b2, lr, epochs, accuracy=False):
@@ -93,11 +93,11 @@ def case_tiny(repeats, epochs):
     cfg, data = xor_setup(epochs)
 
     def engine():
-        return train(cfg, data, build_network(cfg)).duration_s
+        return fit(cfg, data, network(cfg)).duration_s
 
     def plain(accuracy):
         def run():
-            (W1, b1), (W2, b2) = build_network(cfg).get_params(0)
+            (W1, b1), (W2, b2) = network(cfg).get_params(0)
             t = time.perf_counter()
             plain_xor(data.X, data.Y, W1, b1, W2, b2, 0.1, epochs, accuracy)
             return time.perf_counter() - t
@@ -131,7 +131,7 @@ def case_tiny(repeats, epochs):
 
 
 def torch_xor(torch, data, cfg, epochs):
-    net = build_network(cfg)
+    net = network(cfg)
     (W1, b1), (W2, b2) = net.get_params(0)
     X, Y = torch.tensor(data.X), torch.tensor(data.Y)
     params = [torch.tensor(a, requires_grad=True) for a in (W1, b1, W2, b2)]
@@ -179,12 +179,12 @@ def case_display(repeats, epochs):
     cli.out = Console(file=io.StringIO(), force_terminal=True, width=120)
 
     def plain():
-        return train(cfg, data, build_network(cfg)).duration_s
+        return fit(cfg, data, network(cfg)).duration_s
 
     def shown():
         with cli.Reporter(epochs) as reporter:
             assert reporter.live
-            return train(cfg, data, build_network(cfg), callback=reporter).duration_s
+            return fit(cfg, data, network(cfg), callback=reporter).duration_s
 
     t = interleave({"none": plain, "bar": shown}, repeats)
     report("display", "train loop, no callback", t["none"], "us/epoch", 1e6 / epochs)
@@ -201,7 +201,7 @@ def case_sweep(repeats, epochs):
     rates64 = list(np.geomspace(0.05, 5.0, 64))
 
     def one():
-        return train(cfg, data, build_network(cfg)).duration_s
+        return fit(cfg, data, network(cfg)).duration_s
 
     def sweep(rates):
         return lambda: sweep_learning_rates(cfg, data, rates)[0].result.duration_s
@@ -237,7 +237,7 @@ def medium_setup(tmpdir, epochs, dtype):
     medium_data(tmpdir)
     (tmpdir / f"medium_{dtype}.yaml").write_text(MEDIUM_YAML.format(epochs=epochs, dtype=dtype))
     cfg = load_config(tmpdir / f"medium_{dtype}.yaml")
-    return cfg, load_data(cfg, "medium", random_streams(cfg.seed)[0])
+    return cfg, dataset(cfg, "medium")
 
 
 def numpy_medium(X, Y, params, lr, epochs, batch, rng, buffered):
@@ -296,7 +296,7 @@ def case_medium(repeats, epochs):
     params = build_network(cfg64).get_params(0)
 
     def engine(cfg, data):
-        return lambda: train(cfg, data, build_network(cfg)).duration_s
+        return lambda: fit(cfg, data, network(cfg)).duration_s
 
     def numpy_loop(buffered):
         def run():

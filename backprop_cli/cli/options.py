@@ -1,0 +1,102 @@
+"""Options shared by several commands, their choices, and the parsers for list-valued options."""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, List, Optional, TypeVar
+
+import typer
+from typing_extensions import Annotated
+
+from backprop_cli.cli.app import UsageError
+
+if TYPE_CHECKING:
+    from backprop_cli.config import Config
+    from backprop_cli.data import Dataset
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Root folder for run folders.")]
+Epochs = Annotated[Optional[int], typer.Option("--epochs", metavar="N", help="Override training.epochs.")]
+LR = Annotated[Optional[float], typer.Option("--lr", metavar="RATE", help="Override training.learning_rate.")]
+Seed = Annotated[Optional[int], typer.Option("--seed", metavar="N", help="Override seed.")]
+Sets = Annotated[
+    Optional[List[str]],
+    typer.Option("--set", metavar="KEY=VALUE", help="Override any key: dotted.key=value (YAML value); repeatable."),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the run folder's path (and errors).")]
+
+
+class Method(str, Enum):
+    """Finite-difference formulas for gradcheck."""
+
+    five_point = "five-point"
+    central = "central"
+
+
+class TableFormat(str, Enum):
+    markdown = "markdown"
+    csv = "csv"
+
+
+class Template(str, Enum):
+    xor = "xor"
+    classification = "classification"
+    regression = "regression"
+
+
+T = TypeVar("T")
+
+
+def parse_list(text: str, convert: Callable[[str], T], flag: str, example: str, what: str) -> list[T]:
+    """Comma-separated values, each converted; an empty list or a bad item is a UsageError."""
+    try:
+        values = [convert(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} {text}: expected {example}") from None
+    if not values:
+        raise UsageError(f"{flag}: the list of {what} is empty")
+    return values
+
+
+def parse_seeds(text: str) -> list[int]:
+    """START:STOP (the seeds START..STOP-1) or a list like 1,2,3; all >= 0."""
+    example = "START:STOP (e.g. 0:30) or a list like 1,2,3"
+    if ":" in text:
+        start, _, stop = text.partition(":")
+        try:
+            seeds = list(range(int(start), int(stop)))
+        except ValueError:
+            raise UsageError(f"--seeds {text}: expected {example}") from None
+    else:
+        seeds = parse_list(text, int, "--seeds", example, "seeds")
+    if not seeds or min(seeds) < 0:
+        raise UsageError(f"--seeds {text}: needs at least one seed, all >= 0")
+    return seeds
+
+
+def positive(value: Optional[float], flag: str) -> Optional[float]:
+    """None, or a finite number > 0; anything else is a UsageError naming the flag."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{flag} {value:g}: must be finite and > 0")
+    return value
+
+
+def load(config: Path, epochs: Optional[int] = None, lr: Optional[float] = None, seed: Optional[int] = None,
+         name: Optional[str] = None, sets: Optional[List[str]] = None) -> Config:
+    """The config with the command's overrides applied, each named by its flag in errors."""
+    from backprop_cli.config import load_config
+
+    overrides = {
+        "training.epochs": (epochs, "--epochs"),
+        "training.learning_rate": (lr, "--lr"),
+        "seed": (seed, "--seed"),
+        "name": (name, "--name"),
+    }
+    return load_config(config, overrides, tuple(sets or ()))
+
+
+def load_data(cfg: Config, config: Path) -> Dataset:
+    from backprop_cli.experiment import dataset
+
+    return dataset(cfg, str(config))

@@ -1,0 +1,123 @@
+"""`backprop predict`: ask a trained network at a prompt, for rows, a CSV file or a truth table."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from backprop_cli.cli.app import UsageError, app, cli_errors, err, out
+from backprop_cli.cli.display import emit, fmt, predictions_table
+from backprop_cli.cli.options import RunsDir
+
+if TYPE_CHECKING:
+    from backprop_cli.runs import LoadedRun
+
+MAX_TRUTH_TABLE_INPUTS = 8
+
+
+def parse_row(text: str, n: int, what: str) -> list[float]:
+    """Split '0 1' or '0,1' into n finite floats; raise UsageError naming the problem."""
+    parts = text.replace(",", " ").split()
+    if len(parts) != n:
+        raise UsageError(f"{what}: expected {n} value{'s' if n != 1 else ''}, got {len(parts)}")
+    values = []
+    for p in parts:
+        try:
+            v = float(p)
+        except ValueError:
+            raise UsageError(f"{what}: '{p}' is not a number") from None
+        if not math.isfinite(v):
+            raise UsageError(f"{what}: '{p}' is not a finite number")
+        values.append(v)
+    return values
+
+
+def _show(loaded: LoadedRun, records: list[dict], as_json: bool) -> None:
+    import json
+
+    if as_json:
+        out.print(json.dumps(records), soft_wrap=True)
+        return
+    with_class = bool(records) and "class" in records[0]
+    rows = [[fmt(v, 6) for v in r["input"]] + [f"{v:.4f}" for v in r["output"]] + ([str(r["class"])] if with_class else [])
+            for r in records]
+    out.print(predictions_table(loaded.feature_names, loaded.output_names, rows, with_class))
+
+
+def _interactive(loaded: LoadedRun) -> None:
+    """Prompt for each input by name; a whole row at the first prompt works too. Ends at q or EOF."""
+    names = loaded.feature_names
+    n = len(names)
+    while True:
+        values: list[float] = []
+        while len(values) < n:
+            out.print(f"{names[len(values)]}: ", end="")
+            sys.stdout.flush()
+            line = sys.stdin.readline()
+            if not line:  # end of input
+                out.print()
+                return
+            text = line.strip()
+            if text.lower() in ("q", "quit", "exit"):
+                return
+            if not text:
+                continue
+            try:
+                if not values and len(text.replace(",", " ").split()) > 1:
+                    values = parse_row(text, n, "input")
+                else:
+                    values += parse_row(text, 1, names[len(values)])
+            except UsageError as e:
+                err.print(f"{e} (try again, or q to quit)")
+        record = loaded.records([values])[0]
+        answer = f"output{'s' if len(record['output']) > 1 else ''}: {', '.join(f'{v:.4f}' for v in record['output'])}"
+        if "class" in record:
+            answer += f"  class: {record['class']}"
+        out.print(answer)
+
+
+@app.command()
+@cli_errors
+def predict(
+    run: Annotated[Optional[Path], typer.Argument(help="Run folder, its name under --runs-dir, or latest (the default).")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    inputs: Annotated[Optional[List[str]], typer.Option("--input", metavar="ROW", help="One input row, e.g. 0,1 (repeatable).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    csv_file: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help="Predict every row of this CSV file.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", metavar="FILE", help="With --csv: write the CSV here instead of stdout.")] = None,
+    truth_table: Annotated[bool, typer.Option("--truth-table", help=f"Every 0/1 input combination (up to {MAX_TRUTH_TABLE_INPUTS} inputs).")] = False,
+) -> None:
+    """Ask a trained network: at a prompt (default), for --input rows, a --csv file, or a --truth-table.
+
+    Example: backprop predict latest --input 0,1 --input 1,1
+    """
+    from backprop_cli.runs import latest_completed, load_run, resolve_run
+
+    loaded = load_run(resolve_run(run, runs_dir) if run is not None else latest_completed(runs_dir))
+    n = loaded.net.sizes[0]
+    if output is not None and csv_file is None:
+        raise UsageError("--output goes with --csv")
+    if truth_table:
+        if n > MAX_TRUTH_TABLE_INPUTS:
+            raise UsageError(f"--truth-table: the network has {n} inputs (at most {MAX_TRUTH_TABLE_INPUTS})")
+        rows = [list(map(float, bits)) for bits in itertools.product([0, 1], repeat=n)]
+        _show(loaded, loaded.records(rows), as_json)
+    elif inputs:
+        _show(loaded, loaded.records([parse_row(text, n, f"--input {text}") for text in inputs]), as_json)
+    elif csv_file is not None:
+        from backprop_cli.data import read_inputs_csv
+
+        records = loaded.records(read_inputs_csv(csv_file, loaded.feature_names).tolist())
+        if as_json:
+            _show(loaded, records, True)
+        else:
+            emit(loaded.predictions_csv(records), output, f"{len(records)} predictions")
+    else:
+        out.print(f"{loaded.path}: type {n} input value{'s' if n != 1 else ''} (q or Ctrl-D to quit)")
+        _interactive(loaded)

@@ -1,0 +1,136 @@
+"""`backprop runs`: list run folders, show one, compare several."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, List, Optional
+
+import typer
+from rich.table import Table
+from typing_extensions import Annotated
+
+from backprop_cli.cli.app import UsageError, app, cli_errors, err, out
+from backprop_cli.cli.display import fmt
+from backprop_cli.cli.options import RunsDir
+
+runs_app = typer.Typer(help="List, show and compare run folders.", no_args_is_help=False, rich_markup_mode=None)
+app.add_typer(runs_app, name="runs")
+
+
+def _date(summary: dict) -> str:
+    return str(summary.get("started_at") or "")[:19].replace("T", " ")
+
+
+@runs_app.callback(invoke_without_command=True)
+@cli_errors
+def runs_list(ctx: typer.Context, runs_dir: RunsDir = Path("runs")) -> None:
+    """List runs, newest first (name, date, status, epochs, final loss, accuracy, learning rate).
+
+    Example: backprop runs --runs-dir runs
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from backprop_cli.runs import list_runs
+
+    found = list_runs(runs_dir, studies=True)
+    if not found:
+        out.print(f"no runs under {runs_dir}")
+        return
+    table = Table(title=f"runs in {runs_dir}")
+    for col in ("run", "date", "status", "epochs", "final loss", "accuracy", "learning rate"):
+        table.add_column(col, justify="left" if col in ("run", "date", "status") else "right")
+    for path, s in found:
+        if "kind" in s:  # a sweep or seed study
+            losses = [m.get("final_loss") for m in s.get("models", []) if m.get("final_loss") is not None]
+            rates = s.get("learning_rates")
+            table.add_row(f"{path.name} ({s['kind']})", _date(s), s.get("status", "?"), "",
+                          f"best {fmt(min(losses), 6)}" if losses else "-", "", f"{len(rates)} rates" if rates else "")
+            continue
+        table.add_row(path.name, _date(s), s.get("status", "?"), str(s.get("last_epoch", s.get("epochs_run", ""))),
+                      fmt(s.get("final_loss"), 6), fmt(s.get("accuracy"), 4), fmt(s.get("learning_rate"), 6))
+    out.print(table)
+
+
+def _pairs(d: dict, prefix: str = "") -> Iterator[str]:
+    """Nested dicts (versions.blas) as dotted keys: "blas.name scipy-openblas"."""
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _pairs(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k} {'-' if v is None else v}"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(_pairs(value))
+    if isinstance(value, list):
+        return f"{len(value)} entries" if value and isinstance(value[0], dict) else ", ".join(map(str, value))
+    return fmt(value, 10) if isinstance(value, float) else str(value)
+
+
+@runs_app.command("show")
+@cli_errors
+def runs_show(
+    run: Annotated[Path, typer.Argument(help="Run folder, its name under --runs-dir, or latest.")],
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Print a run's summary and config.
+
+    Example: backprop runs show latest
+    """
+    from backprop_cli.runs import read_summary, resolve_run
+
+    path = resolve_run(run, runs_dir)
+    summary = read_summary(path)
+    table = Table(title=str(path), show_header=False)
+    table.add_column("key")
+    table.add_column("value")
+    for key, value in summary.items():
+        table.add_row(key, _cell(value))
+    out.print(table)
+    if (path / "config.yaml").exists():
+        out.print("config.yaml:")
+        out.print((path / "config.yaml").read_text(encoding="utf-8"), end="")
+
+
+@runs_app.command("compare")
+@cli_errors
+def runs_compare(
+    runs: Annotated[List[Path], typer.Argument(help="Two or more run folders (paths or names under --runs-dir).")],
+    runs_dir: RunsDir = Path("runs"),
+    output: Annotated[Optional[Path], typer.Option("--output", metavar="PNG", help="Where to write the plot (default: <runs-dir>/compare-<time>.png).")] = None,
+) -> None:
+    """Put runs' summaries side by side and plot their loss curves on one axis.
+
+    Example: backprop runs compare xor-20261123-200239 xor_3hidden-20261123-200301
+    """
+    from datetime import datetime
+
+    from backprop_cli import plots
+    from backprop_cli.files import atomic_write
+    from backprop_cli.runs import compare_runs, resolve_run
+
+    if len(runs) < 2:
+        raise UsageError("runs compare: give at least two run folders")
+    paths = [resolve_run(r, runs_dir) for r in runs]
+    summaries, curves = compare_runs(paths)
+    keys = ["status", "stop_reason", "last_epoch", "final_loss", "best_loss", "accuracy", "val_loss", "val_accuracy",
+            "learning_rate", "seed", "duration_s"]
+    table = Table(title="run comparison")
+    table.add_column("")
+    for path in paths:
+        table.add_column(path.name, justify="right")
+    for key in keys:
+        values = [s.get(key) for s in summaries]
+        if all(v is None for v in values):
+            continue
+        table.add_row(key, *[fmt(v, 8) if isinstance(v, float) else ("-" if v is None else str(v)) for v in values])
+    out.print(table)
+    if curves:
+        output = output or Path(runs_dir) / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}.png"
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(output, plots.loss_plot(curves, "loss curves"))
+            out.print(f"plot: {output}", soft_wrap=True)
+        except OSError as e:
+            err.print(f"Warning: {output}: plot not written: {e.strerror}")

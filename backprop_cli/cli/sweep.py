@@ -1,0 +1,117 @@
+"""`backprop sweep-lr`: learning rates compared in one batched pass (or chained)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+from rich.table import Table
+from typing_extensions import Annotated
+
+from backprop_cli.cli.app import UsageError, app, cli_errors, err, out
+from backprop_cli.cli.display import Reporter, fmt, study_table, warn
+from backprop_cli.cli.options import Epochs, Quiet, RunsDir, Seed, Sets, load, load_data, parse_list, positive
+
+if TYPE_CHECKING:
+    from backprop_cli.config import Config
+    from backprop_cli.data import Dataset
+    from backprop_cli.sweep import Entry
+
+
+def parse_rates(lrs: Optional[str], log_range: Optional[str], cfg: Config) -> list[float]:
+    """--lrs, or --log-range MIN:MAX:N, or the config's (or the default) rates."""
+    from backprop_cli.sweep import default_rates, log_spaced
+
+    if lrs is not None and log_range is not None:
+        raise UsageError("give --lrs or --log-range, not both")
+    if log_range is not None:
+        parts = log_range.split(":")
+        try:
+            if len(parts) != 3:
+                raise ValueError
+            lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
+        except ValueError:
+            raise UsageError(f"--log-range {log_range}: expected MIN:MAX:N, e.g. 0.01:10:7") from None
+        if not (0 < lo <= hi and math.isfinite(hi)) or n < 1:
+            raise UsageError(f"--log-range {log_range}: needs 0 < MIN <= MAX and N >= 1")
+        return log_spaced(lo, hi, n)
+    if lrs is not None:
+        rates = parse_list(lrs, float, "--lrs", "numbers separated by commas, e.g. 0.1,0.5,1", "learning rates")
+        bad = [r for r in rates if not (math.isfinite(r) and r > 0)]
+        if bad:
+            raise UsageError(f"--lrs {lrs}: every learning rate must be finite and > 0 (got {bad[0]:g})")
+        return rates
+    return default_rates(cfg)
+
+
+def weights_table(entries: list[Entry], label: str, names: list[str], data: Dataset) -> Table:
+    """Final weights (and final outputs for at most 4 samples) per model: the classic table."""
+    outputs = len(data.X) <= 4
+    table = Table(title="final weights" + (" and outputs" if outputs else ""))
+    table.add_column(label, justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    if outputs:
+        for i in range(len(data.X)):
+            for j in range(data.Y.shape[1]):
+                table.add_column(f"out{j + 1}" if len(data.X) == 1 else f"s{i + 1}.out{j + 1}", justify="right")
+    for e in entries:
+        cells = [f"{e.value:g}"] + [fmt(float(v), 6) for v in e.params()]
+        if outputs:
+            cells += [fmt(float(v), 6) for v in e.result.net.predict(data.X, e.model).ravel()]
+        table.add_row(*cells)
+    return table
+
+
+@app.command("sweep-lr")
+@cli_errors
+def sweep_lr(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    lrs: Annotated[Optional[str], typer.Option("--lrs", metavar="RATES", help="Comma-separated learning rates.")] = None,
+    log_range: Annotated[Optional[str], typer.Option("--log-range", metavar="MIN:MAX:N", help="N log-spaced rates from MIN to MAX.")] = None,
+    target: Annotated[Optional[float], typer.Option("--target", metavar="LOSS", help="Loss that counts as reached (default: sweep.target or 0.01).")] = None,
+    chain: Annotated[bool, typer.Option("--chain", help="Continue each rate from the previous rate's final weights.")] = False,
+    epochs: Epochs = None,
+    seed: Seed = None,
+    runs_dir: RunsDir = Path("runs"),
+    quiet: Quiet = False,
+    sets: Sets = None,
+) -> None:
+    """Compare learning rates: all train together from identical initial weights.
+
+    Example: backprop sweep-lr configs/worked_example.yaml --lrs 0.1,0.2,0.5,0.8,1.0,2.0
+    """
+    cfg = load(config, epochs, None, seed, None, sets)
+    rates = parse_rates(lrs, log_range, cfg)
+    positive(target, "--target")
+    data = load_data(cfg, config)
+    from backprop_cli.network import param_names
+    from backprop_cli.runs import guarded, now_iso
+    from backprop_cli.studies import default_target, start_study, write_study
+    from backprop_cli.sweep import sweep_learning_rates
+
+    target = default_target(cfg) if target is None else target
+    started = now_iso()
+    folder = start_study(cfg, runs_dir, "chain" if chain else "sweep")
+    total = cfg.training.epochs * (len(rates) if chain else 1)
+    names = [p.name for p in param_names(cfg.model.layers, cfg.model.bias)]
+    with guarded(folder):
+        with Reporter(total, 0, quiet, label="sweep") as report:
+            entries = sweep_learning_rates(cfg, data, rates, chain=chain, callback=report)
+        extra = {"protocol": "chain" if chain else "batched", "learning_rates": rates, "started_at": started}
+        warn(write_study(folder, "sweep", "learning_rate", cfg, data, entries, target, names, True, extra))
+    if quiet:
+        out.print(str(folder), soft_wrap=True)
+    else:
+        out.print(study_table(entries, "learning_rate", target))
+        if len(names) <= 16:
+            out.print(weights_table(entries, "learning_rate", names, data))
+        out.print(f"sweep folder: {folder}", soft_wrap=True)
+    statuses = [e.status for e in entries]
+    if "interrupted" in statuses:
+        raise typer.Exit(130)
+    if "completed" not in statuses:
+        err.print("Error: every learning rate diverged")
+        raise typer.Exit(1)

@@ -1,0 +1,133 @@
+"""`backprop train`: one run, a run continued from another (--from), or a seed study (--seeds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from backprop_cli.cli.app import UsageError, app, cli_errors, err, out
+from backprop_cli.cli.display import Reporter, fmt, predictions_table, sparkline, study_table, warn
+from backprop_cli.cli.options import LR, Epochs, Quiet, RunsDir, Seed, Sets, load, load_data, parse_seeds, positive
+
+if TYPE_CHECKING:
+    from backprop_cli.config import Config
+    from backprop_cli.data import Dataset
+    from backprop_cli.train import TrainResult
+
+
+@app.command()
+@cli_errors
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    epochs: Epochs = None,
+    lr: LR = None,
+    seed: Seed = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Override the run name.")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    quiet: Quiet = False,
+    sets: Sets = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="SEEDS", help="Train once per seed, batched: START:STOP or 1,2,3.")] = None,
+    target: Annotated[Optional[float], typer.Option("--target", metavar="LOSS", help="With --seeds: the loss that counts as reached.")] = None,
+    from_run: Annotated[Optional[Path], typer.Option("--from", metavar="RUN", help="Start from this run's final weights (a path, a run name, or latest).")] = None,
+) -> None:
+    """Train the network a config describes and write a run folder.
+
+    Example: backprop train configs/xor.yaml --epochs 5000 --lr 0.5
+    """
+    cfg = load(config, epochs, lr, seed, name, sets)
+    if seeds is not None:
+        if from_run is not None:
+            raise UsageError("--from goes with a single run, not with --seeds")
+        return _train_seeds(cfg, config, parse_seeds(seeds), runs_dir, quiet, positive(target, "--target"))
+    if target is not None:
+        raise UsageError("--target goes with --seeds (a single run stops at a loss with training.stop_at_loss)")
+    data = load_data(cfg, config)
+    from backprop_cli.experiment import fit, network
+    from backprop_cli.runs import continue_from, finish_run, guarded, now_iso, resolve_run, start_run
+
+    net = network(cfg)
+    start_epoch, extra = 0, {}
+    if from_run is not None:
+        start_epoch, extra = continue_from(resolve_run(from_run, runs_dir), cfg, net)
+    extra["started_at"] = now_iso()
+    run = start_run(runs_dir, cfg, extra)
+    with guarded(run):
+        with Reporter(cfg.training.epochs, start_epoch, quiet) as report:
+            result = fit(cfg, data, net, callback=report, start_epoch=start_epoch)
+        warnings = finish_run(run, cfg, data, result, extra=extra)
+    warn(warnings)
+    _print_summary(cfg, data, result, run, quiet)
+    status = result.status[0]
+    if status == "diverged":
+        err.print(
+            f"Error: training diverged at epoch {result.diverged_at[0]} (learning rate {fmt(cfg.training.learning_rate)}): "
+            f"the loss became non-finite; try a smaller --lr. History and last finite weights: {run}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    if status == "interrupted":
+        err.print(f"Interrupted after epoch {start_epoch + result.epochs_run[0]}; run saved as interrupted: {run}", soft_wrap=True)
+        raise typer.Exit(130)
+
+
+def _print_summary(cfg: Config, data: Dataset, result: TrainResult, run: Path, quiet: bool) -> None:
+    if quiet:
+        out.print(str(run), soft_wrap=True)
+        return
+    from backprop_cli.metrics import class_name
+    from backprop_cli.plots import spans_decades
+
+    out.print(f"final loss ({cfg.training.loss}): {fmt(result.final('loss'), 8)} after {result.epochs_run[0]} epochs "
+              f"in {result.duration_s:.2f} s ({result.status[0]}, stopped by: {result.stop_reason[0]})")
+    hist = result.history["loss"][: result.epochs_run[0], 0]
+    if len(hist) > 1:
+        out.print(f"loss curve{' (log scale)' if spans_decades(hist) else ''}: {sparkline(hist)}")
+    if len(data.X) <= 20:
+        pred = result.net.predict(data.X)[0]
+        n_out = data.Y.shape[1]
+        targets = ["target"] if n_out == 1 else [f"target{j + 1}" for j in range(n_out)]
+        outputs = ["output"] if n_out == 1 else [f"output{j + 1}" for j in range(n_out)]
+        X_show = data.X_raw if data.X_raw is not None else data.X
+        rows = []
+        for i in range(len(data.X)):
+            cells = [fmt(float(v), 6) for v in X_show[i]] + [fmt(float(v), 6) for v in data.Y[i]] + [f"{v:.4f}" for v in pred[i]]
+            if data.class_names:
+                cells.append(str(class_name(pred[i], data.class_names)))
+            rows.append(cells)
+        out.print(predictions_table(data.feature_names, targets + outputs, rows, bool(data.class_names),
+                                    title="predictions (final weights)"))
+    for column in result.history:
+        if column != "loss":
+            value = result.final(column)
+            if value is not None:
+                out.print(f"{column}: {fmt(value, 6)}")
+    out.print(f"run folder: {run}", soft_wrap=True)
+
+
+def _train_seeds(cfg: Config, config: Path, seeds: list[int], runs_dir: Path, quiet: bool, target: Optional[float]) -> None:
+    from backprop_cli.runs import guarded, now_iso
+    from backprop_cli.studies import default_target, start_study, targets_reached, write_study
+    from backprop_cli.sweep import seed_study
+
+    target = default_target(cfg) if target is None else target
+    data = load_data(cfg, config)
+    started = now_iso()
+    folder = start_study(cfg, runs_dir, "seeds")
+    with guarded(folder):
+        with Reporter(cfg.training.epochs, 0, quiet, label=f"{len(seeds)} seeds") as report:
+            entries = seed_study(cfg, data, seeds, callback=report)
+        reached, median = targets_reached(entries, target)
+        extra = {"seeds": seeds, "started_at": started, "reached_target": reached, "median_epochs_to_target": median}
+        warn(write_study(folder, "seeds", "seed", cfg, data, entries, target, [], False, extra))
+    if quiet:
+        out.print(str(folder), soft_wrap=True)
+    else:
+        out.print(study_table(entries, "seed", target))
+        out.print(f"{reached} of {len(seeds)} seeds reached loss {target:g} "
+                  f"(median epochs to reach it: {'-' if median is None else f'{median:g}'})")
+        out.print(f"seeds folder: {folder}", soft_wrap=True)
+    if any(e.status == "interrupted" for e in entries):
+        raise typer.Exit(130)

@@ -1,0 +1,271 @@
+"""YAML config -> validated, typed `Config`: the YAML loader with its line map, overrides,
+and one-line errors. The only module that parses YAML.
+
+Errors are reported as one line naming the file, the dotted key and (where known) the YAML
+line: `configs/xor.yaml:9: training.learning_rate: must be > 0 (got -0.1)`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import ValidationError
+
+from backprop_cli.config.schema import SECTIONS, Config, Problem, check_consistency, suggest
+from backprop_cli.errors import ConfigError, OverrideError
+from backprop_cli.files import read_text
+
+# -- YAML -----------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads 1e-3 as a float and rejects duplicate keys."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1, seen[key])
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+# YAML 1.1 wants a dot in floats (1.0e-3); users write 1e-3. Add a resolver for that form.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, line, first):
+        self.key, self.line, self.first = key, line, first
+
+
+def _line_map(node, path=(), lines=None) -> dict:
+    """Map each path (tuple of keys and indices) to the 1-based line of its value."""
+    lines = {} if lines is None else lines
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                lines[path + (key_node.value, "<key>")] = key_node.start_mark.line + 1
+                _line_map(value_node, path + (key_node.value,), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, path + (i,), lines)
+    return lines
+
+
+def parse_yaml(text: str, source: str):
+    """Parse YAML text; returns (data, line map). Raises ConfigError naming `source`."""
+    loader = None
+    try:
+        loader = _Loader(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except _DuplicateKey as e:
+        raise ConfigError(f"{source}:{e.line}: duplicate key {_key(e.key)} (first given on line {e.first})") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source}{where}: invalid YAML: {e.problem or e.context}") from None
+    except yaml.reader.ReaderError as e:
+        raise ConfigError(f"{source}: invalid YAML: unacceptable character #x{e.character:04x} at position {e.position}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: invalid YAML: {' '.join(str(e).split())}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return data, (_line_map(node) if node is not None else {})
+
+
+def parse_value(text: str, what: str):
+    """Parse one command-line value as YAML (so `0.5`, `1e-3`, `[2, 3, 1]` and `true` work)."""
+    try:
+        data, _ = parse_yaml(text, what)
+    except ConfigError as e:
+        raise OverrideError(str(e)) from None
+    return data
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+def _key(key) -> str:
+    """A key as it should appear in a one-line message: quoted, escapes visible."""
+    return repr(key) if isinstance(key, str) else f"'{key}'"
+
+
+def _dotted(path) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            text = part if isinstance(part, str) and part.isidentifier() else _key(part)
+            out += f".{text}" if out else text
+    return out or "(top level)"
+
+
+def _clean_loc(loc) -> tuple:
+    """Drop pydantic's union-member tags from an error location, keeping keys and indices."""
+    clean, section = [], ""
+    for part in loc:
+        model = SECTIONS.get(section)
+        if isinstance(part, int):
+            clean.append(part)
+            section = None
+        elif model is not None and part in model.model_fields:
+            clean.append(part)
+            section = f"{section}.{part}" if section else part
+        elif model is not None:
+            clean.append(part)  # an unknown key
+            section = None
+    return tuple(clean)
+
+
+def _message(err: dict) -> str:
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "missing":
+        return "missing required key"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
+        bound = next(iter(ctx.values()))
+        return f"must be {op} {bound:g} (got {value!r})"
+    if kind == "finite_number":
+        return f"must be a finite number (got {value!r})"
+    if kind == "literal_error":
+        expected = ctx.get("expected", "")
+        names = re.findall(r"'([^']*)'", expected)
+        return f"unknown value {value!r} (valid: {', '.join(names)}){suggest(value, names)}"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s) (got {len(value) if hasattr(value, '__len__') else value!r})"
+    msg = err["msg"]
+    if value is not None and not isinstance(value, (dict, list)):
+        msg += f" (got {value!r})"
+    elif value is None:
+        msg += " (got null)"
+    return msg[0].lower() + msg[1:]
+
+
+def _first_error(e: ValidationError):
+    """Pick the error to show: unknown keys first (with a suggestion), then the rest in order."""
+    errors = e.errors()
+    extras = [err for err in errors if err["type"] == "extra_forbidden"]
+    if extras:
+        loc = _clean_loc(extras[0]["loc"])
+        parent = ".".join(str(p) for p in loc[:-1] if not isinstance(p, int))
+        model = SECTIONS.get(parent)
+        choices = model.model_fields if model else []
+        return loc, f"unknown key {_key(loc[-1])}{suggest(loc[-1], choices)}", True
+    grouped: dict[tuple, list] = {}
+    for err in errors:
+        grouped.setdefault(_clean_loc(err["loc"]), []).append(err)
+    loc, errs = next(iter(grouped.items()))
+    messages = list(dict.fromkeys(_message(err) for err in errs))
+    return loc, " or ".join(messages), False
+
+
+class Located:
+    """Formats errors for one config source: the file, its line map, and override origins."""
+
+    def __init__(self, source: str, lines: dict, overridden: dict):
+        self.source, self.lines, self.overridden = source, lines, overridden
+
+    def error(self, path, message: str, key_line: bool = False) -> ConfigError:
+        path = tuple(path)
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.overridden:
+                return ConfigError(f"{self.source}: {_dotted(path)} (from {self.overridden[path[:n]]}): {message}")
+        line = self.lines.get(path + ("<key>",)) if key_line else None
+        probe = path
+        while line is None and probe:
+            line = self.lines.get(probe)
+            probe = probe[:-1]
+        where = f"{self.source}:{line}" if line else self.source
+        return ConfigError(f"{where}: {_dotted(path)}: {message}")
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def validate(data: Any, loc: Located) -> Config:
+    """Validate parsed YAML into a Config, raising one ConfigError for the first problem."""
+    if data is None:
+        raise ConfigError(f"{loc.source}: the config is empty (expected a mapping with model, training and data)")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{loc.source}: the top level must be a mapping of keys (model, training, data), not a {type(data).__name__}"
+        )
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        path, message, is_key = _first_error(e)
+        raise loc.error(path, message, key_line=is_key) from None
+    try:
+        check_consistency(cfg)
+    except Problem as p:
+        raise loc.error(p.path, p.message) from None
+    return cfg
+
+
+def load_config(path, overrides: Optional[dict] = None, sets: tuple = ()) -> Config:
+    """Read, override and validate a config file.
+
+    `overrides` maps dotted keys to already-typed values with their flag name as origin
+    ({"training.epochs": (500, "--epochs")}); `sets` holds raw `dotted.key=value` strings.
+    The config's `name` defaults to the file's stem; relative data paths are made absolute
+    against the config file's folder.
+    """
+    path = Path(path)
+    data, lines = parse_yaml(read_text(path, "config file", ConfigError), str(path))
+    overridden = {}
+    if data is not None and isinstance(data, dict):
+        for item in sets:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise OverrideError(f"--set {item}: expected dotted.key=value")
+            key = key.strip()
+            _set_dotted(data, key, parse_value(raw, f"--set {key}"))
+            overridden[tuple(key.split("."))] = f"--set {key}"
+        for key, (value, flag) in (overrides or {}).items():
+            if value is not None:
+                _set_dotted(data, key, value)
+                overridden[tuple(key.split("."))] = flag
+    cfg = validate(data, Located(str(path), lines, overridden))
+    if cfg.name is None:
+        cfg.name = path.stem
+    base = path.resolve().parent
+    for key in ("csv", "validation_csv"):
+        value = getattr(cfg.data, key)
+        if value is not None:
+            setattr(cfg.data, key, str((base / value).resolve()))
+    return cfg
+
+
+def config_to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML, in the order of the file's sections."""
+    return dump_yaml(cfg.model_dump(mode="json"))
+
+
+def json_schema() -> dict:
+    return Config.model_json_schema()

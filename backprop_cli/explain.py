@@ -1,0 +1,129 @@
+"""`explain`: one full-batch training step laid out as tables, and their rendering as markdown
+or CSV.
+
+The tables: forward pass (z and a of every neuron), loss, backward pass (delta of every
+neuron), gradients and the update, with the textbook names of `network.param_names` and
+`network.neuron_names` (w1, w2, ...; b1, b2, ...; neurons x1.., h1.., o1..).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from backprop_cli.data import Dataset
+from backprop_cli.errors import DivergedError
+from backprop_cli.experiment import fit, network
+from backprop_cli.losses import LOSSES
+from backprop_cli.network import neuron_names
+
+if TYPE_CHECKING:
+    from backprop_cli.config import Config
+
+@dataclass
+class Section:
+    """One table of the explanation: a title, column headers and rows of values."""
+
+    title: str
+    headers: list
+    rows: list = field(default_factory=list)
+    note: str = ""
+
+
+def g(x) -> str:
+    """At least 6 significant digits: enough to check a hand calculation."""
+    return f"{float(x):.9g}"
+
+
+def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
+    """Tables for training step `epoch` (1-based), showing neuron values for sample `sample`.
+
+    The step is a full-batch step (as in training without batch_size); gradients are over the
+    whole batch, while z, a and delta are shown for the chosen sample. Returns (sections,
+    (parameters before the step as [(weights, biases)], flat weights before, flat weights after)).
+    Raises DivergedError if training does not reach the step.
+    """
+    cfg = cfg.model_copy(deep=True)
+    cfg.training.batch_size = None
+    cfg.training.epochs = epoch
+    net = network(cfg)
+    before = {}
+
+    def keep_weights(e, loss):
+        if e == epoch - 1:
+            before["theta"] = net.theta.copy()
+
+    result = fit(cfg, data, net, callback=keep_weights)
+    if result.status[0] != "completed":
+        raise DivergedError(f"training {result.status[0]} at epoch {result.diverged_at[0] or result.epochs_run[0]}, "
+                            f"before step {epoch} could be explained")
+    old = before.get("theta", None)
+    if old is None:  # epoch 1: the initial weights
+        old = network(cfg).theta.copy()
+    new = net.theta.copy()
+    probe = network(cfg)
+    probe.theta[:] = old
+    X, Y = data.X, data.Y
+    ws = probe.workspace(len(X))
+    loss_fn = LOSSES[cfg.training.loss]
+    with np.errstate(over="ignore"):
+        loss = float(probe.loss_and_grad(X, Y, loss_fn, ws)[0])
+    grad = probe.grad[0].copy()
+    zs, acts = probe.trace(X)
+    i = sample - 1
+    names = neuron_names(probe.sizes)
+    sections = []
+    fwd = Section(f"forward pass (sample {sample}: inputs {', '.join(g(v) for v in X[i])})", ["layer", "neuron", "z (net input)", "a (activation)"])
+    for n, v in zip(names[0], X[i]):
+        fwd.rows.append(["input", n, "", g(v)])
+    for l in range(probe.n_layers):
+        kind = "output" if l == probe.n_layers - 1 else f"hidden {l + 1}"
+        for n, z, a in zip(names[l + 1], zs[l][i], acts[l + 1][i]):
+            fwd.rows.append([f"{kind} ({probe.activations[l]})", n, g(z), g(a)])
+    sections.append(fwd)
+    sample_loss = float(loss_fn.value(acts[-1][i : i + 1][None], Y[i : i + 1])[0])
+    lossec = Section(f"loss ({cfg.training.loss})", ["neuron", "output", "target"])
+    for n, a, y in zip(names[-1], acts[-1][i], Y[i]):
+        lossec.rows.append([n, g(a), g(y)])
+    lossec.note = f"loss over the batch of {len(X)}: {g(loss)}" + (f"; sample {sample} alone: {g(sample_loss)}" if len(X) > 1 else "")
+    sections.append(lossec)
+    back = Section(f"backward pass (sample {sample}): delta = dL/dz", ["layer", "neuron", "delta"])
+    for l in range(probe.n_layers - 1, -1, -1):
+        kind = "output" if l == probe.n_layers - 1 else f"hidden {l + 1}"
+        for n, d in zip(names[l + 1], ws.D[l][0, i]):
+            back.rows.append([kind, n, g(d)])
+    sections.append(back)
+    lr = cfg.training.learning_rate
+    upd = Section(f"gradients and update (learning rate {g(lr)}, optimizer {cfg.training.optimizer})",
+                  ["parameter", "connects", "old", "dL/dparam", "new"])
+    for p, (pname, layer, kind, row, col) in enumerate(probe.param_names()):
+        to = names[layer + 1][row]
+        connects = f"{names[layer][col]} -> {to}" if kind == "weight" else f"bias of {to}"
+        upd.rows.append([pname, connects, g(old[0, p]), g(grad[p]), g(new[0, p])])
+    if cfg.training.optimizer == "sgd" and not cfg.training.weight_decay:
+        upd.note = "new = old - learning_rate * dL/dparam"
+    sections.append(upd)
+    return sections, (probe.get_params(0), old, new)
+
+
+def render(sections: list[Section], fmt: str) -> str:
+    """The sections as markdown tables, or as one CSV table with a `section` column."""
+    buf = io.StringIO()
+    if fmt == "markdown":
+        for s in sections:
+            buf.write(f"### {s.title}\n\n| " + " | ".join(s.headers) + " |\n|" + "---|" * len(s.headers) + "\n")
+            for row in s.rows:
+                buf.write("| " + " | ".join(row) + " |\n")
+            buf.write(f"\n{s.note}\n\n" if s.note else "\n")
+        return buf.getvalue()
+    writer = csv.writer(buf, lineterminator="\n")
+    for s in sections:
+        writer.writerow(["section"] + s.headers)
+        for row in s.rows:
+            writer.writerow([s.title] + row)
+        buf.write("\n")
+    return buf.getvalue()

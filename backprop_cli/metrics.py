@@ -1,0 +1,70 @@
+"""Classes from outputs, and the per-epoch metrics besides the loss.
+
+`class_indices` is the one place the class decision is written: the argmax for several
+outputs, the threshold 0.5 for a single (sigmoid) output.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+THRESHOLD = 0.5
+
+
+def class_indices(outputs: np.ndarray) -> np.ndarray:
+    """The predicted class of each row of outputs (..., n_out): int indices, or for one output
+    a bool array (True is class 1)."""
+    if outputs.shape[-1] > 1:
+        return outputs.argmax(axis=-1)
+    return outputs[..., 0] > THRESHOLD
+
+
+def class_name(output: np.ndarray, class_names: Optional[Sequence[str]]) -> str | int:
+    """The class of one output row (n_out,): its name where known, else its index."""
+    idx = int(class_indices(output))
+    if class_names and idx < len(class_names):
+        return class_names[idx]
+    return idx
+
+
+class Metrics:
+    """Per-epoch metrics besides the loss, from outputs (K, n, n_out) and targets (n, n_out).
+
+    Classification: accuracy. Regression with more than one sample and non-constant targets:
+    mae and r2. `sums` returns per-model raw sums over a batch (hit counts; absolute and
+    squared errors), which the loop records as they are; `finish` turns raw epoch sums into
+    metric values, once, after the loop.
+    """
+
+    def __init__(self, Y: np.ndarray, classification: bool) -> None:
+        self.names: list[str] = []
+        self.classification = classification
+        self.n_values = Y.shape[0] if (classification and Y.shape[1] > 1) else Y.size
+        self.Y = Y
+        self.sst = 1.0
+        if classification:
+            self.names = ["accuracy"]
+            self.labels = class_indices(Y)
+        elif Y.shape[0] > 1 and float(((Y - Y.mean(axis=0)) ** 2).sum()) > 0:
+            self.names = ["mae", "r2"]
+            self.sst = float(((Y - Y.mean(axis=0)) ** 2).sum())
+
+    def sums(self, out: np.ndarray, Y: np.ndarray) -> list:
+        """Raw per-model sums (K,) over one batch; `Y` may be a minibatch of the targets."""
+        if self.classification:
+            labels = self.labels if Y is self.Y else class_indices(Y)
+            hits = class_indices(out) == labels
+            if len(out) == 1:
+                # one model: count_nonzero skips the bool -> int cast of a reduction
+                return [np.count_nonzero(hits)]
+            return [np.add.reduce(hits, axis=1)]
+        err = out - Y
+        return [np.add.reduce(np.abs(err), axis=(1, 2)), np.add.reduce(err * err, axis=(1, 2))]
+
+    def finish(self, sums: list) -> list:
+        """Raw sums (arrays of any shape) -> metric values in the order of `names`."""
+        if self.classification:
+            return [sums[0] / self.n_values]
+        return [sums[0] / self.n_values, 1.0 - sums[1] / self.sst]

@@ -1,0 +1,121 @@
+"""Study folders: a learning-rate sweep or a seed study written out.
+
+Files: <kind>.csv (one row per model), history.csv (one loss column per model),
+loss_curves.png, loss_grid.png (sweeps), summary.json and, for sweeps, one complete run
+folder per rate (loadable by predict).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from backprop_cli.config import Config, config_to_yaml
+from backprop_cli.data import Dataset
+from backprop_cli.files import atomic_write, write_json
+from backprop_cli.runs import create_run_dir, csv_text, finish_run, finite_or_none, no_interrupts, now_iso, number, versions
+from backprop_cli.sweep import Entry
+
+MAX_CSV_WEIGHTS = 64
+DEFAULT_TARGET = 0.01
+
+
+def default_target(cfg: Config) -> float:
+    """The loss that counts as reached when none is given: sweep.target, else 0.01."""
+    return cfg.sweep.target if cfg.sweep else DEFAULT_TARGET
+
+
+def start_study(cfg: Config, root: Path, kind: str) -> Path:
+    """A new folder root/<name>-<kind>-<time> (kind: sweep, chain or seeds)."""
+    return create_run_dir(root, f"{cfg.name}-{kind}")
+
+
+def study_csv(label: str, entries: list[Entry], target: float, param_names: list[str]) -> str:
+    """One row per model: label, final_loss, best_loss, epochs_to_target, status, w1..wP (P <= 64)."""
+    header = [label, "final_loss", "best_loss", "epochs_to_target", "status"]
+    with_weights = len(param_names) <= MAX_CSV_WEIGHTS
+    if with_weights:
+        header += param_names
+    rows: list[list[Any]] = [header]
+    for e in entries:
+        row = [repr(e.value), number(e.final_loss()), number(e.best_loss()), e.epochs_to(target) or "", e.status]
+        if with_weights:
+            row += [repr(float(v)) for v in e.params()]
+        rows.append(row)
+    return csv_text(rows)
+
+
+def study_history_csv(label: str, entries: list[Entry]) -> str:
+    epochs = max((e.result.epochs for e in entries), key=len)
+    rows: list[list[Any]] = [["epoch"] + [f"{label}={e.value:g}" for e in entries]]
+    for i, epoch in enumerate(epochs):
+        rows.append([int(epoch)] + [number(e.losses[i]) if i < len(e.losses) else "" for e in entries])
+    return csv_text(rows)
+
+
+def write_study(folder: Path, kind: str, label: str, cfg: Config, data: Dataset, entries: list[Entry], target: float,
+                param_names: list[str], per_model_runs: bool, extra: dict) -> list:
+    """Write a sweep or seed-study folder; returns warnings."""
+    from backprop_cli import plots
+
+    warnings = []
+    with no_interrupts():
+        atomic_write(folder / f"{kind}.csv", study_csv(label, entries, target, param_names))
+        atomic_write(folder / "history.csv", study_history_csv(label, entries))
+        curves = {f"{label}={e.value:g}": (e.result.epochs[: len(e.losses)], e.losses) for e in entries}
+        title = f"{cfg.name}: {cfg.training.loss} loss"
+        figures: list[tuple[str, Any, tuple]] = [("loss_curves.png", plots.loss_plot, (curves, f"{title} by {label}"))]
+        if per_model_runs:
+            figures.append(("loss_grid.png", plots.loss_grid, (curves, title)))
+        for name, fn, args in figures:
+            try:
+                atomic_write(folder / name, fn(*args))
+            except Exception as e:  # a plot must never lose a study
+                warnings.append(f"{folder / name}: plot not written: {e}")
+    if per_model_runs:
+        for e in entries:
+            run_cfg = cfg.model_copy(deep=True)
+            run_cfg.training.learning_rate = float(e.value)
+            run_cfg.name = f"{cfg.name}-lr{e.value:g}"
+            run_cfg.model.weights = [w.tolist() for w, _ in e.start_params]
+            if cfg.model.bias:
+                run_cfg.model.biases = [b.tolist() for _, b in e.start_params]
+            run = folder / f"lr_{e.value:g}"
+            run.mkdir()
+            atomic_write(run / "config.yaml", config_to_yaml(run_cfg))
+            warnings += finish_run(run, run_cfg, data, e.result, model=e.model, learning_rate=float(e.value),
+                                   extra={"started_at": extra.get("started_at"), "sweep": str(folder)})
+    summary = {
+        "name": cfg.name,
+        "kind": kind,
+        "status": _status(entries),
+        "target": target,
+        "models": [
+            {label: e.value, "status": e.status, "final_loss": finite_or_none(e.final_loss()),
+             "best_loss": finite_or_none(e.best_loss()), "epochs_to_target": e.epochs_to(target),
+             "epochs_run": e.result.epochs_run[e.model]}
+            for e in entries
+        ],
+        "duration_s": round(sum({id(e.result): e.result.duration_s for e in entries}.values()), 6),
+        **extra,
+        "finished_at": now_iso(),
+        "versions": versions(),
+    }
+    with no_interrupts():
+        write_json(folder / "summary.json", summary)
+    return warnings
+
+
+def _status(entries: list[Entry]) -> str:
+    """completed if any model completed; else the first model's status (failed with none)."""
+    if any(e.status == "completed" for e in entries):
+        return "completed"
+    return entries[0].status if entries else "failed"
+
+
+def targets_reached(entries: list[Entry], target: float) -> tuple[int, Optional[float]]:
+    """How many models reached `target`, and the median epoch at which they did."""
+    hits = [r for r in (e.epochs_to(target) for e in entries) if r is not None]
+    return len(hits), float(np.median(hits)) if hits else None
