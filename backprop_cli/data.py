@@ -103,7 +103,11 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]], int]:
     """
     check_file(path, "data file", DataError)
     try:
-        raw = gzip.open(path, "rt", encoding="utf-8", newline="") if path.suffix == ".gz" else open(path, encoding="utf-8", newline="")
+        raw = (
+            gzip.open(path, "rt", encoding="utf-8", newline="")
+            if path.suffix == ".gz"
+            else open(path, encoding="utf-8", newline="")
+        )
         with raw as f:
             rows = [row for row in csv.reader(f)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
@@ -130,7 +134,9 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]], int]:
 def _column_index(spec, header: list[str], path: Path, key: str) -> int:
     if isinstance(spec, int):
         if not -len(header) <= spec < len(header):
-            raise DataError(f"{path}: data.{key}: column index {spec} out of range (the file has {len(header)} columns)")
+            raise DataError(
+                f"{path}: data.{key}: column index {spec} out of range (the file has {len(header)} columns)"
+            )
         return spec % len(header)
     if spec not in header:
         raise DataError(f"{path}: data.{key}: no column named '{spec}' (columns: {', '.join(header)})")
@@ -144,9 +150,7 @@ def _numeric_block(rows, cols, header, path: Path, first_line: int) -> np.ndarra
             value = _to_float(row[c])
             if value is None or not math.isfinite(value):
                 what = "not a number" if value is None else "not a finite number"
-                raise DataError(
-                    f"{path}: row {first_line + i}, column {c + 1} ('{header[c]}'): {row[c]!r} is {what}"
-                )
+                raise DataError(f"{path}: row {first_line + i}, column {c + 1} ('{header[c]}'): {row[c]!r} is {what}")
             out[i, j] = value
     return out
 
@@ -168,7 +172,9 @@ def _from_csv(path: Path, target=None, features=None) -> RawData:
         cells = [row[t_cols[0]] for row in rows]
         if any(_to_float(c) is None for c in cells) and not any(_is_nan_text(c) for c in cells):
             classes = sorted(set(cells))
-            return RawData(X, labels=np.array([classes.index(c) for c in cells]), class_names=classes, feature_names=names)
+            return RawData(
+                X, labels=np.array([classes.index(c) for c in cells]), class_names=classes, feature_names=names
+            )
     Y = _numeric_block(rows, t_cols, header, path, first)
     return RawData(X, Y=Y, feature_names=names)
 
@@ -196,12 +202,16 @@ def _from_inline(d: DataConfig, output_activation: str, source: str) -> RawData:
         for i, t in enumerate(targets):
             if t not in classes:
                 raise DataError(f"{source}: data.targets[{i}]: '{t}' is not one of data.class_names")
-        return RawData(X, labels=np.array([classes.index(t) for t in targets]), class_names=classes, feature_names=names)
+        return RawData(
+            X, labels=np.array([classes.index(t) for t in targets]), class_names=classes, feature_names=names
+        )
     if kinds == {list}:
         t_width = len(targets[0])
         for i, row in enumerate(targets):
             if len(row) != t_width:
-                raise DataError(f"{source}: data.targets[{i}]: has {len(row)} values, expected {t_width} like the first row")
+                raise DataError(
+                    f"{source}: data.targets[{i}]: has {len(row)} values, expected {t_width} like the first row"
+                )
         return RawData(X, Y=np.asarray(targets, float), feature_names=names, class_names=d.class_names)
     if kinds <= {int, float}:
         values = np.asarray(targets, float)
@@ -221,7 +231,9 @@ def _encode_labels(raw: RawData, model: ModelConfig, where: str) -> tuple[np.nda
         n_classes = n_out
     if raw.labels.size and raw.labels.max() >= n_classes:
         bad = int(np.argmax(raw.labels >= n_classes))
-        raise DataError(f"{where}: target {bad + 1}: class index {raw.labels[bad]} out of range for {n_classes} classes")
+        raise DataError(
+            f"{where}: target {bad + 1}: class index {raw.labels[bad]} out of range for {n_classes} classes"
+        )
     names = raw.class_names or [str(i) for i in range(n_classes)]
     if n_out == 1 and n_classes == 2 and model.output_activation != "softmax":
         return raw.labels.astype(float)[:, None], names
@@ -271,8 +283,11 @@ def _split(Y: np.ndarray, classification: bool, fraction: float, rng: np.random.
 def _are_class_indices(Y: np.ndarray, model: ModelConfig) -> bool:
     """One column of whole numbers >= 0 feeding a softmax output of k >= 2 units: class indices."""
     return (
-        Y.shape[1] == 1 and model.output_activation == "softmax" and model.layers[-1] >= 2
-        and bool(np.all(Y >= 0)) and bool(np.all(Y == np.round(Y)))
+        Y.shape[1] == 1
+        and model.output_activation == "softmax"
+        and model.layers[-1] >= 2
+        and bool(np.all(Y >= 0))
+        and bool(np.all(Y == np.round(Y)))
     )
 
 
@@ -283,8 +298,9 @@ def is_classification(Y: np.ndarray, output_activation: str) -> bool:
     return output_activation == "sigmoid" and bool(np.all((Y == 0) | (Y == 1)))
 
 
-def load_data(d: DataConfig, model: ModelConfig, loss: str, dtype: str, source: str,
-              rng: np.random.Generator) -> Dataset:
+def load_data(
+    d: DataConfig, model: ModelConfig, loss: str, dtype: str, source: str, rng: np.random.Generator
+) -> Dataset:
     """Build the Dataset that a config's data section describes for its model and loss.
 
     `source` names the config file in messages; `rng` is the data stream of the config's seed.

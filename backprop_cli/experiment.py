@@ -26,7 +26,13 @@ def network(cfg: Config, n_models: int = 1, seeds: Optional[Sequence[int]] = Non
     return build_network(cfg.model, cfg.training.dtype, cfg.seed, n_models, seeds)
 
 
-def fit(cfg: Config, data: Dataset, net: Network, learning_rates: Optional[Sequence[float]] = None,
-        callback: Optional[Callback] = None, start_epoch: int = 0) -> TrainResult:
+def fit(
+    cfg: Config,
+    data: Dataset,
+    net: Network,
+    learning_rates: Optional[Sequence[float]] = None,
+    callback: Optional[Callback] = None,
+    start_epoch: int = 0,
+) -> TrainResult:
     """Train `net` in place as the config's training section says."""
     return train(cfg.training, data, net, cfg.seed, learning_rates, callback, start_epoch)

@@ -24,6 +24,7 @@ from backprop_cli.network import neuron_names
 if TYPE_CHECKING:
     from backprop_cli.config import Config
 
+
 @dataclass
 class Section:
     """One table of the explanation: a title, column headers and rows of values."""
@@ -59,8 +60,10 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
 
     result = fit(cfg, data, net, callback=keep_weights)
     if result.status[0] != "completed":
-        raise DivergedError(f"training {result.status[0]} at epoch {result.diverged_at[0] or result.epochs_run[0]}, "
-                            f"before step {epoch} could be explained")
+        raise DivergedError(
+            f"training {result.status[0]} at epoch {result.diverged_at[0] or result.epochs_run[0]}, "
+            f"before step {epoch} could be explained"
+        )
     old = before.get("theta", None)
     if old is None:  # epoch 1: the initial weights
         old = network(cfg).theta.copy()
@@ -77,7 +80,10 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
     i = sample - 1
     names = neuron_names(probe.sizes)
     sections = []
-    fwd = Section(f"forward pass (sample {sample}: inputs {', '.join(g(v) for v in X[i])})", ["layer", "neuron", "z (net input)", "a (activation)"])
+    fwd = Section(
+        f"forward pass (sample {sample}: inputs {', '.join(g(v) for v in X[i])})",
+        ["layer", "neuron", "z (net input)", "a (activation)"],
+    )
     for n, v in zip(names[0], X[i]):
         fwd.rows.append(["input", n, "", g(v)])
     for l in range(probe.n_layers):
@@ -89,7 +95,9 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
     lossec = Section(f"loss ({cfg.training.loss})", ["neuron", "output", "target"])
     for n, a, y in zip(names[-1], acts[-1][i], Y[i]):
         lossec.rows.append([n, g(a), g(y)])
-    lossec.note = f"loss over the batch of {len(X)}: {g(loss)}" + (f"; sample {sample} alone: {g(sample_loss)}" if len(X) > 1 else "")
+    lossec.note = f"loss over the batch of {len(X)}: {g(loss)}" + (
+        f"; sample {sample} alone: {g(sample_loss)}" if len(X) > 1 else ""
+    )
     sections.append(lossec)
     back = Section(f"backward pass (sample {sample}): delta = dL/dz", ["layer", "neuron", "delta"])
     for l in range(probe.n_layers - 1, -1, -1):
@@ -98,8 +106,10 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
             back.rows.append([kind, n, g(d)])
     sections.append(back)
     lr = cfg.training.learning_rate
-    upd = Section(f"gradients and update (learning rate {g(lr)}, optimizer {cfg.training.optimizer})",
-                  ["parameter", "connects", "old", "dL/dparam", "new"])
+    upd = Section(
+        f"gradients and update (learning rate {g(lr)}, optimizer {cfg.training.optimizer})",
+        ["parameter", "connects", "old", "dL/dparam", "new"],
+    )
     for p, (pname, layer, kind, row, col) in enumerate(probe.param_names()):
         to = names[layer + 1][row]
         connects = f"{names[layer][col]} -> {to}" if kind == "weight" else f"bias of {to}"

@@ -11,9 +11,9 @@ import numpy as np
 
 from backprop_cli.data import Dataset
 from backprop_cli.errors import DivergedError
+from backprop_cli.experiment import fit, network
 from backprop_cli.losses import LOSSES
 from backprop_cli.network import Network
-from backprop_cli.experiment import fit, network
 
 if TYPE_CHECKING:
     from backprop_cli.config import Config
@@ -57,8 +57,16 @@ def relative_error(analytic: np.ndarray, numeric: np.ndarray, floor: float) -> n
     return np.abs(analytic - numeric) / scale
 
 
-def check_gradients(net: Network, data: Dataset, loss: str, epoch: int, eps: float, threshold: float,
-                    analytic: Optional[np.ndarray] = None, method: str = "five_point") -> GradCheck:
+def check_gradients(
+    net: Network,
+    data: Dataset,
+    loss: str,
+    epoch: int,
+    eps: float,
+    threshold: float,
+    analytic: Optional[np.ndarray] = None,
+    method: str = "five_point",
+) -> GradCheck:
     """Compare the analytic gradient (or `analytic`, if given) with finite differences at net's weights.
 
     The default five-point central difference has error O(h^4) and round-off about
@@ -79,16 +87,30 @@ def check_gradients(net: Network, data: Dataset, loss: str, epoch: int, eps: flo
     for l in range(net.n_layers):
         idx = [p for p, name in enumerate(names) if name.layer == l]
         worst = idx[int(np.argmax(rel[idx]))]
-        layers.append(LayerCheck(l + 1, len(idx), float(err[idx].max()), float(rel[idx].max()), names[worst].name,
-                                 bool(rel[idx].max() <= threshold)))
+        layers.append(
+            LayerCheck(
+                l + 1,
+                len(idx),
+                float(err[idx].max()),
+                float(rel[idx].max()),
+                names[worst].name,
+                bool(rel[idx].max() <= threshold),
+            )
+        )
     return GradCheck(epoch, value, layers, threshold)
 
 
 DEFAULT_STEP = {"five_point": 1e-4, "central": 1e-6, "forward": 1e-6}
 
 
-def gradcheck(cfg: Config, data: Dataset, epochs: int = 0, eps: Optional[float] = None, threshold: float = 1e-6,
-              method: str = "five_point") -> list:
+def gradcheck(
+    cfg: Config,
+    data: Dataset,
+    epochs: int = 0,
+    eps: Optional[float] = None,
+    threshold: float = 1e-6,
+    method: str = "five_point",
+) -> list:
     """Check at the initial weights and, with epochs > 0, again after that many epochs (float64)."""
     cfg = cfg.model_copy(deep=True)
     cfg.training.dtype = "float64"
@@ -100,7 +122,9 @@ def gradcheck(cfg: Config, data: Dataset, epochs: int = 0, eps: Optional[float] 
         cfg.training.epochs = epochs
         result = fit(cfg, data, net)
         if result.status[0] != "completed":
-            raise DivergedError(f"training {result.status[0]} at epoch {result.diverged_at[0] or result.epochs_run[0]} "
-                           f"of {epochs}, before the second check")
+            raise DivergedError(
+                f"training {result.status[0]} at epoch {result.diverged_at[0] or result.epochs_run[0]} "
+                f"of {epochs}, before the second check"
+            )
         reports.append(check_gradients(net, data, cfg.training.loss, epochs, eps, threshold, method=method))
     return reports

@@ -126,4 +126,3 @@ LOSSES: dict[str, Loss] = {
     "bce": Loss("bce", _bce_value, _bce_delta, ("sigmoid",)),
     "cross_entropy": Loss("cross_entropy", _ce_value, _ce_delta, ("softmax",)),
 }
-

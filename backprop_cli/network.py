@@ -217,7 +217,9 @@ class Network:
             if method == "central":
                 grad[:, p] = (at(saved, eps) - at(saved, -eps)) / (2 * eps)
             elif method == "five_point":
-                grad[:, p] = (-at(saved, 2 * eps) + 8 * at(saved, eps) - 8 * at(saved, -eps) + at(saved, -2 * eps)) / (12 * eps)
+                grad[:, p] = (-at(saved, 2 * eps) + 8 * at(saved, eps) - 8 * at(saved, -eps) + at(saved, -2 * eps)) / (
+                    12 * eps
+                )
             else:
                 grad[:, p] = (at(saved, eps) - base) / eps
             theta[:, p] = saved

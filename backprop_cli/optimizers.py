@@ -53,8 +53,14 @@ class SGD(Optimizer):
 class Momentum(Optimizer):
     hyperparameters = ("momentum", "nesterov")
 
-    def __init__(self, shape: tuple[int, ...], dtype: DTypeLike, weight_decay: float = 0.0,
-                 momentum: float = 0.9, nesterov: bool = False) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        dtype: DTypeLike,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+    ) -> None:
         super().__init__(shape, dtype, weight_decay)
         self.mu, self.nesterov = momentum, nesterov
         self.v = np.zeros(shape, dtype)
@@ -75,8 +81,9 @@ class Momentum(Optimizer):
 class RMSProp(Optimizer):
     hyperparameters = ("rho", "eps")
 
-    def __init__(self, shape: tuple[int, ...], dtype: DTypeLike, weight_decay: float = 0.0,
-                 rho: float = 0.9, eps: float = 1e-8) -> None:
+    def __init__(
+        self, shape: tuple[int, ...], dtype: DTypeLike, weight_decay: float = 0.0, rho: float = 0.9, eps: float = 1e-8
+    ) -> None:
         super().__init__(shape, dtype, weight_decay)
         self.rho, self.eps = rho, eps
         self.s = np.zeros(shape, dtype)
@@ -97,8 +104,15 @@ class RMSProp(Optimizer):
 class Adam(Optimizer):
     hyperparameters = ("beta1", "beta2", "eps")
 
-    def __init__(self, shape: tuple[int, ...], dtype: DTypeLike, weight_decay: float = 0.0,
-                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        dtype: DTypeLike,
+        weight_decay: float = 0.0,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+    ) -> None:
         super().__init__(shape, dtype, weight_decay)
         self.b1, self.b2, self.eps = beta1, beta2, eps
         self.m = np.zeros(shape, dtype)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -115,7 +115,9 @@ def decision_boundary(predict, X, Y, class_names) -> bytes:
     labels = class_indices(out).astype(int)
     y = class_indices(Y).astype(int)
     k = max(int(labels.max()), int(y.max())) + 1
-    ax.contourf(gx, gy, labels.reshape(gx.shape), levels=np.arange(k + 1) - 0.5, cmap="tab10", alpha=0.25, vmin=0, vmax=9)
+    ax.contourf(
+        gx, gy, labels.reshape(gx.shape), levels=np.arange(k + 1) - 0.5, cmap="tab10", alpha=0.25, vmin=0, vmax=9
+    )
     for c in range(k):
         pts = X[y == c]
         name = class_names[c] if class_names and c < len(class_names) else str(c)
@@ -139,11 +141,24 @@ def network_diagram(sizes: Sequence[int], params: list, title: str) -> bytes:
     for p in param_names(sizes, bias=False):
         (x0, y0), (x1, y1) = pos[p.layer, p.col], pos[p.layer + 1, p.row]
         value = params[p.layer][0][p.row, p.col]
-        ax.plot([x0, x1], [y0, y1], color="tab:blue" if value >= 0 else "tab:red",
-                linewidth=0.5 + 3.0 * abs(value) / biggest, alpha=0.8, zorder=1)
+        ax.plot(
+            [x0, x1],
+            [y0, y1],
+            color="tab:blue" if value >= 0 else "tab:red",
+            linewidth=0.5 + 3.0 * abs(value) / biggest,
+            alpha=0.8,
+            zorder=1,
+        )
         t = 0.28  # near the source neuron, where edges into different targets part
-        ax.text(x0 + t * (x1 - x0), y0 + t * (y1 - y0), f"{p.name}={value:.3g}", fontsize=7,
-                ha="center", va="center", bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+        ax.text(
+            x0 + t * (x1 - x0),
+            y0 + t * (y1 - y0),
+            f"{p.name}={value:.3g}",
+            fontsize=7,
+            ha="center",
+            va="center",
+            bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8),
+        )
     for l, names in enumerate(neuron_names(sizes)):
         for i, label in enumerate(names):
             x, y = pos[l, i]

@@ -53,8 +53,9 @@ class History:
     """Loss and metric columns (epochs, K): training loss and raw metric sums per epoch, and
     validation loss and metrics measured with the weights each epoch starts from."""
 
-    def __init__(self, K: int, epochs: int, metrics: Metrics, validation: Optional[tuple] = None,
-                 loss: Optional[Loss] = None) -> None:
+    def __init__(
+        self, K: int, epochs: int, metrics: Metrics, validation: Optional[tuple] = None, loss: Optional[Loss] = None
+    ) -> None:
         self.K, self.epochs, self.metrics = K, epochs, metrics
         self.columns = ["loss"] + metrics.names
         self.validation = validation  # (X_val, Y_val, Metrics of the validation targets)

@@ -60,4 +60,9 @@ class Cosine(Schedule):
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-SCHEDULES: dict[str, type[Schedule]] = {"constant": Constant, "step": Step, "exponential": Exponential, "cosine": Cosine}
+SCHEDULES: dict[str, type[Schedule]] = {
+    "constant": Constant,
+    "step": Step,
+    "exponential": Exponential,
+    "cosine": Cosine,
+}

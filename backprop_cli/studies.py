@@ -15,7 +15,16 @@ import numpy as np
 from backprop_cli.config import Config, config_to_yaml
 from backprop_cli.data import Dataset
 from backprop_cli.files import atomic_write, write_json
-from backprop_cli.runs import create_run_dir, csv_text, finish_run, finite_or_none, no_interrupts, now_iso, number, versions
+from backprop_cli.runs import (
+    create_run_dir,
+    csv_text,
+    finish_run,
+    finite_or_none,
+    no_interrupts,
+    now_iso,
+    number,
+    versions,
+)
 from backprop_cli.sweep import Entry
 
 MAX_CSV_WEIGHTS = 64
@@ -55,8 +64,18 @@ def study_history_csv(label: str, entries: list[Entry]) -> str:
     return csv_text(rows)
 
 
-def write_study(folder: Path, kind: str, label: str, cfg: Config, data: Dataset, entries: list[Entry], target: float,
-                param_names: list[str], per_model_runs: bool, extra: dict) -> list:
+def write_study(
+    folder: Path,
+    kind: str,
+    label: str,
+    cfg: Config,
+    data: Dataset,
+    entries: list[Entry],
+    target: float,
+    param_names: list[str],
+    per_model_runs: bool,
+    extra: dict,
+) -> list:
     """Write a sweep or seed-study folder; returns warnings."""
     from backprop_cli import plots
 
@@ -85,17 +104,29 @@ def write_study(folder: Path, kind: str, label: str, cfg: Config, data: Dataset,
             run = folder / f"lr_{e.value:g}"
             run.mkdir()
             atomic_write(run / "config.yaml", config_to_yaml(run_cfg))
-            warnings += finish_run(run, run_cfg, data, e.result, model=e.model, learning_rate=float(e.value),
-                                   extra={"started_at": extra.get("started_at"), "sweep": str(folder)})
+            warnings += finish_run(
+                run,
+                run_cfg,
+                data,
+                e.result,
+                model=e.model,
+                learning_rate=float(e.value),
+                extra={"started_at": extra.get("started_at"), "sweep": str(folder)},
+            )
     summary = {
         "name": cfg.name,
         "kind": kind,
         "status": _status(entries),
         "target": target,
         "models": [
-            {label: e.value, "status": e.status, "final_loss": finite_or_none(e.final_loss()),
-             "best_loss": finite_or_none(e.best_loss()), "epochs_to_target": e.epochs_to(target),
-             "epochs_run": e.result.epochs_run[e.model]}
+            {
+                label: e.value,
+                "status": e.status,
+                "final_loss": finite_or_none(e.final_loss()),
+                "best_loss": finite_or_none(e.best_loss()),
+                "epochs_to_target": e.epochs_to(target),
+                "epochs_run": e.result.epochs_run[e.model],
+            }
             for e in entries
         ],
         "duration_s": round(sum({id(e.result): e.result.duration_s for e in entries}.values()), 6),

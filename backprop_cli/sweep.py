@@ -66,8 +66,9 @@ class Entry:
         return self.result.net.theta[self.model]
 
 
-def sweep_learning_rates(cfg: Config, data: Dataset, rates: Sequence[float], chain: bool = False,
-                         callback: Optional[Callable] = None) -> list[Entry]:
+def sweep_learning_rates(
+    cfg: Config, data: Dataset, rates: Sequence[float], chain: bool = False, callback: Optional[Callable] = None
+) -> list[Entry]:
     """Train one model per rate; batched on the model axis, or chained one after another.
 
     Chained, the callback sees one running epoch count across the rates (rate i's epoch k is

@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 Callback = Callable[[int, np.ndarray], None]
 
 
-def build_network(model: ModelConfig, dtype: str = "float64", seed: int = 0, n_models: int = 1,
-                  seeds: Optional[Sequence[int]] = None) -> Network:
+def build_network(
+    model: ModelConfig, dtype: str = "float64", seed: int = 0, n_models: int = 1, seeds: Optional[Sequence[int]] = None
+) -> Network:
     """A network with K = n_models copies of the initial weights drawn from `seed`.
 
     With `seeds`, model k is initialized from seed k's stream instead (a seed study); explicit
@@ -143,11 +144,13 @@ def train(
     history = History(K, E, metrics, validation, loss_fn)
 
     if t.gradient == "numerical":
+
         def gradient(X: np.ndarray, Y: np.ndarray, ws) -> np.ndarray:
             loss = net.numerical_grad(X, Y, loss_fn, t.gradient_epsilon, t.gradient_method)
             net.forward_into(X, ws)  # the outputs the metrics read
             return loss
     else:
+
         def gradient(X: np.ndarray, Y: np.ndarray, ws) -> np.ndarray:
             return net.loss_and_grad(X, Y, loss_fn, ws)
 

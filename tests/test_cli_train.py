@@ -6,10 +6,9 @@ import json
 import numpy as np
 import pytest
 import yaml
+from conftest import CONFIGS, XOR_YAML
 
 from backprop_cli.runs import create_run_dir
-
-from conftest import CONFIGS, XOR_YAML
 
 
 def _only_run(root):
@@ -88,7 +87,9 @@ def test_quiet_prints_only_the_run_path(cli, write_config, tmp_path):
 
 
 def test_divergence_exits_1_and_marks_the_run(cli, write_config, tmp_path):
-    text = XOR_YAML.replace("output_activation: sigmoid", "output_activation: identity").replace("learning_rate: 0.1", "learning_rate: 1.0e+300")
+    text = XOR_YAML.replace("output_activation: sigmoid", "output_activation: identity").replace(
+        "learning_rate: 0.1", "learning_rate: 1.0e+300"
+    )
     root = tmp_path / "runs"
     result = cli("train", write_config(text), "--runs-dir", root)
     assert result.exit_code == 1

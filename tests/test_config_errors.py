@@ -29,43 +29,142 @@ def edit(old, new):
 CASES = [
     ("malformed yaml", "model: [1, 2\n", 2, ":2:1: invalid YAML: expected ',' or ']', but got '<stream end>'"),
     ("empty file", "", 2, ": the config is empty (expected a mapping with model, training and data)"),
-    ("top level list", "- 1\n- 2\n", 2, ": the top level must be a mapping of keys (model, training, data), not a list"),
-    ("duplicate key", edit("  epochs: 10\n", "  epochs: 10\n  epochs: 20\n"), 2, ":9: duplicate key 'epochs' (first given on line 8)"),
-    ("unknown key", edit("learning_rate", "learning_rte"), 2, ":7: training.learning_rte: unknown key 'learning_rte' (did you mean 'learning_rate'?)"),
+    (
+        "top level list",
+        "- 1\n- 2\n",
+        2,
+        ": the top level must be a mapping of keys (model, training, data), not a list",
+    ),
+    (
+        "duplicate key",
+        edit("  epochs: 10\n", "  epochs: 10\n  epochs: 20\n"),
+        2,
+        ":9: duplicate key 'epochs' (first given on line 8)",
+    ),
+    (
+        "unknown key",
+        edit("learning_rate", "learning_rte"),
+        2,
+        ":7: training.learning_rte: unknown key 'learning_rte' (did you mean 'learning_rate'?)",
+    ),
     ("unknown section", BASE + "trainng: {}\n", 2, ":12: trainng: unknown key 'trainng' (did you mean 'training'?)"),
-    ("bool for int", edit("epochs: 10", "epochs: true"), 2, ":8: training.epochs: input should be a valid integer (got True)"),
-    ("string for int", edit("epochs: 10", 'epochs: "10"'), 2, ":8: training.epochs: input should be a valid integer (got '10')"),
-    ("negative lr", edit("learning_rate: 0.1", "learning_rate: -0.1"), 2, ":7: training.learning_rate: must be > 0 (got -0.1)"),
-    ("infinite lr", edit("learning_rate: 0.1", "learning_rate: .inf"), 2, ":7: training.learning_rate: must be a finite number (got inf)"),
+    (
+        "bool for int",
+        edit("epochs: 10", "epochs: true"),
+        2,
+        ":8: training.epochs: input should be a valid integer (got True)",
+    ),
+    (
+        "string for int",
+        edit("epochs: 10", 'epochs: "10"'),
+        2,
+        ":8: training.epochs: input should be a valid integer (got '10')",
+    ),
+    (
+        "negative lr",
+        edit("learning_rate: 0.1", "learning_rate: -0.1"),
+        2,
+        ":7: training.learning_rate: must be > 0 (got -0.1)",
+    ),
+    (
+        "infinite lr",
+        edit("learning_rate: 0.1", "learning_rate: .inf"),
+        2,
+        ":7: training.learning_rate: must be a finite number (got inf)",
+    ),
     ("zero epochs", edit("epochs: 10", "epochs: 0"), 2, ":8: training.epochs: must be >= 1 (got 0)"),
     ("zero layer size", edit("layers: [2, 2, 1]", "layers: [2, 0, 1]"), 2, ":2: model.layers[1]: must be >= 1 (got 0)"),
     ("one layer", edit("layers: [2, 2, 1]", "layers: [2]"), 2, ":2: model.layers: needs at least 2 item(s) (got 1)"),
-    ("unknown activation", edit("\n  activation: sigmoid\n", "\n  activation: sigmod\n"), 2,
-     ":3: model.activation: unknown activation 'sigmod' (valid: sigmoid, tanh, relu, leaky_relu, identity) (did you mean 'sigmoid'?)"),
-    ("softmax hidden", edit("\n  activation: sigmoid\n", "\n  activation: softmax\n"), 2,
-     ":3: model.activation: 'softmax' is only allowed as output_activation (hidden: sigmoid, tanh, relu, leaky_relu, identity)"),
-    ("unknown loss", edit("loss: sse", "loss: sse2"), 2, ":6: training.loss: unknown value 'sse2' (valid: mse, sse, bce, cross_entropy) (did you mean 'sse'?)"),
-    ("unknown optimizer", edit("loss: sse", "loss: sse\n  optimizer: adamw"), 2,
-     ":7: training.optimizer: unknown value 'adamw' (valid: sgd, momentum, rmsprop, adam) (did you mean 'adam'?)"),
-    ("softmax needs cross_entropy", edit("output_activation: sigmoid", "output_activation: softmax").replace("[2, 2, 1]", "[2, 2, 2]"), 2,
-     ":6: training.loss: softmax output needs loss cross_entropy (got 'sse')"),
-    ("softmax one output", edit("output_activation: sigmoid", "output_activation: softmax").replace("loss: sse", "loss: cross_entropy"), 2,
-     ":2: model.layers: softmax output needs at least 2 output units"),
-    ("bce needs sigmoid", edit("output_activation: sigmoid", "output_activation: tanh").replace("loss: sse", "loss: bce"), 2,
-     ":6: training.loss: 'bce' needs a sigmoid output (model.output_activation is 'tanh')"),
-    ("activation list length", edit("\n  activation: sigmoid\n", "\n  activation: [sigmoid, tanh]\n"), 2,
-     ":3: model.activation: needs one name per hidden layer: 1 (got 2)"),
-    ("wrong weight shape", edit("  output_activation: sigmoid\n", "  output_activation: sigmoid\n  weights: [[[1, 2, 3], [4, 5, 6]], [[1, 2]]]\n"), 2,
-     ":5: model.weights[0]: layer 1 needs 2 x 2 (out x in), got 2 x 3"),
-    ("wrong number of weight layers", edit("  output_activation: sigmoid\n", "  output_activation: sigmoid\n  weights: [[[1, 2], [3, 4]]]\n"), 2,
-     ":5: model.weights: needs 2 matrices, one per layer (got 1)"),
-    ("biases with bias false", edit("  output_activation: sigmoid\n", "  output_activation: sigmoid\n  bias: false\n  biases: [[0, 0], [0]]\n"), 2,
-     ":6: model.biases: given but model.bias is false"),
-    ("nan in data", edit("[[0, 0], [0, 1]", "[[0, .nan], [0, 1]"), 2, ":10: data.inputs[0][1]: must be a finite number (got nan)"),
-    ("no data source", BASE.split("data:")[0] + "data: {}\n", 2, ":9: data: give exactly one source: inputs and targets, csv, or builtin (got none)"),
+    (
+        "unknown activation",
+        edit("\n  activation: sigmoid\n", "\n  activation: sigmod\n"),
+        2,
+        ":3: model.activation: unknown activation 'sigmod' (valid: sigmoid, tanh, relu, leaky_relu, identity) (did you mean 'sigmoid'?)",
+    ),
+    (
+        "softmax hidden",
+        edit("\n  activation: sigmoid\n", "\n  activation: softmax\n"),
+        2,
+        ":3: model.activation: 'softmax' is only allowed as output_activation (hidden: sigmoid, tanh, relu, leaky_relu, identity)",
+    ),
+    (
+        "unknown loss",
+        edit("loss: sse", "loss: sse2"),
+        2,
+        ":6: training.loss: unknown value 'sse2' (valid: mse, sse, bce, cross_entropy) (did you mean 'sse'?)",
+    ),
+    (
+        "unknown optimizer",
+        edit("loss: sse", "loss: sse\n  optimizer: adamw"),
+        2,
+        ":7: training.optimizer: unknown value 'adamw' (valid: sgd, momentum, rmsprop, adam) (did you mean 'adam'?)",
+    ),
+    (
+        "softmax needs cross_entropy",
+        edit("output_activation: sigmoid", "output_activation: softmax").replace("[2, 2, 1]", "[2, 2, 2]"),
+        2,
+        ":6: training.loss: softmax output needs loss cross_entropy (got 'sse')",
+    ),
+    (
+        "softmax one output",
+        edit("output_activation: sigmoid", "output_activation: softmax").replace("loss: sse", "loss: cross_entropy"),
+        2,
+        ":2: model.layers: softmax output needs at least 2 output units",
+    ),
+    (
+        "bce needs sigmoid",
+        edit("output_activation: sigmoid", "output_activation: tanh").replace("loss: sse", "loss: bce"),
+        2,
+        ":6: training.loss: 'bce' needs a sigmoid output (model.output_activation is 'tanh')",
+    ),
+    (
+        "activation list length",
+        edit("\n  activation: sigmoid\n", "\n  activation: [sigmoid, tanh]\n"),
+        2,
+        ":3: model.activation: needs one name per hidden layer: 1 (got 2)",
+    ),
+    (
+        "wrong weight shape",
+        edit(
+            "  output_activation: sigmoid\n",
+            "  output_activation: sigmoid\n  weights: [[[1, 2, 3], [4, 5, 6]], [[1, 2]]]\n",
+        ),
+        2,
+        ":5: model.weights[0]: layer 1 needs 2 x 2 (out x in), got 2 x 3",
+    ),
+    (
+        "wrong number of weight layers",
+        edit("  output_activation: sigmoid\n", "  output_activation: sigmoid\n  weights: [[[1, 2], [3, 4]]]\n"),
+        2,
+        ":5: model.weights: needs 2 matrices, one per layer (got 1)",
+    ),
+    (
+        "biases with bias false",
+        edit(
+            "  output_activation: sigmoid\n", "  output_activation: sigmoid\n  bias: false\n  biases: [[0, 0], [0]]\n"
+        ),
+        2,
+        ":6: model.biases: given but model.bias is false",
+    ),
+    (
+        "nan in data",
+        edit("[[0, 0], [0, 1]", "[[0, .nan], [0, 1]"),
+        2,
+        ":10: data.inputs[0][1]: must be a finite number (got nan)",
+    ),
+    (
+        "no data source",
+        BASE.split("data:")[0] + "data: {}\n",
+        2,
+        ":9: data: give exactly one source: inputs and targets, csv, or builtin (got none)",
+    ),
     ("missing model", "data:\n  builtin: xor\n", 2, ": model: missing required key"),
-    ("val monitor without validation", edit("  epochs: 10\n", "  epochs: 10\n  early_stopping: {monitor: val_loss}\n"), 2,
-     ":9: training.early_stopping.monitor: 'val_loss' needs data.validation or data.validation_csv"),
+    (
+        "val monitor without validation",
+        edit("  epochs: 10\n", "  epochs: 10\n  early_stopping: {monitor: val_loss}\n"),
+        2,
+        ":9: training.early_stopping.monitor: 'val_loss' needs data.validation or data.validation_csv",
+    ),
 ]
 
 
@@ -91,7 +190,10 @@ def test_cli_overrides_are_validated_like_the_file(write_config, cli):
     assert result.stderr == f"Error: {path}: training.epochs (from --epochs): must be >= 1 (got -5)\n"
     result = cli("train", path, "--set", "training.loss=msee")
     assert result.exit_code == 2
-    assert result.stderr == f"Error: {path}: training.loss (from --set training.loss): unknown value 'msee' (valid: mse, sse, bce, cross_entropy) (did you mean 'mse'?)\n"
+    assert (
+        result.stderr
+        == f"Error: {path}: training.loss (from --set training.loss): unknown value 'msee' (valid: mse, sse, bce, cross_entropy) (did you mean 'mse'?)\n"
+    )
     result = cli("train", path, "--set", "nonsense")
     assert result.exit_code == 2
     assert result.stderr == "Error: --set nonsense: expected dotted.key=value\n"

@@ -6,15 +6,14 @@ import math
 
 import numpy as np
 import pytest
+from conftest import CONFIGS
 
 from backprop_cli.config import load_config
 from backprop_cli.errors import DataError
+from backprop_cli.experiment import dataset, fit, network
 from backprop_cli.initializers import random_streams
 from backprop_cli.optimizers import OPTIMIZERS
-from backprop_cli.experiment import dataset, fit, network
 from backprop_cli.train import make_schedule
-
-from conftest import CONFIGS
 
 
 def _load(path, **over):
@@ -75,15 +74,25 @@ def test_adam_step():
 
 @pytest.mark.parametrize(
     "schedule,epoch,factor",
-    [("constant", 50, 1.0), ("step", 100, 1.0), ("step", 101, 0.5), ("step", 201, 0.25),
-     ("exponential", 3, 0.25), ("cosine", 1, 1.0), ("cosine", 1000, 0.1), ("cosine", 500.5, 0.55)],
+    [
+        ("constant", 50, 1.0),
+        ("step", 100, 1.0),
+        ("step", 101, 0.5),
+        ("step", 201, 0.25),
+        ("exponential", 3, 0.25),
+        ("cosine", 1, 1.0),
+        ("cosine", 1000, 0.1),
+        ("cosine", 500.5, 0.55),
+    ],
 )
 def test_learning_rate_schedules(write_config, schedule, epoch, factor):
-    cfg = load_config(write_config(f"""
+    cfg = load_config(
+        write_config(f"""
         model: {{layers: [2, 2, 1]}}
         training: {{epochs: 1000, learning_rate: 1.0, lr_schedule: {schedule}, lr_step_size: 100, lr_gamma: 0.5, lr_min: 0.1}}
         data: {{builtin: xor}}
-    """))
+    """)
+    )
     assert make_schedule(cfg.training).factor(epoch) == pytest.approx(factor)
 
 
@@ -111,11 +120,13 @@ def test_csv_with_class_names_round_trips_through_predict(cli, write_config, tmp
 
 def test_integer_class_column_becomes_one_hot_for_softmax(write_config, tmp_path):
     (tmp_path / "d.csv").write_text("x,y\n0,0\n1,1\n2,2\n0.5,0\n")
-    cfg, data = _load(write_config("""
+    cfg, data = _load(
+        write_config("""
         model: {layers: [1, 3], output_activation: softmax}
         training: {loss: cross_entropy}
         data: {csv: d.csv}
-    """))
+    """)
+    )
     assert data.Y.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]]
 
 
@@ -180,9 +191,18 @@ def test_scaling_is_fitted_on_the_training_split():
 def test_builtin_generators_follow_the_seed():
     for name in ("circles", "moons", "spirals", "blobs", "sine"):
         path = CONFIGS / "moons.yaml"
-        cfg = load_config(path, {"data.builtin": (name, "x"), "model.layers": ([2, 8, 3 if name in ("spirals", "blobs") else 2] if name != "sine" else [1, 8, 1], "x"),
-                                 "model.output_activation": ("identity" if name == "sine" else "softmax", "x"),
-                                 "training.loss": ("mse" if name == "sine" else "cross_entropy", "x")})
+        cfg = load_config(
+            path,
+            {
+                "data.builtin": (name, "x"),
+                "model.layers": (
+                    [2, 8, 3 if name in ("spirals", "blobs") else 2] if name != "sine" else [1, 8, 1],
+                    "x",
+                ),
+                "model.output_activation": ("identity" if name == "sine" else "softmax", "x"),
+                "training.loss": ("mse" if name == "sine" else "cross_entropy", "x"),
+            },
+        )
         a = dataset(cfg, "x")
         b = dataset(cfg, "x")
         assert np.array_equal(a.X, b.X) and np.all(np.isfinite(a.X)), name
@@ -205,14 +225,19 @@ def test_minibatch_epoch_loss_is_the_mean_over_batches(write_config):
     X, Y = data.X[order], data.Y[order]
     losses = []
     for s in range(0, len(X), 32):
-        losses.append(replay.loss_and_grad(X[s:s + 32], Y[s:s + 32], LOSSES["mse"], replay.workspace(len(X[s:s + 32])))[0])
+        losses.append(
+            replay.loss_and_grad(X[s : s + 32], Y[s : s + 32], LOSSES["mse"], replay.workspace(len(X[s : s + 32])))[0]
+        )
         replay.theta -= cfg.training.learning_rate * replay.grad
     assert result.history["loss"][0, 0] == pytest.approx(np.mean(losses), rel=1e-12)
     np.testing.assert_allclose(net.theta, replay.theta, rtol=0, atol=1e-14)
 
 
 def test_early_stopping_restores_the_best_weights(write_config):
-    cfg, data = _load(CONFIGS / "iris.yaml", **{"training.epochs": 2000, "training.early_stopping": {"monitor": "val_loss", "patience": 10}})
+    cfg, data = _load(
+        CONFIGS / "iris.yaml",
+        **{"training.epochs": 2000, "training.early_stopping": {"monitor": "val_loss", "patience": 10}},
+    )
     result = fit(cfg, data, network(cfg))
     assert result.stop_reason == ["early_stopping"] and result.status == ["completed"]
     best = result.best_epoch[0]
@@ -222,7 +247,9 @@ def test_early_stopping_restores_the_best_weights(write_config):
     # the kept weights give the best epoch's validation loss
     from backprop_cli.losses import LOSSES
 
-    assert LOSSES["cross_entropy"].value(result.net.predict(data.X_val), data.Y_val)[0] == pytest.approx(val[best - 1], rel=1e-12)
+    assert LOSSES["cross_entropy"].value(result.net.predict(data.X_val), data.Y_val)[0] == pytest.approx(
+        val[best - 1], rel=1e-12
+    )
 
 
 def test_stop_at_loss(write_config):
@@ -243,8 +270,14 @@ def test_float32_trains_in_float32():
 
 @pytest.mark.parametrize(
     "config,metric,minimum",
-    [("iris", "val_accuracy", 0.95), ("digits", "val_accuracy", 0.95), ("moons", "val_accuracy", 0.95),
-     ("spirals", "val_accuracy", 0.95), ("sine", "val_r2", 0.98), ("xor_adam_bce", "accuracy", 1.0)],
+    [
+        ("iris", "val_accuracy", 0.95),
+        ("digits", "val_accuracy", 0.95),
+        ("moons", "val_accuracy", 0.95),
+        ("spirals", "val_accuracy", 0.95),
+        ("sine", "val_r2", 0.98),
+        ("xor_adam_bce", "accuracy", 1.0),
+    ],
 )
 def test_shipped_configs_reach_their_figures(config, metric, minimum):
     cfg, data = _load(CONFIGS / f"{config}.yaml")
@@ -257,11 +290,13 @@ def test_validation_csv_and_several_target_columns(write_config, tmp_path):
     rows = lambda xs: "a,b,y1,y2\n" + "".join(f"{x},{2 * x},{x + 1},{-x}\n" for x in xs)  # noqa: E731
     (tmp_path / "train.csv").write_text(rows([0.0, 0.5, 1.0, 1.5]))
     (tmp_path / "val.csv").write_text(rows([0.25, 0.75]))
-    cfg, data = _load(write_config("""
+    cfg, data = _load(
+        write_config("""
         model: {layers: [2, 4, 2], activation: tanh, output_activation: identity}
         training: {loss: mse, epochs: 5}
         data: {csv: train.csv, target: [y1, y2], validation_csv: val.csv}
-    """))
+    """)
+    )
     assert data.Y.tolist() == [[1.0, 0.0], [1.5, -0.5], [2.0, -1.0], [2.5, -1.5]]
     assert data.X_val.tolist() == [[0.25, 0.5], [0.75, 1.5]]
     result = fit(cfg, data, network(cfg))
@@ -272,28 +307,38 @@ def test_validation_csv_classes_follow_the_training_data(write_config, tmp_path)
     # integer class indices feeding a softmax, as in digits
     (tmp_path / "t.csv").write_text("x,y\n0,0\n1,1\n2,2\n0.1,0\n")
     (tmp_path / "v.csv").write_text("x,y\n0.2,0\n1.9,2\n")
-    _, data = _load(write_config("""
+    _, data = _load(
+        write_config("""
         model: {layers: [1, 4, 3], output_activation: softmax}
         training: {loss: cross_entropy}
         data: {csv: t.csv, validation_csv: v.csv}
-    """))
+    """)
+    )
     assert data.Y_val.tolist() == [[1, 0, 0], [0, 0, 1]]
     # class names: the validation file's own order maps onto the training data's
     (tmp_path / "t2.csv").write_text("x,k\n0,ant\n1,bee\n2,cat\n")
     (tmp_path / "v2.csv").write_text("x,k\n2,cat\n0,ant\n")
-    _, data = _load(write_config("""
+    _, data = _load(
+        write_config(
+            """
         model: {layers: [1, 4, 3], output_activation: softmax}
         training: {loss: cross_entropy}
         data: {csv: t2.csv, validation_csv: v2.csv}
-    """, "names.yaml"))
+    """,
+            "names.yaml",
+        )
+    )
     assert data.class_names == ["ant", "bee", "cat"]
     assert data.Y_val.tolist() == [[0, 0, 1], [1, 0, 0]]
     (tmp_path / "v3.csv").write_text("x,k\n2,dog\n")
-    path = write_config("""
+    path = write_config(
+        """
         model: {layers: [1, 4, 3], output_activation: softmax}
         training: {loss: cross_entropy}
         data: {csv: t2.csv, validation_csv: v3.csv}
-    """, "unknown.yaml")
+    """,
+        "unknown.yaml",
+    )
     with pytest.raises(DataError) as info:
         _load(path)
     assert str(info.value) == f"{tmp_path / 'v3.csv'}: class 'dog' does not occur in the training data"

@@ -5,14 +5,13 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import CONFIGS
 
 from backprop_cli.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, apply
 from backprop_cli.config import load_config
+from backprop_cli.experiment import dataset, fit, network
 from backprop_cli.losses import LOSSES
 from backprop_cli.network import Network
-from backprop_cli.experiment import dataset, fit, network
-
-from conftest import CONFIGS
 
 VALID_PAIRS = [(out, loss) for out in HIDDEN_ACTIVATIONS for loss in ("mse", "sse")] + [
     ("sigmoid", "bce"),
@@ -134,7 +133,7 @@ def test_losses_stay_finite_at_saturated_outputs():
 def test_loss_definitions():
     a = np.array([[[0.2, 0.9], [0.6, 0.3]]])
     y = np.array([[0.0, 1.0], [1.0, 0.0]])
-    sq = (0.2**2 + 0.1**2 + 0.4**2 + 0.3**2)  # = 0.30
+    sq = 0.2**2 + 0.1**2 + 0.4**2 + 0.3**2  # = 0.30
     assert LOSSES["mse"].value(a, y)[0] == pytest.approx(sq / 4)
     assert LOSSES["sse"].value(a, y)[0] == pytest.approx(sq / 2)
     bce = -(math.log(0.8) + math.log(0.9) + math.log(0.6) + math.log(0.7)) / 4
@@ -229,7 +228,14 @@ def test_recorded_loss_is_before_the_update():
 
 
 def test_divergence_stops_with_last_finite_weights():
-    result, _ = _train_xor(**{"training.learning_rate": 1e308, "training.epochs": 50, "model.output_activation": "identity", "training.loss": "mse"})
+    result, _ = _train_xor(
+        **{
+            "training.learning_rate": 1e308,
+            "training.epochs": 50,
+            "model.output_activation": "identity",
+            "training.loss": "mse",
+        }
+    )
     assert result.status == ["diverged"]
     k = result.epochs_run[0]
     assert result.diverged_at[0] == k + 1

@@ -18,11 +18,18 @@ def _typo(word: str):
 
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-10, 10_000), st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.booleans(),
+    st.integers(-10, 10_000),
+    st.floats(allow_nan=True, allow_infinity=True),
     st.text(string.ascii_letters + "_", max_size=12),
     st.sampled_from(["sigmoid", "softmax", "relu", "mse", "cross_entropy", "adam", "xor", "iris", "1e-3", "10"]),
 )
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=3)), max_leaves=12)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=12,
+)
 
 
 def section(name: str):

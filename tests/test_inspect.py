@@ -6,14 +6,13 @@ import math
 
 import numpy as np
 import pytest
-
-from backprop_cli.config import load_config
-from backprop_cli.explain import explain_step
-from backprop_cli.gradcheck import check_gradients, gradcheck
-from backprop_cli.experiment import dataset, fit, network
-
 from conftest import CONFIGS
 from test_engine import VALID_PAIRS
+
+from backprop_cli.config import load_config
+from backprop_cli.experiment import dataset, fit, network
+from backprop_cli.explain import explain_step
+from backprop_cli.gradcheck import check_gradients, gradcheck
 
 PAIR_YAML = """
 seed: 4
@@ -57,7 +56,9 @@ def test_gradcheck_passes_for_every_activation_and_loss_pair(write_config, hidde
 def test_gradcheck_fails_on_a_wrong_gradient(write_config):
     cfg, data = _pair_config(write_config, "tanh", "sigmoid", "mse")
     net = network(cfg)
-    net.loss_and_grad(data.X, data.Y, __import__("backprop_cli.losses", fromlist=["LOSSES"]).LOSSES["mse"], net.workspace(len(data.X)))
+    net.loss_and_grad(
+        data.X, data.Y, __import__("backprop_cli.losses", fromlist=["LOSSES"]).LOSSES["mse"], net.workspace(len(data.X))
+    )
     wrong = net.grad[0].copy()
     wrong[5] *= 1.001  # a 0.1% error in one weight of the first layer
     report = check_gradients(net, data, cfg.training.loss, 0, 1e-4, 1e-6, analytic=wrong)

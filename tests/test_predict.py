@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from conftest import XOR_YAML
 
 
@@ -101,7 +100,10 @@ def test_not_a_run_folder_exits_2(cli, tmp_path):
 def test_no_runs_yet(cli, tmp_path):
     result = cli("predict", "--runs-dir", tmp_path / "none")
     assert result.exit_code == 2
-    assert result.stderr == f"Error: {tmp_path / 'none'}: no completed run found (train one first: backprop train CONFIG)\n"
+    assert (
+        result.stderr
+        == f"Error: {tmp_path / 'none'}: no completed run found (train one first: backprop train CONFIG)\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -109,9 +111,14 @@ def test_no_runs_yet(cli, tmp_path):
     [
         (None, "missing (run status: completed)"),
         ("", "empty file"),
-        ('{"layers": [{"weights": [[1, 2], [3', "corrupt JSON (truncated?): Expecting ',' delimiter: line 1 column 36 (char 35)"),
-        ('{"layers": [{"weights": [[1, 2, 3], [3, 4, 5]], "biases": [0, 0]}, {"weights": [[1, 2]], "biases": [0]}]}',
-         "layer 1: weights are 2x3, expected 2x2"),
+        (
+            '{"layers": [{"weights": [[1, 2], [3',
+            "corrupt JSON (truncated?): Expecting ',' delimiter: line 1 column 36 (char 35)",
+        ),
+        (
+            '{"layers": [{"weights": [[1, 2, 3], [3, 4, 5]], "biases": [0, 0]}, {"weights": [[1, 2]], "biases": [0]}]}',
+            "layer 1: weights are 2x3, expected 2x2",
+        ),
         ('{"layers": []}', "expected 2 layers for [2, 2, 1]"),
     ],
     ids=["missing", "empty", "truncated", "wrong shape", "no layers"],

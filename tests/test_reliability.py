@@ -10,12 +10,11 @@ import sys
 import time
 
 import pytest
+from conftest import XOR_YAML
 
 from backprop_cli import files as files_module
-from backprop_cli import runs as runs_module
 from backprop_cli.files import atomic_write
-
-from conftest import XOR_YAML
+from backprop_cli.runs import write as runs_module
 
 
 def _start_training(tmp_path, epochs=50_000_000):
@@ -24,7 +23,9 @@ def _start_training(tmp_path, epochs=50_000_000):
     root = tmp_path / "runs"
     proc = subprocess.Popen(
         [sys.executable, "-m", "backprop_cli", "train", str(config), "--runs-dir", str(root)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 60
     while time.time() < deadline:

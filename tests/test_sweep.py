@@ -5,12 +5,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import CONFIGS, XOR_YAML
 
 from backprop_cli.config import load_config
-from backprop_cli.sweep import sweep_learning_rates
 from backprop_cli.experiment import dataset, fit, network
-
-from conftest import CONFIGS, XOR_YAML
+from backprop_cli.sweep import sweep_learning_rates
 
 RATES = [0.1, 0.2, 0.5, 0.8, 1.0, 2.0]
 W0 = [np.array([[0.15, 0.20], [0.25, 0.30]]), np.array([[0.40, 0.45], [0.50, 0.55]])]
@@ -74,7 +73,9 @@ def test_each_rate_equals_a_plain_train_run(config):
 
 
 def test_a_diverging_rate_is_frozen_while_the_others_go_on(write_config):
-    text = XOR_YAML.replace("output_activation: sigmoid", "output_activation: identity").replace("loss: sse", "loss: mse")
+    text = XOR_YAML.replace("output_activation: sigmoid", "output_activation: identity").replace(
+        "loss: sse", "loss: mse"
+    )
     cfg = load_config(write_config(text))
     data = dataset(cfg, "x")
     entries = sweep_learning_rates(cfg, data, [0.1, 1e300])
@@ -90,7 +91,9 @@ def test_sweep_cli_writes_the_sweep_folder(cli, tmp_path):
     result = cli("sweep-lr", CONFIGS / "worked_example.yaml", "--runs-dir", root, "--lrs", "0.1,0.5,2")
     assert result.exit_code == 0, result.output
     folder = next(root.iterdir())
-    assert {"sweep.csv", "history.csv", "loss_curves.png", "loss_grid.png", "summary.json"} <= {p.name for p in folder.iterdir()}
+    assert {"sweep.csv", "history.csv", "loss_curves.png", "loss_grid.png", "summary.json"} <= {
+        p.name for p in folder.iterdir()
+    }
     rows = list(csv.DictReader((folder / "sweep.csv").open()))
     assert [float(r["learning_rate"]) for r in rows] == [0.1, 0.5, 2.0]
     assert list(rows[0])[:5] == ["learning_rate", "final_loss", "best_loss", "epochs_to_target", "status"]
@@ -109,7 +112,9 @@ def test_sweep_cli_writes_the_sweep_folder(cli, tmp_path):
 
 
 def test_all_rates_diverging_exits_1(cli, write_config, tmp_path):
-    text = XOR_YAML.replace("output_activation: sigmoid", "output_activation: identity").replace("loss: sse", "loss: mse")
+    text = XOR_YAML.replace("output_activation: sigmoid", "output_activation: identity").replace(
+        "loss: sse", "loss: mse"
+    )
     result = cli("sweep-lr", write_config(text), "--runs-dir", tmp_path / "r", "--lrs", "1e300,1e301")
     assert result.exit_code == 1
     assert result.stderr == "Error: every learning rate diverged\n"

@@ -5,10 +5,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import CONFIGS, XOR_YAML
 
 from backprop_cli.cli.display import sparkline
-
-from conftest import CONFIGS, XOR_YAML
 
 
 @pytest.fixture
@@ -101,7 +100,10 @@ def test_from_a_run_of_another_shape_is_refused(cli, write_config, tmp_path):
     other = write_config(XOR_YAML.replace("[2, 2, 1]", "[2, 3, 1]"), "other.yaml")
     result = cli("train", other, "--from", run, "--runs-dir", root)
     assert result.exit_code == 2
-    assert result.stderr == f"Error: {run}: cannot continue from this run: its network [2, 2, 1] does not match the config's [2, 3, 1]\n"
+    assert (
+        result.stderr
+        == f"Error: {run}: cannot continue from this run: its network [2, 2, 1] does not match the config's [2, 3, 1]\n"
+    )
 
 
 def test_summary_shows_the_loss_curve_as_a_chart(cli, write_config, tmp_path):
@@ -120,8 +122,15 @@ def test_sparkline_shape():
 
 def test_runs_lists_sweeps_and_seed_studies(cli, tmp_path):
     root = tmp_path / "runs"
-    assert cli("sweep-lr", CONFIGS / "worked_example.yaml", "--lrs", "0.5,1", "--runs-dir", root, "--quiet").exit_code == 0
-    assert cli("train", CONFIGS / "xor.yaml", "--seeds", "1,2,3", "--epochs", "50", "--runs-dir", root, "--quiet").exit_code == 0
+    assert (
+        cli("sweep-lr", CONFIGS / "worked_example.yaml", "--lrs", "0.5,1", "--runs-dir", root, "--quiet").exit_code == 0
+    )
+    assert (
+        cli(
+            "train", CONFIGS / "xor.yaml", "--seeds", "1,2,3", "--epochs", "50", "--runs-dir", root, "--quiet"
+        ).exit_code
+        == 0
+    )
     listing = cli("runs", "--runs-dir", root).stdout
     assert "(sweep)" in listing and "2 rates" in listing and "(seeds)" in listing
 
@@ -144,7 +153,9 @@ def test_gradcheck_classic_central_method(cli):
 
 def test_sweep_quiet_and_chain_folder(cli, tmp_path):
     root = tmp_path / "runs"
-    result = cli("sweep-lr", CONFIGS / "worked_example.yaml", "--lrs", "0.5,1", "--chain", "--quiet", "--runs-dir", root)
+    result = cli(
+        "sweep-lr", CONFIGS / "worked_example.yaml", "--lrs", "0.5,1", "--chain", "--quiet", "--runs-dir", root
+    )
     assert result.exit_code == 0
     folder = next(root.iterdir())
     assert folder.name.startswith("worked_example-chain-")
@@ -181,5 +192,7 @@ def test_name_override_names_the_run_folder(cli, write_config, tmp_path):
 
 def test_validate_line_as_the_readme_shows_it(cli):
     result = cli("validate", CONFIGS / "iris.yaml")
-    assert result.stdout == (f"{CONFIGS / 'iris.yaml'}: OK: 4-8-3 network (tanh/softmax), 67 parameters, "
-                             "loss cross_entropy, 120 training samples, 30 validation\n")
+    assert result.stdout == (
+        f"{CONFIGS / 'iris.yaml'}: OK: 4-8-3 network (tanh/softmax), 67 parameters, "
+        "loss cross_entropy, 120 training samples, 30 validation\n"
+    )

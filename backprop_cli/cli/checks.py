@@ -19,10 +19,22 @@ from backprop_cli.cli.options import Method, Sets, TableFormat, load, load_data
 @cli_errors
 def gradcheck(
     config: Annotated[Path, typer.Argument(help="YAML config file.")],
-    epochs: Annotated[int, typer.Option("--epochs", metavar="N", min=0, help="Also check after this many training epochs.")] = 0,
-    epsilon: Annotated[Optional[float], typer.Option("--epsilon", metavar="H", help="Finite-difference step h (default 1e-4 for five-point, 1e-6 for central).")] = None,
-    threshold: Annotated[float, typer.Option("--threshold", metavar="REL", help="Largest relative error that passes.")] = 1e-6,
-    method: Annotated[Method, typer.Option("--method", help="five-point (error O(h^4)) or central (the classic (L(w+h) - L(w-h)) / 2h).")] = Method.five_point,
+    epochs: Annotated[
+        int, typer.Option("--epochs", metavar="N", min=0, help="Also check after this many training epochs.")
+    ] = 0,
+    epsilon: Annotated[
+        Optional[float],
+        typer.Option(
+            "--epsilon", metavar="H", help="Finite-difference step h (default 1e-4 for five-point, 1e-6 for central)."
+        ),
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option("--threshold", metavar="REL", help="Largest relative error that passes.")
+    ] = 1e-6,
+    method: Annotated[
+        Method,
+        typer.Option("--method", help="five-point (error O(h^4)) or central (the classic (L(w+h) - L(w-h)) / 2h)."),
+    ] = Method.five_point,
     sets: Sets = None,
 ) -> None:
     """Compare backprop's gradient of every weight and bias with central finite differences.
@@ -33,7 +45,9 @@ def gradcheck(
 
     Example: backprop gradcheck configs/xor.yaml --epochs 100
     """
-    if (epsilon is not None and not (epsilon > 0 and math.isfinite(epsilon))) or not (threshold > 0 and math.isfinite(threshold)):
+    if (epsilon is not None and not (epsilon > 0 and math.isfinite(epsilon))) or not (
+        threshold > 0 and math.isfinite(threshold)
+    ):
         raise UsageError("--epsilon and --threshold must be finite and > 0")
     cfg = load(config, sets=sets)
     data = load_data(cfg, config)
@@ -42,12 +56,21 @@ def gradcheck(
     reports = check(cfg, data, epochs, epsilon, threshold, method.name)
     for rep in reports:
         where = "at the initial weights" if rep.epoch == 0 else f"after {rep.epoch} epochs"
-        table = Table(title=f"gradient check {where} (loss {fmt(rep.loss, 8)}, {method.value} differences, threshold {threshold:g})")
+        table = Table(
+            title=f"gradient check {where} (loss {fmt(rep.loss, 8)}, {method.value} differences, threshold {threshold:g})"
+        )
         for col in ("layer", "parameters", "max abs error", "max rel error", "worst", "result"):
             table.add_column(col, justify="right" if col not in ("worst", "result") else "left")
         for layer in rep.layers:
-            table.add_row(str(layer.layer), str(layer.n_params), f"{layer.max_abs:.3e}", f"{layer.max_rel:.3e}", layer.worst,
-                          "pass" if layer.passed else "FAIL", style=None if layer.passed else "bold red")
+            table.add_row(
+                str(layer.layer),
+                str(layer.n_params),
+                f"{layer.max_abs:.3e}",
+                f"{layer.max_rel:.3e}",
+                layer.worst,
+                "pass" if layer.passed else "FAIL",
+                style=None if layer.passed else "bold red",
+            )
         out.print(table)
     if all(rep.passed for rep in reports):
         out.print("gradient check passed")
@@ -60,11 +83,23 @@ def gradcheck(
 @cli_errors
 def explain(
     config: Annotated[Path, typer.Argument(help="YAML config file.")],
-    epoch: Annotated[int, typer.Option("--epoch", metavar="N", min=1, help="Which training step to explain (1 = the first).")] = 1,
-    sample: Annotated[int, typer.Option("--sample", metavar="N", min=1, help="Which sample's neuron values to show (1-based).")] = 1,
-    out_format: Annotated[Optional[TableFormat], typer.Option("--format", help="Print (or with --output write) the tables as markdown or csv.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", metavar="FILE", help="Write the tables to this file.")] = None,
-    diagram: Annotated[Optional[Path], typer.Option("--diagram", metavar="PNG", help="Draw the network with this step's weights (PNG).")] = None,
+    epoch: Annotated[
+        int, typer.Option("--epoch", metavar="N", min=1, help="Which training step to explain (1 = the first).")
+    ] = 1,
+    sample: Annotated[
+        int, typer.Option("--sample", metavar="N", min=1, help="Which sample's neuron values to show (1-based).")
+    ] = 1,
+    out_format: Annotated[
+        Optional[TableFormat],
+        typer.Option("--format", help="Print (or with --output write) the tables as markdown or csv."),
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", metavar="FILE", help="Write the tables to this file.")
+    ] = None,
+    diagram: Annotated[
+        Optional[Path],
+        typer.Option("--diagram", metavar="PNG", help="Draw the network with this step's weights (PNG)."),
+    ] = None,
     sets: Sets = None,
 ) -> None:
     """Show one training step by hand: forward pass, loss, deltas, gradients and the update.
@@ -81,8 +116,10 @@ def explain(
     from backprop_cli.explain import explain_step, render
 
     if diagram is not None and sum(cfg.model.layers) > plots.MAX_DIAGRAM_NEURONS:
-        raise UsageError(f"--diagram: the network has {sum(cfg.model.layers)} neurons "
-                         f"(at most {plots.MAX_DIAGRAM_NEURONS} can be drawn)")
+        raise UsageError(
+            f"--diagram: the network has {sum(cfg.model.layers)} neurons "
+            f"(at most {plots.MAX_DIAGRAM_NEURONS} can be drawn)"
+        )
     sections, weights = explain_step(cfg, data, epoch, sample)
     if out_format is not None:
         emit(render(sections, out_format.value), output, f"epoch {epoch}'s step")
@@ -101,5 +138,7 @@ def explain(
     if diagram is not None:
         from backprop_cli.files import atomic_write
 
-        atomic_write(diagram, plots.network_diagram(cfg.model.layers, weights[0], f"{cfg.name}: weights used in epoch {epoch}"))
+        atomic_write(
+            diagram, plots.network_diagram(cfg.model.layers, weights[0], f"{cfg.name}: weights used in epoch {epoch}")
+        )
         out.print(f"wrote {diagram}")

@@ -55,7 +55,9 @@ def schema() -> None:
 @app.command()
 @cli_errors
 def init(
-    path: Annotated[Optional[Path], typer.Argument(help="Where to write the config (default: <template>.yaml).")] = None,
+    path: Annotated[
+        Optional[Path], typer.Argument(help="Where to write the config (default: <template>.yaml).")
+    ] = None,
     template: Annotated[Template, typer.Option("--template", "-t", help="Which starting config.")] = Template.xor,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:

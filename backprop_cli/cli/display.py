@@ -74,14 +74,20 @@ class Reporter:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
                 TextColumn("epoch {task.fields[epoch]}/{task.fields[last]}"),
-                TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("eta"),
-                TimeRemainingColumn(), console=out, transient=False,
+                TextColumn("loss {task.fields[loss]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=out,
+                transient=False,
             )
             self.progress.__enter__()
-            self.task = self.progress.add_task(self.label, total=self.total, epoch=self.start,
-                                               last=self.start + self.total, loss="-")
+            self.task = self.progress.add_task(
+                self.label, total=self.total, epoch=self.start, last=self.start + self.total, loss="-"
+            )
         return self
 
     def __call__(self, epoch: int, loss: Sequence[float]) -> None:
@@ -117,8 +123,13 @@ def emit(text: str, output: Optional[Path], what: str) -> None:
     out.print(f"wrote {what} to {output}", soft_wrap=True)
 
 
-def predictions_table(input_names: Sequence[str], output_names: Sequence[str], rows: list[list[str]],
-                      with_class: bool, title: Optional[str] = None) -> Table:
+def predictions_table(
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    rows: list[list[str]],
+    with_class: bool,
+    title: Optional[str] = None,
+) -> Table:
     """Inputs, outputs (and class): one row per sample, cells already formatted."""
     table = Table(title=title)
     for name in list(input_names) + list(output_names):
@@ -138,6 +149,12 @@ def study_table(entries: list[Entry], label: str, target: float) -> Table:
     for col in (label, "final loss", "best loss", "epochs to target", "status"):
         table.add_column(col, justify="left" if col == "status" else "right")
     for e in entries:
-        table.add_row(f"{e.value:g}", fmt(e.final_loss(), 8), fmt(e.best_loss(), 8), str(e.epochs_to(target) or "-"),
-                      e.status, style="bold green" if e is best else None)
+        table.add_row(
+            f"{e.value:g}",
+            fmt(e.final_loss(), 8),
+            fmt(e.best_loss(), 8),
+            str(e.epochs_to(target) or "-"),
+            e.status,
+            style="bold green" if e is best else None,
+        )
     return table

@@ -82,8 +82,14 @@ def positive(value: Optional[float], flag: str) -> Optional[float]:
     return value
 
 
-def load(config: Path, epochs: Optional[int] = None, lr: Optional[float] = None, seed: Optional[int] = None,
-         name: Optional[str] = None, sets: Optional[List[str]] = None) -> Config:
+def load(
+    config: Path,
+    epochs: Optional[int] = None,
+    lr: Optional[float] = None,
+    seed: Optional[int] = None,
+    name: Optional[str] = None,
+    sets: Optional[List[str]] = None,
+) -> Config:
     """The config with the command's overrides applied, each named by its flag in errors."""
     from backprop_cli.config import load_config
 

@@ -45,8 +45,10 @@ def _show(loaded: LoadedRun, records: list[dict], as_json: bool) -> None:
         out.print(json.dumps(records), soft_wrap=True)
         return
     with_class = bool(records) and "class" in records[0]
-    rows = [[fmt(v, 6) for v in r["input"]] + [f"{v:.4f}" for v in r["output"]] + ([str(r["class"])] if with_class else [])
-            for r in records]
+    rows = [
+        [fmt(v, 6) for v in r["input"]] + [f"{v:.4f}" for v in r["output"]] + ([str(r["class"])] if with_class else [])
+        for r in records
+    ]
     out.print(predictions_table(loaded.feature_names, loaded.output_names, rows, with_class))
 
 
@@ -85,13 +87,25 @@ def _interactive(loaded: LoadedRun) -> None:
 @app.command()
 @cli_errors
 def predict(
-    run: Annotated[Optional[Path], typer.Argument(help="Run folder, its name under --runs-dir, or latest (the default).")] = None,
+    run: Annotated[
+        Optional[Path], typer.Argument(help="Run folder, its name under --runs-dir, or latest (the default).")
+    ] = None,
     runs_dir: RunsDir = Path("runs"),
-    inputs: Annotated[Optional[List[str]], typer.Option("--input", metavar="ROW", help="One input row, e.g. 0,1 (repeatable).")] = None,
+    inputs: Annotated[
+        Optional[List[str]], typer.Option("--input", metavar="ROW", help="One input row, e.g. 0,1 (repeatable).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    csv_file: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help="Predict every row of this CSV file.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", metavar="FILE", help="With --csv: write the CSV here instead of stdout.")] = None,
-    truth_table: Annotated[bool, typer.Option("--truth-table", help=f"Every 0/1 input combination (up to {MAX_TRUTH_TABLE_INPUTS} inputs).")] = False,
+    csv_file: Annotated[
+        Optional[Path], typer.Option("--csv", metavar="FILE", help="Predict every row of this CSV file.")
+    ] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", metavar="FILE", help="With --csv: write the CSV here instead of stdout."),
+    ] = None,
+    truth_table: Annotated[
+        bool,
+        typer.Option("--truth-table", help=f"Every 0/1 input combination (up to {MAX_TRUTH_TABLE_INPUTS} inputs)."),
+    ] = False,
 ) -> None:
     """Ask a trained network: at a prompt (default), for --input rows, a --csv file, or a --truth-table.
 

@@ -43,11 +43,25 @@ def runs_list(ctx: typer.Context, runs_dir: RunsDir = Path("runs")) -> None:
         if "kind" in s:  # a sweep or seed study
             losses = [m.get("final_loss") for m in s.get("models", []) if m.get("final_loss") is not None]
             rates = s.get("learning_rates")
-            table.add_row(f"{path.name} ({s['kind']})", _date(s), s.get("status", "?"), "",
-                          f"best {fmt(min(losses), 6)}" if losses else "-", "", f"{len(rates)} rates" if rates else "")
+            table.add_row(
+                f"{path.name} ({s['kind']})",
+                _date(s),
+                s.get("status", "?"),
+                "",
+                f"best {fmt(min(losses), 6)}" if losses else "-",
+                "",
+                f"{len(rates)} rates" if rates else "",
+            )
             continue
-        table.add_row(path.name, _date(s), s.get("status", "?"), str(s.get("last_epoch", s.get("epochs_run", ""))),
-                      fmt(s.get("final_loss"), 6), fmt(s.get("accuracy"), 4), fmt(s.get("learning_rate"), 6))
+        table.add_row(
+            path.name,
+            _date(s),
+            s.get("status", "?"),
+            str(s.get("last_epoch", s.get("epochs_run", ""))),
+            fmt(s.get("final_loss"), 6),
+            fmt(s.get("accuracy"), 4),
+            fmt(s.get("learning_rate"), 6),
+        )
     out.print(table)
 
 
@@ -98,7 +112,12 @@ def runs_show(
 def runs_compare(
     runs: Annotated[List[Path], typer.Argument(help="Two or more run folders (paths or names under --runs-dir).")],
     runs_dir: RunsDir = Path("runs"),
-    output: Annotated[Optional[Path], typer.Option("--output", metavar="PNG", help="Where to write the plot (default: <runs-dir>/compare-<time>.png).")] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output", metavar="PNG", help="Where to write the plot (default: <runs-dir>/compare-<time>.png)."
+        ),
+    ] = None,
 ) -> None:
     """Put runs' summaries side by side and plot their loss curves on one axis.
 
@@ -114,8 +133,19 @@ def runs_compare(
         raise UsageError("runs compare: give at least two run folders")
     paths = [resolve_run(r, runs_dir) for r in runs]
     summaries, curves = compare_runs(paths)
-    keys = ["status", "stop_reason", "last_epoch", "final_loss", "best_loss", "accuracy", "val_loss", "val_accuracy",
-            "learning_rate", "seed", "duration_s"]
+    keys = [
+        "status",
+        "stop_reason",
+        "last_epoch",
+        "final_loss",
+        "best_loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "learning_rate",
+        "seed",
+        "duration_s",
+    ]
     table = Table(title="run comparison")
     table.add_column("")
     for path in paths:

@@ -69,10 +69,19 @@ def weights_table(entries: list[Entry], label: str, names: list[str], data: Data
 @cli_errors
 def sweep_lr(
     config: Annotated[Path, typer.Argument(help="YAML config file.")],
-    lrs: Annotated[Optional[str], typer.Option("--lrs", metavar="RATES", help="Comma-separated learning rates.")] = None,
-    log_range: Annotated[Optional[str], typer.Option("--log-range", metavar="MIN:MAX:N", help="N log-spaced rates from MIN to MAX.")] = None,
-    target: Annotated[Optional[float], typer.Option("--target", metavar="LOSS", help="Loss that counts as reached (default: sweep.target or 0.01).")] = None,
-    chain: Annotated[bool, typer.Option("--chain", help="Continue each rate from the previous rate's final weights.")] = False,
+    lrs: Annotated[
+        Optional[str], typer.Option("--lrs", metavar="RATES", help="Comma-separated learning rates.")
+    ] = None,
+    log_range: Annotated[
+        Optional[str], typer.Option("--log-range", metavar="MIN:MAX:N", help="N log-spaced rates from MIN to MAX.")
+    ] = None,
+    target: Annotated[
+        Optional[float],
+        typer.Option("--target", metavar="LOSS", help="Loss that counts as reached (default: sweep.target or 0.01)."),
+    ] = None,
+    chain: Annotated[
+        bool, typer.Option("--chain", help="Continue each rate from the previous rate's final weights.")
+    ] = False,
     epochs: Epochs = None,
     seed: Seed = None,
     runs_dir: RunsDir = Path("runs"),

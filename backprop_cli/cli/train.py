@@ -29,9 +29,19 @@ def train(
     runs_dir: RunsDir = Path("runs"),
     quiet: Quiet = False,
     sets: Sets = None,
-    seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="SEEDS", help="Train once per seed, batched: START:STOP or 1,2,3.")] = None,
-    target: Annotated[Optional[float], typer.Option("--target", metavar="LOSS", help="With --seeds: the loss that counts as reached.")] = None,
-    from_run: Annotated[Optional[Path], typer.Option("--from", metavar="RUN", help="Start from this run's final weights (a path, a run name, or latest).")] = None,
+    seeds: Annotated[
+        Optional[str],
+        typer.Option("--seeds", metavar="SEEDS", help="Train once per seed, batched: START:STOP or 1,2,3."),
+    ] = None,
+    target: Annotated[
+        Optional[float], typer.Option("--target", metavar="LOSS", help="With --seeds: the loss that counts as reached.")
+    ] = None,
+    from_run: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--from", metavar="RUN", help="Start from this run's final weights (a path, a run name, or latest)."
+        ),
+    ] = None,
 ) -> None:
     """Train the network a config describes and write a run folder.
 
@@ -69,7 +79,10 @@ def train(
         )
         raise typer.Exit(1)
     if status == "interrupted":
-        err.print(f"Interrupted after epoch {start_epoch + result.epochs_run[0]}; run saved as interrupted: {run}", soft_wrap=True)
+        err.print(
+            f"Interrupted after epoch {start_epoch + result.epochs_run[0]}; run saved as interrupted: {run}",
+            soft_wrap=True,
+        )
         raise typer.Exit(130)
 
 
@@ -80,8 +93,10 @@ def _print_summary(cfg: Config, data: Dataset, result: TrainResult, run: Path, q
     from backprop_cli.metrics import class_name
     from backprop_cli.plots import spans_decades
 
-    out.print(f"final loss ({cfg.training.loss}): {fmt(result.final('loss'), 8)} after {result.epochs_run[0]} epochs "
-              f"in {result.duration_s:.2f} s ({result.status[0]}, stopped by: {result.stop_reason[0]})")
+    out.print(
+        f"final loss ({cfg.training.loss}): {fmt(result.final('loss'), 8)} after {result.epochs_run[0]} epochs "
+        f"in {result.duration_s:.2f} s ({result.status[0]}, stopped by: {result.stop_reason[0]})"
+    )
     hist = result.history["loss"][: result.epochs_run[0], 0]
     if len(hist) > 1:
         out.print(f"loss curve{' (log scale)' if spans_decades(hist) else ''}: {sparkline(hist)}")
@@ -93,12 +108,19 @@ def _print_summary(cfg: Config, data: Dataset, result: TrainResult, run: Path, q
         X_show = data.X_raw if data.X_raw is not None else data.X
         rows = []
         for i in range(len(data.X)):
-            cells = [fmt(float(v), 6) for v in X_show[i]] + [fmt(float(v), 6) for v in data.Y[i]] + [f"{v:.4f}" for v in pred[i]]
+            cells = (
+                [fmt(float(v), 6) for v in X_show[i]]
+                + [fmt(float(v), 6) for v in data.Y[i]]
+                + [f"{v:.4f}" for v in pred[i]]
+            )
             if data.class_names:
                 cells.append(str(class_name(pred[i], data.class_names)))
             rows.append(cells)
-        out.print(predictions_table(data.feature_names, targets + outputs, rows, bool(data.class_names),
-                                    title="predictions (final weights)"))
+        out.print(
+            predictions_table(
+                data.feature_names, targets + outputs, rows, bool(data.class_names), title="predictions (final weights)"
+            )
+        )
     for column in result.history:
         if column != "loss":
             value = result.final(column)
@@ -107,7 +129,9 @@ def _print_summary(cfg: Config, data: Dataset, result: TrainResult, run: Path, q
     out.print(f"run folder: {run}", soft_wrap=True)
 
 
-def _train_seeds(cfg: Config, config: Path, seeds: list[int], runs_dir: Path, quiet: bool, target: Optional[float]) -> None:
+def _train_seeds(
+    cfg: Config, config: Path, seeds: list[int], runs_dir: Path, quiet: bool, target: Optional[float]
+) -> None:
     from backprop_cli.runs import guarded, now_iso
     from backprop_cli.studies import default_target, start_study, targets_reached, write_study
     from backprop_cli.sweep import seed_study
@@ -126,8 +150,10 @@ def _train_seeds(cfg: Config, config: Path, seeds: list[int], runs_dir: Path, qu
         out.print(str(folder), soft_wrap=True)
     else:
         out.print(study_table(entries, "seed", target))
-        out.print(f"{reached} of {len(seeds)} seeds reached loss {target:g} "
-                  f"(median epochs to reach it: {'-' if median is None else f'{median:g}'})")
+        out.print(
+            f"{reached} of {len(seeds)} seeds reached loss {target:g} "
+            f"(median epochs to reach it: {'-' if median is None else f'{median:g}'})"
+        )
         out.print(f"seeds folder: {folder}", soft_wrap=True)
     if any(e.status == "interrupted" for e in entries):
         raise typer.Exit(130)

@@ -11,6 +11,15 @@ from backprop_cli.config.schema import (
 )
 
 __all__ = [
-    "Config", "DataConfig", "EarlyStoppingConfig", "ModelConfig", "SweepConfig",
-    "TrainingConfig", "config_to_yaml", "dump_yaml", "json_schema", "load_config", "parse_value",
+    "Config",
+    "DataConfig",
+    "EarlyStoppingConfig",
+    "ModelConfig",
+    "SweepConfig",
+    "TrainingConfig",
+    "config_to_yaml",
+    "dump_yaml",
+    "json_schema",
+    "load_config",
+    "parse_value",
 ]

@@ -76,7 +76,9 @@ def parse_yaml(text: str, source: str):
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         raise ConfigError(f"{source}{where}: invalid YAML: {e.problem or e.context}") from None
     except yaml.reader.ReaderError as e:
-        raise ConfigError(f"{source}: invalid YAML: unacceptable character #x{e.character:04x} at position {e.position}") from None
+        raise ConfigError(
+            f"{source}: invalid YAML: unacceptable character #x{e.character:04x} at position {e.position}"
+        ) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: invalid YAML: {' '.join(str(e).split())}") from None
     finally:

@@ -19,7 +19,6 @@ from backprop_cli.losses import LOSSES
 from backprop_cli.optimizers import OPTIMIZERS
 from backprop_cli.schedules import SCHEDULES
 
-
 PosInt = Annotated[int, Field(ge=1)]
 PosFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
@@ -36,7 +35,9 @@ class ModelConfig(_Strict):
     output_activation: Literal[tuple(ACTIVATIONS)] = Field("sigmoid", description="activation of the output layer")
     bias: bool = Field(True, description="false: no bias terms at all")
     init: Literal[tuple(INITIALIZERS)] = Field("uniform", description="initial weights")
-    weights: Optional[list[list[list[float]]]] = Field(None, description="explicit initial weights, one out x in matrix per layer")
+    weights: Optional[list[list[list[float]]]] = Field(
+        None, description="explicit initial weights, one out x in matrix per layer"
+    )
     biases: Optional[list[list[float]]] = Field(None, description="explicit initial biases, one list per layer")
 
     @property
@@ -48,7 +49,9 @@ class ModelConfig(_Strict):
 
 
 class EarlyStoppingConfig(_Strict):
-    monitor: Literal["val_loss", "loss", "val_accuracy", "accuracy"] = Field("val_loss", description="history column to watch")
+    monitor: Literal["val_loss", "loss", "val_accuracy", "accuracy"] = Field(
+        "val_loss", description="history column to watch"
+    )
     patience: PosInt = Field(20, description="epochs without improvement before stopping")
     min_delta: Annotated[float, Field(ge=0)] = Field(0.0, description="smallest change that counts as improvement")
     restore_best: bool = Field(True, description="end with the best epoch's weights")
@@ -81,15 +84,23 @@ class TrainingConfig(_Strict):
 
 class DataConfig(_Strict):
     inputs: Optional[list[list[float]]] = Field(None, description="inline inputs, one row per sample")
-    targets: Optional[list[Union[list[float], float, str]]] = Field(None, description="inline targets: rows, class indices or class names")
+    targets: Optional[list[Union[list[float], float, str]]] = Field(
+        None, description="inline targets: rows, class indices or class names"
+    )
     csv: Optional[str] = Field(None, description="CSV file, relative to the config file")
-    target: Optional[Union[str, int, list[Union[str, int]]]] = Field(None, description="CSV target column(s), name or index; default: last")
-    features: Optional[list[Union[str, int]]] = Field(None, description="CSV feature columns; default: all but the target")
+    target: Optional[Union[str, int, list[Union[str, int]]]] = Field(
+        None, description="CSV target column(s), name or index; default: last"
+    )
+    features: Optional[list[Union[str, int]]] = Field(
+        None, description="CSV feature columns; default: all but the target"
+    )
     builtin: Optional[Literal[BUILTIN_DATASETS]] = Field(None, description="a built-in data set")
     n_samples: PosInt = Field(200, description="builtin generators: number of samples")
     noise: Annotated[float, Field(ge=0)] = Field(0.1, description="builtin generators: noise level")
     classes: Annotated[int, Field(ge=2)] = Field(3, description="blobs and spirals: number of classes")
-    scale: Literal["none", "standard", "minmax"] = Field("none", description="input scaling, fitted on the training split")
+    scale: Literal["none", "standard", "minmax"] = Field(
+        "none", description="input scaling, fitted on the training split"
+    )
     validation: Fraction = Field(0.0, description="fraction held out for validation (stratified for classes)")
     validation_csv: Optional[str] = Field(None, description="separate validation CSV, same columns")
     class_names: Optional[list[str]] = Field(None, description="names of the classes, in index order")
@@ -147,9 +158,14 @@ def check_consistency(cfg: Config) -> None:
     for i, name in enumerate(m.activation if isinstance(m.activation, list) else [m.activation]):
         path = ("model", "activation", i) if isinstance(m.activation, list) else ("model", "activation")
         if name not in ACTIVATIONS:
-            raise Problem(path, f"unknown activation '{name}' (valid: {', '.join(HIDDEN_ACTIVATIONS)}){suggest(name, ACTIVATIONS)}")
+            raise Problem(
+                path,
+                f"unknown activation '{name}' (valid: {', '.join(HIDDEN_ACTIVATIONS)}){suggest(name, ACTIVATIONS)}",
+            )
         if name not in HIDDEN_ACTIVATIONS:
-            raise Problem(path, f"'{name}' is only allowed as output_activation (hidden: {', '.join(HIDDEN_ACTIVATIONS)})")
+            raise Problem(
+                path, f"'{name}' is only allowed as output_activation (hidden: {', '.join(HIDDEN_ACTIVATIONS)})"
+            )
     out = m.output_activation
     if out == "softmax" and m.layers[-1] < 2:
         raise Problem(("model", "layers"), "softmax output needs at least 2 output units")
@@ -175,7 +191,15 @@ def check_consistency(cfg: Config) -> None:
         for l, (b, (n_out, _)) in enumerate(zip(m.biases, shapes)):
             if len(b) != n_out:
                 raise Problem(("model", "biases", l), f"layer {l + 1} needs {n_out} biases (got {len(b)})")
-    sources = [name for name, given in (("inputs", d.inputs is not None or d.targets is not None), ("csv", d.csv), ("builtin", d.builtin)) if given]
+    sources = [
+        name
+        for name, given in (
+            ("inputs", d.inputs is not None or d.targets is not None),
+            ("csv", d.csv),
+            ("builtin", d.builtin),
+        )
+        if given
+    ]
     if len(sources) != 1:
         what = "none" if not sources else " and ".join(sources)
         raise Problem(("data",), f"give exactly one source: inputs and targets, csv, or builtin (got {what})")
@@ -186,4 +210,6 @@ def check_consistency(cfg: Config) -> None:
         raise Problem(("data", "validation_csv"), "give validation or validation_csv, not both")
     es = t.early_stopping
     if es is not None and es.monitor.startswith("val_") and not (d.validation or d.validation_csv):
-        raise Problem(("training", "early_stopping", "monitor"), f"'{es.monitor}' needs data.validation or data.validation_csv")
+        raise Problem(
+            ("training", "early_stopping", "monitor"), f"'{es.monitor}' needs data.validation or data.validation_csv"
+        )

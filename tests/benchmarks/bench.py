@@ -27,9 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from backprop_cli.config import load_config  # noqa: E402
-from backprop_cli.data import load_data  # noqa: E402
-from backprop_cli.sweep import sweep_learning_rates  # noqa: E402
 from backprop_cli.experiment import dataset, fit, network  # noqa: E402
+from backprop_cli.sweep import sweep_learning_rates  # noqa: E402
 from backprop_cli.train import build_network  # noqa: E402
 
 RESULTS = []
@@ -38,20 +37,30 @@ RESULTS = []
 def report(case, variant, times, unit, scale, reference=None):
     """Record one row: median and min-max of `times` (seconds) times `scale` in `unit`."""
     med = statistics.median(times)
-    row = {"case": case, "variant": variant, "median": med * scale, "min": min(times) * scale,
-           "max": max(times) * scale, "unit": unit, "ratio": None}
+    row = {
+        "case": case,
+        "variant": variant,
+        "median": med * scale,
+        "min": min(times) * scale,
+        "max": max(times) * scale,
+        "unit": unit,
+        "ratio": None,
+    }
     if reference is not None:
         row["ratio"] = med / statistics.median(reference)
     RESULTS.append(row)
     ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else ""
-    print(f"  {case:8s} {variant:44s} {row['median']:10.3f} {unit:8s} [{row['min']:.3f} - {row['max']:.3f}]  {ratio}", flush=True)
+    print(
+        f"  {case:8s} {variant:44s} {row['median']:10.3f} {unit:8s} [{row['min']:.3f} - {row['max']:.3f}]  {ratio}",
+        flush=True,
+    )
     return row
 
 
 def interleave(fns: dict, repeats: int) -> dict:
     """Run each function once per round, rounds repeated: the machine's drift hits all alike."""
     times = {name: [] for name in fns}
-    for name, fn in fns.items():  # warm-up
+    for fn in fns.values():  # warm-up
         fn()
     for _ in range(repeats):
         for name, fn in fns.items():
@@ -101,6 +110,7 @@ def case_tiny(repeats, epochs):
             t = time.perf_counter()
             plain_xor(data.X, data.Y, W1, b1, W2, b2, 0.1, epochs, accuracy)
             return time.perf_counter() - t
+
         return run
 
     fns = {"plain": plain(False), "plain+acc": plain(True), "engine": engine}
@@ -156,9 +166,19 @@ def sklearn_xor(data, epochs):
 
     from sklearn.neural_network import MLPClassifier
 
-    clf = MLPClassifier(hidden_layer_sizes=(2,), activation="logistic", solver="sgd", learning_rate_init=0.1,
-                        momentum=0.0, batch_size=4, max_iter=epochs, tol=0.0, n_iter_no_change=10**9, shuffle=False,
-                        random_state=0)
+    clf = MLPClassifier(
+        hidden_layer_sizes=(2,),
+        activation="logistic",
+        solver="sgd",
+        learning_rate_init=0.1,
+        momentum=0.0,
+        batch_size=4,
+        max_iter=epochs,
+        tol=0.0,
+        n_iter_no_change=10**9,
+        shuffle=False,
+        random_state=0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time.perf_counter()
@@ -248,28 +268,43 @@ def numpy_medium(X, Y, params, lr, epochs, batch, rng, buffered):
     (W1, b1), (W2, b2), (W3, b3) = [(w.copy(), b.copy()) for w, b in params]
     n = len(X)
     bufs = {}
-    for e in range(epochs):
+    for _ in range(epochs):
         order = rng.permutation(n)
         Xs, Ys = X[order], Y[order]
         total = 0.0
         for s in range(0, n, batch):
-            x, y = Xs[s:s + batch], Ys[s:s + batch]
+            x, y = Xs[s : s + batch], Ys[s : s + batch]
             m = len(x)
             if buffered:
                 if m not in bufs:
                     bufs[m] = [np.empty((m, k)) for k in (256, 256, 10, 10, 256, 256)] + [np.empty((m, 256), bool)]
                 h1, h2, o, d3, d2, d1, mask = bufs[m]
-                np.matmul(x, W1.T, out=h1); h1 += b1; np.maximum(h1, 0, out=h1)
-                np.matmul(h1, W2.T, out=h2); h2 += b2; np.maximum(h2, 0, out=h2)
-                np.matmul(h2, W3.T, out=o); o += b3
-                o -= o.max(axis=1, keepdims=True); np.exp(o, out=o); o /= o.sum(axis=1, keepdims=True)
+                np.matmul(x, W1.T, out=h1)
+                h1 += b1
+                np.maximum(h1, 0, out=h1)
+                np.matmul(h1, W2.T, out=h2)
+                h2 += b2
+                np.maximum(h2, 0, out=h2)
+                np.matmul(h2, W3.T, out=o)
+                o += b3
+                o -= o.max(axis=1, keepdims=True)
+                np.exp(o, out=o)
+                o /= o.sum(axis=1, keepdims=True)
                 total += -np.sum(y * np.log(np.maximum(o, 1e-300))) / m
-                np.subtract(o, y, out=d3); d3 /= m
-                W3 -= lr * (d3.T @ h2); b3 -= lr * d3.sum(0)
-                np.matmul(d3, W3, out=d2); np.greater(h2, 0, out=mask); d2 *= mask
-                W2 -= lr * (d2.T @ h1); b2 -= lr * d2.sum(0)
-                np.matmul(d2, W2, out=d1); np.greater(h1, 0, out=mask); d1 *= mask
-                W1 -= lr * (d1.T @ x); b1 -= lr * d1.sum(0)
+                np.subtract(o, y, out=d3)
+                d3 /= m
+                W3 -= lr * (d3.T @ h2)
+                b3 -= lr * d3.sum(0)
+                np.matmul(d3, W3, out=d2)
+                np.greater(h2, 0, out=mask)
+                d2 *= mask
+                W2 -= lr * (d2.T @ h1)
+                b2 -= lr * d2.sum(0)
+                np.matmul(d2, W2, out=d1)
+                np.greater(h1, 0, out=mask)
+                d1 *= mask
+                W1 -= lr * (d1.T @ x)
+                b1 -= lr * d1.sum(0)
             else:
                 h1 = np.maximum(x @ W1.T + b1, 0)
                 h2 = np.maximum(h1 @ W2.T + b2, 0)
@@ -280,9 +315,12 @@ def numpy_medium(X, Y, params, lr, epochs, batch, rng, buffered):
                 d3 = (o - y) / m
                 d2 = (d3 @ W3) * (h2 > 0)
                 d1 = (d2 @ W2) * (h1 > 0)
-                W3 -= lr * (d3.T @ h2); b3 -= lr * d3.sum(0)
-                W2 -= lr * (d2.T @ h1); b2 -= lr * d2.sum(0)
-                W1 -= lr * (d1.T @ x); b1 -= lr * d1.sum(0)
+                W3 -= lr * (d3.T @ h2)
+                b3 -= lr * d3.sum(0)
+                W2 -= lr * (d2.T @ h1)
+                b2 -= lr * d2.sum(0)
+                W1 -= lr * (d1.T @ x)
+                b1 -= lr * d1.sum(0)
     return total
 
 
@@ -303,9 +341,15 @@ def case_medium(repeats, epochs):
             t = time.perf_counter()
             numpy_medium(data64.X, data64.Y, params, 0.01, epochs, 256, np.random.default_rng(0), buffered)
             return time.perf_counter() - t
+
         return run
 
-    fns = {"numpy": numpy_loop(True), "naive": numpy_loop(False), "engine64": engine(cfg64, data64), "engine32": engine(cfg32, data32)}
+    fns = {
+        "numpy": numpy_loop(True),
+        "naive": numpy_loop(False),
+        "engine64": engine(cfg64, data64),
+        "engine32": engine(cfg32, data32),
+    }
     try:
         import torch
 
@@ -328,7 +372,9 @@ def case_medium(repeats, epochs):
     report("medium", "backprop float32 vs float64 (target <= 0.625x)", t["engine32"], "s/epoch", per, t["engine64"])
     if "torch64" in t:
         report("medium", "PyTorch CPU float64", t["torch64"], "s/epoch", per, t["numpy"])
-        report("medium", "  backprop float64 vs PyTorch float64 (<= 0.77x)", t["engine64"], "s/epoch", per, t["torch64"])
+        report(
+            "medium", "  backprop float64 vs PyTorch float64 (<= 0.77x)", t["engine64"], "s/epoch", per, t["torch64"]
+        )
         report("medium", "PyTorch CPU float32", t["torch32"], "s/epoch", per, t["numpy"])
     if "sklearn" in t:
         report("medium", "scikit-learn MLPClassifier float64", t["sklearn"], "s/epoch", per, t["numpy"])
@@ -343,7 +389,7 @@ def torch_medium(torch, data, params, epochs, dtype):
         order = torch.randperm(len(X), generator=gen)
         Xs, Ys = X[order], Y[order]
         for s in range(0, len(X), 256):
-            x, y = Xs[s:s + 256], Ys[s:s + 256]
+            x, y = Xs[s : s + 256], Ys[s : s + 256]
             h = torch.relu(x @ ps[0].T + ps[1])
             h = torch.relu(h @ ps[2].T + ps[3])
             z = h @ ps[4].T + ps[5]
@@ -362,9 +408,18 @@ def sklearn_medium(data, epochs):
 
     from sklearn.neural_network import MLPClassifier
 
-    clf = MLPClassifier(hidden_layer_sizes=(256, 256), activation="relu", solver="sgd", batch_size=256,
-                        learning_rate_init=0.01, momentum=0.0, max_iter=epochs, tol=0.0, n_iter_no_change=10**9,
-                        random_state=0)
+    clf = MLPClassifier(
+        hidden_layer_sizes=(256, 256),
+        activation="relu",
+        solver="sgd",
+        batch_size=256,
+        learning_rate_init=0.01,
+        momentum=0.0,
+        max_iter=epochs,
+        tol=0.0,
+        n_iter_no_change=10**9,
+        random_state=0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time.perf_counter()
@@ -383,6 +438,7 @@ def case_startup(repeats, _):
             t = time.perf_counter()
             subprocess.run([sys.executable, "-m", "backprop_cli", *args], check=True, capture_output=True, cwd=ROOT)
             return time.perf_counter() - t
+
         return go
 
     def bare():
@@ -396,7 +452,13 @@ def case_startup(repeats, _):
     report("startup", "backprop train --help", t["train-help"], "s", 1)
 
 
-CASES = {"tiny": case_tiny, "display": case_display, "sweep": case_sweep, "medium": case_medium, "startup": case_startup}
+CASES = {
+    "tiny": case_tiny,
+    "display": case_display,
+    "sweep": case_sweep,
+    "medium": case_medium,
+    "startup": case_startup,
+}
 
 
 def main():
@@ -412,8 +474,10 @@ def main():
         plan = {"tiny": (3, 5000), "display": (3, 5000), "sweep": (3, 5000), "medium": (3, 1), "startup": (3, None)}
     core = os.environ.get("OPENBLAS_CORETYPE")
     blas = f"OPENBLAS_CORETYPE={core} from the environment" if core else "OpenBLAS's own choice of kernels"
-    print(f"python {platform.python_version()}, numpy {np.__version__} ({blas}); "
-          "medians of interleaved repeats; ratio = median / reference median")
+    print(
+        f"python {platform.python_version()}, numpy {np.__version__} ({blas}); "
+        "medians of interleaved repeats; ratio = median / reference median"
+    )
     for name in args.cases or list(CASES):
         repeats, epochs = plan[name]
         CASES[name](repeats, epochs)

@@ -1,0 +1,39 @@
+"""Run folders.
+
+A run folder holds config.yaml, history.csv, weights.json, data.json (input names, class
+names, scaling), summary.json (written last; `status` says whether the run completed,
+diverged, was interrupted or failed, or is still running) and PNG plots. `write` creates and
+fills them (every file atomically); `read` loads, finds, lists and compares them.
+"""
+
+from backprop_cli.runs.read import (
+    LATEST,
+    LoadedRun,
+    compare_runs,
+    csv_text,
+    latest_completed,
+    list_runs,
+    load_run,
+    read_history,
+    read_summary,
+    resolve_run,
+)
+from backprop_cli.runs.write import (
+    continue_from,
+    create_run_dir,
+    finish_run,
+    finite_or_none,
+    guarded,
+    mark_run,
+    no_interrupts,
+    now_iso,
+    number,
+    start_run,
+    versions,
+)
+
+__all__ = [
+    "LATEST", "LoadedRun", "compare_runs", "continue_from", "create_run_dir", "csv_text", "finish_run",
+    "finite_or_none", "guarded", "latest_completed", "list_runs", "load_run", "mark_run", "no_interrupts", "now_iso",
+    "number", "read_history", "read_summary", "resolve_run", "start_run", "versions",
+]

@@ -1,0 +1,201 @@
+"""Reading run folders: load one for predict, find one by name or as `latest`, list them, read
+their history, compare them."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from backprop_cli.config import Config, load_config
+from backprop_cli.data import Scaler
+from backprop_cli.errors import BackpropError, RunError, RunNotFoundError
+from backprop_cli.experiment import network
+from backprop_cli.files import read_json
+from backprop_cli.metrics import class_name
+from backprop_cli.network import Network
+
+LATEST = "latest"
+
+
+def csv_text(rows: list[list[Any]]) -> str:
+    """Rows as CSV text (quoted where a cell needs it)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    cfg: Config
+    net: Network
+    meta: dict
+    summary: dict
+
+    @property
+    def scaler(self) -> Scaler:
+        return Scaler.from_json(self.meta.get("scaling", {}))
+
+    @property
+    def feature_names(self) -> list:
+        return self.meta.get("feature_names") or [f"x{j + 1}" for j in range(self.net.sizes[0])]
+
+    @property
+    def class_names(self) -> Optional[list]:
+        return self.meta.get("class_names")
+
+    @property
+    def output_names(self) -> list[str]:
+        n_out = self.net.sizes[-1]
+        return ["output"] if n_out == 1 else [f"output{j + 1}" for j in range(n_out)]
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Outputs (n, n_out) for raw inputs (n, n_in), scaled as in training."""
+        return self.net.predict(self.scaler.apply(np.asarray(X, float)))[0]
+
+    def records(self, rows: Any) -> list[dict]:
+        """One record per input row: input, output and (for classifiers) class."""
+        X = np.asarray(rows, float).reshape(len(rows), self.net.sizes[0])
+        classification = self.meta.get("classification", False)
+        records = []
+        for x, y in zip(X, self.predict(X)):
+            record: dict[str, Any] = {"input": x.tolist(), "output": y.tolist()}
+            if classification:
+                record["class"] = class_name(y, self.class_names)
+            records.append(record)
+        return records
+
+    def predictions_csv(self, records: list[dict]) -> str:
+        """Records as CSV: the input columns by name, the outputs, and the class."""
+        header = list(self.feature_names) + self.output_names
+        with_class = bool(records) and "class" in records[0]
+        rows: list[list[Any]] = [header + (["class"] if with_class else [])]
+        for rec in records:
+            rows.append([repr(v) for v in rec["input"] + rec["output"]] + ([rec["class"]] if with_class else []))
+        return csv_text(rows)
+
+
+def resolve_run(run: Path, root: Path) -> Path:
+    """A run given as a path, as a folder name under the runs root, or as `latest`."""
+    if str(run) == LATEST and not run.exists():
+        return latest_completed(root)
+    if run.exists() or run.is_absolute():
+        return run
+    candidate = root / run
+    return candidate if candidate.exists() else run
+
+
+def load_run(path: Path) -> LoadedRun:
+    """Load a run folder's config and final weights (never retrains)."""
+    path = Path(path)
+    if not path.exists():
+        raise RunNotFoundError(f"{path}: no such run folder")
+    if not path.is_dir() or not (path / "config.yaml").exists():
+        raise RunNotFoundError(f"{path}: not a run folder (no config.yaml)")
+    try:
+        cfg = load_config(path / "config.yaml")
+    except BackpropError as e:
+        raise RunError(f"corrupt run: {e}") from None
+    weights_path = path / "weights.json"
+    if not weights_path.exists():
+        summary = read_json(path / "summary.json") if (path / "summary.json").exists() else {}
+        status = summary.get("status", "unknown")
+        raise RunError(f"{weights_path}: missing (run status: {status})")
+    layers = read_json(weights_path).get("layers")
+    net = network(cfg)
+    shapes = list(zip(net.sizes[1:], net.sizes[:-1]))
+    if not isinstance(layers, list) or len(layers) != len(shapes):
+        raise RunError(f"{weights_path}: expected {len(shapes)} layers for {net.sizes}")
+    params = []
+    for l, (layer, (n_out, n_in)) in enumerate(zip(layers, shapes)):
+        try:
+            w = np.asarray(layer["weights"], dtype=float)
+            b = None if layer.get("biases") is None else np.asarray(layer["biases"], dtype=float)
+        except (KeyError, TypeError, ValueError):
+            raise RunError(f"{weights_path}: layer {l + 1}: corrupt weights") from None
+        if w.shape != (n_out, n_in):
+            raise RunError(f"{weights_path}: layer {l + 1}: weights are {'x'.join(map(str, w.shape))}, expected {n_out}x{n_in}")
+        if cfg.model.bias and (b is None or b.shape != (n_out,)):
+            raise RunError(f"{weights_path}: layer {l + 1}: expected {n_out} biases")
+        if not np.all(np.isfinite(w)) or (b is not None and not np.all(np.isfinite(b))):
+            raise RunError(f"{weights_path}: layer {l + 1}: non-finite weights")
+        params.append((w, b))
+    net.set_params(params)
+    meta = read_json(path / "data.json") if (path / "data.json").exists() else {}
+    summary = read_json(path / "summary.json") if (path / "summary.json").exists() else {}
+    return LoadedRun(path, cfg, net, meta, summary)
+
+
+def read_summary(path: Path) -> dict:
+    """A run or study folder's summary.json; a folder without one is not a run folder."""
+    if not (path / "summary.json").exists():
+        raise RunNotFoundError(f"{path}: not a run folder (no summary.json)")
+    return read_json(path / "summary.json")
+
+
+def read_history(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A run's history.csv as (epochs, {column: values}); empty cells are NaN."""
+    try:
+        with open(path / "history.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise RunError(f"{path / 'history.csv'}: cannot read: {e}") from None
+    try:
+        epochs = np.array([int(r["epoch"]) for r in rows], dtype=int)
+        columns = {c: np.array([float(r[c]) if r[c] else np.nan for r in rows]) for c in (rows[0] if rows else {}) if c != "epoch"}
+    except (KeyError, TypeError, ValueError):
+        raise RunError(f"{path / 'history.csv'}: corrupt: expected an epoch column and numbers") from None
+    return epochs, columns
+
+
+def list_runs(root: Path, studies: bool = False) -> list[tuple[Path, dict]]:
+    """Every run folder under root with its summary, newest first.
+
+    A folder with no readable summary is listed with status `corrupt`; with `studies`, sweep
+    and seed-study folders (a summary.json with a `kind`) are listed too.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        if not path.is_dir():
+            continue
+        is_run = (path / "config.yaml").exists()
+        if not is_run and not (studies and (path / "summary.json").exists()):
+            continue
+        try:
+            summary = read_json(path / "summary.json")
+        except RunError:
+            summary = {"status": "corrupt"}
+        if not is_run and "kind" not in summary:
+            continue
+        found.append((path, summary))
+    found.sort(key=lambda item: (item[1].get("started_at") or "", item[0].stat().st_mtime, item[0].name), reverse=True)
+    return found
+
+
+def latest_completed(root: Path) -> Path:
+    for path, summary in list_runs(root):
+        if summary.get("status") == "completed" and (path / "weights.json").exists():
+            return path
+    raise RunNotFoundError(f"{root}: no completed run found (train one first: backprop train CONFIG)")
+
+
+def compare_runs(paths: list[Path]) -> tuple[list[dict], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Summaries of the runs, and each run's loss curve at its own epochs (a run continued
+    with --from starts where its origin ended)."""
+    summaries, curves = [], {}
+    for path in paths:
+        if not (path / "summary.json").exists() or not (path / "history.csv").exists():
+            raise RunNotFoundError(f"{path}: not a run folder (no summary.json and history.csv)")
+        summaries.append(read_json(path / "summary.json"))
+        epochs, columns = read_history(path)
+        if "loss" in columns:
+            curves[path.name] = (epochs, columns["loss"])
+    return summaries, curves
