@@ -17,23 +17,23 @@ import numpy as np
 LEAKY_SLOPE = 0.01
 
 
-def _sigmoid(z, out):
+def _sigmoid(z: np.ndarray, out: np.ndarray) -> np.ndarray:
     np.negative(z, out=out)
     np.exp(out, out=out)
     out += 1.0
     return np.reciprocal(out, out=out)
 
 
-def _sigmoid_grad(a, out):
+def _sigmoid_grad(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     np.subtract(1.0, a, out=out)
     return np.multiply(out, a, out=out)
 
 
-def _tanh(z, out):
+def _tanh(z: np.ndarray, out: np.ndarray) -> np.ndarray:
     return np.tanh(z, out=out)
 
 
-def _tanh_grad(a, out):
+def _tanh_grad(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     np.square(a, out=out)
     return np.subtract(1.0, out, out=out)
 
@@ -46,22 +46,22 @@ def _zeros(shape: tuple, dtype: np.dtype) -> np.ndarray:
     return zeros
 
 
-def _relu(z, out):
+def _relu(z: np.ndarray, out: np.ndarray) -> np.ndarray:
     # NumPy's maximum against a scalar runs an unvectorized loop; against an array of zeros it
     # is vectorized, with the same bits (README, Performance).
     return np.maximum(z, _zeros(z.shape, z.dtype), out=out)
 
 
-def _relu_grad(a, out):
+def _relu_grad(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     return np.greater(a, 0.0, out=out, casting="unsafe")
 
 
-def _leaky_relu(z, out):
+def _leaky_relu(z: np.ndarray, out: np.ndarray) -> np.ndarray:
     # max(z, 0.01 z) is z for z >= 0 and 0.01 z below.
     return np.maximum(z, z * LEAKY_SLOPE, out=out)
 
 
-def _leaky_relu_grad(a, out):
+def _leaky_relu_grad(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     # a > 0 exactly where z > 0; the derivative is 1 there and 0.01 elsewhere.
     np.greater(a, 0.0, out=out, casting="unsafe")
     out *= 1.0 - LEAKY_SLOPE
@@ -69,18 +69,18 @@ def _leaky_relu_grad(a, out):
     return out
 
 
-def _identity(z, out):
+def _identity(z: np.ndarray, out: np.ndarray) -> np.ndarray:
     if out is not z:
         np.copyto(out, z)
     return out
 
 
-def _identity_grad(a, out):
+def _identity_grad(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     out.fill(1.0)
     return out
 
 
-def _softmax(z, out):
+def _softmax(z: np.ndarray, out: np.ndarray) -> np.ndarray:
     # Subtracting the row maximum keeps exp() from overflowing; the result is unchanged.
     np.subtract(z, z.max(axis=-1, keepdims=True), out=out)
     np.exp(out, out=out)

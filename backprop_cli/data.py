@@ -50,7 +50,7 @@ class Scaler:
         return (X - self.shift) / self.factor
 
     def to_json(self) -> dict:
-        if self.kind == "none":
+        if self.kind == "none" or self.shift is None or self.factor is None:
             return {"kind": "none"}
         return {"kind": self.kind, "shift": self.shift.tolist(), "factor": self.factor.tolist()}
 
@@ -185,7 +185,7 @@ def _is_nan_text(cell: str) -> bool:
 
 
 def _from_inline(d: DataConfig, output_activation: str, source: str) -> RawData:
-    inputs, targets = d.inputs, d.targets
+    inputs, targets = d.inputs or [], d.targets or []  # both given: the schema's consistency check
     if not inputs:
         raise DataError(f"{source}: data.inputs: the data set is empty")
     width = len(inputs[0])
@@ -198,16 +198,18 @@ def _from_inline(d: DataConfig, output_activation: str, source: str) -> RawData:
     names = d.feature_names or [f"x{j + 1}" for j in range(width)]
     kinds = {type(t) for t in targets}
     if kinds == {str}:
-        classes = d.class_names or sorted(set(targets))
-        for i, t in enumerate(targets):
+        names_given = [str(t) for t in targets]
+        classes = d.class_names or sorted(set(names_given))
+        for i, t in enumerate(names_given):
             if t not in classes:
                 raise DataError(f"{source}: data.targets[{i}]: '{t}' is not one of data.class_names")
         return RawData(
-            X, labels=np.array([classes.index(t) for t in targets]), class_names=classes, feature_names=names
+            X, labels=np.array([classes.index(t) for t in names_given]), class_names=classes, feature_names=names
         )
     if kinds == {list}:
-        t_width = len(targets[0])
-        for i, row in enumerate(targets):
+        rows = [t for t in targets if isinstance(t, list)]
+        t_width = len(rows[0])
+        for i, row in enumerate(rows):
             if len(row) != t_width:
                 raise DataError(
                     f"{source}: data.targets[{i}]: has {len(row)} values, expected {t_width} like the first row"
@@ -226,23 +228,23 @@ def _from_inline(d: DataConfig, output_activation: str, source: str) -> RawData:
 def _encode_labels(raw: RawData, model: ModelConfig, where: str) -> tuple[np.ndarray, Optional[list]]:
     """Turn class labels into the target block the output layer expects."""
     n_out = model.layers[-1]
-    n_classes = len(raw.class_names) if raw.class_names else int(raw.labels.max()) + 1
+    labels = raw.labels
+    assert labels is not None
+    n_classes = len(raw.class_names) if raw.class_names else int(labels.max()) + 1
     if raw.class_names is None and model.output_activation == "softmax":
         n_classes = n_out
-    if raw.labels.size and raw.labels.max() >= n_classes:
-        bad = int(np.argmax(raw.labels >= n_classes))
-        raise DataError(
-            f"{where}: target {bad + 1}: class index {raw.labels[bad]} out of range for {n_classes} classes"
-        )
+    if labels.size and labels.max() >= n_classes:
+        bad = int(np.argmax(labels >= n_classes))
+        raise DataError(f"{where}: target {bad + 1}: class index {labels[bad]} out of range for {n_classes} classes")
     names = raw.class_names or [str(i) for i in range(n_classes)]
     if n_out == 1 and n_classes == 2 and model.output_activation != "softmax":
-        return raw.labels.astype(float)[:, None], names
+        return labels.astype(float)[:, None], names
     if n_out != n_classes:
         raise DataError(
             f"{where}: the data has {n_classes} classes but model.layers ends in {n_out} "
             f"(use {n_classes} softmax outputs{' or 1 sigmoid output' if n_classes == 2 else ''})"
         )
-    return np.eye(n_classes)[raw.labels], names
+    return np.eye(n_classes)[labels], names
 
 
 def _targets(raw: RawData, model: ModelConfig, where: str, classes: Optional[list] = None):
@@ -250,7 +252,7 @@ def _targets(raw: RawData, model: ModelConfig, where: str, classes: Optional[lis
 
     `classes` pins the class order to the training data's, so validation names map onto it.
     """
-    if raw.labels is None and _are_class_indices(raw.Y, model):
+    if raw.labels is None and raw.Y is not None and _are_class_indices(raw.Y, model):
         raw.labels = raw.Y[:, 0].astype(int)
     if raw.labels is None:
         return raw.Y, raw.class_names
@@ -268,12 +270,12 @@ def _split(Y: np.ndarray, classification: bool, fraction: float, rng: np.random.
     n = len(Y)
     if classification:
         labels = class_indices(Y)
-        val = []
+        chosen: list[int] = []
         for c in np.unique(labels):
             idx = np.flatnonzero(labels == c)
             rng.shuffle(idx)
-            val.extend(idx[: int(round(fraction * len(idx)))])
-        val = np.sort(np.array(val, dtype=int))
+            chosen.extend(idx[: int(round(fraction * len(idx)))])
+        val = np.sort(np.array(chosen, dtype=np.int64))
     else:
         val = np.sort(rng.permutation(n)[: int(round(fraction * n))])
     train = np.setdiff1d(np.arange(n), val)

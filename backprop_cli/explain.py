@@ -110,9 +110,9 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
         f"gradients and update (learning rate {g(lr)}, optimizer {cfg.training.optimizer})",
         ["parameter", "connects", "old", "dL/dparam", "new"],
     )
-    for p, (pname, layer, kind, row, col) in enumerate(probe.param_names()):
+    for p, (pname, layer, _kind, row, col) in enumerate(probe.param_names()):
         to = names[layer + 1][row]
-        connects = f"{names[layer][col]} -> {to}" if kind == "weight" else f"bias of {to}"
+        connects = f"{names[layer][col]} -> {to}" if col is not None else f"bias of {to}"
         upd.rows.append([pname, connects, g(old[0, p]), g(grad[p]), g(new[0, p])])
     if cfg.training.optimizer == "sgd" and not cfg.training.weight_decay:
         upd.note = "new = old - learning_rate * dL/dparam"

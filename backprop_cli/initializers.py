@@ -14,31 +14,35 @@ weights shaped (n_out, n_in) (row i holds the weights into neuron i), biases (n_
 
 from __future__ import annotations
 
+from typing import Callable, Optional, Sequence
+
 import numpy as np
 
+Params = tuple[np.ndarray, Optional[np.ndarray]]  # one layer: weights (out, in), biases (out,) or None
 
-def _uniform(rng, n_out, n_in):
+
+def _uniform(rng: np.random.Generator, n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.random((n_out, n_in)), rng.random(n_out)
 
 
-def _normal(rng, n_out, n_in):
+def _normal(rng: np.random.Generator, n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.standard_normal((n_out, n_in)), rng.standard_normal(n_out)
 
 
-def _xavier(rng, n_out, n_in):
+def _xavier(rng: np.random.Generator, n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     limit = np.sqrt(6.0 / (n_in + n_out))
     return rng.uniform(-limit, limit, (n_out, n_in)), np.zeros(n_out)
 
 
-def _he(rng, n_out, n_in):
+def _he(rng: np.random.Generator, n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.standard_normal((n_out, n_in)) * np.sqrt(2.0 / n_in), np.zeros(n_out)
 
 
-def _zeros(rng, n_out, n_in):
+def _zeros(rng: np.random.Generator, n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((n_out, n_in)), np.zeros(n_out)
 
 
-INITIALIZERS = {
+INITIALIZERS: dict[str, Callable[[np.random.Generator, int, int], tuple[np.ndarray, np.ndarray]]] = {
     "uniform": _uniform,
     "normal": _normal,
     "xavier": _xavier,
@@ -47,7 +51,7 @@ INITIALIZERS = {
 }
 
 
-def random_streams(seed: int):
+def random_streams(seed: int) -> list[np.random.Generator]:
     """Independent generators for (data, initial weights, shuffling), all derived from `seed`.
 
     Separate streams mean that, for example, changing the batch size never changes the
@@ -56,9 +60,9 @@ def random_streams(seed: int):
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
 
 
-def init_params(name: str, sizes, rng, bias=True):
+def init_params(name: str, sizes: Sequence[int], rng: np.random.Generator, bias: bool = True) -> list[Params]:
     """Initial [(weights (out, in), biases (out,) or None), ...] for a network of `sizes`."""
-    layers = []
+    layers: list[Params] = []
     for n_out, n_in in zip(sizes[1:], sizes[:-1]):
         w, b = INITIALIZERS[name](rng, n_out, n_in)
         layers.append((w, b if bias else None))

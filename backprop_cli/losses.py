@@ -67,6 +67,7 @@ def _mse_delta(a: np.ndarray, y: np.ndarray, act: Activation, out: np.ndarray, s
     loss = _squared_sum(out, scratch, 1.0 / n_m)
     out *= 2.0 / n_m
     if act.name != "identity":
+        assert act.grad is not None, "softmax feeds only cross_entropy (config check)"
         out *= act.grad(a, scratch)
     return loss
 
@@ -75,6 +76,7 @@ def _sse_delta(a: np.ndarray, y: np.ndarray, act: Activation, out: np.ndarray, s
     np.subtract(a, y, out=out)
     loss = _squared_sum(out, scratch, 0.5)
     if act.name != "identity":
+        assert act.grad is not None, "softmax feeds only cross_entropy (config check)"
         out *= act.grad(a, scratch)
     return loss
 

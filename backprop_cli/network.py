@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from backprop_cli.activations import ACTIVATIONS
+from backprop_cli.initializers import Params
 from backprop_cli.losses import Loss
 
 
@@ -79,7 +81,14 @@ class Workspace:
 class Network:
     """K dense networks of identical shape; `sizes` = [n_in, hidden..., n_out]."""
 
-    def __init__(self, sizes, activations, bias=True, n_models=1, dtype=np.float64):
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        activations: Sequence[str],
+        bias: bool = True,
+        n_models: int = 1,
+        dtype: DTypeLike = np.float64,
+    ) -> None:
         if len(activations) != len(sizes) - 1:
             raise ValueError("need one activation per layer")
         self.sizes = list(sizes)
@@ -101,9 +110,11 @@ class Network:
     def n_layers(self) -> int:
         return len(self.sizes) - 1
 
-    def _views(self, flat):
+    def _views(self, flat: np.ndarray) -> tuple[list[np.ndarray], list[Optional[np.ndarray]]]:
         """Split a flat (K, P) array into per-layer weight and bias views."""
-        K, W, b, off = flat.shape[0], [], [], 0
+        K, off = flat.shape[0], 0
+        W: list[np.ndarray] = []
+        b: list[Optional[np.ndarray]] = []
         for n_out, n_in in zip(self.sizes[1:], self.sizes[:-1]):
             W.append(flat[:, off : off + n_out * n_in].reshape(K, n_out, n_in))
             off += n_out * n_in
@@ -116,23 +127,21 @@ class Network:
 
     # -- parameters ---------------------------------------------------------------------
 
-    def set_params(self, layers, model=None) -> None:
+    def set_params(self, layers: Sequence[Params], model: Optional[int] = None) -> None:
         """Set parameters from [(weights (out, in), biases (out,) or None), ...].
 
         `model` selects one model; None sets all K to the same values.
         """
-        idx = slice(None) if model is None else model
+        idx: slice | int = slice(None) if model is None else model
         for l, (w, b) in enumerate(layers):
             self.W[l][idx] = w
-            if self.bias:
-                self.b[l][idx] = np.reshape(b, (1, -1))
+            bias = self.b[l]
+            if bias is not None and b is not None:
+                bias[idx] = np.reshape(b, (1, -1))
 
-    def get_params(self, model=0):
+    def get_params(self, model: int = 0) -> list[Params]:
         """Return [(weights (out, in), biases (out,) or None), ...] for one model, as copies."""
-        return [
-            (self.W[l][model].copy(), None if self.b[l] is None else self.b[l][model, 0].copy())
-            for l in range(self.n_layers)
-        ]
+        return [(w[model].copy(), None if b is None else b[model, 0].copy()) for w, b in zip(self.W, self.b)]
 
     def param_names(self) -> list[ParamName]:
         """Textbook names of the flat parameters, in the order of `theta`'s columns."""
@@ -175,7 +184,7 @@ class Network:
             a = out
         return a
 
-    def loss_and_grad(self, X, Y, loss: Loss, ws: Workspace) -> np.ndarray:
+    def loss_and_grad(self, X: np.ndarray, Y: np.ndarray, loss: Loss, ws: Workspace) -> np.ndarray:
         """Forward, loss and backward on one batch; fills self.grad and returns the loss (K,)."""
         out = self.forward_into(X, ws)
         value = loss.delta(out, Y, self.acts[-1], ws.D[-1], ws.S[-1])
@@ -192,11 +201,13 @@ class Network:
                 D_prev *= grad_fn(A_prev, S_prev)
         return value
 
-    def loss_only(self, X, Y, loss: Loss, ws: Workspace) -> np.ndarray:
+    def loss_only(self, X: np.ndarray, Y: np.ndarray, loss: Loss, ws: Workspace) -> np.ndarray:
         """Forward pass and loss (K,) without gradients."""
         return loss.value(self.forward_into(X, ws), Y)
 
-    def numerical_grad(self, X, Y, loss: Loss, eps: float, method: str = "central"):
+    def numerical_grad(
+        self, X: np.ndarray, Y: np.ndarray, loss: Loss, eps: float, method: str = "central"
+    ) -> np.ndarray:
         """Fill self.grad with finite differences of the loss; returns the loss (K,) at theta.
 
         central:    (L(t + h) - L(t - h)) / 2h                     error O(h^2)
@@ -208,7 +219,7 @@ class Network:
         base = self.loss_only(X, Y, loss, ws)
         theta, grad = self.theta, self.grad
 
-        def at(saved, step):
+        def at(saved: np.ndarray, step: float) -> np.ndarray:
             theta[:, p] = saved + step
             return self.loss_only(X, Y, loss, ws)
 
@@ -235,14 +246,16 @@ class Network:
         with np.errstate(over="ignore"):
             return self.forward_into(np.asarray(X, self.dtype), self.workspace(len(X))).copy()
 
-    def trace(self, X: np.ndarray, model: int = 0):
+    def trace(self, X: np.ndarray, model: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Forward pass keeping net inputs: returns ([z1..zL], [a0=X, a1..aL]) for one model."""
-        zs, As = [], [np.asarray(X, self.dtype)]
+        zs: list[np.ndarray] = []
+        As = [np.asarray(X, self.dtype)]
         with np.errstate(over="ignore"):
             for l in range(self.n_layers):
                 z = As[-1] @ self.W[l][model].T
-                if self.bias:
-                    z = z + self.b[l][model]
+                b = self.b[l]
+                if b is not None:
+                    z = z + b[model]
                 zs.append(z)
                 As.append(self.acts[l].forward(z, np.empty_like(z)))
         return zs, As

@@ -39,7 +39,7 @@ def spans_decades(values: Any) -> bool:
     drawing (or charting) a curve on a log scale."""
     v = np.asarray(values, float)
     v = v[np.isfinite(v) & (v > 0)]
-    return v.size > 1 and v.max() / v.min() > 10 and np.all(np.asarray(values)[np.isfinite(values)] > 0)
+    return bool(v.size > 1 and v.max() / v.min() > 10 and np.all(np.asarray(values)[np.isfinite(values)] > 0))
 
 
 def loss_plot(curves: Curves, title: str, ylabel: str = "loss") -> bytes:
@@ -139,6 +139,7 @@ def network_diagram(sizes: Sequence[int], params: list, title: str) -> bytes:
             pos[l, i] = (l * 3.0, (size - 1) / 2.0 - i)
     biggest = max(float(np.abs(w).max()) for w, _ in params) or 1.0
     for p in param_names(sizes, bias=False):
+        assert p.col is not None  # weights only
         (x0, y0), (x1, y1) = pos[p.layer, p.col], pos[p.layer + 1, p.row]
         value = params[p.layer][0][p.row, p.col]
         ax.plot(

@@ -10,7 +10,7 @@ A policy stops a model through `Models.stop`, which freezes its weights while th
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Protocol
 
 import numpy as np
 
@@ -109,6 +109,12 @@ class History:
         return {c: v[:rows] for c, v in self.data.items()}
 
 
+class Policy(Protocol):
+    """Something that looks at every epoch's losses (K,) and may stop models."""
+
+    def after_epoch(self, e: int, epoch: int, loss: np.ndarray) -> None: ...
+
+
 class Divergence:
     """A model whose loss turns non-finite is diverged: it keeps its last finite weights."""
 
@@ -123,7 +129,7 @@ class Divergence:
             # the weights this epoch started from, or the epoch before's if those are not finite
             snap = self.snaps[e & 1][k]
             good = snap if np.all(np.isfinite(snap)) else self.snaps[(e + 1) & 1][k]
-            models.stop(k, good, "diverged", "diverged", e)
+            models.stop(int(k), good, "diverged", "diverged", e)
             models.diverged_at[k] = epoch
 
 
@@ -159,7 +165,7 @@ class EarlyStopping:
         self.wait[~improved] += 1
         for k in np.flatnonzero((self.wait >= self.patience) & models.active):
             weights = models.theta[k] if self.best_theta is None else self.best_theta[k]
-            models.stop(k, weights.copy(), "early_stopping", "completed", e + 1)
+            models.stop(int(k), weights.copy(), "early_stopping", "completed", e + 1)
 
     def finish(self) -> None:
         """restore_best for the models that ran to the last epoch."""
@@ -179,4 +185,4 @@ class StopAtLoss:
     def after_epoch(self, e: int, epoch: int, loss: np.ndarray) -> None:
         models = self.models
         for k in np.flatnonzero((loss <= self.threshold) & models.active):
-            models.stop(k, models.theta[k].copy(), "stop_at_loss", "completed", e + 1)
+            models.stop(int(k), models.theta[k].copy(), "stop_at_loss", "completed", e + 1)

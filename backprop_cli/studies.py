@@ -91,8 +91,8 @@ def write_study(
         for name, fn, args in figures:
             try:
                 atomic_write(folder / name, fn(*args))
-            except Exception as e:  # a plot must never lose a study
-                warnings.append(f"{folder / name}: plot not written: {e}")
+            except Exception as error:  # a plot must never lose a study
+                warnings.append(f"{folder / name}: plot not written: {error}")
     if per_model_runs:
         for e in entries:
             run_cfg = cfg.model_copy(deep=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -19,9 +19,9 @@ from backprop_cli.data import Dataset
 from backprop_cli.initializers import init_params, random_streams
 from backprop_cli.losses import LOSSES
 from backprop_cli.metrics import Metrics
-from backprop_cli.network import Network
+from backprop_cli.network import Network, Workspace
 from backprop_cli.optimizers import OPTIMIZERS, Optimizer
-from backprop_cli.policies import Divergence, EarlyStopping, History, Models, StopAtLoss
+from backprop_cli.policies import Divergence, EarlyStopping, History, Models, Policy, StopAtLoss
 from backprop_cli.schedules import SCHEDULES, Schedule
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class _Batches:
             self.rng = random_streams(seed)[2]
             self.X_shuffled, self.Y_shuffled = np.empty_like(X), np.empty_like(Y)
 
-    def epoch(self) -> Iterator[tuple[np.ndarray, np.ndarray, object]]:
+    def epoch(self) -> Iterator[tuple[np.ndarray, np.ndarray, Workspace]]:
         order = self.rng.permutation(len(self.X))
         np.take(self.X, order, axis=0, out=self.X_shuffled)
         np.take(self.Y, order, axis=0, out=self.Y_shuffled)
@@ -139,24 +139,24 @@ def train(
     metrics = Metrics(data.Y, data.classification)
     metric_sums = metrics.sums if metrics.names else None
     validation = None
-    if data.X_val is not None:
+    if data.X_val is not None and data.Y_val is not None:
         validation = (data.X_val, data.Y_val, Metrics(data.Y_val, data.classification))
     history = History(K, E, metrics, validation, loss_fn)
 
     if t.gradient == "numerical":
 
-        def gradient(X: np.ndarray, Y: np.ndarray, ws) -> np.ndarray:
+        def gradient(X: np.ndarray, Y: np.ndarray, ws: Workspace) -> np.ndarray:
             loss = net.numerical_grad(X, Y, loss_fn, t.gradient_epsilon, t.gradient_method)
             net.forward_into(X, ws)  # the outputs the metrics read
             return loss
     else:
 
-        def gradient(X: np.ndarray, Y: np.ndarray, ws) -> np.ndarray:
+        def gradient(X: np.ndarray, Y: np.ndarray, ws: Workspace) -> np.ndarray:
             return net.loss_and_grad(X, Y, loss_fn, ws)
 
     snaps = [theta.copy(), theta.copy()]  # weights at the start of the last two epochs
     models = Models(theta, lr, E)
-    stopping = [Divergence(models, snaps)]
+    stopping: list[Policy] = [Divergence(models, snaps)]
     early = None
     if t.early_stopping is not None and t.early_stopping.monitor in history.columns:
         early = EarlyStopping(t.early_stopping, models, history, snaps)
@@ -179,7 +179,8 @@ def train(
                     lr[~models.active] = 0.0
                 if validation is not None:
                     history.validate(e, net)
-                loss, sums = 0.0, None
+                loss: Any = 0.0  # (K,) after the first batch
+                sums = None
                 for Xb, Yb, ws in batches.epoch() if minibatch else batches.full:
                     # forward, loss and backward: the gradients land in net.grad
                     batch_loss = gradient(Xb, Yb, ws)

@@ -13,6 +13,8 @@ from rich.table import Table
 from backprop_cli.cli.app import err, out
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from backprop_cli.sweep import Entry
 
 
@@ -47,7 +49,7 @@ def sparkline(values: Any, width: int = 48) -> str:
     return "".join(blocks[int(round((x - lo) / (hi - lo) * 7))] for x in v)
 
 
-def loss_text(loss: Sequence[float]) -> str:
+def loss_text(loss: np.ndarray) -> str:
     """One model's loss, or the smallest finite loss of several."""
     values = [float(v) for v in loss]
     finite = [v for v in values if math.isfinite(v)]
@@ -90,7 +92,7 @@ class Reporter:
             )
         return self
 
-    def __call__(self, epoch: int, loss: Sequence[float]) -> None:
+    def __call__(self, epoch: int, loss: np.ndarray) -> None:
         if self.quiet:
             return
         now = time.perf_counter()

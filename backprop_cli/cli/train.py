@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -59,7 +59,7 @@ def train(
     from backprop_cli.runs import continue_from, finish_run, guarded, now_iso, resolve_run, start_run
 
     net = network(cfg)
-    start_epoch, extra = 0, {}
+    start_epoch, extra = 0, dict[str, Any]()
     if from_run is not None:
         start_epoch, extra = continue_from(resolve_run(from_run, runs_dir), cfg, net)
     extra["started_at"] = now_iso()

@@ -25,7 +25,7 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader that reads 1e-3 as a float and rejects duplicate keys."""
 
     def construct_mapping(self, node, deep=False):
-        seen = {}
+        seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             if key in seen:
@@ -121,9 +121,10 @@ def _dotted(path) -> str:
 
 def _clean_loc(loc) -> tuple:
     """Drop pydantic's union-member tags from an error location, keeping keys and indices."""
-    clean, section = [], ""
+    clean: list[Any] = []
+    section: Optional[str] = ""
     for part in loc:
-        model = SECTIONS.get(section)
+        model = SECTIONS.get(section) if section is not None else None
         if isinstance(part, int):
             clean.append(part)
             section = None
@@ -151,7 +152,8 @@ def _message(err: dict) -> str:
         names = re.findall(r"'([^']*)'", expected)
         return f"unknown value {value!r} (valid: {', '.join(names)}){suggest(value, names)}"
     if kind == "too_short":
-        return f"needs at least {ctx.get('min_length')} item(s) (got {len(value) if hasattr(value, '__len__') else value!r})"
+        got = len(value) if isinstance(value, (list, str, dict)) else repr(value)
+        return f"needs at least {ctx.get('min_length')} item(s) (got {got})"
     msg = err["msg"]
     if value is not None and not isinstance(value, (dict, list)):
         msg += f" (got {value!r})"

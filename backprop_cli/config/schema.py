@@ -19,6 +19,9 @@ from backprop_cli.losses import LOSSES
 from backprop_cli.optimizers import OPTIMIZERS
 from backprop_cli.schedules import SCHEDULES
 
+# The names below are Literal types built from the registries' keys at import time; mypy cannot
+# read a Literal made from an expression, hence the `type: ignore[valid-type]` on those fields.
+
 PosInt = Annotated[int, Field(ge=1)]
 PosFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
@@ -32,9 +35,9 @@ class _Strict(BaseModel):
 class ModelConfig(_Strict):
     layers: list[PosInt] = Field(min_length=2, description="input size, hidden sizes..., output size")
     activation: Union[str, list[str]] = Field("sigmoid", description="hidden layers: one name, or one per hidden layer")
-    output_activation: Literal[tuple(ACTIVATIONS)] = Field("sigmoid", description="activation of the output layer")
+    output_activation: Literal[tuple(ACTIVATIONS)] = Field("sigmoid", description="activation of the output layer")  # type: ignore[valid-type]
     bias: bool = Field(True, description="false: no bias terms at all")
-    init: Literal[tuple(INITIALIZERS)] = Field("uniform", description="initial weights")
+    init: Literal[tuple(INITIALIZERS)] = Field("uniform", description="initial weights")  # type: ignore[valid-type]
     weights: Optional[list[list[list[float]]]] = Field(
         None, description="explicit initial weights, one out x in matrix per layer"
     )
@@ -58,11 +61,11 @@ class EarlyStoppingConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
-    loss: Literal[tuple(LOSSES)] = Field("mse", description="loss function")
+    loss: Literal[tuple(LOSSES)] = Field("mse", description="loss function")  # type: ignore[valid-type]
     learning_rate: PosFloat = Field(0.1, description="step size")
     epochs: PosInt = Field(1000, description="passes over the training data")
     batch_size: Optional[PosInt] = Field(None, description="samples per update; null = full batch")
-    optimizer: Literal[tuple(OPTIMIZERS)] = Field("sgd", description="update rule")
+    optimizer: Literal[tuple(OPTIMIZERS)] = Field("sgd", description="update rule")  # type: ignore[valid-type]
     momentum: Fraction = Field(0.9, description="momentum: velocity decay")
     nesterov: bool = Field(False, description="momentum: Nesterov's variant")
     rho: Fraction = Field(0.9, description="rmsprop: squared-gradient decay")
@@ -70,7 +73,7 @@ class TrainingConfig(_Strict):
     beta2: Fraction = Field(0.999, description="adam: second-moment decay")
     eps: PosFloat = Field(1e-8, description="rmsprop and adam: denominator guard")
     weight_decay: Annotated[float, Field(ge=0)] = Field(0.0, description="L2 penalty added to every gradient")
-    lr_schedule: Literal[tuple(SCHEDULES)] = Field("constant", description="learning-rate schedule")
+    lr_schedule: Literal[tuple(SCHEDULES)] = Field("constant", description="learning-rate schedule")  # type: ignore[valid-type]
     lr_step_size: PosInt = Field(100, description="step: epochs between decays")
     lr_gamma: Annotated[float, Field(gt=0, le=1)] = Field(0.5, description="step and exponential: decay factor")
     lr_min: Annotated[float, Field(ge=0)] = Field(0.0, description="cosine: final learning rate")
@@ -94,7 +97,7 @@ class DataConfig(_Strict):
     features: Optional[list[Union[str, int]]] = Field(
         None, description="CSV feature columns; default: all but the target"
     )
-    builtin: Optional[Literal[BUILTIN_DATASETS]] = Field(None, description="a built-in data set")
+    builtin: Optional[Literal[BUILTIN_DATASETS]] = Field(None, description="a built-in data set")  # type: ignore[valid-type]
     n_samples: PosInt = Field(200, description="builtin generators: number of samples")
     noise: Annotated[float, Field(ge=0)] = Field(0.1, description="builtin generators: noise level")
     classes: Annotated[int, Field(ge=2)] = Field(3, description="blobs and spirals: number of classes")
@@ -116,7 +119,7 @@ class Config(_Strict):
     name: Optional[str] = Field(None, description="run name; default: the config file's stem")
     seed: Annotated[int, Field(ge=0)] = Field(0, description="the single source of randomness")
     model: ModelConfig
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)  # type: ignore[arg-type]
     data: DataConfig
     sweep: Optional[SweepConfig] = None
 

@@ -52,7 +52,7 @@ def _circles(n: int, noise: float, classes: int, rng: np.random.Generator) -> Ra
 def _moons(n: int, noise: float, classes: int, rng: np.random.Generator) -> RawData:
     labels = np.arange(n) % 2
     t = rng.uniform(0, np.pi, n)
-    X = np.where(labels[:, None] == 0, np.c_[np.cos(t), np.sin(t)], np.c_[1 - np.cos(t), 0.5 - np.sin(t)])
+    X: np.ndarray = np.where(labels[:, None] == 0, np.c_[np.cos(t), np.sin(t)], np.c_[1 - np.cos(t), 0.5 - np.sin(t)])  # type: ignore[assignment]
     X = X + noise * rng.standard_normal((n, 2))
     return RawData(X, labels=labels, class_names=["upper", "lower"], feature_names=["x1", "x2"])
 

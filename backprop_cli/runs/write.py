@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Literal, Optional
 
 import numpy as np
 
@@ -58,7 +58,7 @@ def now_iso() -> str:
 def versions() -> dict:
     """Package versions, and NumPy's BLAS: matrix products round differently under different BLAS
     kernels, so bit-identical reruns need the same library and OPENBLAS_CORETYPE."""
-    blas = {"name": None, "version": None}
+    blas: dict[str, Optional[str]] = {"name": None, "version": None}
     try:
         built = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         blas = {"name": built.get("name"), "version": built.get("version")}
@@ -142,7 +142,7 @@ def continue_from(path: Path, cfg: Config, net: Network) -> tuple[int, dict]:
     net.set_params(start)
     # the new run's config.yaml records its starting weights, so it reproduces on its own
     cfg.model.weights = [w.tolist() for w, _ in start]
-    cfg.model.biases = [b.tolist() for _, b in start] if cfg.model.bias else None
+    cfg.model.biases = [b.tolist() for _, b in start if b is not None] if cfg.model.bias else None
     start_epoch = int(previous.summary.get("last_epoch", previous.summary.get("epochs_run", 0)) or 0)
     return start_epoch, {"started_from": str(previous.path), "start_epoch": start_epoch}
 
@@ -266,7 +266,7 @@ class guarded:
         return self.folder
 
     def __exit__(self, kind: Optional[type[BaseException]], value: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> bool:
+                 tb: Optional[TracebackType]) -> Literal[False]:
         if kind is None:
             return False
         try:
