@@ -145,3 +145,12 @@ def test_explain_cli_markdown_csv_and_diagram(cli, tmp_path):
     result = cli("explain", CONFIGS / "worked_example.yaml", "--sample", "2")
     assert result.exit_code == 2
     assert result.stderr == "Error: --sample 2: must be between 1 and 1 (the training samples)\n"
+
+
+def test_explain_past_a_divergence_exits_1(cli):
+    # an identity output with learning rate 1e300: the first update overflows, so step 5 is never reached
+    over = ["--set", "model.output_activation=identity", "--set", "training.learning_rate=1e300"]
+    result = cli("explain", CONFIGS / "xor.yaml", "--epoch", "5", *over)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: training diverged at epoch ")
+    assert result.stderr.endswith(", before step 5 could be explained\n")

@@ -1,5 +1,7 @@
 """`backprop predict`: prompt driven by piped input, one-shot modes, and corrupt run folders."""
 
+import csv
+import io
 import json
 
 import pytest
@@ -133,3 +135,25 @@ def test_corrupt_weights_exit_1(cli, xor_run, content, message):
     result = cli("predict", run, "--input", "0,1")
     assert result.exit_code == 1
     assert result.stderr == f"Error: {weights}: {message}\n"
+
+
+def test_csv_output_quotes_class_names_with_commas(cli, write_config, tmp_path):
+    # class names with a comma must stay one CSV cell
+    path = write_config(
+        """
+        seed: 0
+        model: {layers: [2, 4, 2], activation: tanh, output_activation: softmax, init: xavier}
+        training: {loss: cross_entropy, learning_rate: 0.5, epochs: 200}
+        data:
+          inputs: [[0, 0], [1, 1], [0, 0.1], [1, 0.9]]
+          targets: ["small, round", "big, square", "small, round", "big, square"]
+        """
+    )
+    root = tmp_path / "runs"
+    assert cli("train", path, "--runs-dir", root, "--quiet").exit_code == 0
+    (tmp_path / "in.csv").write_text("x1,x2\n0,0\n1,1\n")
+    result = cli("predict", "--runs-dir", root, "--csv", tmp_path / "in.csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == ["x1", "x2", "output1", "output2", "class"]
+    assert [r[-1] for r in rows[1:]] == ["small, round", "big, square"]

@@ -196,3 +196,44 @@ def test_validate_line_as_the_readme_shows_it(cli):
         f"{CONFIGS / 'iris.yaml'}: OK: 4-8-3 network (tanh/softmax), 67 parameters, "
         "loss cross_entropy, 120 training samples, 30 validation\n"
     )
+
+
+def test_compare_draws_a_continued_run_at_its_own_epochs(cli, write_config, tmp_path):
+    from backprop_cli.runs import compare_runs
+
+    root = tmp_path / "runs"
+    path = write_config(XOR_YAML)
+    assert cli("train", path, "--runs-dir", root, "--epochs", "100", "--quiet").exit_code == 0
+    first = next(root.iterdir())
+    assert cli("train", path, "--runs-dir", root, "--epochs", "50", "--from", first.name, "--quiet").exit_code == 0
+    second = next(p for p in root.iterdir() if p != first)
+    _, curves = compare_runs([first, second])
+    assert curves[first.name][0].tolist() == list(range(1, 101))
+    assert curves[second.name][0].tolist() == list(range(101, 151))  # not drawn over epochs 1-50
+
+
+def test_runs_are_found_by_name_and_as_latest(cli, two_runs):
+    root, runs = two_runs
+    newest = max(runs, key=lambda p: json.loads((p / "summary.json").read_text())["started_at"] + p.name)
+    shown = cli("runs", "show", "latest", "--runs-dir", root)
+    assert shown.exit_code == 0 and str(newest) in shown.stdout
+    by_name = cli("predict", runs[0].name, "--runs-dir", root, "--input", "0,1", "--json")
+    by_path = cli("predict", runs[0], "--input", "0,1", "--json")
+    assert by_name.exit_code == 0 and by_name.stdout == by_path.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--seeds", "0:3", "--from", "latest"], "Error: --from goes with a single run, not with --seeds\n"),
+        (
+            ["--target", "0.1"],
+            "Error: --target goes with --seeds (a single run stops at a loss with training.stop_at_loss)\n",
+        ),
+    ],
+    ids=["from with seeds", "target without seeds"],
+)
+def test_options_that_do_not_go_together_exit_2(cli, tmp_path, args, message):
+    result = cli("train", CONFIGS / "xor.yaml", "--runs-dir", tmp_path / "r", *args)
+    assert result.exit_code == 2 and result.stderr == message
+    assert not (tmp_path / "r").exists()
