@@ -12,13 +12,13 @@ from typing_extensions import Annotated
 
 from backprop_cli.cli.app import UsageError, app, cli_errors, err, out
 from backprop_cli.cli.display import emit, fmt
-from backprop_cli.cli.options import Method, Sets, TableFormat, load, load_data
+from backprop_cli.cli.options import ConfigFile, Method, Sets, TableFormat, load, load_data
 
 
 @app.command()
 @cli_errors
 def gradcheck(
-    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    config: ConfigFile,
     epochs: Annotated[
         int, typer.Option("--epochs", metavar="N", min=0, help="Also check after this many training epochs.")
     ] = 0,
@@ -82,7 +82,7 @@ def gradcheck(
 @app.command()
 @cli_errors
 def explain(
-    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    config: ConfigFile,
     epoch: Annotated[
         int, typer.Option("--epoch", metavar="N", min=1, help="Which training step to explain (1 = the first).")
     ] = 1,

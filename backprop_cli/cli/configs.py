@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from backprop_cli.cli.app import UsageError, app, cli_errors, out
-from backprop_cli.cli.options import Sets, Template, load, load_data
+from backprop_cli.cli.options import ConfigFile, Sets, Template, load, load_data
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -17,7 +17,7 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 @app.command()
 @cli_errors
 def validate(
-    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    config: ConfigFile,
     sets: Sets = None,
 ) -> None:
     """Check a config and its data fully, without training (exit 0 or 2).

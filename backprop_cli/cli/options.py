@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from backprop_cli.config import Config
     from backprop_cli.data import Dataset
 
+ConfigFile = Annotated[Path, typer.Argument(metavar="CONFIG", help="YAML config file.")]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Root folder for run folders.")]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", metavar="N", help="Override training.epochs.")]
 LR = Annotated[Optional[float], typer.Option("--lr", metavar="RATE", help="Override training.learning_rate.")]

@@ -12,7 +12,18 @@ from typing_extensions import Annotated
 
 from backprop_cli.cli.app import UsageError, app, cli_errors, err, out
 from backprop_cli.cli.display import Reporter, fmt, study_table, warn
-from backprop_cli.cli.options import Epochs, Quiet, RunsDir, Seed, Sets, load, load_data, parse_list, positive
+from backprop_cli.cli.options import (
+    ConfigFile,
+    Epochs,
+    Quiet,
+    RunsDir,
+    Seed,
+    Sets,
+    load,
+    load_data,
+    parse_list,
+    positive,
+)
 
 if TYPE_CHECKING:
     from backprop_cli.config import Config
@@ -68,7 +79,7 @@ def weights_table(entries: list[Entry], label: str, names: list[str], data: Data
 @app.command("sweep-lr")
 @cli_errors
 def sweep_lr(
-    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    config: ConfigFile,
     lrs: Annotated[
         Optional[str], typer.Option("--lrs", metavar="RATES", help="Comma-separated learning rates.")
     ] = None,

@@ -10,7 +10,19 @@ from typing_extensions import Annotated
 
 from backprop_cli.cli.app import UsageError, app, cli_errors, err, out
 from backprop_cli.cli.display import Reporter, fmt, predictions_table, sparkline, study_table, warn
-from backprop_cli.cli.options import LR, Epochs, Quiet, RunsDir, Seed, Sets, load, load_data, parse_seeds, positive
+from backprop_cli.cli.options import (
+    LR,
+    ConfigFile,
+    Epochs,
+    Quiet,
+    RunsDir,
+    Seed,
+    Sets,
+    load,
+    load_data,
+    parse_seeds,
+    positive,
+)
 
 if TYPE_CHECKING:
     from backprop_cli.config import Config
@@ -21,7 +33,7 @@ if TYPE_CHECKING:
 @app.command()
 @cli_errors
 def train(
-    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    config: ConfigFile,
     epochs: Epochs = None,
     lr: LR = None,
     seed: Seed = None,
