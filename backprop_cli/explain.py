@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from backprop_cli.data import Dataset
 from backprop_cli.errors import DivergedError
 from backprop_cli.experiment import fit, network
+from backprop_cli.files import atomic_write
 from backprop_cli.losses import LOSSES
 from backprop_cli.network import neuron_names
 
@@ -118,6 +120,13 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
         upd.note = "new = old - learning_rate * dL/dparam"
     sections.append(upd)
     return sections, (probe.get_params(0), old, new)
+
+
+def write_diagram(path: Path, cfg: Config, params: list, epoch: int) -> None:
+    """network.png-style drawing of the weights used in step `epoch`, written atomically to `path`."""
+    from backprop_cli.plots import network_diagram
+
+    atomic_write(path, network_diagram(cfg.model.layers, params, f"{cfg.name}: weights used in epoch {epoch}"))
 
 
 def render(sections: list[Section], fmt: str) -> str:

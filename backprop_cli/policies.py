@@ -44,6 +44,13 @@ class Models:
         self.lr[k] = 0.0
         self.status[k], self.reason[k], self.epochs_run[k] = status, reason, ran
 
+    def interrupt(self, done: int) -> None:
+        """Ctrl-C after `done` finished epochs: every model still training ends interrupted."""
+        for k in np.flatnonzero(self.active):
+            self.status[k], self.reason[k], self.epochs_run[k] = "interrupted", "interrupted", done
+        if self.any_stopped:
+            self.restore_stopped()
+
     def restore_stopped(self) -> None:
         """Put stopped models back to their frozen weights (a stateful optimizer may move them)."""
         self.theta[~self.active] = self.frozen[~self.active]

@@ -206,10 +206,7 @@ def train(
         if current == done:
             # the epoch in progress did not finish: back to the weights it started from
             np.copyto(theta, snaps[current & 1])
-        for k in np.flatnonzero(models.active):
-            models.status[k], models.reason[k], models.epochs_run[k] = "interrupted", "interrupted", done
-        if models.any_stopped:
-            models.restore_stopped()
+        models.interrupt(done)
     if early is not None:
         early.finish()
     duration = time.perf_counter() - started

@@ -25,8 +25,9 @@ TIERS = [
     ["data"],
     ["policies", "train"],
     ["experiment"],
+    ["plots"],
     ["sweep", "gradcheck", "explain"],
-    ["runs", "plots"],
+    ["runs"],
     ["studies"],
     ["cli"],
 ]

@@ -113,7 +113,7 @@ def explain(
     if sample > len(data.X):
         raise UsageError(f"--sample {sample}: must be between 1 and {len(data.X)} (the training samples)")
     from backprop_cli import plots
-    from backprop_cli.explain import explain_step, render
+    from backprop_cli.explain import explain_step, render, write_diagram
 
     if diagram is not None and sum(cfg.model.layers) > plots.MAX_DIAGRAM_NEURONS:
         raise UsageError(
@@ -136,9 +136,5 @@ def explain(
             if s.note:
                 out.print(s.note)
     if diagram is not None:
-        from backprop_cli.files import atomic_write
-
-        atomic_write(
-            diagram, plots.network_diagram(cfg.model.layers, weights[0], f"{cfg.name}: weights used in epoch {epoch}")
-        )
+        write_diagram(diagram, cfg, weights[0], epoch)
         out.print(f"wrote {diagram}")

@@ -125,9 +125,7 @@ def runs_compare(
     """
     from datetime import datetime
 
-    from backprop_cli import plots
-    from backprop_cli.files import atomic_write
-    from backprop_cli.runs import compare_runs, resolve_run
+    from backprop_cli.runs import compare_runs, resolve_run, write_compare_plot
 
     if len(runs) < 2:
         raise UsageError("runs compare: give at least two run folders")
@@ -159,8 +157,7 @@ def runs_compare(
     if curves:
         output = output or Path(runs_dir) / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}.png"
         try:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(output, plots.loss_plot(curves, "loss curves"))
+            write_compare_plot(curves, output)
             out.print(f"plot: {output}", soft_wrap=True)
         except OSError as e:
             err.print(f"Warning: {output}: plot not written: {e.strerror}")

@@ -30,10 +30,11 @@ from backprop_cli.runs.write import (
     number,
     start_run,
     versions,
+    write_compare_plot,
 )
 
 __all__ = [
     "LATEST", "LoadedRun", "compare_runs", "continue_from", "create_run_dir", "csv_text", "finish_run",
     "finite_or_none", "guarded", "latest_completed", "list_runs", "load_run", "mark_run", "no_interrupts", "now_iso",
-    "number", "read_history", "read_summary", "resolve_run", "start_run", "versions",
+    "number", "read_history", "read_summary", "resolve_run", "start_run", "versions", "write_compare_plot",
 ]

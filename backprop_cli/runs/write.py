@@ -236,6 +236,14 @@ def write_plots(run: Path, cfg: Config, data: Dataset, result: TrainResult, mode
     return warnings
 
 
+def write_compare_plot(curves: dict, output: Path) -> None:
+    """One plot of several runs' loss curves {name: (epochs, values)} at `output` (its folder made)."""
+    from backprop_cli import plots
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(output, plots.loss_plot(curves, "loss curves"))
+
+
 def mark_run(folder: Path, status: str, error: Optional[str] = None) -> None:
     """Record `status` (interrupted or failed) in a folder's summary.json, keeping what it had.
 

@@ -29,7 +29,6 @@ sys.path.insert(0, str(ROOT))
 from backprop_cli.config import load_config  # noqa: E402
 from backprop_cli.experiment import dataset, fit, network  # noqa: E402
 from backprop_cli.sweep import sweep_learning_rates  # noqa: E402
-from backprop_cli.train import build_network  # noqa: E402
 
 RESULTS = []
 
@@ -193,16 +192,16 @@ def case_display(repeats, epochs):
     print(f"display: XOR {epochs} epochs with the live Rich progress bar (rendered to a buffer)")
     from rich.console import Console
 
-    from backprop_cli import cli
+    from backprop_cli.cli import display
 
     cfg, data = xor_setup(epochs)
-    cli.out = Console(file=io.StringIO(), force_terminal=True, width=120)
+    display.out = Console(file=io.StringIO(), force_terminal=True, width=120)
 
     def plain():
         return fit(cfg, data, network(cfg)).duration_s
 
     def shown():
-        with cli.Reporter(epochs) as reporter:
+        with display.Reporter(epochs) as reporter:
             assert reporter.live
             return fit(cfg, data, network(cfg), callback=reporter).duration_s
 
@@ -331,7 +330,7 @@ def case_medium(repeats, epochs):
     tmpdir = Path(tempfile.mkdtemp(prefix="bench-"))
     cfg64, data64 = medium_setup(tmpdir, epochs, "float64")
     cfg32, data32 = medium_setup(tmpdir, epochs, "float32")
-    params = build_network(cfg64).get_params(0)
+    params = network(cfg64).get_params(0)
 
     def engine(cfg, data):
         return lambda: fit(cfg, data, network(cfg)).duration_s
