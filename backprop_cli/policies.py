@@ -71,21 +71,27 @@ class History:
             self.columns += ["val_loss"] + ["val_" + name for name in validation[2].names]
         self.capacity = min(epochs, 4096)
         self.data = {c: np.full((self.capacity, K), np.nan) for c in self.columns}
+        self._bind()
+
+    def _bind(self) -> None:
+        """The columns `record` writes, looked up once (and again after `grow`)."""
         self.loss_column = self.data["loss"]
+        self.metric_columns = [self.data[name] for name in self.metrics.names]
 
     def grow(self) -> None:
         """Double the rows (up to the configured epochs); called when epoch index == capacity."""
         old, self.capacity = self.capacity, min(self.epochs, 2 * self.capacity)
         for c in self.columns:
             self.data[c] = np.concatenate([self.data[c], np.full((self.capacity - old, self.K), np.nan)])
-        self.loss_column = self.data["loss"]
+        self._bind()
 
     def validate(self, e: int, net: Network) -> None:
         """Validation loss and metrics of epoch index e, at the current weights."""
         assert self.validation is not None and self.loss is not None
         X, Y, metrics = self.validation
-        out = net.forward_into(X, net.workspace(len(X)))
-        self.data["val_loss"][e] = self.loss.value(out, Y)
+        ws = net.workspace(len(X))
+        out = net.forward_into(X, ws)
+        self.data["val_loss"][e] = self.loss.value(out, Y, ws.Z)
         for name, value in zip(metrics.names, metrics.finish(metrics.sums(out, Y))):
             self.data["val_" + name][e] = value
 
@@ -93,8 +99,8 @@ class History:
         """Training loss (K,) and raw metric sums of epoch index e."""
         self.loss_column[e] = loss
         if sums is not None:
-            for name, value in zip(self.metrics.names, sums):
-                self.data[name][e] = value
+            for column, value in zip(self.metric_columns, sums):
+                column[e] = value
 
     def value(self, column: str, e: int) -> np.ndarray:
         """One epoch's values (K,) of a column, training metrics finished from their raw sums."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from backprop_cli.data import Dataset
 from backprop_cli.initializers import init_params, random_streams
-from backprop_cli.losses import LOSSES
+from backprop_cli.losses import LOSSES, Loss
 from backprop_cli.metrics import Metrics
 from backprop_cli.network import Network, Workspace
 from backprop_cli.optimizers import OPTIMIZERS, Optimizer
@@ -143,16 +143,13 @@ def train(
         validation = (data.X_val, data.Y_val, Metrics(data.Y_val, data.classification))
     history = History(K, E, metrics, validation, loss_fn)
 
+    gradient: Callable[[np.ndarray, np.ndarray, Loss, Workspace], np.ndarray] = net.loss_and_grad
     if t.gradient == "numerical":
 
-        def gradient(X: np.ndarray, Y: np.ndarray, ws: Workspace) -> np.ndarray:
-            loss = net.numerical_grad(X, Y, loss_fn, t.gradient_epsilon, t.gradient_method)
+        def gradient(X: np.ndarray, Y: np.ndarray, loss: Loss, ws: Workspace) -> np.ndarray:
+            value = net.numerical_grad(X, Y, loss, t.gradient_epsilon, t.gradient_method)
             net.forward_into(X, ws)  # the outputs the metrics read
-            return loss
-    else:
-
-        def gradient(X: np.ndarray, Y: np.ndarray, ws: Workspace) -> np.ndarray:
-            return net.loss_and_grad(X, Y, loss_fn, ws)
+            return value
 
     snaps = [theta.copy(), theta.copy()]  # weights at the start of the last two epochs
     models = Models(theta, lr, E)
@@ -163,6 +160,9 @@ def train(
         stopping.append(early)
     if t.stop_at_loss is not None:
         stopping.append(StopAtLoss(t.stop_at_loss, models))
+    # the per-epoch calls, looked up once
+    record, policies = history.record, [policy.after_epoch for policy in stopping]
+    full, restore_stopped = batches.full, models.restore_stopped
     done, current = 0, -1
 
     started = time.perf_counter()
@@ -181,9 +181,9 @@ def train(
                     history.validate(e, net)
                 loss: Any = 0.0  # (K,) after the first batch
                 sums = None
-                for Xb, Yb, ws in batches.epoch() if minibatch else batches.full:
+                for Xb, Yb, ws in batches.epoch() if minibatch else full:
                     # forward, loss and backward: the gradients land in net.grad
-                    batch_loss = gradient(Xb, Yb, ws)
+                    batch_loss = gradient(Xb, Yb, loss_fn, ws)
                     loss = loss + batch_loss if minibatch else batch_loss
                     if metric_sums is not None:
                         part = metric_sums(ws.A[-1], Yb)
@@ -193,11 +193,11 @@ def train(
                 if minibatch:
                     loss = loss / batches.count
                 if models.any_stopped:
-                    models.restore_stopped()
-                history.record(e, loss, sums)
+                    restore_stopped()
+                record(e, loss, sums)
                 done = e + 1
-                for policy in stopping:
-                    policy.after_epoch(e, epoch, loss)
+                for after_epoch in policies:
+                    after_epoch(e, epoch, loss)
                 if callback is not None:
                     callback(epoch, loss)
                 if models.any_stopped and not models.active.any():
