@@ -93,7 +93,7 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
         for n, z, a in zip(names[l + 1], zs[l][i], acts[l + 1][i]):
             fwd.rows.append([f"{kind} ({probe.activations[l]})", n, g(z), g(a)])
     sections.append(fwd)
-    sample_loss = float(loss_fn.value(acts[-1][i : i + 1][None], Y[i : i + 1])[0])
+    sample_loss = float(loss_fn.value(acts[-1][i : i + 1][None], Y[i : i + 1], zs[-1][i : i + 1][None])[0])
     lossec = Section(f"loss ({cfg.training.loss})", ["neuron", "output", "target"])
     for n, a, y in zip(names[-1], acts[-1][i], Y[i]):
         lossec.rows.append([n, g(a), g(y)])

@@ -1,16 +1,21 @@
 """Loss functions, looked up by name in `LOSSES`.
 
-Arrays carry a leading model axis: outputs `a` are (K, n_samples, n_out), targets `y` are
-(n_samples, n_out) shared by the K models, and every loss value is a (K,) vector.
+Arrays carry a leading model axis: outputs `a` and the output layer's net inputs (logits) `z`
+are (K, n_samples, n_out), targets `y` are (n_samples, n_out) shared by the K models, and every
+loss value is a (K,) vector.
 
-| loss          | value                                              | dL/da                 |
-|---------------|----------------------------------------------------|-----------------------|
-| mse           | mean over samples and outputs of (a - y)^2         | 2 (a - y) / (n m)     |
-| sse           | 1/2 sum over samples and outputs of (a - y)^2      | a - y                 |
-| bce           | mean of -[y log a + (1 - y) log(1 - a)]            | (a - y) / (a (1 - a) n m) |
-| cross_entropy | mean over samples of -sum_k y_k log a_k            | -y / (a n)            |
+| loss          | value                                              | dL/dz (output delta)        |
+|---------------|----------------------------------------------------|-----------------------------|
+| mse           | mean over samples and outputs of (a - y)^2         | 2 (a - y) f'(z) / (n m)     |
+| sse           | 1/2 sum over samples and outputs of (a - y)^2      | (a - y) f'(z)               |
+| bce           | mean of -[y log a + (1 - y) log(1 - a)], a = sigmoid(z) | (a - y) / (n m)        |
+| cross_entropy | mean over samples of -sum_k y_k log a_k, a = softmax(z) | (a - y) / n            |
 
-Logs are clamped at -100 (as PyTorch does), so a = 0 or 1 exactly gives a finite loss.
+bce and cross_entropy only follow their own output activation (the config checks it), so both
+are computed from the logits, as PyTorch's BCEWithLogitsLoss and CrossEntropyLoss do:
+bce = mean of softplus(z) - y z, with softplus(z) = log(1 + e^z) = logaddexp(0, z);
+cross_entropy = mean over samples of sum_k y_k (logsumexp(z) - z_k). Both stay exact where
+the output saturates (a rounds to 0 or 1), where log(a) would lose everything.
 """
 
 from __future__ import annotations
@@ -21,14 +26,6 @@ from typing import Callable, Optional
 import numpy as np
 
 from backprop_cli.activations import Activation
-
-LOG_FLOOR = -100.0
-
-
-def _clamped_log(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        out = np.log(x, out=out)
-    return np.maximum(out, LOG_FLOOR, out=out)
 
 
 def _squared_sum(e: np.ndarray, scratch: np.ndarray, scale: float = 1.0) -> np.ndarray:
@@ -42,26 +39,36 @@ def _squared_sum(e: np.ndarray, scratch: np.ndarray, scale: float = 1.0) -> np.n
     return total
 
 
-def _mse_value(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _mse_value(a: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     e = a - y
     return _squared_sum(e, e, 1.0 / (a.shape[-2] * a.shape[-1]))
 
 
-def _sse_value(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _sse_value(a: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     e = a - y
     return _squared_sum(e, e, 0.5)
 
 
-def _bce_value(a: np.ndarray, y: np.ndarray) -> np.ndarray:
-    terms = y * _clamped_log(a) + (1.0 - y) * _clamped_log(1.0 - a)
-    return -terms.sum(axis=(-2, -1)) / (a.shape[-2] * a.shape[-1])
+def _bce_value(a: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    # -[y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))] = softplus(z) - y z
+    terms = np.logaddexp(0.0, z)
+    terms -= y * z
+    return np.add.reduce(terms, axis=(-2, -1)) / (z.shape[-2] * z.shape[-1])
 
 
-def _ce_value(a: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return -(y * _clamped_log(a)).sum(axis=(-2, -1)) / a.shape[-2]
+def _ce_value(a: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    # -sum_k y_k log softmax(z)_k = sum_k y_k (logsumexp(z) - z_k); the row maximum keeps exp finite
+    top = z.max(axis=-1, keepdims=True)
+    lse = np.log(np.add.reduce(np.exp(z - top), axis=-1, keepdims=True))
+    lse += top
+    terms = lse - z
+    terms *= y
+    return np.add.reduce(terms, axis=(-2, -1)) / z.shape[-2]
 
 
-def _mse_delta(a: np.ndarray, y: np.ndarray, act: Activation, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+def _mse_delta(
+    a: np.ndarray, y: np.ndarray, z: np.ndarray, act: Activation, out: np.ndarray, scratch: np.ndarray
+) -> np.ndarray:
     n_m = a.shape[-2] * a.shape[-1]
     np.subtract(a, y, out=out)
     loss = _squared_sum(out, scratch, 1.0 / n_m)
@@ -72,7 +79,9 @@ def _mse_delta(a: np.ndarray, y: np.ndarray, act: Activation, out: np.ndarray, s
     return loss
 
 
-def _sse_delta(a: np.ndarray, y: np.ndarray, act: Activation, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+def _sse_delta(
+    a: np.ndarray, y: np.ndarray, z: np.ndarray, act: Activation, out: np.ndarray, scratch: np.ndarray
+) -> np.ndarray:
     np.subtract(a, y, out=out)
     loss = _squared_sum(out, scratch, 0.5)
     if act.name != "identity":
@@ -81,30 +90,27 @@ def _sse_delta(a: np.ndarray, y: np.ndarray, act: Activation, out: np.ndarray, s
     return loss
 
 
-def _bce_delta(a: np.ndarray, y: np.ndarray, act: Activation, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+def _bce_delta(
+    a: np.ndarray, y: np.ndarray, z: np.ndarray, act: Activation, out: np.ndarray, scratch: np.ndarray
+) -> np.ndarray:
     # With a sigmoid output, dL/dz = dL/da * a(1 - a) collapses to (a - y) / (n m).
-    n_m = a.shape[-2] * a.shape[-1]
-    loss = _bce_value(a, y)
     np.subtract(a, y, out=out)
-    out *= 1.0 / n_m
-    return loss
+    out *= 1.0 / (a.shape[-2] * a.shape[-1])
+    return _bce_value(a, y, z)
 
 
-def _ce_delta(a: np.ndarray, y: np.ndarray, act: Activation, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+def _ce_delta(
+    a: np.ndarray, y: np.ndarray, z: np.ndarray, act: Activation, out: np.ndarray, scratch: np.ndarray
+) -> np.ndarray:
     # With a softmax output and targets summing to 1, dL/dz collapses to (a - y) / n.
-    n = a.shape[-2]
-    _clamped_log(a, out=scratch)
-    scratch *= y
-    loss = np.add.reduce(scratch, axis=(-2, -1))
-    loss *= -1.0 / n
     np.subtract(a, y, out=out)
-    out *= 1.0 / n
-    return loss
+    out *= 1.0 / a.shape[-2]
+    return _ce_value(a, y, z)
 
 
 @dataclass(frozen=True)
 class Loss:
-    """A loss: `value(a, y)` -> (K,), and `delta(a, y, act, out, scratch)`.
+    """A loss: `value(a, y, z)` -> (K,), and `delta(a, y, z, act, out, scratch)`.
 
     `delta` writes dL/dz of the output layer into `out` and returns the loss value; `scratch`
     is a buffer shaped like `a`. `output_activations` lists the output activations it accepts
@@ -112,8 +118,8 @@ class Loss:
     """
 
     name: str
-    value: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    delta: Callable[[np.ndarray, np.ndarray, Activation, np.ndarray, np.ndarray], np.ndarray]
+    value: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+    delta: Callable[[np.ndarray, np.ndarray, np.ndarray, Activation, np.ndarray, np.ndarray], np.ndarray]
     output_activations: Optional[tuple[str, ...]] = None
 
     def accepts(self, activation: str) -> bool:

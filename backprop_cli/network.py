@@ -67,8 +67,12 @@ class Workspace:
     """Buffers for one batch size, reused every step so the hot loop allocates nothing.
 
     A[l] and D[l] (l = 1..L) are the activations and deltas (dL/dz) of layer l, (K, n, units);
-    S[l] is scratch of the same shape; DT[l] is D[l] transposed to (K, units, n).
+    S[l] is scratch of the same shape; DT[l] is D[l] transposed to (K, units, n). Z holds the
+    output layer's net inputs (the logits), which bce and cross_entropy are computed from;
+    hidden layers compute their activations in place.
     """
+
+    Z: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     A: list = field(default_factory=list)
     D: list = field(default_factory=list)
@@ -162,8 +166,13 @@ class Network:
                 narrow = self.acts[l].grad_dtype if l < self.n_layers - 1 else None
                 ws.S.append(np.empty(shape, narrow or self.dtype))
                 ws.DT.append(ws.D[-1].transpose(0, 2, 1))
+            # the output layer's logits: their own buffer, or the outputs themselves for identity
+            ws.Z = ws.A[-1] if self.activations[-1] == "identity" else np.empty_like(ws.A[-1])
             # each pass's per-layer operands, looked up once (the backward pass's last layer first)
-            ws.forward = [(W_T, b, act.forward, out) for W_T, b, act, out in zip(self.WT, self.b, self.acts, ws.A)]
+            nets = ws.A[:-1] + [ws.Z]  # where each layer's net input z goes
+            ws.forward = [
+                (W_T, b, act.forward, z, out) for W_T, b, act, z, out in zip(self.WT, self.b, self.acts, nets, ws.A)
+            ]
             for l in range(self.n_layers - 1, -1, -1):
                 back = (self.W[l], ws.D[l - 1], self.acts[l - 1].grad, ws.S[l - 1]) if l else None
                 ws.backward.append((ws.D[l], ws.DT[l], self.gW[l], self.gb[l], ws.A[l - 1] if l else None, back))
@@ -176,18 +185,18 @@ class Network:
         Callers run it inside np.errstate(over="ignore") (see activations).
         """
         a = X
-        for W_T, b, forward, out in ws.forward:
-            np.matmul(a, W_T, out=out)
+        for W_T, b, forward, z, out in ws.forward:
+            np.matmul(a, W_T, out=z)
             if b is not None:
-                out += b
-            forward(out, out)
+                z += b
+            forward(z, out)
             a = out
         return a
 
     def loss_and_grad(self, X: np.ndarray, Y: np.ndarray, loss: Loss, ws: Workspace) -> np.ndarray:
         """Forward, loss and backward on one batch; fills self.grad and returns the loss (K,)."""
         out = self.forward_into(X, ws)
-        value = loss.delta(out, Y, self.acts[-1], ws.D[-1], ws.S[-1])
+        value = loss.delta(out, Y, ws.Z, self.acts[-1], ws.D[-1], ws.S[-1])
         for D, DT, gW, gb, A_prev, back in ws.backward:
             # dL/dW[l] = delta[l]^T @ a[l-1]; dL/db[l] = sum of delta[l] over samples
             np.matmul(DT, X if A_prev is None else A_prev, out=gW)
@@ -203,7 +212,7 @@ class Network:
 
     def loss_only(self, X: np.ndarray, Y: np.ndarray, loss: Loss, ws: Workspace) -> np.ndarray:
         """Forward pass and loss (K,) without gradients."""
-        return loss.value(self.forward_into(X, ws), Y)
+        return loss.value(self.forward_into(X, ws), Y, ws.Z)
 
     def numerical_grad(
         self, X: np.ndarray, Y: np.ndarray, loss: Loss, eps: float, method: str = "central"

@@ -34,9 +34,9 @@ def _central_differences(net, X, Y, loss, eps=1e-6):
     for p in range(net.n_params):
         saved = net.theta[0, p]
         net.theta[0, p] = saved + eps
-        plus = loss.value(net.forward_into(X, ws), Y)[0]
+        plus = loss.value(net.forward_into(X, ws), Y, ws.Z)[0]
         net.theta[0, p] = saved - eps
-        minus = loss.value(net.forward_into(X, ws), Y)[0]
+        minus = loss.value(net.forward_into(X, ws), Y, ws.Z)[0]
         net.theta[0, p] = saved
         grad[p] = (plus - minus) / (2 * eps)
     return grad
@@ -119,27 +119,45 @@ def test_sigmoid_and_softmax_are_stable_without_warnings():
     assert t.tolist() == [[-1.0, 0.0, 1.0]]
 
 
-def test_losses_stay_finite_at_saturated_outputs():
-    a = np.array([[[0.0, 1.0]]])
-    y = np.array([[1.0, 0.0]])
+def _softplus(z: float) -> float:
+    """log(1 + e^z) in plain floats, exact for any z: max(z, 0) + log1p(e^-|z|)."""
+    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+
+
+@pytest.mark.parametrize("scale", [1.0, 20.0, 40.0, 100.0, 200.0, 800.0, 1000.0])
+def test_bce_and_cross_entropy_from_logits_stay_exact_when_saturated(scale):
+    # logits up to +-1000: sigmoid and softmax round to 0 and 1, the losses must not
+    z = scale * np.array([[[1.0, -1.0, 0.5], [-0.25, 0.75, -1.0]]])
+    y = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+    onehot = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # the true classes are the unlikely ones
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        bce = LOSSES["bce"].value(a, y)
-        ce = LOSSES["cross_entropy"].value(a, y)
-    # log(0) is clamped to -100 (as PyTorch does): bce = mean(100, 100), ce = 100
-    assert bce.tolist() == [100.0] and ce.tolist() == [100.0]
+        bce = LOSSES["bce"].value(apply("sigmoid", z), y, z)[0]
+        ce = LOSSES["cross_entropy"].value(apply("softmax", z), onehot, z)[0]
+    # -[y log s(z) + (1 - y) log(1 - s(z))] = softplus(z) - y z
+    want_bce = sum(_softplus(zi) - yi * zi for zi, yi in zip(z.ravel(), y.ravel())) / 6
+    want_ce = 0.0
+    for row, t in zip(z[0], onehot):
+        top = max(row)
+        lse = top + math.log(sum(math.exp(v - top) for v in row))
+        want_ce += lse - float(row @ t)
+    want_ce /= 2
+    assert bce == pytest.approx(want_bce, rel=1e-12)
+    assert ce == pytest.approx(want_ce, rel=1e-12)
 
 
 def test_loss_definitions():
     a = np.array([[[0.2, 0.9], [0.6, 0.3]]])
     y = np.array([[0.0, 1.0], [1.0, 0.0]])
     sq = 0.2**2 + 0.1**2 + 0.4**2 + 0.3**2  # = 0.30
-    assert LOSSES["mse"].value(a, y)[0] == pytest.approx(sq / 4)
-    assert LOSSES["sse"].value(a, y)[0] == pytest.approx(sq / 2)
+    assert LOSSES["mse"].value(a, y, a)[0] == pytest.approx(sq / 4)
+    assert LOSSES["sse"].value(a, y, a)[0] == pytest.approx(sq / 2)
+    logits = np.log(a / (1 - a))  # sigmoid(logits) = a
     bce = -(math.log(0.8) + math.log(0.9) + math.log(0.6) + math.log(0.7)) / 4
-    assert LOSSES["bce"].value(a, y)[0] == pytest.approx(bce)
+    assert LOSSES["bce"].value(a, y, logits)[0] == pytest.approx(bce, rel=1e-14)
+    p = np.array([[[0.1, 0.9], [0.6, 0.4]]])  # softmax rows, from logits log(p)
     ce = -(math.log(0.9) + math.log(0.6)) / 2
-    assert LOSSES["cross_entropy"].value(a, y)[0] == pytest.approx(ce)
+    assert LOSSES["cross_entropy"].value(p, y, np.log(p))[0] == pytest.approx(ce, rel=1e-14)
 
 
 def _worked():
@@ -223,7 +241,7 @@ def test_recorded_loss_is_before_the_update():
     one = network(cfg)
     cfg.training.epochs = 1
     fit(cfg, data, one)
-    after_one = LOSSES["sse"].value(one.predict(data.X), data.Y)[0]
+    after_one = one.loss_only(data.X, data.Y, LOSSES["sse"], one.workspace(len(data.X)))[0]
     assert result.history["loss"][1, 0] == after_one
 
 
