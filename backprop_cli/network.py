@@ -214,37 +214,6 @@ class Network:
         """Forward pass and loss (K,) without gradients."""
         return loss.value(self.forward_into(X, ws), Y, ws.Z)
 
-    def numerical_grad(
-        self, X: np.ndarray, Y: np.ndarray, loss: Loss, eps: float, method: str = "central"
-    ) -> np.ndarray:
-        """Fill self.grad with finite differences of the loss; returns the loss (K,) at theta.
-
-        central:    (L(t + h) - L(t - h)) / 2h                     error O(h^2)
-        forward:    (L(t + h) - L(t)) / h                          error O(h)
-        five_point: (-L(t + 2h) + 8 L(t + h) - 8 L(t - h) + L(t - 2h)) / 12h   error O(h^4)
-        Every model's parameter p is nudged at once: the K models are independent.
-        """
-        ws = self.workspace(X.shape[0])
-        base = self.loss_only(X, Y, loss, ws)
-        theta, grad = self.theta, self.grad
-
-        def at(saved: np.ndarray, step: float) -> np.ndarray:
-            theta[:, p] = saved + step
-            return self.loss_only(X, Y, loss, ws)
-
-        for p in range(self.n_params):
-            saved = theta[:, p].copy()
-            if method == "central":
-                grad[:, p] = (at(saved, eps) - at(saved, -eps)) / (2 * eps)
-            elif method == "five_point":
-                grad[:, p] = (-at(saved, 2 * eps) + 8 * at(saved, eps) - 8 * at(saved, -eps) + at(saved, -2 * eps)) / (
-                    12 * eps
-                )
-            else:
-                grad[:, p] = (at(saved, eps) - base) / eps
-            theta[:, p] = saved
-        return base
-
     def predict(self, X: np.ndarray, model: Optional[int] = None) -> np.ndarray:
         """Outputs (K, n, n_out) for inputs X (n, n_in), as a new array.
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from backprop_cli.data import Dataset
+from backprop_cli.differences import FiniteDifferences
 from backprop_cli.initializers import init_params, random_streams
 from backprop_cli.losses import LOSSES, Loss
 from backprop_cli.metrics import Metrics
@@ -145,10 +146,11 @@ def train(
 
     gradient: Callable[[np.ndarray, np.ndarray, Loss, Workspace], np.ndarray] = net.loss_and_grad
     if t.gradient == "numerical":
+        differences = FiniteDifferences(net, batches.batch, t.gradient_method, t.gradient_epsilon)
 
         def gradient(X: np.ndarray, Y: np.ndarray, loss: Loss, ws: Workspace) -> np.ndarray:
-            value = net.numerical_grad(X, Y, loss, t.gradient_epsilon, t.gradient_method)
-            net.forward_into(X, ws)  # the outputs the metrics read
+            value = net.loss_only(X, Y, loss, ws)  # also the outputs the metrics read
+            grad[...] = differences.gradient(X, Y, loss, value)[0]
             return value
 
     snaps = [theta.copy(), theta.copy()]  # weights at the start of the last two epochs

@@ -20,6 +20,7 @@ TIERS = [
     ["errors", "files"],
     ["activations", "losses", "optimizers", "schedules", "initializers"],
     ["network", "metrics"],
+    ["differences"],
     ["datasets"],
     ["config"],
     ["data"],

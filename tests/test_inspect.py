@@ -154,3 +154,151 @@ def test_explain_past_a_divergence_exits_1(cli):
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: training diverged at epoch ")
     assert result.stderr.endswith(", before step 5 could be explained\n")
+
+
+# -- finite differences on the model axis, kinks, sampling, likely causes ---------------------------
+
+
+def _one_at_a_time(net, X, Y, loss, method, eps):
+    """The difference formulas of differences.py, one parameter and one model at a time."""
+    ws = net.workspace(len(X))
+    base = net.loss_only(X, Y, loss, ws).copy()
+    grad = np.zeros_like(net.theta)
+    steps = {"central": (eps, -eps), "forward": (eps,), "five_point": (2 * eps, eps, -eps, -2 * eps)}[method]
+    for k in range(net.K):
+        for p in range(net.n_params):
+            saved = net.theta[k, p]
+            L = []
+            for step in steps:
+                net.theta[k, p] = saved + step
+                L.append(net.loss_only(X, Y, loss, ws)[k])
+            net.theta[k, p] = saved
+            if method == "central":
+                grad[k, p] = (L[0] - L[1]) / (2 * eps)
+            elif method == "five_point":
+                grad[k, p] = (-L[0] + 8 * L[1] - 8 * L[2] + L[3]) / (12 * eps)
+            else:
+                grad[k, p] = (L[0] - base[k]) / eps
+    return grad, base
+
+
+@pytest.mark.parametrize("method", ["central", "forward", "five_point"])
+def test_differences_on_the_model_axis_equal_one_at_a_time(write_config, method):
+    from backprop_cli.differences import FiniteDifferences
+    from backprop_cli.losses import LOSSES
+
+    cfg, data = _pair_config(write_config, "tanh", "softmax", "cross_entropy")
+    net = network(cfg, seeds=[1, 2, 3])  # three models with different weights
+    loss = LOSSES["cross_entropy"]
+    want, base = _one_at_a_time(net, data.X, data.Y, loss, method, 1e-5)
+    # a tiny memory budget forces many chunks, the last one partly filled
+    fd = FiniteDifferences(net, len(data.X), method, 1e-5, budget=1)
+    assert fd.chunk == len(fd.steps)
+    got, kinks = fd.gradient(data.X, data.Y, loss, base)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    assert not kinks.any()
+
+
+def test_a_step_across_a_relu_kink_is_counted_not_failed(write_config):
+    # one relu unit with net input 1e-5 = w1 * x: a five-point step of 2e-4 in w1 or b1 crosses 0
+    cfg = load_config(
+        write_config("""
+            model: {layers: [1, 1, 1], activation: relu, output_activation: identity,
+                    weights: [[[1.0e-5]], [[2.0]]], biases: [[0.0], [0.5]]}
+            training: {loss: mse}
+            data: {inputs: [[1.0]], targets: [[3.0]]}
+        """)
+    )
+    data = dataset(cfg, "x")
+    report = gradcheck(cfg, data)[0]
+    assert [(layer.checked, layer.kinks) for layer in report.layers] == [(2, 2), (2, 0)]
+    assert report.passed and report.layers[0].worst == "-"
+    # judged without the kink check, the same stencil fails: the difference quotient is wrong there
+    net = network(cfg)
+    from backprop_cli.differences import FiniteDifferences
+    from backprop_cli.losses import LOSSES
+
+    X, Y = data.X, data.Y
+    base = net.loss_and_grad(X, Y, LOSSES["mse"], net.workspace(1))
+    numeric, _ = FiniteDifferences(net, 1, "five_point", 1e-4).gradient(X, Y, LOSSES["mse"], base)
+    assert abs(numeric[0, 0] - net.grad[0, 0]) > 1e-3 * abs(net.grad[0, 0])
+
+
+def test_a_broken_derivative_fails_and_names_its_layer(write_config, monkeypatch):
+    from backprop_cli import activations
+    from backprop_cli.activations import ACTIVATIONS, Activation
+    from backprop_cli.gradcheck import likely_cause
+
+    def wrong_tanh_grad(a, out):  # 1 - a^2, off by 1%
+        np.square(a, out=out)
+        np.subtract(1.0, out, out=out)
+        return np.multiply(out, 1.01, out=out)
+
+    tanh = ACTIVATIONS["tanh"]
+    monkeypatch.setitem(activations.ACTIVATIONS, "tanh", Activation("tanh", tanh.forward, wrong_tanh_grad))
+    cfg, data = _pair_config(write_config, "tanh", "sigmoid", "mse")
+    report = gradcheck(cfg, data)[0]
+    assert [layer.passed for layer in report.layers] == [False, True]
+    cause = likely_cause(report, cfg.model.activations, cfg.training.loss)
+    assert cause.startswith(f"layer 1 at {report.layers[0].worst} (relative error ")
+    assert cause.endswith("; likely cause: the derivative of tanh in hidden layer 1")
+
+
+def test_a_broken_output_delta_names_the_loss(write_config, monkeypatch):
+    from backprop_cli import losses
+    from backprop_cli.gradcheck import likely_cause
+    from backprop_cli.losses import LOSSES, Loss
+
+    mse = LOSSES["mse"]
+
+    def wrong_delta(a, y, z, act, out, scratch):
+        value = mse.delta(a, y, z, act, out, scratch)
+        out *= 0.99
+        return value
+
+    monkeypatch.setitem(losses.LOSSES, "mse", Loss("mse", mse.value, wrong_delta))
+    cfg, data = _pair_config(write_config, "tanh", "sigmoid", "mse")
+    report = gradcheck(cfg, data)[0]
+    assert not report.layers[-1].passed
+    assert likely_cause(report, cfg.model.activations, "mse").endswith(
+        "likely cause: the output delta: the derivative of mse through the sigmoid output"
+    )
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_gradcheck_passes_on_every_shipped_config(config):
+    cfg = load_config(CONFIGS / config)
+    reports = gradcheck(cfg, dataset(cfg, config))
+    assert all(r.passed for r in reports), [(l.layer, l.max_rel, l.worst) for r in reports for l in r.layers]
+
+
+def test_gradcheck_samples_each_layer_unless_asked_for_all():
+    cfg = load_config(CONFIGS / "digits.yaml")
+    data = dataset(cfg, "digits.yaml")
+    report = gradcheck(cfg, data, sample=10)[0]
+    assert report.sampled and [(l.checked, l.n_params) for l in report.layers] == [(10, 4160), (10, 650)]
+    again = gradcheck(cfg, data, sample=10)[0]
+    assert [l.worst for l in again.layers] == [l.worst for l in report.layers]  # the sample is seeded
+    small = gradcheck(load_config(CONFIGS / "xor.yaml"), dataset(load_config(CONFIGS / "xor.yaml"), "x"), sample=10)[0]
+    assert not small.sampled and [l.checked for l in small.layers] == [6, 3]
+
+
+def test_gradcheck_cli_says_it_sampled_and_why_it_failed(cli, monkeypatch):
+    result = cli("gradcheck", CONFIGS / "digits.yaml")
+    assert result.exit_code == 0, result.output
+    assert "64 of 4160" in result.stdout
+    assert "checked a sample of 64 parameters per layer (seed 0); --all checks every one" in result.stdout
+    from backprop_cli import activations
+    from backprop_cli.activations import ACTIVATIONS, Activation
+
+    sigmoid = ACTIVATIONS["sigmoid"]
+    monkeypatch.setitem(
+        activations.ACTIVATIONS,
+        "sigmoid",
+        Activation("sigmoid", sigmoid.forward, lambda a, out: np.multiply(a, 1.0, out=out)),
+    )
+    result = cli("gradcheck", CONFIGS / "xor.yaml")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: gradient check failed: analytic and numerical gradients disagree in layer")
+    # xor's output is sigmoid too: the output delta is the deepest wrong layer
+    assert "likely cause: the output delta: the derivative of sse through the sigmoid output" in result.stderr

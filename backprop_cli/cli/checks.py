@@ -11,7 +11,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from backprop_cli.cli.app import UsageError, app, cli_errors, err, out
-from backprop_cli.cli.display import emit, fmt
+from backprop_cli.cli.display import Steps, emit, fmt
 from backprop_cli.cli.options import ConfigFile, Method, Sets, TableFormat, load, load_data
 
 
@@ -35,13 +35,18 @@ def gradcheck(
         Method,
         typer.Option("--method", help="five-point (error O(h^4)) or central (the classic (L(w+h) - L(w-h)) / 2h)."),
     ] = Method.five_point,
+    check_all: Annotated[
+        bool,
+        typer.Option("--all", help="Check every parameter (default: a seeded sample of each layer's parameters)."),
+    ] = False,
     sets: Sets = None,
 ) -> None:
-    """Compare backprop's gradient of every weight and bias with central finite differences.
+    """Compare backprop's gradient of every weight and bias with finite differences.
 
     Relative error = |analytic - numeric| / max(|analytic|, |numeric|, floor), where the floor
     (10 * 2.2e-16 * max(|loss|, 1) / h / threshold) keeps gradients below the finite differences'
-    round-off from failing spuriously. Exit 0 on pass, 1 on fail.
+    round-off from failing spuriously. Parameters whose difference steps move a relu unit across
+    its kink are counted as kinks, not judged. Exit 0 on pass, 1 on fail.
 
     Example: backprop gradcheck configs/xor.yaml --epochs 100
     """
@@ -51,20 +56,25 @@ def gradcheck(
         raise UsageError("--epsilon and --threshold must be finite and > 0")
     cfg = load(config, sets=sets)
     data = load_data(cfg, config)
+    from backprop_cli.gradcheck import SAMPLE_PER_LAYER, likely_cause
     from backprop_cli.gradcheck import gradcheck as check
 
-    reports = check(cfg, data, epochs, epsilon, threshold, method.name)
+    sample = None if check_all else SAMPLE_PER_LAYER
+    with Steps("checking parameters") as progress:
+        reports = check(cfg, data, epochs, epsilon, threshold, method.name, sample, progress)
     for rep in reports:
         where = "at the initial weights" if rep.epoch == 0 else f"after {rep.epoch} epochs"
         table = Table(
             title=f"gradient check {where} (loss {fmt(rep.loss, 8)}, {method.value} differences, threshold {threshold:g})"
         )
-        for col in ("layer", "parameters", "max abs error", "max rel error", "worst", "result"):
+        for col in ("layer", "parameters", "kinks", "max abs error", "max rel error", "worst", "result"):
             table.add_column(col, justify="right" if col not in ("worst", "result") else "left")
         for layer in rep.layers:
+            checked = str(layer.n_params) if layer.checked == layer.n_params else f"{layer.checked} of {layer.n_params}"
             table.add_row(
                 str(layer.layer),
-                str(layer.n_params),
+                checked,
+                str(layer.kinks),
                 f"{layer.max_abs:.3e}",
                 f"{layer.max_rel:.3e}",
                 layer.worst,
@@ -72,10 +82,18 @@ def gradcheck(
                 style=None if layer.passed else "bold red",
             )
         out.print(table)
+        if rep.sampled:
+            out.print(f"checked a sample of {sample} parameters per layer (seed {cfg.seed}); --all checks every one")
+        if any(layer.kinks for layer in rep.layers):
+            out.print(
+                "kinks: parameters whose difference steps move a relu unit across 0, where the loss has no derivative"
+            )
     if all(rep.passed for rep in reports):
         out.print("gradient check passed")
     else:
-        err.print("Error: gradient check failed: analytic and numerical gradients disagree")
+        failed = next(rep for rep in reports if not rep.passed)
+        cause = likely_cause(failed, cfg.model.activations, cfg.training.loss)
+        err.print(f"Error: gradient check failed: analytic and numerical gradients disagree in {cause}", soft_wrap=True)
         raise typer.Exit(1)
 
 

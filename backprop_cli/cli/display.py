@@ -109,6 +109,44 @@ class Reporter:
             self.progress.__exit__(*exc)
 
 
+class Steps:
+    """Progress over a count of things (parameters checked, run folders written): a Rich bar on
+    a terminal, redrawn at most every 0.1 s; nothing when piped, where only results matter."""
+
+    def __init__(self, label: str, quiet: bool = False) -> None:
+        self.label, self.live = label, not quiet and out.is_terminal
+        self.progress: Any = None
+        self.last = 0.0
+
+    def __enter__(self) -> "Steps":
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=out,
+                transient=True,
+            )
+            self.progress.__enter__()
+            self.task = self.progress.add_task(self.label, total=None)
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.progress is None:
+            return
+        now = time.perf_counter()
+        if now - self.last >= 0.1 or done >= total:
+            self.last = now
+            self.progress.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+
 def warn(warnings: list[str]) -> None:
     for w in warnings:
         err.print(f"Warning: {w}", soft_wrap=True)
