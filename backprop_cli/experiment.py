@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 from backprop_cli.data import Dataset, load_data
 from backprop_cli.initializers import random_streams
 from backprop_cli.network import Network
+from backprop_cli.optimizers import Optimizer
 from backprop_cli.train import Callback, TrainResult, build_network, train
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ def fit(
     learning_rates: Optional[Sequence[float]] = None,
     callback: Optional[Callback] = None,
     start_epoch: int = 0,
+    optimizer: Optional[Optimizer] = None,
 ) -> TrainResult:
     """Train `net` in place as the config's training section says."""
-    return train(cfg.training, data, net, cfg.seed, learning_rates, callback, start_epoch)
+    return train(cfg.training, data, net, cfg.seed, learning_rates, callback, start_epoch, optimizer)

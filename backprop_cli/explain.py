@@ -21,10 +21,11 @@ from backprop_cli.errors import DivergedError
 from backprop_cli.experiment import fit, network
 from backprop_cli.files import atomic_write
 from backprop_cli.losses import LOSSES
-from backprop_cli.network import neuron_names
+from backprop_cli.network import frozen_mask, neuron_names
+from backprop_cli.train import make_optimizer, make_schedule
 
 if TYPE_CHECKING:
-    from backprop_cli.config import Config
+    from backprop_cli.config import Config, TrainingConfig
 
 
 @dataclass
@@ -60,7 +61,8 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
         if e == epoch - 1:
             before["theta"] = net.theta.copy()
 
-    result = fit(cfg, data, net, callback=keep_weights)
+    optimizer = make_optimizer(cfg.training, net.theta.shape, net.dtype)
+    result = fit(cfg, data, net, callback=keep_weights, optimizer=optimizer)
     if result.status[0] != "completed":
         raise DivergedError(
             f"training {result.status[0]} at epoch {result.diverged_at[0] or result.epochs_run[0]}, "
@@ -107,19 +109,44 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
         for n, d in zip(names[l + 1], ws.D[l][0, i]):
             back.rows.append([kind, n, g(d)])
     sections.append(back)
-    lr = cfg.training.learning_rate
+    t = cfg.training
+    lr = t.learning_rate * make_schedule(t).factor(epoch)
+    state = {name: values[0] for name, values in optimizer.state().items()}
+    frozen = frozen_mask(probe.sizes, probe.bias, t.freeze)
     upd = Section(
-        f"gradients and update (learning rate {g(lr)}, optimizer {cfg.training.optimizer})",
-        ["parameter", "connects", "old", "dL/dparam", "new"],
+        f"gradients and update (learning rate {g(lr)}, optimizer {t.optimizer})",
+        ["parameter", "connects", "old", "dL/dparam", *state, "new"],
     )
     for p, (pname, layer, _kind, row, col) in enumerate(probe.param_names()):
         to = names[layer + 1][row]
         connects = f"{names[layer][col]} -> {to}" if col is not None else f"bias of {to}"
-        upd.rows.append([pname, connects, g(old[0, p]), g(grad[p]), g(new[0, p])])
-    if cfg.training.optimizer == "sgd" and not cfg.training.weight_decay:
-        upd.note = "new = old - learning_rate * dL/dparam"
+        label = f"{pname} (frozen)" if frozen[p] else pname
+        upd.rows.append([label, connects, g(old[0, p]), g(grad[p]), *(g(v[p]) for v in state.values()), g(new[0, p])])
+    upd.note = update_rule(t, epoch) + (
+        "; frozen parameters keep their values (training.freeze)" if frozen.any() else ""
+    )
     sections.append(upd)
     return sections, (probe.get_params(0), old, new)
+
+
+def update_rule(t: TrainingConfig, step: int) -> str:
+    """The update the optimizer made at `step` (1-based), in the names of the update table's columns."""
+    g_ = "dL/dparam + weight_decay * old" if t.weight_decay else "dL/dparam"
+    if t.optimizer == "momentum":
+        rule = (
+            f"v = momentum * v_previous + g; new = old - learning_rate * {'(g + momentum * v)' if t.nesterov else 'v'}"
+        )
+    elif t.optimizer == "rmsprop":
+        rule = "s = rho * s_previous + (1 - rho) * g^2; new = old - learning_rate * g / (sqrt(s) + eps)"
+    elif t.optimizer == "adam":
+        rule = (
+            "m = beta1 * m_previous + (1 - beta1) * g; v = beta2 * v_previous + (1 - beta2) * g^2; "
+            f"m_hat = m / (1 - beta1^{step}); v_hat = v / (1 - beta2^{step}); "
+            "new = old - learning_rate * m_hat / (sqrt(v_hat) + eps)"
+        )
+    else:
+        rule = "new = old - learning_rate * g"
+    return f"g = {g_}; {rule}"
 
 
 def write_diagram(path: Path, cfg: Config, params: list, epoch: int) -> None:

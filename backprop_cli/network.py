@@ -51,6 +51,37 @@ def param_names(sizes: Sequence[int], bias: bool = True) -> list[ParamName]:
     return names
 
 
+FREEZE_GROUPS = "weights, biases, layerN, layerN.weights or layerN.biases (N from 1)"
+_KINDS = {"weights": "weight", "biases": "bias"}
+
+
+def frozen_mask(sizes: Sequence[int], bias: bool, groups: Sequence[str]) -> np.ndarray:
+    """Which flat parameters (P,) the groups name: `weights`, `biases`, `layerN`,
+    `layerN.weights`, `layerN.biases` (N from 1). Raises ValueError naming a group that is not
+    one of those, or names a layer or biases the network does not have."""
+    names = param_names(sizes, bias)
+    mask = np.zeros(len(names), bool)
+    n_layers = len(sizes) - 1
+    for group in groups:
+        layer_part, _, kind_part = group.partition(".")
+        layer: Optional[int]
+        kind: Optional[str]
+        if group in ("weights", "biases"):
+            layer, kind = None, group
+        elif layer_part.startswith("layer") and layer_part[5:].isdigit() and kind_part in ("", "weights", "biases"):
+            layer, kind = int(layer_part[5:]), kind_part or None
+            if not 1 <= layer <= n_layers:
+                raise ValueError(f"'{group}': the network has layers 1 to {n_layers}")
+        else:
+            raise ValueError(f"'{group}' is not a parameter group ({FREEZE_GROUPS})")
+        if kind == "biases" and not bias:
+            raise ValueError(f"'{group}': the network has no biases (model.bias is false)")
+        for p, name in enumerate(names):
+            if (layer is None or name.layer == layer - 1) and (kind is None or name.kind == _KINDS[kind]):
+                mask[p] = True
+    return mask
+
+
 def neuron_names(sizes: Sequence[int]) -> list[list[str]]:
     """[[x1, x2], [h1, h2], ..., [o1, ...]]: inputs, hidden neurons numbered across hidden
     layers, outputs."""

@@ -41,6 +41,11 @@ class Optimizer:
         """Update theta (K, P) in place from grad (K, P) with per-model rates lr (K, 1)."""
         raise NotImplementedError
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The terms of the last step besides the gradient, by name, each (K, P): what a hand
+        check of that step needs (empty for plain SGD)."""
+        return {}
+
 
 class SGD(Optimizer):
     def step(self, theta: np.ndarray, grad: np.ndarray, lr: np.ndarray) -> None:
@@ -77,6 +82,9 @@ class Momentum(Optimizer):
         self.buf *= lr
         theta -= self.buf
 
+    def state(self) -> dict[str, np.ndarray]:
+        return {"v": self.v}
+
 
 class RMSProp(Optimizer):
     hyperparameters = ("rho", "eps")
@@ -99,6 +107,9 @@ class RMSProp(Optimizer):
         np.divide(grad, self.buf, out=self.buf)
         self.buf *= lr
         theta -= self.buf
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"s": self.s}
 
 
 class Adam(Optimizer):
@@ -136,6 +147,14 @@ class Adam(Optimizer):
         self.buf *= lr
         self.buf *= 1.0 / (1.0 - self.b1**self.t)
         theta -= self.buf
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {
+            "m": self.m,
+            "v": self.v,
+            "m_hat": self.m / (1.0 - self.b1**self.t),
+            "v_hat": self.v / (1.0 - self.b2**self.t),
+        }
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "momentum": Momentum, "rmsprop": RMSProp, "adam": Adam}

@@ -159,6 +159,7 @@ class EarlyStopping:
         self.best_epoch = [0] * K
         self.wait = np.zeros(K, int)
         self.best_theta = models.theta.copy() if es.restore_best else None
+        self.restored: list[Optional[int]] = [None] * K  # per model: the epoch whose weights it ends with
 
     def after_epoch(self, e: int, epoch: int, loss: np.ndarray) -> None:
         models = self.models
@@ -179,6 +180,8 @@ class EarlyStopping:
         for k in np.flatnonzero((self.wait >= self.patience) & models.active):
             weights = models.theta[k] if self.best_theta is None else self.best_theta[k]
             models.stop(int(k), weights.copy(), "early_stopping", "completed", e + 1)
+            if self.best_theta is not None:
+                self.restored[k] = self.best_epoch[k]
 
     def finish(self) -> None:
         """restore_best for the models that ran to the last epoch."""
@@ -187,6 +190,7 @@ class EarlyStopping:
         for k, reason in enumerate(self.models.reason):
             if reason == "epochs" and self.best_epoch[k]:
                 self.models.theta[k] = self.best_theta[k]
+                self.restored[k] = self.best_epoch[k]
 
 
 class StopAtLoss:

@@ -104,7 +104,7 @@ def write_study(
             run = folder / f"lr_{e.value:g}"
             run.mkdir()
             atomic_write(run / "config.yaml", config_to_yaml(run_cfg))
-            warnings += finish_run(
+            _, written = finish_run(
                 run,
                 run_cfg,
                 data,
@@ -113,6 +113,7 @@ def write_study(
                 learning_rate=float(e.value),
                 extra={"started_at": extra.get("started_at"), "sweep": str(folder)},
             )
+            warnings += written
     summary = {
         "name": cfg.name,
         "kind": kind,

@@ -20,7 +20,7 @@ from backprop_cli.differences import FiniteDifferences
 from backprop_cli.initializers import init_params, random_streams
 from backprop_cli.losses import LOSSES, Loss
 from backprop_cli.metrics import Metrics
-from backprop_cli.network import Network, Workspace
+from backprop_cli.network import Network, Workspace, frozen_mask
 from backprop_cli.optimizers import OPTIMIZERS, Optimizer
 from backprop_cli.policies import Divergence, EarlyStopping, History, Models, Policy, StopAtLoss
 from backprop_cli.schedules import SCHEDULES, Schedule
@@ -76,6 +76,8 @@ class TrainResult:
     diverged_at: list  # per model: epoch of the first non-finite loss, or None
     best_epoch: list = field(default_factory=list)
     duration_s: float = 0.0
+    # per model: the epoch whose starting weights restore_best put back (None: the final weights)
+    restored_epoch: list = field(default_factory=list)
 
     def final(self, column: str, model: int = 0) -> Optional[float]:
         """The last value of a history column for one model (None when it has none)."""
@@ -118,10 +120,12 @@ def train(
     learning_rates: Optional[Sequence[float]] = None,
     callback: Optional[Callback] = None,
     start_epoch: int = 0,
+    optimizer: Optional[Optimizer] = None,
 ) -> TrainResult:
     """Train the K models of `net` in place on `data`; model k uses learning_rates[k].
 
-    `seed` drives the minibatch order. A model whose loss turns non-finite is marked diverged
+    `seed` drives the minibatch order; `optimizer` (default: the configured one, new) lets a
+    caller read its state afterwards. A model whose loss turns non-finite is marked diverged
     at that epoch and frozen at its last finite weights while the others go on; early stopping
     and stop_at_loss freeze a model the same way. Ctrl-C (KeyboardInterrupt) ends training with
     status interrupted and the weights of the last finished epoch. Validation metrics of epoch
@@ -134,7 +138,7 @@ def train(
     lr = base_lr.copy()
     schedule = make_schedule(t) if t.lr_schedule != "constant" else None
     loss_fn = LOSSES[t.loss]
-    opt = make_optimizer(t, theta.shape, dtype)
+    opt = make_optimizer(t, theta.shape, dtype) if optimizer is None else optimizer
     batches = _Batches(net, data.X, data.Y, t.batch_size, seed)
     minibatch = batches.minibatch
     metrics = Metrics(data.Y, data.classification)
@@ -153,6 +157,8 @@ def train(
             grad[...] = differences.gradient(X, Y, loss, value)[0]
             return value
 
+    frozen = frozen_mask(net.sizes, net.bias, t.freeze) if t.freeze else None
+    kept = theta[:, frozen] if frozen is not None else None  # frozen parameters' values (a copy)
     snaps = [theta.copy(), theta.copy()]  # weights at the start of the last two epochs
     models = Models(theta, lr, E)
     stopping: list[Policy] = [Divergence(models, snaps)]
@@ -190,8 +196,10 @@ def train(
                     if metric_sums is not None:
                         part = metric_sums(ws.A[-1], Yb)
                         sums = part if sums is None else [a + b for a, b in zip(sums, part)]
-                    # update every model; stopped ones are put back below
+                    # update every model; stopped ones are put back below, frozen parameters here
                     opt.step(theta, grad, lr)
+                    if kept is not None:
+                        theta[:, frozen] = kept
                 if minibatch:
                     loss = loss / batches.count
                 if models.any_stopped:
@@ -223,4 +231,24 @@ def train(
         diverged_at=models.diverged_at,
         best_epoch=early.best_epoch if early is not None else [0] * K,
         duration_s=duration,
+        restored_epoch=early.restored if early is not None else [None] * K,
     )
+
+
+def evaluate(net: Network, data: Dataset, loss: str, model: int = 0) -> dict[str, float]:
+    """Loss and metrics of one model's current weights on the training data and, where there
+    is some, the validation data: {"loss", metrics..., "val_loss", "val_" metrics...}."""
+    loss_fn = LOSSES[loss]
+    found: dict[str, float] = {}
+    splits = [("", data.X, data.Y)]
+    if data.X_val is not None and data.Y_val is not None:
+        splits.append(("val_", data.X_val, data.Y_val))
+    for prefix, X, Y in splits:
+        zs, outputs = net.trace(X, model)
+        a, z = outputs[-1][None], zs[-1][None]
+        with np.errstate(over="ignore", invalid="ignore"):
+            found[prefix + "loss"] = float(loss_fn.value(a, Y, z)[0])
+            metrics = Metrics(Y, data.classification)
+            for name, value in zip(metrics.names, metrics.finish(metrics.sums(a, Y))):
+                found[prefix + name] = float(np.asarray(value).ravel()[0])
+    return found

@@ -1,6 +1,7 @@
 """Real data and training options: CSV, built-ins, splits, scaling, minibatches, optimizers,
 schedules, early stopping, float32, and the shipped configs' figures."""
 
+import csv
 import json
 import math
 
@@ -242,6 +243,7 @@ def test_early_stopping_restores_the_best_weights(write_config):
     assert result.stop_reason == ["early_stopping"] and result.status == ["completed"]
     best = result.best_epoch[0]
     assert result.epochs_run[0] == best + 10
+    assert result.restored_epoch == [best]
     val = result.history["val_loss"][:, 0]
     assert val[best - 1] == np.nanmin(val)
     # the kept weights give the best epoch's validation loss
@@ -342,3 +344,105 @@ def test_validation_csv_classes_follow_the_training_data(write_config, tmp_path)
     with pytest.raises(DataError) as info:
         _load(path)
     assert str(info.value) == f"{tmp_path / 'v3.csv'}: class 'dog' does not occur in the training data"
+
+
+# -- frozen parameters ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "rmsprop", "adam"])
+@pytest.mark.parametrize(
+    "groups,frozen",
+    [(["biases"], "b"), (["layer1"], "1"), (["layer2.weights"], "w2"), (["weights"], "w")],
+    ids=["biases", "layer1", "layer2.weights", "weights"],
+)
+def test_frozen_parameters_keep_their_initial_values(optimizer, groups, frozen):
+    from backprop_cli.network import param_names
+
+    over = {
+        "training.freeze": groups,
+        "training.optimizer": optimizer,
+        "training.weight_decay": 0.01,
+        "training.epochs": 50,
+    }
+    cfg, data = _load(CONFIGS / "xor.yaml", **over)
+    start = network(cfg).theta[0].copy()
+    end = fit(cfg, data, network(cfg)).net.theta[0]
+    for p, name in enumerate(param_names([2, 2, 1])):
+        is_frozen = {
+            "b": name.kind == "bias",
+            "w": name.kind == "weight",
+            "1": name.layer == 0,
+            "w2": name.layer == 1 and name.kind == "weight",
+        }[frozen]
+        if is_frozen:
+            assert end[p] == start[p], name.name  # no update, no weight decay
+        else:
+            assert end[p] != start[p], name.name
+
+
+@pytest.mark.parametrize(
+    "groups,message",
+    [
+        ("[layer3]", ":7: training.freeze[0]: 'layer3': the network has layers 1 to 2"),
+        (
+            "[weights, bias]",
+            ":7: training.freeze[1]: 'bias' is not a parameter group (weights, biases, layerN, "
+            "layerN.weights or layerN.biases (N from 1))",
+        ),
+        ("[layer1.biases]\n  # no biases\n", None),
+    ],
+    ids=["no such layer", "not a group", "biases without bias"],
+)
+def test_bad_freeze_groups_exit_2(cli, write_config, tmp_path, groups, message):
+    bias = "\n  bias: false" if message is None else ""
+    path = write_config(f"""\
+model:
+  layers: [2, 2, 1]{bias}
+data:
+  builtin: xor
+training:
+  epochs: 5
+  freeze: {groups}""")
+    result = cli("train", path, "--runs-dir", tmp_path / "r")
+    assert result.exit_code == 2
+    expected = message or ":8: training.freeze[0]: 'layer1.biases': the network has no biases (model.bias is false)"
+    assert result.stderr == f"Error: {path}{expected}\n"
+
+
+# -- the numbers of the saved weights ------------------------------------------------------------------
+
+
+def test_summary_reports_the_restored_weights_own_numbers(cli, tmp_path):
+    root = tmp_path / "runs"
+    result = cli("train", CONFIGS / "digits.yaml", "--runs-dir", root)
+    assert result.exit_code == 0, result.output
+    run = next(root.iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    saved = summary["saved_weights"]
+    assert saved["weights"] == "restored" and saved["epoch"] == summary["best_epoch"]
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    best = rows[saved["epoch"] - 1]
+    # the weights restored are those the best epoch started from: its validation numbers are theirs
+    assert saved["val_loss"] == pytest.approx(float(best["val_loss"]), rel=1e-12)
+    assert saved["val_accuracy"] == pytest.approx(float(best["val_accuracy"]), rel=1e-12)
+    # its training loss is not: with minibatches it is the mean over weights that moved in the epoch
+    assert saved["loss"] != pytest.approx(float(best["loss"]), rel=1e-6)
+    assert saved["val_loss"] != summary["val_loss"]  # the last epoch's, reported beside it
+    line = next(l for l in result.stdout.splitlines() if l.startswith("restored the weights of epoch"))
+    assert line.startswith(f"restored the weights of epoch {saved['epoch']} (restore_best): loss ")
+
+
+def test_summary_reports_the_final_weights_own_numbers(cli, write_config, tmp_path):
+    from backprop_cli.losses import LOSSES
+
+    root = tmp_path / "runs"
+    assert cli("train", CONFIGS / "xor.yaml", "--runs-dir", root, "--epochs", "300", "--quiet").exit_code == 0
+    run = next(root.iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    saved = summary["saved_weights"]
+    assert saved["weights"] == "final" and saved["epoch"] == 300
+    # final_loss is measured before epoch 300's update; the saved weights are after it
+    cfg, data = _load(CONFIGS / "xor.yaml", **{"training.epochs": 300})
+    net = fit(cfg, data, network(cfg)).net
+    after = net.loss_only(data.X, data.Y, LOSSES["sse"], net.workspace(len(data.X)))[0]
+    assert saved["loss"] == pytest.approx(after, rel=1e-12) and saved["loss"] < summary["final_loss"]

@@ -302,3 +302,36 @@ def test_gradcheck_cli_says_it_sampled_and_why_it_failed(cli, monkeypatch):
     assert result.stderr.startswith("Error: gradient check failed: analytic and numerical gradients disagree in layer")
     # xor's output is sigmoid too: the output delta is the deepest wrong layer
     assert "likely cause: the output delta: the derivative of sse through the sigmoid output" in result.stderr
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "rmsprop", "adam"])
+def test_explain_shows_the_optimizer_state_that_makes_new_checkable(optimizer):
+    cfg = load_config(
+        CONFIGS / "xor.yaml", {"training.optimizer": (optimizer, "x"), "training.learning_rate": (0.05, "x")}
+    )
+    sections, _ = explain_step(cfg, dataset(cfg, "x"), epoch=3)
+    update = sections[-1]
+    columns = {"momentum": ["v"], "rmsprop": ["s"], "adam": ["m", "v", "m_hat", "v_hat"]}[optimizer]
+    assert update.headers == ["parameter", "connects", "old", "dL/dparam", *columns, "new"]
+    t = cfg.training
+    for row in update.rows:
+        cell = dict(zip(update.headers, row))
+        old, new = float(cell["old"]), float(cell["new"])
+        if optimizer == "momentum":
+            step = 0.05 * float(cell["v"])
+        elif optimizer == "rmsprop":
+            step = 0.05 * float(cell["dL/dparam"]) / (math.sqrt(float(cell["s"])) + t.eps)
+        else:
+            step = 0.05 * float(cell["m_hat"]) / (math.sqrt(float(cell["v_hat"])) + t.eps)
+            assert float(cell["m_hat"]) == pytest.approx(float(cell["m"]) / (1 - t.beta1**3), rel=1e-8)
+        assert new == pytest.approx(old - step, rel=1e-7, abs=1e-12)
+    assert "g = dL/dparam; " in update.note
+
+
+def test_explain_marks_frozen_parameters():
+    cfg = load_config(CONFIGS / "worked_example.yaml", {"training.freeze": (["layer1"], "x")})
+    sections, _ = explain_step(cfg, dataset(cfg, "x"), epoch=1)
+    rows = {row[0]: row for row in sections[-1].rows}
+    assert rows["w1 (frozen)"][2] == rows["w1 (frozen)"][-1]  # old == new
+    assert "w5" in rows and rows["w5"][2] != rows["w5"][-1]
+    assert sections[-1].note.endswith("; frozen parameters keep their values (training.freeze)")

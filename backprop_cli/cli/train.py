@@ -79,9 +79,9 @@ def train(
     with guarded(run):
         with Reporter(cfg.training.epochs, start_epoch, quiet) as report:
             result = fit(cfg, data, net, callback=report, start_epoch=start_epoch)
-        warnings = finish_run(run, cfg, data, result, extra=extra)
+        summary, warnings = finish_run(run, cfg, data, result, extra=extra)
     warn(warnings)
-    _print_summary(cfg, data, result, run, quiet)
+    _print_summary(cfg, data, result, summary, run, quiet)
     status = result.status[0]
     if status == "diverged":
         err.print(
@@ -98,7 +98,7 @@ def train(
         raise typer.Exit(130)
 
 
-def _print_summary(cfg: Config, data: Dataset, result: TrainResult, run: Path, quiet: bool) -> None:
+def _print_summary(cfg: Config, data: Dataset, result: TrainResult, summary: dict, run: Path, quiet: bool) -> None:
     if quiet:
         out.print(str(run), soft_wrap=True)
         return
@@ -138,6 +138,12 @@ def _print_summary(cfg: Config, data: Dataset, result: TrainResult, run: Path, q
             value = result.final(column)
             if value is not None:
                 out.print(f"{column}: {fmt(value, 6)}")
+    saved = summary["saved_weights"]
+    numbers = ", ".join(f"{k} {fmt(v, 6)}" for k, v in saved.items() if k not in ("weights", "epoch"))
+    if saved["weights"] == "restored":
+        out.print(f"restored the weights of epoch {saved['epoch']} (restore_best): {numbers}")
+    else:
+        out.print(f"saved weights (after epoch {saved['epoch']}): {numbers}")
     out.print(f"run folder: {run}", soft_wrap=True)
 
 

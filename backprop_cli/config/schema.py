@@ -16,6 +16,7 @@ from backprop_cli.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from backprop_cli.datasets import BUILTIN_DATASETS
 from backprop_cli.initializers import INITIALIZERS
 from backprop_cli.losses import LOSSES
+from backprop_cli.network import frozen_mask
 from backprop_cli.optimizers import OPTIMIZERS
 from backprop_cli.schedules import SCHEDULES
 
@@ -82,6 +83,10 @@ class TrainingConfig(_Strict):
     gradient: Literal["analytic", "numerical"] = Field("analytic", description="backprop, or finite differences")
     gradient_epsilon: PosFloat = Field(1e-6, description="numerical: the nudge")
     gradient_method: Literal["central", "forward"] = Field("central", description="numerical: difference formula")
+    freeze: list[str] = Field(
+        default_factory=list,
+        description="parameter groups that keep their initial values: weights, biases, layerN, layerN.weights, layerN.biases",
+    )
     dtype: Literal["float64", "float32"] = Field("float64", description="floating-point precision")
 
 
@@ -211,6 +216,11 @@ def check_consistency(cfg: Config) -> None:
         raise Problem(("data", missing), "missing: inline data needs both inputs and targets")
     if d.validation and d.validation_csv:
         raise Problem(("data", "validation_csv"), "give validation or validation_csv, not both")
+    for i, group in enumerate(t.freeze):
+        try:
+            frozen_mask(m.layers, m.bias, [group])
+        except ValueError as e:
+            raise Problem(("training", "freeze", i), str(e)) from None
     es = t.early_stopping
     if es is not None and es.monitor.startswith("val_") and not (d.validation or d.validation_csv):
         raise Problem(

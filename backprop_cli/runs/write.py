@@ -26,7 +26,7 @@ from backprop_cli.errors import BackpropError, ConfigError, RunError
 from backprop_cli.files import atomic_write, read_json, write_json
 from backprop_cli.network import Network
 from backprop_cli.runs.read import csv_text, load_run
-from backprop_cli.train import TrainResult
+from backprop_cli.train import TrainResult, evaluate
 
 
 @contextmanager
@@ -147,7 +147,17 @@ def continue_from(path: Path, cfg: Config, net: Network) -> tuple[int, dict]:
     return start_epoch, {"started_from": str(previous.path), "start_epoch": start_epoch}
 
 
-def summary_for(cfg: Config, result: TrainResult, model: int, learning_rate: float, seed: int,
+def saved_weights(cfg: Config, data: Dataset, result: TrainResult, model: int, last_epoch: int) -> dict:
+    """What weights.json holds, and its own loss and metrics: the final weights (after the last
+    epoch's update) or, with restore_best, the weights that the best epoch started from."""
+    restored = result.restored_epoch[model] if result.restored_epoch else None
+    numbers = {k: finite_or_none(v) for k, v in evaluate(result.net, data, cfg.training.loss, model).items()}
+    if restored is not None:
+        return {"weights": "restored", "epoch": restored, **numbers}
+    return {"weights": "final", "epoch": last_epoch, **numbers}
+
+
+def summary_for(cfg: Config, data: Dataset, result: TrainResult, model: int, learning_rate: float, seed: int,
                 extra: Optional[dict] = None) -> dict:
     summary = {
         "name": cfg.name,
@@ -168,19 +178,20 @@ def summary_for(cfg: Config, result: TrainResult, model: int, learning_rate: flo
     if result.stop_reason[model] == "early_stopping" or result.best_epoch[model]:
         summary["best_epoch"] = result.best_epoch[model]
     summary["last_epoch"] = int(result.epochs[0] - 1 + result.epochs_run[model]) if len(result.epochs) else 0
+    summary["saved_weights"] = saved_weights(cfg, data, result, model, summary["last_epoch"])
     summary.update(extra or {})
     summary["versions"] = versions()
     return summary
 
 
 def finish_run(run: Path, cfg: Config, data: Dataset, result: TrainResult, model: int = 0,
-               learning_rate: Optional[float] = None, extra: Optional[dict] = None) -> list:
+               learning_rate: Optional[float] = None, extra: Optional[dict] = None) -> tuple[dict, list]:
     """Write history, weights, data.json and plots, then summary.json last.
 
-    Returns warnings (a plot that failed is a warning, not a lost run).
+    Returns the summary and warnings (a plot that failed is a warning, not a lost run).
     """
     lr = cfg.training.learning_rate if learning_rate is None else learning_rate
-    summary = summary_for(cfg, result, model, lr, cfg.seed, extra)
+    summary = summary_for(cfg, data, result, model, lr, cfg.seed, extra)
     summary.setdefault("started_at", now_iso())
     summary["finished_at"] = now_iso()
     with no_interrupts():
@@ -199,7 +210,7 @@ def finish_run(run: Path, cfg: Config, data: Dataset, result: TrainResult, model
             raise RunError(f"{run}: cannot write the run files: {e.strerror}") from None
         warnings = write_plots(run, cfg, data, result, model)
         write_json(run / "summary.json", summary)
-    return warnings
+    return summary, warnings
 
 
 def write_plots(run: Path, cfg: Config, data: Dataset, result: TrainResult, model: int) -> list:
