@@ -335,3 +335,28 @@ def test_explain_marks_frozen_parameters():
     assert rows["w1 (frozen)"][2] == rows["w1 (frozen)"][-1]  # old == new
     assert "w5" in rows and rows["w5"][2] != rows["w5"][-1]
     assert sections[-1].note.endswith("; frozen parameters keep their values (training.freeze)")
+
+
+@pytest.mark.parametrize(
+    "model,loss,targets",
+    [
+        (
+            "{layers: [1, 2], output_activation: softmax, weights: [[[100.0], [-100.0]]]}",
+            "cross_entropy",
+            "[[0, 1], [0, 1]]",
+        ),
+        ("{layers: [1, 1], output_activation: sigmoid, weights: [[[20.0]]]}", "bce", "[[0], [0]]"),
+    ],
+    ids=["cross_entropy margin 200 and 400", "bce logits 20 and 40"],
+)
+def test_gradcheck_passes_where_outputs_saturate(write_config, model, loss, targets):
+    # the true class is the unlikely one: the loss is large and grows linearly with the logits
+    cfg = load_config(
+        write_config(f"""
+        model: {model}
+        training: {{loss: {loss}}}
+        data: {{inputs: [[1.0], [2.0]], targets: {targets}}}
+    """)
+    )
+    report = gradcheck(cfg, dataset(cfg, "x"))[0]
+    assert report.loss > 15 and report.passed, [(l.max_rel, l.worst) for l in report.layers]
