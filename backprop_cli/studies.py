@@ -14,7 +14,9 @@ import numpy as np
 
 from backprop_cli.config import Config, config_to_yaml
 from backprop_cli.data import Dataset
+from backprop_cli.differences import Progress
 from backprop_cli.files import atomic_write, write_json
+from backprop_cli.painter import Job, Painter
 from backprop_cli.runs import (
     create_run_dir,
     csv_text,
@@ -23,6 +25,7 @@ from backprop_cli.runs import (
     no_interrupts,
     now_iso,
     number,
+    numbers,
     versions,
 )
 from backprop_cli.sweep import Entry
@@ -58,10 +61,8 @@ def study_csv(label: str, entries: list[Entry], target: float, param_names: list
 
 def study_history_csv(label: str, entries: list[Entry]) -> str:
     epochs = max((e.result.epochs for e in entries), key=len)
-    rows: list[list[Any]] = [["epoch"] + [f"{label}={e.value:g}" for e in entries]]
-    for i, epoch in enumerate(epochs):
-        rows.append([int(epoch)] + [number(e.losses[i]) if i < len(e.losses) else "" for e in entries])
-    return csv_text(rows)
+    columns = [numbers(e.losses) + [""] * (len(epochs) - len(e.losses)) for e in entries]
+    return csv_text([["epoch"] + [f"{label}={e.value:g}" for e in entries], *zip(epochs.tolist(), *columns)])
 
 
 def write_study(
@@ -75,26 +76,29 @@ def write_study(
     param_names: list[str],
     per_model_runs: bool,
     extra: dict,
+    painter: Optional[Painter] = None,
+    run_plots: bool = False,
+    progress: Optional[Progress] = None,
 ) -> list:
-    """Write a sweep or seed-study folder; returns warnings."""
-    from backprop_cli import plots
+    """Write a sweep or seed-study folder; returns warnings.
 
-    warnings = []
+    The study's own plots are drawn by `painter` (default: here) while the per-model run
+    folders are written; those get their plots too with `run_plots`. `progress(done, total)`
+    counts the run folders written.
+    """
+    painter = painter or Painter(background=False)
     with no_interrupts():
         atomic_write(folder / f"{kind}.csv", study_csv(label, entries, target, param_names))
         atomic_write(folder / "history.csv", study_history_csv(label, entries))
         curves = {f"{label}={e.value:g}": (e.result.epochs[: len(e.losses)], e.losses) for e in entries}
         title = f"{cfg.name}: {cfg.training.loss} loss"
-        figures: list[tuple[str, Any, tuple]] = [("loss_curves.png", plots.loss_plot, (curves, f"{title} by {label}"))]
+        jobs: list[Job] = [(folder / "loss_curves.png", "loss_plot", (curves, f"{title} by {label}"))]
         if per_model_runs:
-            figures.append(("loss_grid.png", plots.loss_grid, (curves, title)))
-        for name, fn, args in figures:
-            try:
-                atomic_write(folder / name, fn(*args))
-            except Exception as error:  # a plot must never lose a study
-                warnings.append(f"{folder / name}: plot not written: {error}")
+            jobs.append((folder / "loss_grid.png", "loss_grid", (curves, title)))
+        painter.submit(jobs)
+    warnings: list[str] = []
     if per_model_runs:
-        for e in entries:
+        for i, e in enumerate(entries):
             run_cfg = cfg.model_copy(deep=True)
             run_cfg.training.learning_rate = float(e.value)
             run_cfg.name = f"{cfg.name}-lr{e.value:g}"
@@ -112,8 +116,13 @@ def write_study(
                 model=e.model,
                 learning_rate=float(e.value),
                 extra={"started_at": extra.get("started_at"), "sweep": str(folder)},
+                painter=painter,
+                plots=run_plots,
             )
             warnings += written
+            if progress is not None:
+                progress(i + 1, len(entries))
+    warnings = painter.collect() + warnings
     summary = {
         "name": cfg.name,
         "kind": kind,

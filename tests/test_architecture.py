@@ -26,11 +26,12 @@ TIERS = [
     ["data"],
     ["policies", "train"],
     ["experiment"],
-    ["plots"],
+    ["plots", "painter"],
     ["sweep", "gradcheck", "explain"],
     ["runs"],
     ["studies"],
     ["cli"],
+    ["launch"],
 ]
 TIER = {name: i for i, names in enumerate(TIERS) for name in names}
 

@@ -126,12 +126,13 @@ def test_full_disk_while_saving_a_run_exits_1_and_marks_it_failed(cli, write_con
 
 
 def test_a_failed_plot_is_a_warning_not_a_lost_run(cli, write_config, tmp_path, monkeypatch):
-    from backprop_cli import plots
+    from backprop_cli import painter, plots
 
     def broken(*args, **kwargs):
         raise RuntimeError("no fonts")
 
     monkeypatch.setattr(plots, "loss_plot", broken)
+    monkeypatch.setattr(painter, "_start", lambda: None)  # no worker: the plots are drawn here
     root = tmp_path / "runs"
     result = cli("train", write_config(XOR_YAML), "--runs-dir", root)
     assert result.exit_code == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import signal
 import sys
-from typing import Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -39,6 +39,9 @@ app = typer.Typer(
 out = Console(highlight=False, emoji=False, markup=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, emoji=False, markup=False, width=None if sys.stderr.isatty() else 200)
 _debug = {"on": False}
+
+if TYPE_CHECKING:
+    from backprop_cli.painter import Painter
 
 
 class UsageError(BackpropError):
@@ -69,6 +72,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
@@ -76,6 +80,22 @@ def _root(
 ) -> None:
     """backprop: YAML-driven neural-network training with a NumPy engine you can check by hand."""
     _debug["on"] = debug
+    from backprop_cli.painter import COMMANDS, Painter
+
+    if ctx.invoked_subcommand in COMMANDS and not ctx.resilient_parsing:
+        # the worker that imports matplotlib on the other core while this one trains: started
+        # by the launcher before any heavy import, or here, before the command parses its options
+        worker = Painter.take_early() or Painter()
+        ctx.call_on_close(worker.close)
+        ctx.obj = worker
+
+
+def painter(ctx: typer.Context) -> Painter:
+    """The drawing worker the root command started, or one that draws in this process."""
+    from backprop_cli.painter import Painter
+
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, Painter) else Painter(background=False)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -35,6 +35,13 @@ class Method(str, Enum):
     central = "central"
 
 
+class PlotSet(str, Enum):
+    """Which plots a sweep draws."""
+
+    summary = "summary"
+    all = "all"
+
+
 class TableFormat(str, Enum):
     markdown = "markdown"
     csv = "csv"

@@ -10,11 +10,12 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from backprop_cli.cli.app import UsageError, app, cli_errors, err, out
-from backprop_cli.cli.display import Reporter, fmt, study_table, warn
+from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter
+from backprop_cli.cli.display import Reporter, Steps, fmt, study_table, warn
 from backprop_cli.cli.options import (
     ConfigFile,
     Epochs,
+    PlotSet,
     Quiet,
     RunsDir,
     Seed,
@@ -79,6 +80,7 @@ def weights_table(entries: list[Entry], label: str, names: list[str], data: Data
 @app.command("sweep-lr")
 @cli_errors
 def sweep_lr(
+    ctx: typer.Context,
     config: ConfigFile,
     lrs: Annotated[
         Optional[str], typer.Option("--lrs", metavar="RATES", help="Comma-separated learning rates.")
@@ -93,6 +95,10 @@ def sweep_lr(
     chain: Annotated[
         bool, typer.Option("--chain", help="Continue each rate from the previous rate's final weights.")
     ] = False,
+    plots: Annotated[
+        PlotSet,
+        typer.Option("--plots", help="summary: the sweep's own plots; all: also every rate's run-folder plots."),
+    ] = PlotSet.summary,
     epochs: Epochs = None,
     seed: Seed = None,
     runs_dir: RunsDir = Path("runs"),
@@ -121,7 +127,23 @@ def sweep_lr(
         with Reporter(total, 0, quiet, label="sweep") as report:
             entries = sweep_learning_rates(cfg, data, rates, chain=chain, callback=report)
         extra = {"protocol": "chain" if chain else "batched", "learning_rates": rates, "started_at": started}
-        warn(write_study(folder, "sweep", "learning_rate", cfg, data, entries, target, names, True, extra))
+        with Steps(f"writing {len(rates)} run folders", quiet) as progress:
+            warnings = write_study(
+                folder,
+                "sweep",
+                "learning_rate",
+                cfg,
+                data,
+                entries,
+                target,
+                names,
+                True,
+                extra,
+                painter(ctx),
+                run_plots=plots is PlotSet.all,
+                progress=progress,
+            )
+        warn(warnings)
     if quiet:
         out.print(str(folder), soft_wrap=True)
     else:

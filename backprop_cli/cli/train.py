@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 from typing_extensions import Annotated
 
-from backprop_cli.cli.app import UsageError, app, cli_errors, err, out
+from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter
 from backprop_cli.cli.display import Reporter, fmt, predictions_table, sparkline, study_table, warn
 from backprop_cli.cli.options import (
     LR,
@@ -27,12 +27,14 @@ from backprop_cli.cli.options import (
 if TYPE_CHECKING:
     from backprop_cli.config import Config
     from backprop_cli.data import Dataset
+    from backprop_cli.painter import Painter
     from backprop_cli.train import TrainResult
 
 
 @app.command()
 @cli_errors
 def train(
+    ctx: typer.Context,
     config: ConfigFile,
     epochs: Epochs = None,
     lr: LR = None,
@@ -63,10 +65,17 @@ def train(
     if seeds is not None:
         if from_run is not None:
             raise UsageError("--from goes with a single run, not with --seeds")
-        return _train_seeds(cfg, config, parse_seeds(seeds), runs_dir, quiet, positive(target, "--target"))
+        return _train_seeds(
+            cfg, config, parse_seeds(seeds), runs_dir, quiet, positive(target, "--target"), painter(ctx)
+        )
     if target is not None:
         raise UsageError("--target goes with --seeds (a single run stops at a loss with training.stop_at_loss)")
-    data = load_data(cfg, config)
+    _train_one(cfg, load_data(cfg, config), runs_dir, quiet, from_run, painter(ctx))
+
+
+def _train_one(
+    cfg: Config, data: Dataset, runs_dir: Path, quiet: bool, from_run: Optional[Path], worker: Painter
+) -> None:
     from backprop_cli.experiment import fit, network
     from backprop_cli.runs import continue_from, finish_run, guarded, now_iso, resolve_run, start_run
 
@@ -79,7 +88,7 @@ def train(
     with guarded(run):
         with Reporter(cfg.training.epochs, start_epoch, quiet) as report:
             result = fit(cfg, data, net, callback=report, start_epoch=start_epoch)
-        summary, warnings = finish_run(run, cfg, data, result, extra=extra)
+        summary, warnings = finish_run(run, cfg, data, result, extra=extra, painter=worker)
     warn(warnings)
     _print_summary(cfg, data, result, summary, run, quiet)
     status = result.status[0]
@@ -148,7 +157,7 @@ def _print_summary(cfg: Config, data: Dataset, result: TrainResult, summary: dic
 
 
 def _train_seeds(
-    cfg: Config, config: Path, seeds: list[int], runs_dir: Path, quiet: bool, target: Optional[float]
+    cfg: Config, config: Path, seeds: list[int], runs_dir: Path, quiet: bool, target: Optional[float], worker: Painter
 ) -> None:
     from backprop_cli.runs import guarded, now_iso
     from backprop_cli.studies import default_target, start_study, targets_reached, write_study
@@ -163,7 +172,7 @@ def _train_seeds(
             entries = seed_study(cfg, data, seeds, callback=report)
         reached, median = targets_reached(entries, target)
         extra = {"seeds": seeds, "started_at": started, "reached_target": reached, "median_epochs_to_target": median}
-        warn(write_study(folder, "seeds", "seed", cfg, data, entries, target, [], False, extra))
+        warn(write_study(folder, "seeds", "seed", cfg, data, entries, target, [], False, extra, worker))
     if quiet:
         out.print(str(folder), soft_wrap=True)
     else:

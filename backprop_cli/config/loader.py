@@ -96,8 +96,13 @@ def parse_value(text: str, what: str):
     return data
 
 
+# libyaml's emitter writes the same text as PyYAML's own, about 4x faster (a sweep writes one
+# config.yaml per rate); both are safe dumpers
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def dump_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False, default_flow_style=None, width=100)
 
 
 # -- validation ------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from backprop_cli.runs.write import (
     no_interrupts,
     now_iso,
     number,
+    numbers,
     start_run,
     versions,
     write_compare_plot,
@@ -36,5 +37,5 @@ from backprop_cli.runs.write import (
 __all__ = [
     "LATEST", "LoadedRun", "compare_runs", "continue_from", "create_run_dir", "csv_text", "finish_run",
     "finite_or_none", "guarded", "latest_completed", "list_runs", "load_run", "mark_run", "no_interrupts", "now_iso",
-    "number", "read_history", "read_summary", "resolve_run", "start_run", "versions", "write_compare_plot",
+    "number", "numbers", "read_history", "read_summary", "resolve_run", "start_run", "versions", "write_compare_plot",
 ]

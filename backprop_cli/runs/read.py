@@ -7,7 +7,7 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from backprop_cli.network import Network
 LATEST = "latest"
 
 
-def csv_text(rows: list[list[Any]]) -> str:
+def csv_text(rows: Iterable[Iterable[Any]]) -> str:
     """Rows as CSV text (quoted where a cell needs it)."""
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)

@@ -25,6 +25,7 @@ from backprop_cli.data import Dataset
 from backprop_cli.errors import BackpropError, ConfigError, RunError
 from backprop_cli.files import atomic_write, read_json, write_json
 from backprop_cli.network import Network
+from backprop_cli.painter import Job, Painter
 from backprop_cli.runs.read import csv_text, load_run
 from backprop_cli.train import TrainResult, evaluate
 
@@ -101,11 +102,16 @@ def number(x: Optional[float]) -> str:
     return repr(float(x))
 
 
+def numbers(values: np.ndarray) -> list[str]:
+    """`number` of every value of a column, without a Python call per value (a sweep's history
+    holds hundreds of thousands)."""
+    return ["" if text == "nan" else text for text in map(repr, values.tolist())]
+
+
 def history_csv(epochs: np.ndarray, columns: dict, model: int = 0) -> str:
     names = list(columns)
-    rows: list[list[Any]] = [["epoch"] + names]
-    rows += [[int(epoch)] + [number(columns[c][i, model]) for c in names] for i, epoch in enumerate(epochs)]
-    return csv_text(rows)
+    cells = [numbers(columns[c][: len(epochs), model]) for c in names]
+    return csv_text([["epoch"] + names, *zip(epochs.tolist(), *cells)])
 
 
 def weights_json(net: Network, model: int = 0) -> str:
@@ -185,10 +191,12 @@ def summary_for(cfg: Config, data: Dataset, result: TrainResult, model: int, lea
 
 
 def finish_run(run: Path, cfg: Config, data: Dataset, result: TrainResult, model: int = 0,
-               learning_rate: Optional[float] = None, extra: Optional[dict] = None) -> tuple[dict, list]:
-    """Write history, weights, data.json and plots, then summary.json last.
+               learning_rate: Optional[float] = None, extra: Optional[dict] = None,
+               painter: Optional[Painter] = None, plots: bool = True) -> tuple[dict, list]:
+    """Write history, weights, data.json and (with `plots`) the plots, then summary.json last.
 
-    Returns the summary and warnings (a plot that failed is a warning, not a lost run).
+    `painter` draws the plots (default: here, in this process). Returns the summary and
+    warnings (a plot that failed is a warning, not a lost run).
     """
     lr = cfg.training.learning_rate if learning_rate is None else learning_rate
     summary = summary_for(cfg, data, result, model, lr, cfg.seed, extra)
@@ -208,43 +216,42 @@ def finish_run(run: Path, cfg: Config, data: Dataset, result: TrainResult, model
             except OSError:
                 pass
             raise RunError(f"{run}: cannot write the run files: {e.strerror}") from None
-        warnings = write_plots(run, cfg, data, result, model)
+        jobs = plot_jobs(run, cfg, data, result, model) if plots else []
+        # with no plots of its own, do not wait for whatever else the painter is drawing
+        warnings = (painter or Painter(background=False)).draw(jobs) if jobs else []
         write_json(run / "summary.json", summary)
     return summary, warnings
 
 
-def write_plots(run: Path, cfg: Config, data: Dataset, result: TrainResult, model: int) -> list:
-    """loss.png, accuracy.png, decision_boundary.png and network.png where they apply."""
+def plot_jobs(run: Path, cfg: Config, data: Dataset, result: TrainResult, model: int) -> list[Job]:
+    """loss.png, accuracy.png, decision_boundary.png and network.png where they apply, as jobs
+    for a `Painter` (plain arrays: the decision boundary's grid is predicted here)."""
     from backprop_cli import plots
 
-    warnings = []
+    jobs: list[Job] = []
     rows = result.epochs_run[model]
     epochs = result.epochs[:rows]
     hist = {c: v[:rows, model] for c, v in result.history.items()}
-
-    def attempt(name: str, fn: Any, *args: Any) -> None:
-        try:
-            atomic_write(run / name, fn(*args))
-        except Exception as e:  # a plot must never lose a run
-            warnings.append(f"{run / name}: plot not written: {e}")
-
     curves = {"training": (epochs, hist["loss"])}
     if "val_loss" in hist:
         curves["validation"] = (epochs, hist["val_loss"])
     if rows:
-        attempt("loss.png", plots.loss_plot, curves, f"{cfg.name}: {cfg.training.loss} loss")
+        jobs.append((run / "loss.png", "loss_plot", (curves, f"{cfg.name}: {cfg.training.loss} loss")))
         if "accuracy" in hist:
             acc = {"training": hist["accuracy"]}
             if "val_accuracy" in hist:
                 acc["validation"] = hist["val_accuracy"]
-            attempt("accuracy.png", plots.metric_plot, epochs, acc, "accuracy")
+            jobs.append((run / "accuracy.png", "metric_plot", (epochs, acc, "accuracy")))
     net = result.net
-    if data.classification and net.sizes[0] == 2:
-        attempt("decision_boundary.png", plots.decision_boundary, lambda X: net.predict(data.scaler.apply(X), model),
-                data.X_raw, data.Y, data.class_names)
+    if data.classification and net.sizes[0] == 2 and data.X_raw is not None:
+        extent, points = plots.boundary_grid(data.X_raw)
+        with np.errstate(over="ignore", invalid="ignore"):
+            outputs = net.predict(data.scaler.apply(points), model)
+        jobs.append((run / "decision_boundary.png", "decision_boundary",
+                     (extent, outputs, data.X_raw, data.Y, data.class_names)))
     if sum(net.sizes) <= plots.MAX_DIAGRAM_NEURONS:
-        attempt("network.png", plots.network_diagram, net.sizes, net.get_params(model), f"{cfg.name}: final weights")
-    return warnings
+        jobs.append((run / "network.png", "network_diagram", (net.sizes, net.get_params(model), f"{cfg.name}: final weights")))
+    return jobs
 
 
 def write_compare_plot(curves: dict, output: Path) -> None:

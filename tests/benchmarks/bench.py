@@ -2,7 +2,7 @@
 PyTorch and scikit-learn), each case run in the same process, interleaved, several repeats.
 
     python tests/benchmarks/bench.py             # every case
-    python tests/benchmarks/bench.py tiny sweep  # some cases: tiny, display, sweep, medium, startup
+    python tests/benchmarks/bench.py tiny sweep  # some cases: process, numerical, tiny, display, sweep, medium, startup
     python tests/benchmarks/bench.py --quick     # fewer repeats and epochs
 
 Prints medians, min-max and ratios (engine / reference: below 1 means the engine is faster).
@@ -451,7 +451,75 @@ def case_startup(repeats, _):
     report("startup", "backprop train --help", t["train-help"], "s", 1)
 
 
+# -- process: what a user waits for, start to prompt -------------------------------------------------
+
+
+def _command(args, cwd):
+    """Time one whole process: `backprop ARGS` (with "-" first: a Python script) in `cwd`."""
+
+    def go():
+        argv = [sys.executable, *args[1:]] if args[0] == "-" else [sys.executable, "-m", "backprop_cli", *args]
+        t = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True, cwd=cwd)
+        return time.perf_counter() - t
+
+    return go
+
+
+def case_process(repeats, _):
+    print("process: whole commands, start to prompt, each against its reference in the same rounds")
+    import compileall
+    import tempfile
+
+    # an installed package has its bytecode compiled (pip does it); so does this checkout now
+    compileall.compile_dir(str(ROOT / "backprop_cli"), quiet=1)
+    cfgs = ROOT / "configs"
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = ["--runs-dir", str(Path(tmp) / "runs"), "--quiet"]
+        script = str(ROOT / "tests" / "benchmarks" / "reference_xor.py")
+        rates64 = ",".join(f"{r:.6g}" for r in np.geomspace(0.05, 5.0, 64))
+        t = interleave(
+            {
+                "script": _command(["-", script, str(Path(tmp) / "ref")], tmp),
+                "train": _command(["train", str(cfgs / "xor.yaml"), *runs], tmp),
+                "worked": _command(["train", str(cfgs / "worked_example.yaml"), *runs], tmp),
+                "sweep6": _command(["sweep-lr", str(cfgs / "worked_example.yaml"), *runs], tmp),
+                "xor2000": _command(["train", str(cfgs / "xor.yaml"), "--epochs", "2000", *runs], tmp),
+                "sweep64": _command(
+                    ["sweep-lr", str(cfgs / "xor.yaml"), "--lrs", rates64, "--epochs", "2000", *runs], tmp
+                ),
+                "digits": _command(["train", str(cfgs / "digits.yaml"), *runs], tmp),
+                "gradcheck": _command(["gradcheck", str(cfgs / "digits.yaml")], tmp),
+            },
+            repeats,
+        )
+    report("process", "hand-written XOR script, 1 plot + weights", t["script"], "s", 1)
+    report("process", "train xor.yaml (target <= 1.0x)", t["train"], "s", 1, t["script"])
+    report("process", "train worked_example.yaml", t["worked"], "s", 1)
+    report("process", "sweep-lr worked_example, 6 rates (<= 1.3x)", t["sweep6"], "s", 1, t["worked"])
+    report("process", "train xor.yaml --epochs 2000", t["xor2000"], "s", 1)
+    report("process", "sweep-lr xor, 64 rates, 2000 epochs (<= 3.0x)", t["sweep64"], "s", 1, t["xor2000"])
+    report("process", "train digits.yaml", t["digits"], "s", 1)
+    report("process", "gradcheck digits.yaml (<= 1.0x)", t["gradcheck"], "s", 1, t["digits"])
+
+
+def case_numerical(repeats, epochs):
+    print(f"numerical: XOR {epochs} epochs, training loop time (duration_s), numerical against analytic gradients")
+    cfg, data = xor_setup(epochs)
+    numerical = cfg.model_copy(deep=True)
+    numerical.training.gradient = "numerical"
+
+    def run(c):
+        return lambda: fit(c, data, network(c)).duration_s
+
+    t = interleave({"analytic": run(cfg), "numerical": run(numerical)}, repeats)
+    report("numerical", "analytic gradients", t["analytic"], "s", 1)
+    report("numerical", "numerical gradients, central (<= 3.0x)", t["numerical"], "s", 1, t["analytic"])
+
+
 CASES = {
+    "process": case_process,
+    "numerical": case_numerical,
     "tiny": case_tiny,
     "display": case_display,
     "sweep": case_sweep,
@@ -468,9 +536,25 @@ def main():
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
         parser.error(f"unknown case {unknown[0]!r} (cases: {', '.join(CASES)})")
-    plan = {"tiny": (7, 20000), "display": (7, 20000), "sweep": (5, 50000), "medium": (7, 3), "startup": (7, None)}
+    plan = {
+        "tiny": (7, 20000),
+        "display": (7, 20000),
+        "sweep": (5, 50000),
+        "medium": (7, 3),
+        "startup": (7, None),
+        "process": (5, None),
+        "numerical": (5, 10000),
+    }
     if args.quick:
-        plan = {"tiny": (3, 5000), "display": (3, 5000), "sweep": (3, 5000), "medium": (3, 1), "startup": (3, None)}
+        plan = {
+            "tiny": (3, 5000),
+            "display": (3, 5000),
+            "sweep": (3, 5000),
+            "medium": (3, 1),
+            "startup": (3, None),
+            "process": (3, None),
+            "numerical": (3, 2000),
+        }
     core = os.environ.get("OPENBLAS_CORETYPE")
     blas = f"OPENBLAS_CORETYPE={core} from the environment" if core else "OpenBLAS's own choice of kernels"
     print(

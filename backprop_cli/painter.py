@@ -1,0 +1,162 @@
+"""Plots drawn beside the training: a worker process imports matplotlib (most of a second)
+on the second core while the parent trains, then draws and writes the PNGs it is sent.
+
+A job is (path, name of a `plots` function, its arguments: arrays, numbers and strings).
+The worker is `python -m backprop_cli.painter`, reading pickled jobs on stdin and answering
+one line of JSON per job on stdout (null, or the error). It ignores Ctrl-C (the parent
+decides what an interrupt means and still saves the run) and ends at end of input, so it
+never outlives its parent. If the worker cannot start or dies, the parent draws the
+remaining jobs itself: a plot costs time, never a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, Any, Optional
+
+from backprop_cli.files import atomic_write
+
+Job = tuple[Path, str, tuple]
+
+COMMANDS = ("train", "sweep-lr")  # the commands that draw run-folder plots, and so want a worker
+_early: list[Painter] = []  # a worker the launcher started before the command line was imported
+
+
+def draw(job: Job) -> Optional[str]:
+    """Draw one job and write it atomically; the error as a warning, or None."""
+    from backprop_cli import plots  # numpy and the engine: not needed to start the worker
+
+    path, name, args = job
+    try:
+        atomic_write(path, getattr(plots, name)(*args))
+    except Exception as e:  # a plot must never lose a run
+        return f"{path}: plot not written: {e}"
+    return None
+
+
+class Painter:
+    """Draws jobs in a worker process started at once (background=True), or in this one."""
+
+    def __init__(self, background: bool = True) -> None:
+        self.worker: Optional[subprocess.Popen[bytes]] = None
+        self.pending: list[Job] = []  # submitted, not yet answered, in order
+        self.sent = 0  # of those, how many the worker has
+        self.used = False  # a worker that was never sent a job is stopped, not waited for
+        if background:
+            self.worker = _start()
+
+    def submit(self, jobs: list[Job]) -> None:
+        """Start drawing `jobs` (in the worker, if there is one) without waiting for them."""
+        self.pending += jobs
+        if self.worker is None:
+            return
+        try:
+            assert self.worker.stdin is not None
+            self.used = self.used or bool(jobs)
+            for job in jobs:
+                pickle.dump(job, self.worker.stdin)
+            self.worker.stdin.flush()
+            self.sent += len(jobs)
+        except (OSError, pickle.PicklingError):
+            self.close()
+
+    def collect(self) -> list[str]:
+        """Wait for every submitted job; returns the warnings of those that failed."""
+        warnings: list[str] = []
+        if self.worker is not None:
+            try:
+                assert self.worker.stdout is not None
+                while self.sent:
+                    line = self.worker.stdout.readline()
+                    if not line:
+                        raise EOFError
+                    answer = json.loads(line)
+                    self.pending.pop(0)
+                    self.sent -= 1
+                    if answer is not None:
+                        warnings.append(answer)
+            except (OSError, EOFError, ValueError):
+                self.close()  # the worker is gone: draw what is left here
+        pending, self.pending, self.sent = self.pending, [], 0
+        return warnings + [w for w in map(draw, pending) if w is not None]
+
+    def draw(self, jobs: list[Job]) -> list[str]:
+        """Draw every job and wait for them; returns the warnings of those that failed."""
+        self.submit(jobs)
+        return self.collect()
+
+    @classmethod
+    def start_early(cls) -> None:
+        """Start a worker now and keep it for the command (`launch` calls this first thing)."""
+        _early.append(cls())
+
+    @classmethod
+    def take_early(cls) -> Optional[Painter]:
+        """The worker `start_early` started, if any (once)."""
+        return _early.pop() if _early else None
+
+    def close(self) -> None:
+        """End the worker (end of input) and wait for it; jobs it did not answer stay pending."""
+        worker, self.worker, self.sent = self.worker, None, 0
+        if worker is None:
+            return
+        try:
+            if not self.used:  # still importing matplotlib for nothing (say, a config error)
+                worker.terminate()
+            if worker.stdin is not None:
+                worker.stdin.close()
+            worker.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            worker.kill()
+            worker.wait()
+
+    def __enter__(self) -> "Painter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _start() -> Optional[subprocess.Popen[bytes]]:
+    """`python -m backprop_cli.painter` with this package first on its path, or None."""
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "backprop_cli.painter"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=False,
+        )
+    except OSError:
+        return None
+
+
+def serve(jobs: IO[bytes], answers: IO[str]) -> None:
+    """The worker: draw each pickled job from `jobs`, answer a JSON line each, until end of input."""
+    import matplotlib.backends.backend_agg  # noqa: F401  (the slow import, done while the parent trains)
+    import matplotlib.figure  # noqa: F401
+
+    while True:
+        try:
+            job = pickle.load(jobs)
+        except EOFError:
+            return
+        answers.write(json.dumps(draw(job)) + "\n")
+        answers.flush()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    serve(sys.stdin.buffer, sys.stdout)
+    # every file is written and synced: skip the interpreter's teardown of matplotlib (~0.1 s)
+    sys.stdout.flush()
+    os._exit(0)

@@ -1,0 +1,86 @@
+"""The drawing worker: plots drawn in another process equal those drawn here, failures are
+warnings, a dead worker costs time and never a plot, and no worker outlives its command."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CONFIGS, XOR_YAML
+
+from backprop_cli import painter as painter_module
+from backprop_cli.painter import Painter
+
+
+def _jobs(folder: Path):
+    epochs = np.arange(1, 101)
+    curves = {"training": (epochs, np.exp(-epochs / 30.0))}
+    return [
+        (folder / "loss.png", "loss_plot", (curves, "a loss")),
+        (folder / "accuracy.png", "metric_plot", (epochs, {"training": np.linspace(0.5, 1, 100)}, "accuracy")),
+    ]
+
+
+def _children() -> list[str]:
+    """Command lines of this process's living children that are drawing workers."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == os.getpid() and state != "Z" and "backprop_cli.painter" in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def test_the_worker_draws_what_this_process_would(tmp_path):
+    (tmp_path / "here").mkdir()
+    (tmp_path / "there").mkdir()
+    assert Painter(background=False).draw(_jobs(tmp_path / "here")) == []
+    with Painter() as worker:
+        assert worker.worker is not None
+        assert worker.draw(_jobs(tmp_path / "there")) == []
+    for name in ("loss.png", "accuracy.png"):
+        assert (tmp_path / "there" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()
+    assert _children() == []
+
+
+def test_a_plot_that_fails_in_the_worker_is_a_warning(tmp_path):
+    bad = (tmp_path / "bad.png", "loss_plot", ({"x": (None, None)}, "broken"))
+    with Painter() as worker:
+        warnings = worker.draw([bad, *_jobs(tmp_path)])
+    assert len(warnings) == 1 and warnings[0].startswith(f"{tmp_path / 'bad.png'}: plot not written: ")
+    assert (tmp_path / "loss.png").exists() and not (tmp_path / "bad.png").exists()
+
+
+def test_a_dead_worker_costs_no_plot(tmp_path):
+    with Painter() as worker:
+        worker.worker.kill()
+        worker.worker.wait()
+        assert worker.draw(_jobs(tmp_path)) == []
+        assert worker.worker is None  # given up: the rest was drawn here
+    assert (tmp_path / "loss.png").exists() and (tmp_path / "accuracy.png").exists()
+
+
+def test_no_worker_falls_back_to_drawing_here(tmp_path, monkeypatch):
+    monkeypatch.setattr(painter_module, "_start", lambda: None)
+    worker = Painter()
+    assert worker.worker is None and worker.draw(_jobs(tmp_path)) == []
+    assert (tmp_path / "loss.png").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["train", "XOR"], ["sweep-lr", str(CONFIGS / "worked_example.yaml"), "--lrs", "0.5,1"], ["train", "missing.yaml"]],
+    ids=["train", "sweep-lr", "config error"],
+)
+def test_no_worker_outlives_its_command(cli, write_config, tmp_path, args):
+    args = [write_config(XOR_YAML) if a == "XOR" else a for a in args]
+    result = cli(*args, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code in (0, 2)
+    assert _children() == []
