@@ -145,6 +145,8 @@ def serve(jobs: IO[bytes], answers: IO[str]) -> None:
     import matplotlib.backends.backend_agg  # noqa: F401  (the slow import, done while the parent trains)
     import matplotlib.figure  # noqa: F401
 
+    from backprop_cli import plots  # noqa: F401  (and the engine modules it names neurons with)
+
     while True:
         try:
             job = pickle.load(jobs)

@@ -53,12 +53,12 @@ def _few_ticks(ax: Any, n: int = 6) -> None:
 
 def _log_y(ax: Any) -> None:
     """A log y axis whose tick labels are plain numbers (0.01, not 10^-2 in mathtext)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(LogLocator(base=10, numticks=6))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_minor_locator(NullLocator())  # a dozen unlabelled ticks a decade: time, no information
 
 
 def _png(fig: Any) -> bytes:
@@ -175,15 +175,18 @@ def loss_grid(curves: Curves, title: str) -> bytes:
     cols = min(3, n)
     rows = math.ceil(n / cols)
     fig = _figure(4.0 * cols, 3.0 * rows + 0.4, top=0.75)
-    fig.subplots_adjust(wspace=0.4, hspace=0.6)
-    axes = np.atleast_1d(_axes(fig, rows, cols, squeeze=False)).ravel()
-    for ax, (label, (epochs, values)) in zip(axes, curves.items()):
+    fig.subplots_adjust(wspace=0.4, hspace=0.45)
+    # the panels share their epoch axis: its tick labels and title only under the bottom row
+    axes = np.atleast_1d(_axes(fig, rows, cols, squeeze=False, sharex=True)).ravel()
+    for i, (ax, (label, (epochs, values))) in enumerate(zip(axes, curves.items())):
         ax.plot(epochs, values, linewidth=1.2)
         if spans_decades(values):
             _log_y(ax)
         _few_ticks(ax, 4)
         ax.set_title(label)
-        ax.set_xlabel("epoch")
+        if i + cols >= n:
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_tick_params(labelbottom=True)
         ax.grid(True, alpha=0.3)
     for ax in axes[n:]:
         ax.set_visible(False)
