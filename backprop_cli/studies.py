@@ -98,6 +98,8 @@ def write_study(
         painter.submit(jobs)
     warnings: list[str] = []
     if per_model_runs:
+        if progress is not None:
+            progress(0, len(entries))
         for i, e in enumerate(entries):
             run_cfg = cfg.model_copy(deep=True)
             run_cfg.training.learning_rate = float(e.value)
