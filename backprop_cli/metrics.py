@@ -41,12 +41,16 @@ class Metrics:
     def __init__(self, Y: np.ndarray, classification: bool) -> None:
         self.names: list[str] = []
         self.classification = classification
+        self.multi = Y.shape[1] > 1
         self.n_values = Y.shape[0] if (classification and Y.shape[1] > 1) else Y.size
         self.Y = Y
         self.sst = 1.0
         if classification:
             self.names = ["accuracy"]
             self.labels = class_indices(Y)
+            if not self.multi:
+                # one output: compare (K, n, 1) outputs with a (n, 1) column, no slicing per epoch
+                self.labels = self.labels[:, None]
         elif Y.shape[0] > 1 and float(((Y - Y.mean(axis=0)) ** 2).sum()) > 0:
             self.names = ["mae", "r2"]
             self.sst = float(((Y - Y.mean(axis=0)) ** 2).sum())
@@ -54,12 +58,14 @@ class Metrics:
     def sums(self, out: np.ndarray, Y: np.ndarray) -> list:
         """Raw per-model sums (K,) over one batch; `Y` may be a minibatch of the targets."""
         if self.classification:
-            labels = self.labels if Y is self.Y else class_indices(Y)
-            hits = class_indices(out) == labels
+            if self.multi:
+                hits = out.argmax(axis=-1) == (self.labels if Y is self.Y else class_indices(Y))
+            else:  # class_indices' threshold, kept as a (K, n, 1) array: two NumPy calls in the hot loop
+                hits = (out > THRESHOLD) == (self.labels if Y is self.Y else Y > THRESHOLD)
             if len(out) == 1:
                 # one model: count_nonzero skips the bool -> int cast of a reduction
                 return [np.count_nonzero(hits)]
-            return [np.add.reduce(hits, axis=1)]
+            return [np.add.reduce(hits, axis=tuple(range(1, hits.ndim)))]
         err = out - Y
         return [np.add.reduce(np.abs(err), axis=(1, 2)), np.add.reduce(err * err, axis=(1, 2))]
 
