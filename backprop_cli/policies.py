@@ -135,7 +135,7 @@ class Divergence:
         self.models, self.snaps = models, snaps
 
     def after_epoch(self, e: int, epoch: int, loss: np.ndarray) -> None:
-        if math.isfinite(loss.sum() if len(loss) > 1 else loss[0]):
+        if math.isfinite(loss.sum()):
             return
         models = self.models
         for k in np.flatnonzero(~np.isfinite(loss) & models.active):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from math import isfinite
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -161,7 +162,8 @@ def train(
     kept = theta[:, frozen] if frozen is not None else None  # frozen parameters' values (a copy)
     snaps = [theta.copy(), theta.copy()]  # weights at the start of the last two epochs
     models = Models(theta, lr, E)
-    stopping: list[Policy] = [Divergence(models, snaps)]
+    diverged = Divergence(models, snaps).after_epoch  # always on; called when a loss is not finite
+    stopping: list[Policy] = []
     early = None
     if t.early_stopping is not None and t.early_stopping.monitor in history.columns:
         early = EarlyStopping(t.early_stopping, models, history, snaps)
@@ -206,6 +208,8 @@ def train(
                     restore_stopped()
                 record(e, loss, sums)
                 done = e + 1
+                if not isfinite(loss.sum() if K > 1 else loss[0]):
+                    diverged(e, epoch, loss)
                 for after_epoch in policies:
                     after_epoch(e, epoch, loss)
                 if callback is not None:
