@@ -1,8 +1,8 @@
 """The `backprop` command: starts the plot-drawing worker first, then the command line.
 
-Importing Typer, Rich, pydantic and NumPy takes about 0.2 s before a command runs. For the
-commands that draw plots, the worker that imports matplotlib (see `painter`) starts before all
-of that, so its import is done on the other core by the time training ends.
+Importing Typer, Rich, pydantic and NumPy comes before a command runs (README, Performance).
+For the commands that draw plots, the worker that imports matplotlib (see `painter`) starts
+before all of that, so its import is done on the other core by the time training ends.
 """
 
 import sys

@@ -134,7 +134,6 @@ def _start() -> Optional[subprocess.Popen[bytes]]:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=env,
-            start_new_session=False,
         )
     except OSError:
         return None
@@ -159,6 +158,6 @@ def serve(jobs: IO[bytes], answers: IO[str]) -> None:
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     serve(sys.stdin.buffer, sys.stdout)
-    # every file is written and synced: skip the interpreter's teardown of matplotlib (~0.1 s)
+    # every file is written and synced: skip the interpreter's slow teardown of matplotlib
     sys.stdout.flush()
     os._exit(0)

@@ -92,7 +92,7 @@ def runs_show(
 
     Example: backprop runs show latest
     """
-    from backprop_cli.runs import read_summary, resolve_run
+    from backprop_cli.runs import config_text, read_summary, resolve_run
 
     path = resolve_run(run, runs_dir)
     summary = read_summary(path)
@@ -102,9 +102,10 @@ def runs_show(
     for key, value in summary.items():
         table.add_row(key, _cell(value))
     out.print(table)
-    if (path / "config.yaml").exists():
+    text = config_text(path)
+    if text is not None:
         out.print("config.yaml:")
-        out.print((path / "config.yaml").read_text(encoding="utf-8"), end="")
+        out.print(text, end="")
 
 
 @runs_app.command("compare")

@@ -138,6 +138,16 @@ def read_summary(path: Path) -> dict:
     return read_json(path / "summary.json")
 
 
+def config_text(path: Path) -> Optional[str]:
+    """A run folder's config.yaml as written, or None when it has none."""
+    try:
+        return (path / "config.yaml").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunError(f"{path / 'config.yaml'}: cannot read: {e}") from None
+
+
 def read_history(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """A run's history.csv as (epochs, {column: values}); empty cells are NaN."""
     try:
