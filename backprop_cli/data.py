@@ -18,11 +18,13 @@ import numpy as np
 
 from backprop_cli.datasets import GENERATORS, SHIPPED, RawData
 from backprop_cli.errors import DataError
-from backprop_cli.files import check_file
+from backprop_cli.files import MiB, check_file
 from backprop_cli.metrics import class_indices
 
 if TYPE_CHECKING:  # sections of the config; importing data loads no pydantic
     from backprop_cli.config import DataConfig, ModelConfig
+
+DATA_LIMIT = 1024 * MiB
 
 
 @dataclass
@@ -101,7 +103,7 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]], int]:
 
     A header is detected when the first row has more non-numeric cells than the second.
     """
-    check_file(path, "data file", DataError)
+    check_file(path, "data file", DataError, DATA_LIMIT)
     try:
         raw = (
             gzip.open(path, "rt", encoding="utf-8", newline="")

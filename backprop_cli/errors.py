@@ -18,6 +18,10 @@ class DataError(BackpropError):
     """The training or prediction data is unusable."""
 
 
+class OutputError(BackpropError):
+    """A path to write to is not a regular file or a new path, or is one of a run's own files."""
+
+
 class RunNotFoundError(BackpropError):
     """A run folder was named that does not exist or is not a run folder."""
 

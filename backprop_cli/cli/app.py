@@ -22,6 +22,7 @@ from backprop_cli.errors import (
     ConfigError,
     DataError,
     DivergedError,
+    OutputError,
     RunError,
     RunNotFoundError,
 )
@@ -54,6 +55,7 @@ EXIT_CODES: list[tuple[type[BackpropError], int]] = [
     (ConfigError, 2),
     (DataError, 2),
     (RunNotFoundError, 2),
+    (OutputError, 2),
     (DivergedError, 1),
     (RunError, 1),
     (BackpropError, 1),

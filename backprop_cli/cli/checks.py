@@ -154,5 +154,8 @@ def explain(
             if s.note:
                 out.print(s.note)
     if diagram is not None:
+        from backprop_cli.runs import check_output
+
+        check_output(diagram)
         write_diagram(diagram, cfg, weights[0], epoch)
         out.print(f"wrote {diagram}")

@@ -71,6 +71,9 @@ def init(
     if path.is_dir():
         raise UsageError(f"{path}: is a folder")
     from backprop_cli.files import atomic_write
+    from backprop_cli.runs import check_output
+
+    check_output(path)
 
     atomic_write(path, (TEMPLATES / f"{template.value}.yaml").read_text(encoding="utf-8"))
     out.print(f"wrote {path}; train it with: backprop train {path}", soft_wrap=True)

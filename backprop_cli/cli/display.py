@@ -158,7 +158,9 @@ def emit(text: str, output: Optional[Path], what: str) -> None:
         sys.stdout.write(text)
         return
     from backprop_cli.files import atomic_write
+    from backprop_cli.runs import check_output
 
+    check_output(output)
     atomic_write(output, text)
     out.print(f"wrote {what} to {output}", soft_wrap=True)
 

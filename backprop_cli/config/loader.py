@@ -16,7 +16,9 @@ from pydantic import ValidationError
 
 from backprop_cli.config.schema import SECTIONS, Config, Problem, check_consistency, suggest
 from backprop_cli.errors import ConfigError, OverrideError
-from backprop_cli.files import read_text
+from backprop_cli.files import MiB, read_text
+
+CONFIG_LIMIT = 1 * MiB  # inline data that large belongs in a CSV file
 
 # -- YAML -----------------------------------------------------------------------------------
 
@@ -246,7 +248,7 @@ def load_config(path, overrides: Optional[dict] = None, sets: tuple = ()) -> Con
     against the config file's folder.
     """
     path = Path(path)
-    data, lines = parse_yaml(read_text(path, "config file", ConfigError), str(path))
+    data, lines = parse_yaml(read_text(path, "config file", ConfigError, CONFIG_LIMIT), str(path))
     overridden = {}
     if data is not None and isinstance(data, dict):
         for item in sets:

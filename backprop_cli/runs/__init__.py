@@ -20,6 +20,7 @@ from backprop_cli.runs.read import (
     resolve_run,
 )
 from backprop_cli.runs.write import (
+    check_output,
     continue_from,
     create_run_dir,
     finish_run,
@@ -36,7 +37,7 @@ from backprop_cli.runs.write import (
 )
 
 __all__ = [
-    "LATEST", "LoadedRun", "compare_runs", "config_text", "continue_from", "create_run_dir", "csv_text", "finish_run",
+    "LATEST", "LoadedRun", "check_output", "compare_runs", "config_text", "continue_from", "create_run_dir", "csv_text", "finish_run",
     "finite_or_none", "guarded", "latest_completed", "list_runs", "load_run", "mark_run", "no_interrupts", "now_iso",
     "number", "numbers", "read_history", "read_summary", "resolve_run", "start_run", "versions", "write_compare_plot",
 ]

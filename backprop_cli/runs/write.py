@@ -22,7 +22,7 @@ import numpy as np
 from backprop_cli import __version__
 from backprop_cli.config import Config, config_to_yaml
 from backprop_cli.data import Dataset
-from backprop_cli.errors import BackpropError, ConfigError, RunError
+from backprop_cli.errors import BackpropError, ConfigError, OutputError, RunError
 from backprop_cli.files import atomic_write, read_json, write_json
 from backprop_cli.network import Network
 from backprop_cli.painter import Job, Painter
@@ -254,10 +254,23 @@ def plot_jobs(run: Path, cfg: Config, data: Dataset, result: TrainResult, model:
     return jobs
 
 
+RUN_FILES = ("config.yaml", "history.csv", "weights.json", "data.json", "summary.json",
+             "loss.png", "accuracy.png", "decision_boundary.png", "network.png")
+
+
+def check_output(path: Path) -> None:
+    """Refuse a user's output path that is one of a run folder's own files (a prediction CSV
+    written over weights.json would destroy the run)."""
+    folder = path.parent
+    if path.name in RUN_FILES and ((folder / "summary.json").exists() or (folder / "config.yaml").exists()):
+        raise OutputError(f"{path}: is a file of the run folder {path.parent}; write elsewhere")
+
+
 def write_compare_plot(curves: dict, output: Path) -> None:
     """One plot of several runs' loss curves {name: (epochs, values)} at `output` (its folder made)."""
     from backprop_cli import plots
 
+    check_output(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(output, plots.loss_plot(curves, "loss curves"))
 
