@@ -111,12 +111,19 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]], int]:
             else open(path, encoding="utf-8", newline="")
         )
         with raw as f:
-            rows = [row for row in csv.reader(f)]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+            rows = [row for row in csv.reader(f, strict=True)]
+    except csv.Error as e:
+        hint = " (an unterminated quote?)" if "unexpected end of data" in str(e) else ""
+        raise DataError(f"{path}: cannot read as CSV: {e}{hint}") from None
+    except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read as CSV: {e}") from None
     numbered = [(i + 1, [c.strip() for c in row]) for i, row in enumerate(rows) if any(c.strip() for c in row)]
     if not numbered:
         raise DataError(f"{path}: the file is empty")
+    if all(len(row) == 1 for _, row in numbered[:5]):
+        for sep, name in ((";", "';'"), ("\t", "tab")):
+            if any(sep in row[0] for _, row in numbered[:5]):
+                raise DataError(f"{path}: found {name} separators; backprop reads comma-separated values")
     non_numeric = [sum(_to_float(c) is None for c in row) for _, row in numbered[:2]]
     has_header = non_numeric[0] > 0 and (len(numbered) == 1 or non_numeric[0] > non_numeric[1])
     if has_header:

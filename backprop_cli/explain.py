@@ -63,6 +63,8 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
 
     optimizer = make_optimizer(cfg.training, net.theta.shape, net.dtype)
     result = fit(cfg, data, net, callback=keep_weights, optimizer=optimizer)
+    if result.status[0] == "interrupted":
+        raise KeyboardInterrupt  # the loop caught Ctrl-C to keep a run; here there is none to keep
     if result.status[0] != "completed":
         raise DivergedError(
             f"training {result.status[0]} at epoch {result.diverged_at[0] or result.epochs_run[0]}, "

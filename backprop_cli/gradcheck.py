@@ -191,6 +191,8 @@ def gradcheck(
     if epochs:
         cfg.training.epochs = epochs
         result = fit(cfg, data, net)
+        if result.status[0] == "interrupted":
+            raise KeyboardInterrupt  # the loop caught Ctrl-C to keep a run; here there is none to keep
         if result.status[0] != "completed":
             raise DivergedError(
                 f"training {result.status[0]} at epoch {result.diverged_at[0] or result.epochs_run[0]} "

@@ -44,6 +44,13 @@ def start_study(cfg: Config, root: Path, kind: str) -> Path:
     return create_run_dir(root, f"{cfg.name}-{kind}")
 
 
+def value_names(values: list[float]) -> list[str]:
+    """How each model's value (rate or seed) is written in names: 6 significant digits, or all
+    of them where two values would otherwise read alike (0.1 and 0.1000001)."""
+    short = [f"{v:g}" for v in values]
+    return [s if short.count(s) == 1 else repr(float(v)) for s, v in zip(short, values)]
+
+
 def study_csv(label: str, entries: list[Entry], target: float, param_names: list[str]) -> str:
     """One row per model: label, final_loss, best_loss, epochs_to_target, status, w1..wP (P <= 64)."""
     header = [label, "final_loss", "best_loss", "epochs_to_target", "status"]
@@ -62,7 +69,8 @@ def study_csv(label: str, entries: list[Entry], target: float, param_names: list
 def study_history_csv(label: str, entries: list[Entry]) -> str:
     epochs = max((e.result.epochs for e in entries), key=len)
     columns = [numbers(e.losses) + [""] * (len(epochs) - len(e.losses)) for e in entries]
-    return csv_text([["epoch"] + [f"{label}={e.value:g}" for e in entries], *zip(epochs.tolist(), *columns)])
+    names = value_names([e.value for e in entries])
+    return csv_text([["epoch"] + [f"{label}={name}" for name in names], *zip(epochs.tolist(), *columns)])
 
 
 def write_study(
@@ -90,7 +98,8 @@ def write_study(
     with no_interrupts():
         atomic_write(folder / f"{kind}.csv", study_csv(label, entries, target, param_names))
         atomic_write(folder / "history.csv", study_history_csv(label, entries))
-        curves = {f"{label}={e.value:g}": (e.result.epochs[: len(e.losses)], e.losses) for e in entries}
+        names = value_names([e.value for e in entries])
+        curves = {f"{label}={name}": (e.result.epochs[: len(e.losses)], e.losses) for name, e in zip(names, entries)}
         title = f"{cfg.name}: {cfg.training.loss} loss"
         jobs: list[Job] = [(folder / "loss_curves.png", "loss_plot", (curves, f"{title} by {label}"))]
         if per_model_runs:
@@ -100,14 +109,14 @@ def write_study(
     if per_model_runs:
         if progress is not None:
             progress(0, len(entries))
-        for i, e in enumerate(entries):
+        for i, (name, e) in enumerate(zip(names, entries)):
             run_cfg = cfg.model_copy(deep=True)
             run_cfg.training.learning_rate = float(e.value)
-            run_cfg.name = f"{cfg.name}-lr{e.value:g}"
+            run_cfg.name = f"{cfg.name}-lr{name}"
             run_cfg.model.weights = [w.tolist() for w, _ in e.start_params]
             if cfg.model.bias:
                 run_cfg.model.biases = [b.tolist() for _, b in e.start_params]
-            run = folder / f"lr_{e.value:g}"
+            run = folder / f"lr_{name}"
             run.mkdir()
             atomic_write(run / "config.yaml", config_to_yaml(run_cfg))
             _, written = finish_run(

@@ -111,6 +111,9 @@ def sweep_lr(
     """
     cfg = load(config, epochs, None, seed, None, sets)
     rates = parse_rates(lrs, log_range, cfg)
+    twice = sorted({r for r in rates if rates.count(r) > 1})
+    if twice:
+        raise UsageError(f"learning rate {twice[0]!r} is given twice: each rate trains once")
     positive(target, "--target")
     data = load_data(cfg, config)
     from backprop_cli.network import param_names

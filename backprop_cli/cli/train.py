@@ -184,3 +184,6 @@ def _train_seeds(
         out.print(f"seeds folder: {folder}", soft_wrap=True)
     if any(e.status == "interrupted" for e in entries):
         raise typer.Exit(130)
+    if all(e.status == "diverged" for e in entries):
+        err.print(f"Error: every seed diverged; try a smaller --lr. The study: {folder}", soft_wrap=True)
+        raise typer.Exit(1)

@@ -29,6 +29,8 @@ class _Loader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges a mapping; its keys may be overridden here
             key = self.construct_object(key_node, deep=True)
             if key in seen:
                 raise _DuplicateKey(key, key_node.start_mark.line + 1, seen[key])
@@ -184,7 +186,13 @@ def _first_error(e: ValidationError):
         grouped.setdefault(_clean_loc(err["loc"]), []).append(err)
     loc, errs = next(iter(grouped.items()))
     messages = list(dict.fromkeys(_message(err) for err in errs))
-    return loc, " or ".join(messages), False
+    hint = ""
+    if any(isinstance(err.get("input"), bool) and err["type"] in _NOT_BOOL for err in errs):
+        hint = " (YAML reads yes, no, on, off, true and false as booleans: quote the word)"
+    return loc, " or ".join(messages) + hint, False
+
+
+_NOT_BOOL = ("string_type", "list_type", "literal_error")  # fields that take a word: `no` meant the word
 
 
 class Located:
@@ -228,7 +236,8 @@ def validate(data: Any, loc: Located) -> Config:
             f"{loc.source}: the top level must be a mapping of keys (model, training, data), not a {type(data).__name__}"
         )
     try:
-        cfg = Config.model_validate(data)
+        # top-level keys starting with "x-" hold YAML anchors for `<<:` merges, and nothing else
+        cfg = Config.model_validate({k: v for k, v in data.items() if not str(k).startswith("x-")})
     except ValidationError as e:
         path, message, is_key = _first_error(e)
         raise loc.error(path, message, key_line=is_key) from None

@@ -1,0 +1,101 @@
+"""Messages and exit codes for inputs that used to mislead (part of issue 15): unterminated
+quotes, semicolon CSVs, YAML merge keys and booleans, sweeps whose rates read alike, studies
+that all diverge, Ctrl-C outside train."""
+
+import json
+
+import pytest
+from conftest import CONFIGS
+
+from backprop_cli.network import Network
+
+
+def test_an_unterminated_quote_is_an_error_not_fewer_rows(cli, write_config, tmp_path):
+    (tmp_path / "q.csv").write_text('a,b,y\n0,0,0\n"0,1,1\n1,0,1\n1,1,0\n0,0,0\n')
+    result = cli("validate", write_config("model: {layers: [2, 2, 1]}\ndata: {csv: q.csv}\n"))
+    assert result.exit_code == 2
+    assert (
+        result.stderr
+        == f"Error: {tmp_path / 'q.csv'}: cannot read as CSV: unexpected end of data (an unterminated quote?)\n"
+    )
+
+
+@pytest.mark.parametrize("sep,name", [(";", "';'"), ("\t", "tab")])
+def test_other_separators_are_named(cli, write_config, tmp_path, sep, name):
+    (tmp_path / "s.csv").write_text(f"a{sep}b{sep}y\n0{sep}0{sep}0\n0{sep}1{sep}1\n")
+    result = cli("validate", write_config("model: {layers: [2, 2, 1]}\ndata: {csv: s.csv}\n"))
+    assert result.exit_code == 2
+    assert (
+        result.stderr
+        == f"Error: {tmp_path / 's.csv'}: found {name} separators; backprop reads comma-separated values\n"
+    )
+
+
+def test_yaml_merge_keys_work_and_x_keys_hold_anchors(cli, write_config):
+    path = write_config("""\
+x-net: &net {layers: [2, 2, 1], activation: tanh}
+model:
+  <<: *net
+  activation: sigmoid
+data: {builtin: xor}
+""")
+    result = cli("validate", path)
+    assert result.exit_code == 0, result.stderr
+    assert "2-2-1 network (sigmoid)," in result.stdout  # merged layers; the explicit activation wins
+    duplicate = write_config("model: {layers: [2, 1], layers: [2, 1]}\ndata: {builtin: xor}\n", "dup.yaml")
+    assert (
+        cli("validate", duplicate).stderr == f"Error: {duplicate}:1: duplicate key 'layers' (first given on line 1)\n"
+    )
+
+
+def test_yaml_booleans_get_a_hint(cli, write_config):
+    path = write_config("model: {layers: [2, 2, 1], activation: no}\ndata: {builtin: xor}\n")
+    result = cli("validate", path)
+    assert result.exit_code == 2
+    assert result.stderr.endswith(
+        "(got False) (YAML reads yes, no, on, off, true and false as booleans: quote the word)\n"
+    )
+
+
+def test_every_seed_diverging_exits_1(cli, tmp_path):
+    over = ["--set", "model.output_activation=identity", "--lr", "1e300"]
+    result = cli("train", CONFIGS / "xor.yaml", "--seeds", "0:3", *over, "--runs-dir", tmp_path / "r", "--quiet")
+    assert result.exit_code == 1
+    study = next((tmp_path / "r").iterdir())
+    assert result.stderr == f"Error: every seed diverged; try a smaller --lr. The study: {study}\n"
+    assert json.loads((study / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_rates_that_read_alike_get_their_own_folders(cli, tmp_path):
+    root = tmp_path / "r"
+    result = cli("sweep-lr", CONFIGS / "xor.yaml", "--lrs", "0.1,0.1000001", "--epochs", "10", "--runs-dir", root, "-q")
+    assert result.exit_code == 0, result.output
+    sweep = next(root.iterdir())
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["lr_0.1", "lr_0.1000001"]
+    header = (sweep / "history.csv").read_text().splitlines()[0]
+    assert header == "epoch,learning_rate=0.1,learning_rate=0.1000001"
+
+
+def test_a_rate_given_twice_is_refused_before_training(cli, tmp_path):
+    result = cli("sweep-lr", CONFIGS / "xor.yaml", "--lrs", "0.5,0.1,0.5", "--runs-dir", tmp_path / "r")
+    assert result.exit_code == 2
+    assert result.stderr == "Error: learning rate 0.5 is given twice: each rate trains once\n"
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "args", [["explain", "--epoch", "5"], ["gradcheck", "--epochs", "5"]], ids=["explain", "gradcheck"]
+)
+def test_ctrl_c_during_explain_or_gradcheck_exits_130(cli, monkeypatch, args):
+    real = Network.loss_and_grad
+    calls = []
+
+    def interrupted_on_the_third_step(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Network, "loss_and_grad", interrupted_on_the_third_step)
+    result = cli(args[0], CONFIGS / "xor.yaml", *args[1:])
+    assert result.exit_code == 130 and result.stderr == "Interrupted.\n"
