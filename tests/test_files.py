@@ -143,3 +143,83 @@ def test_a_bad_run_file_is_refused_by_size(tmp_path, monkeypatch):
     monkeypatch.setattr(files_module, "RUN_FILE_LIMIT", files_module.MiB)
     with pytest.raises(RunError, match=r"summary\.json: 1\.1 MiB, over the 1 MiB limit for a run file$"):
         read_json(path)
+
+
+# -- run-folder files of the wrong shape or types ----------------------------------------------------
+
+
+@pytest.fixture
+def iris_run(cli, tmp_path):
+    root = tmp_path / "runs"
+    assert cli("train", CONFIGS / "iris.yaml", "--runs-dir", root, "--quiet", "--epochs", "20").exit_code == 0
+    return root, next(root.iterdir())
+
+
+def _patch(path, **changes):
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "file,changes,command,message",
+    [
+        (
+            "summary.json",
+            {"started_at": 5},
+            ["runs", "compare", "RUN", "RUN"],
+            "started_at: input should be a valid string (got 5)",
+        ),
+        (
+            "summary.json",
+            {"last_epoch": "x"},
+            ["train", str(CONFIGS / "iris.yaml"), "--from", "RUN"],
+            "last_epoch: input should be a valid integer (got 'x')",
+        ),
+        (
+            "data.json",
+            {"feature_names": 5},
+            ["predict", "RUN", "--input", "1,2,3,4"],
+            "feature_names: input should be a valid list (got 5)",
+        ),
+        (
+            "data.json",
+            {"scaling": {"kind": "standard", "shift": [0.0], "factor": [1.0]}},
+            ["predict", "RUN", "--input", "1,2,3,4"],
+            "scaling.shift: expected 4 numbers, one per input",
+        ),
+        (
+            "weights.json",
+            {"layers": [{"weights": "oops"}]},
+            ["predict", "RUN", "--input", "1,2,3,4"],
+            "layers.0.weights: input should be a valid list (got 'oops')",
+        ),
+    ],
+    ids=[
+        "started_at a number",
+        "last_epoch a string",
+        "feature_names a number",
+        "scaling too short",
+        "weights a string",
+    ],
+)
+def test_a_run_file_of_the_wrong_shape_is_one_line_and_exit_1(cli, iris_run, file, changes, command, message):
+    root, run = iris_run
+    _patch(run / file, **changes)
+    args = [str(run) if a == "RUN" else a for a in command]
+    result = cli(*args, "--runs-dir", root)
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {run / file}: {message}\n"
+
+
+def test_a_broken_summary_is_marked_in_the_listing_and_skipped_by_predict(cli, iris_run, tmp_path):
+    root, good = iris_run
+    (root / "bad").mkdir()
+    (root / "bad" / "config.yaml").write_text((good / "config.yaml").read_text())
+    (root / "bad" / "summary.json").write_bytes(b"\xff\xfe not UTF-8")
+    listing = cli("runs", "--runs-dir", root)
+    assert listing.exit_code == 0
+    row = next(line for line in listing.stdout.splitlines() if " bad " in line)
+    assert [cell.strip() for cell in row.split("│")][1:4] == ["bad", "", "corrupt"]
+    result = cli("predict", "--runs-dir", root, "--input", "5.1,3.5,1.4,0.2", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)[0]["class"] == "setosa"

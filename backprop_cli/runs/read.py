@@ -15,7 +15,7 @@ from backprop_cli.config import Config, load_config
 from backprop_cli.data import Scaler
 from backprop_cli.errors import BackpropError, RunError, RunNotFoundError
 from backprop_cli.experiment import network
-from backprop_cli.files import read_json
+from backprop_cli.runs.schema import DataMeta, Summary, Weights, read, read_dict
 from backprop_cli.metrics import class_name
 from backprop_cli.network import Network
 
@@ -103,10 +103,10 @@ def load_run(path: Path) -> LoadedRun:
         raise RunError(f"corrupt run: {e}") from None
     weights_path = path / "weights.json"
     if not weights_path.exists():
-        summary = read_json(path / "summary.json") if (path / "summary.json").exists() else {}
+        summary = read_dict(path / "summary.json", Summary) if (path / "summary.json").exists() else {}
         status = summary.get("status", "unknown")
         raise RunError(f"{weights_path}: missing (run status: {status})")
-    layers = read_json(weights_path).get("layers")
+    layers = [layer.model_dump() for layer in read(weights_path, Weights).layers]
     net = network(cfg)
     shapes = list(zip(net.sizes[1:], net.sizes[:-1]))
     if not isinstance(layers, list) or len(layers) != len(shapes):
@@ -126,8 +126,13 @@ def load_run(path: Path) -> LoadedRun:
             raise RunError(f"{weights_path}: layer {l + 1}: non-finite weights")
         params.append((w, b))
     net.set_params(params)
-    meta = read_json(path / "data.json") if (path / "data.json").exists() else {}
-    summary = read_json(path / "summary.json") if (path / "summary.json").exists() else {}
+    meta = read_dict(path / "data.json", DataMeta) if (path / "data.json").exists() else {}
+    scaling = meta.get("scaling", {})
+    if scaling.get("kind", "none") != "none":
+        for key in ("shift", "factor"):
+            if len(scaling.get(key) or []) != net.sizes[0]:
+                raise RunError(f"{path / 'data.json'}: scaling.{key}: expected {net.sizes[0]} numbers, one per input")
+    summary = read_dict(path / "summary.json", Summary) if (path / "summary.json").exists() else {}
     return LoadedRun(path, cfg, net, meta, summary)
 
 
@@ -135,7 +140,7 @@ def read_summary(path: Path) -> dict:
     """A run or study folder's summary.json; a folder without one is not a run folder."""
     if not (path / "summary.json").exists():
         raise RunNotFoundError(f"{path}: not a run folder (no summary.json)")
-    return read_json(path / "summary.json")
+    return read_dict(path / "summary.json", Summary)
 
 
 def config_text(path: Path) -> Optional[str]:
@@ -180,7 +185,7 @@ def list_runs(root: Path, studies: bool = False) -> list[tuple[Path, dict]]:
         if not is_run and not (studies and (path / "summary.json").exists()):
             continue
         try:
-            summary = read_json(path / "summary.json")
+            summary = read_dict(path / "summary.json", Summary)
         except RunError:
             summary = {"status": "corrupt"}
         if not is_run and "kind" not in summary:
@@ -204,7 +209,7 @@ def compare_runs(paths: list[Path]) -> tuple[list[dict], dict[str, tuple[np.ndar
     for path in paths:
         if not (path / "summary.json").exists() or not (path / "history.csv").exists():
             raise RunNotFoundError(f"{path}: not a run folder (no summary.json and history.csv)")
-        summaries.append(read_json(path / "summary.json"))
+        summaries.append(read_dict(path / "summary.json", Summary))
         epochs, columns = read_history(path)
         if "loss" in columns:
             curves[path.name] = (epochs, columns["loss"])

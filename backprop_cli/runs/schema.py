@@ -1,0 +1,90 @@
+"""What a run folder's JSON files must hold, checked on every read: a file of the wrong shape
+or types is one error naming the file and the field (RunError), never a traceback later.
+
+The models name the fields backprop itself reads and allow the rest (a summary carries every
+history column and whatever `extra` a command recorded), so files stay the contract that
+users' scripts read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from backprop_cli.errors import RunError
+from backprop_cli.files import read_json
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+
+class Summary(_File):
+    """summary.json of a run or of a study (`kind`: sweep or seeds)."""
+
+    name: Optional[str] = None
+    status: str = "unknown"
+    kind: Optional[str] = None
+    started_at: Optional[str] = None
+    finished_at: Optional[str] = None
+    stop_reason: Optional[str] = None
+    epochs_run: Optional[int] = None
+    last_epoch: Optional[int] = None
+    final_loss: Optional[float] = None
+    best_loss: Optional[float] = None
+    accuracy: Optional[float] = None
+    learning_rate: Optional[float] = None
+    seed: Optional[int] = None
+    duration_s: Optional[float] = None
+    models: Optional[list[dict[str, Any]]] = None
+    learning_rates: Optional[list[float]] = None
+
+
+class Scaling(_File):
+    kind: Literal["none", "standard", "minmax"] = "none"
+    shift: Optional[list[float]] = None
+    factor: Optional[list[float]] = None
+
+
+class DataMeta(_File):
+    """data.json: what predict needs to read inputs and name classes."""
+
+    feature_names: list[str] = []
+    class_names: Optional[list[str]] = None
+    classification: bool = False
+    n_outputs: Optional[int] = None
+    scaling: Scaling = Scaling()
+
+
+class Layer(_File):
+    weights: list[list[float]]
+    biases: Optional[list[float]] = None
+
+
+class Weights(_File):
+    """weights.json: one matrix (out x in) and bias list per layer."""
+
+    layers: list[Layer]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read(path: Path, model: type[M]) -> M:
+    """`path` read as JSON and checked against `model`; RunError naming the file and field."""
+    data = read_json(path)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        got = err.get("input")
+        shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+        raise RunError(f"{path}: {where}: {err['msg'][0].lower()}{err['msg'][1:]}{shown}") from None
+
+
+def read_dict(path: Path, model: type[BaseModel]) -> dict[str, Any]:
+    """`read`, as a plain dict of what the file holds, checked (extras included, no defaults added)."""
+    return read(path, model).model_dump(exclude_unset=True)
