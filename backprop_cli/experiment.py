@@ -5,9 +5,11 @@ to the sections and plain values that `data` and `train` take, for the modules a
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from backprop_cli.data import Dataset, load_data
+from backprop_cli.errors import ConfigError
 from backprop_cli.initializers import random_streams
 from backprop_cli.network import Network
 from backprop_cli.optimizers import Optimizer
@@ -17,8 +19,52 @@ if TYPE_CHECKING:
     from backprop_cli.config import Config
 
 
+GiB = 2**30
+
+
+def memory_needed(cfg: Config, n_models: int = 1, n_samples: Optional[int] = None) -> int:
+    """A generous estimate of the bytes training K = n_models models of the config takes:
+    parameters with their gradients, snapshots and optimizer state; activations, deltas and
+    scratch per batch; the data and its copies."""
+    sizes = cfg.model.layers
+    n = _samples(cfg, n_samples)
+    itemsize = 4 if cfg.training.dtype == "float32" else 8
+    params = sum(o * i + o for i, o in zip(sizes, sizes[1:]))
+    batch = min(cfg.training.batch_size or n, n) if n else 0
+    return (
+        n_models * params * itemsize * 8
+        + n_models * batch * sum(sizes[1:]) * itemsize * 4
+        + n * (sizes[0] + sizes[-1]) * 8 * 4
+    )
+
+
+def _samples(cfg: Config, n_samples: Optional[int]) -> int:
+    """The sample count when it is known before loading (inline or generated data), else 0."""
+    d = cfg.data
+    return n_samples or (len(d.inputs) if d.inputs else d.n_samples if d.builtin else 0)
+
+
+def check_memory(cfg: Config, source: str, n_models: int = 1, n_samples: Optional[int] = None) -> None:
+    """Refuse, with the estimate, a config (and model count) that would not fit in this machine's
+    memory: a MemoryError deep in NumPy helps nobody."""
+    need = memory_needed(cfg, n_models, n_samples)
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not knowable here: do not guess
+        return
+    if need > 0.8 * have:
+        models = f" x {n_models:,} models" if n_models > 1 else ""
+        n = _samples(cfg, n_samples)
+        samples = f" on {n:,} samples" if n else ""
+        raise ConfigError(
+            f"{source}: model.layers {cfg.model.layers}{models}{samples} needs about {need / GiB:.1f} GiB of "
+            f"memory; this machine has {have / GiB:.1f} GiB"
+        )
+
+
 def dataset(cfg: Config, source: str) -> Dataset:
     """The config's data (its seed's data stream); `source` names the config file in messages."""
+    check_memory(cfg, source)
     return load_data(cfg.data, cfg.model, cfg.training.loss, cfg.training.dtype, source, random_streams(cfg.seed)[0])
 
 

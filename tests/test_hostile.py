@@ -99,3 +99,66 @@ def test_ctrl_c_during_explain_or_gradcheck_exits_130(cli, monkeypatch, args):
     monkeypatch.setattr(Network, "loss_and_grad", interrupted_on_the_third_step)
     result = cli(args[0], CONFIGS / "xor.yaml", *args[1:])
     assert result.exit_code == 130 and result.stderr == "Interrupted.\n"
+
+
+def _bomb(levels: int) -> str:
+    """The billion-laughs shape: each anchor is a list of ten aliases of the one before."""
+    lines = ["x-a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"x-a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\nmodel: {{layers: [2, 1]}}\ndata: {{builtin: xor, features: *a{levels - 1}}}\n"
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(cli, write_config):
+    path = write_config(_bomb(9))  # 10^9 values once expanded
+    result = cli("validate", path)
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {path}: the YAML expands to more than 2,000,000 values (aliases of aliases?)\n"
+
+
+def test_deep_nesting_and_recursive_anchors_are_refused(cli, write_config):
+    deep = write_config("model: {layers: [2, 1]}\ndata: {builtin: xor}\nx-deep: " + "[" * 600 + "]" * 600 + "\n")
+    result = cli("validate", deep)
+    assert result.exit_code == 2 and result.stderr == f"Error: {deep}:3: nested deeper than 100 levels\n"
+    loop = write_config("x-loop: &loop [*loop]\nmodel: {layers: [2, 1]}\ndata: {builtin: xor}\n", "loop.yaml")
+    result = cli("validate", loop)
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {loop}:1: a recursive alias (an anchor used inside itself)\n"
+
+
+def test_a_large_inline_data_set_loads(write_config):
+    from backprop_cli.config import load_config
+
+    rows = "\n".join(f"    - [{i * 0.001}, {i * 0.002}]" for i in range(20000))
+    targets = "\n".join(f"    - [{i % 2}]" for i in range(20000))
+    cfg = load_config(write_config(f"model: {{layers: [2, 2, 1]}}\ndata:\n  inputs:\n{rows}\n  targets:\n{targets}\n"))
+    assert len(cfg.data.inputs) == 20000 and cfg.data.inputs[-1] == [19.999, 39.998]
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (
+            ["train", str(CONFIGS / "moons.yaml"), "--set", "model.layers=[2,1000000000,2]"],
+            "model.layers [2, 1000000000, 2] on 500 samples needs about ",
+        ),
+        (
+            ["train", str(CONFIGS / "moons.yaml"), "--set", "data.n_samples=1000000000"],
+            "model.layers [2, 16, 16, 2] on 1,000,000,000 samples needs about ",
+        ),
+        (
+            ["train", str(CONFIGS / "xor.yaml"), "--seeds", "0:100000000"],
+            "model.layers [2, 2, 1] x 100,000,000 models on 4 samples needs about ",
+        ),
+    ],
+    ids=["a billion hidden units", "a billion samples", "a hundred million seeds"],
+)
+def test_what_would_not_fit_in_memory_is_refused_with_the_estimate(cli, tmp_path, args, fragment):
+    result = cli(*args, "--runs-dir", tmp_path / "r")
+    assert result.exit_code == 2
+    assert fragment in result.stderr and " GiB of memory; this machine has " in result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "r").exists()
+
+
+def test_a_huge_log_range_is_refused(cli, tmp_path):
+    result = cli("sweep-lr", CONFIGS / "xor.yaml", "--log-range", "0.1:1:100000000", "--runs-dir", tmp_path / "r")
+    assert result.exit_code == 2 and result.stderr == "Error: --log-range 0.1:1:100000000: at most 100,000 rates\n"

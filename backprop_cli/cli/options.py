@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, List, Optional, TypeVar
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, TypeVar
 
 import typer
 from typing_extensions import Annotated
@@ -67,18 +67,22 @@ def parse_list(text: str, convert: Callable[[str], T], flag: str, example: str, 
     return values
 
 
-def parse_seeds(text: str) -> list[int]:
-    """START:STOP (the seeds START..STOP-1) or a list like 1,2,3; all >= 0."""
+def parse_seeds(text: str) -> Sequence[int]:
+    """START:STOP (the seeds START..STOP-1, as a range: nothing allocated before the memory
+    check) or a list like 1,2,3; all >= 0."""
     example = "START:STOP (e.g. 0:30) or a list like 1,2,3"
+    seeds: Sequence[int]
     if ":" in text:
         start, _, stop = text.partition(":")
         try:
-            seeds = list(range(int(start), int(stop)))
+            seeds = range(int(start), int(stop))
         except ValueError:
             raise UsageError(f"--seeds {text}: expected {example}") from None
+        lowest = seeds.start
     else:
         seeds = parse_list(text, int, "--seeds", example, "seeds")
-    if not seeds or min(seeds) < 0:
+        lowest = min(seeds)
+    if not seeds or lowest < 0:
         raise UsageError(f"--seeds {text}: needs at least one seed, all >= 0")
     return seeds
 

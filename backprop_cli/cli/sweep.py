@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from backprop_cli.sweep import Entry
 
 
+MAX_RATES = 100_000  # a sweep this wide is a memory error, not a study
+
+
 def parse_rates(lrs: Optional[str], log_range: Optional[str], cfg: Config) -> list[float]:
     """--lrs, or --log-range MIN:MAX:N, or the config's (or the default) rates."""
     from backprop_cli.sweep import default_rates, log_spaced
@@ -48,6 +51,8 @@ def parse_rates(lrs: Optional[str], log_range: Optional[str], cfg: Config) -> li
             raise UsageError(f"--log-range {log_range}: expected MIN:MAX:N, e.g. 0.01:10:7") from None
         if not (0 < lo <= hi and math.isfinite(hi)) or n < 1:
             raise UsageError(f"--log-range {log_range}: needs 0 < MIN <= MAX and N >= 1")
+        if n > MAX_RATES:
+            raise UsageError(f"--log-range {log_range}: at most {MAX_RATES:,} rates")
         return log_spaced(lo, hi, n)
     if lrs is not None:
         rates = parse_list(lrs, float, "--lrs", "numbers separated by commas, e.g. 0.1,0.5,1", "learning rates")
@@ -111,6 +116,9 @@ def sweep_lr(
     """
     cfg = load(config, epochs, None, seed, None, sets)
     rates = parse_rates(lrs, log_range, cfg)
+    from backprop_cli.experiment import check_memory
+
+    check_memory(cfg, str(config), n_models=len(rates))
     twice = sorted({r for r in rates if rates.count(r) > 1})
     if twice:
         raise UsageError(f"learning rate {twice[0]!r} is given twice: each rate trains once")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import typer
 from typing_extensions import Annotated
@@ -157,14 +157,23 @@ def _print_summary(cfg: Config, data: Dataset, result: TrainResult, summary: dic
 
 
 def _train_seeds(
-    cfg: Config, config: Path, seeds: list[int], runs_dir: Path, quiet: bool, target: Optional[float], worker: Painter
+    cfg: Config,
+    config: Path,
+    seeds: Sequence[int],
+    runs_dir: Path,
+    quiet: bool,
+    target: Optional[float],
+    worker: Painter,
 ) -> None:
+    from backprop_cli.experiment import check_memory
     from backprop_cli.runs import guarded, now_iso
     from backprop_cli.studies import default_target, start_study, targets_reached, write_study
     from backprop_cli.sweep import seed_study
 
     target = default_target(cfg) if target is None else target
+    check_memory(cfg, str(config), n_models=len(seeds))
     data = load_data(cfg, config)
+    seeds = list(seeds)
     started = now_iso()
     folder = start_study(cfg, runs_dir, "seeds")
     with guarded(folder):
