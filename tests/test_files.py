@@ -223,3 +223,51 @@ def test_a_broken_summary_is_marked_in_the_listing_and_skipped_by_predict(cli, i
     assert [cell.strip() for cell in row.split("│")][1:4] == ["bad", "", "corrupt"]
     result = cli("predict", "--runs-dir", root, "--input", "5.1,3.5,1.4,0.2", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)[0]["class"] == "setosa"
+
+
+def test_a_running_run_whose_process_is_gone_is_stale(cli, iris_run):
+    import platform
+    import subprocess
+    import sys
+
+    root, run = iris_run
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _patch(run / "summary.json", status="running", pid=int(gone.stdout), host=platform.node())
+    row = next(line for line in cli("runs", "--runs-dir", root).stdout.splitlines() if run.name in line)
+    assert [cell.strip() for cell in row.split("│")][3] == "stale"
+    _patch(run / "summary.json", pid=os.getpid())  # a live process: still running
+    row = next(line for line in cli("runs", "--runs-dir", root).stdout.splitlines() if run.name in line)
+    assert [cell.strip() for cell in row.split("│")][3] == "running"
+
+
+def test_a_run_records_its_process_while_it_runs(cli, write_config, tmp_path, monkeypatch):
+    from backprop_cli.runs import write as runs_write
+
+    seen = {}
+    real = runs_write.finish_run
+
+    def peek(run, *args, **kwargs):
+        seen.update(json.loads((run / "summary.json").read_text()))
+        return real(run, *args, **kwargs)
+
+    monkeypatch.setattr("backprop_cli.runs.finish_run", peek)
+    assert cli("train", write_config(XOR_YAML), "--runs-dir", tmp_path / "r", "--quiet").exit_code == 0
+    assert seen["status"] == "running" and seen["pid"] == os.getpid() and isinstance(seen["host"], str)
+
+
+def test_predict_on_a_diverged_run_says_so(cli, write_config, tmp_path):
+    text = (
+        XOR_YAML.replace("output_activation: sigmoid", "output_activation: identity")
+        .replace("learning_rate: 0.1", "learning_rate: 0.9")
+        .replace("epochs: 200", "epochs: 1000")
+    )
+    root = tmp_path / "r"
+    assert cli("train", write_config(text), "--runs-dir", root, "--quiet").exit_code == 1
+    run = next(root.iterdir())
+    epoch = json.loads((run / "summary.json").read_text())["diverged_at_epoch"]
+    result = cli("predict", run, "--input", "0,1")
+    assert result.exit_code == 0
+    assert (
+        result.stderr == f"Warning: {run}: this run diverged at epoch {epoch}: its weights are the last finite ones\n"
+    )
+    assert "e+" in result.stdout  # a huge output in 4 significant digits, not 150

@@ -147,6 +147,11 @@ class Steps:
             self.progress.__exit__(*exc)
 
 
+def output(value: float) -> str:
+    """A network output: 4 decimals, or 4 significant digits when it is huge or not finite."""
+    return f"{value:.4f}" if abs(value) < 1e6 else f"{value:.4g}"
+
+
 def warn(warnings: list[str]) -> None:
     for w in warnings:
         err.print(f"Warning: {w}", soft_wrap=True)

@@ -12,7 +12,7 @@ import typer
 from typing_extensions import Annotated
 
 from backprop_cli.cli.app import UsageError, app, cli_errors, err, out
-from backprop_cli.cli.display import emit, fmt, predictions_table
+from backprop_cli.cli.display import emit, fmt, output, predictions_table
 from backprop_cli.cli.options import RunsDir
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def _show(loaded: LoadedRun, records: list[dict], as_json: bool) -> None:
         return
     with_class = bool(records) and "class" in records[0]
     rows = [
-        [fmt(v, 6) for v in r["input"]] + [f"{v:.4f}" for v in r["output"]] + ([str(r["class"])] if with_class else [])
+        [fmt(v, 6) for v in r["input"]] + [output(v) for v in r["output"]] + ([str(r["class"])] if with_class else [])
         for r in records
     ]
     out.print(predictions_table(loaded.feature_names, loaded.output_names, rows, with_class))
@@ -78,7 +78,7 @@ def _interactive(loaded: LoadedRun) -> None:
             except UsageError as e:
                 err.print(f"{e} (try again, or q to quit)")
         record = loaded.records([values])[0]
-        answer = f"output{'s' if len(record['output']) > 1 else ''}: {', '.join(f'{v:.4f}' for v in record['output'])}"
+        answer = f"output{'s' if len(record['output']) > 1 else ''}: {', '.join(output(v) for v in record['output'])}"
         if "class" in record:
             answer += f"  class: {record['class']}"
         out.print(answer)
@@ -114,6 +114,11 @@ def predict(
     from backprop_cli.runs import latest_completed, load_run, resolve_run
 
     loaded = load_run(resolve_run(run, runs_dir) if run is not None else latest_completed(runs_dir))
+    status = loaded.summary.get("status")
+    if status != "completed":
+        at = loaded.summary.get("diverged_at_epoch")
+        why = f"diverged at epoch {at}: its weights are the last finite ones" if at else f"is {status}"
+        err.print(f"Warning: {loaded.path}: this run {why}", soft_wrap=True)
     n = loaded.net.sizes[0]
     if output is not None and csv_file is None:
         raise UsageError("--output goes with --csv")

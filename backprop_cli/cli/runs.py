@@ -30,7 +30,7 @@ def runs_list(ctx: typer.Context, runs_dir: RunsDir = Path("runs")) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from backprop_cli.runs import list_runs
+    from backprop_cli.runs import list_runs, status_of
 
     found = list_runs(runs_dir, studies=True)
     if not found:
@@ -46,7 +46,7 @@ def runs_list(ctx: typer.Context, runs_dir: RunsDir = Path("runs")) -> None:
             table.add_row(
                 f"{path.name} ({s['kind']})",
                 _date(s),
-                s.get("status", "?"),
+                status_of(s),
                 "",
                 f"best {fmt(min(losses), 6)}" if losses else "-",
                 "",
@@ -56,7 +56,7 @@ def runs_list(ctx: typer.Context, runs_dir: RunsDir = Path("runs")) -> None:
         table.add_row(
             path.name,
             _date(s),
-            s.get("status", "?"),
+            status_of(s),
             str(s.get("last_epoch", s.get("epochs_run", ""))),
             fmt(s.get("final_loss"), 6),
             fmt(s.get("accuracy"), 4),

@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter
-from backprop_cli.cli.display import Reporter, fmt, predictions_table, sparkline, study_table, warn
+from backprop_cli.cli.display import Reporter, fmt, output, predictions_table, sparkline, study_table, warn
 from backprop_cli.cli.options import (
     LR,
     ConfigFile,
@@ -132,7 +132,7 @@ def _print_summary(cfg: Config, data: Dataset, result: TrainResult, summary: dic
             cells = (
                 [fmt(float(v), 6) for v in X_show[i]]
                 + [fmt(float(v), 6) for v in data.Y[i]]
-                + [f"{v:.4f}" for v in pred[i]]
+                + [output(v) for v in pred[i]]
             )
             if data.class_names:
                 cells.append(str(class_name(pred[i], data.class_names)))

@@ -18,6 +18,7 @@ from backprop_cli.runs.read import (
     read_history,
     read_summary,
     resolve_run,
+    status_of,
 )
 from backprop_cli.runs.write import (
     check_output,
@@ -39,5 +40,5 @@ from backprop_cli.runs.write import (
 __all__ = [
     "LATEST", "LoadedRun", "check_output", "compare_runs", "config_text", "continue_from", "create_run_dir", "csv_text", "finish_run",
     "finite_or_none", "guarded", "latest_completed", "list_runs", "load_run", "mark_run", "no_interrupts", "now_iso",
-    "number", "numbers", "read_history", "read_summary", "resolve_run", "start_run", "versions", "write_compare_plot",
+    "number", "numbers", "read_history", "read_summary", "resolve_run", "start_run", "status_of", "versions", "write_compare_plot",
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -166,6 +168,22 @@ def read_history(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     except (KeyError, TypeError, ValueError):
         raise RunError(f"{path / 'history.csv'}: corrupt: expected an epoch column and numbers") from None
     return epochs, columns
+
+
+def status_of(summary: dict) -> str:
+    """The summary's status, or `stale` for a `running` run whose process (on this host) is gone:
+    killed with SIGKILL, or stopped by a full disk before it could mark itself."""
+    status = str(summary.get("status", "unknown"))
+    pid, host = summary.get("pid"), summary.get("host")
+    if status != "running" or not isinstance(pid, int) or host != platform.node():
+        return status
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "stale"
+    except OSError:  # exists, another user's
+        pass
+    return status
 
 
 def list_runs(root: Path, studies: bool = False) -> list[tuple[Path, dict]]:

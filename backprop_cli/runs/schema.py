@@ -39,6 +39,8 @@ class Summary(_File):
     seed: Optional[int] = None
     duration_s: Optional[float] = None
     models: Optional[list[dict[str, Any]]] = None
+    pid: Optional[int] = None
+    host: Optional[str] = None
     learning_rates: Optional[list[float]] = None
 
 

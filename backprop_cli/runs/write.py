@@ -52,6 +52,11 @@ def no_interrupts() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
+def process() -> dict[str, Any]:
+    """Which process is writing a run: a `running` run whose process is gone is stale."""
+    return {"pid": os.getpid(), "host": platform.node()}
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
@@ -128,7 +133,8 @@ def start_run(root: Path, cfg: Config, extra: Optional[dict] = None) -> Path:
     run = create_run_dir(root, cfg.name or "run")
     try:
         atomic_write(run / "config.yaml", config_to_yaml(cfg))
-        write_json(run / "summary.json", {"name": cfg.name, "status": "running", "started_at": now_iso(), **(extra or {})})
+        running = {"name": cfg.name, "status": "running", "started_at": now_iso(), **process()}
+        write_json(run / "summary.json", {**running, **(extra or {})})
     except OSError as e:
         raise RunError(f"{run}: cannot write: {e.strerror}") from None
     return run
