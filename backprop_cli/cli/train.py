@@ -88,7 +88,11 @@ def _train_one(
     with guarded(run):
         with Reporter(cfg.training.epochs, start_epoch, quiet) as report:
             result = fit(cfg, data, net, callback=report, start_epoch=start_epoch)
-        summary, warnings = finish_run(run, cfg, data, result, extra=extra, painter=worker)
+        try:
+            summary, warnings = finish_run(run, cfg, data, result, extra=extra, painter=worker)
+        except KeyboardInterrupt:  # deferred until the files were written: they are complete
+            err.print(f"Interrupted while saving; the run was saved ({result.status[0]}): {run}", soft_wrap=True)
+            raise typer.Exit(130) from None
     warn(warnings)
     _print_summary(cfg, data, result, summary, run, quiet)
     status = result.status[0]
