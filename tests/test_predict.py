@@ -8,10 +8,18 @@ import pytest
 from conftest import XOR_YAML
 
 
-@pytest.fixture
-def xor_run(cli, write_config, tmp_path):
-    root = tmp_path / "runs"
-    result = cli("train", write_config(XOR_YAML), "--runs-dir", root, "--epochs", "10000", "--quiet")
+@pytest.fixture(scope="module")
+def xor_run(tmp_path_factory):
+    """One trained XOR run for the module; tests that damage a run copy it first."""
+    from typer.testing import CliRunner
+
+    from backprop_cli.cli import app
+
+    folder = tmp_path_factory.mktemp("xor")
+    (folder / "xor.yaml").write_text(XOR_YAML)
+    root = folder / "runs"
+    args = ["train", str(folder / "xor.yaml"), "--runs-dir", str(root), "--epochs", "10000", "--quiet"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return root, next(p for p in root.iterdir() if p.is_dir())
 
@@ -125,8 +133,11 @@ def test_no_runs_yet(cli, tmp_path):
     ],
     ids=["missing", "empty", "truncated", "wrong shape", "no layers"],
 )
-def test_corrupt_weights_exit_1(cli, xor_run, content, message):
-    _, run = xor_run
+def test_corrupt_weights_exit_1(cli, xor_run, content, message, tmp_path):
+    import shutil
+
+    run = tmp_path / xor_run[1].name
+    shutil.copytree(xor_run[1], run)
     weights = run / "weights.json"
     if content is None:
         weights.unlink()
