@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -66,7 +67,10 @@ def _png(fig: Any) -> bytes:
 
     canvas = FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    canvas.print_png(buf)
+    # a diverged curve's inf and huge values overflow the log scale's transform: harmless here
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        canvas.print_png(buf)
     return buf.getvalue()
 
 

@@ -162,3 +162,18 @@ def test_what_would_not_fit_in_memory_is_refused_with_the_estimate(cli, tmp_path
 def test_a_huge_log_range_is_refused(cli, tmp_path):
     result = cli("sweep-lr", CONFIGS / "xor.yaml", "--log-range", "0.1:1:100000000", "--runs-dir", tmp_path / "r")
     assert result.exit_code == 2 and result.stderr == "Error: --log-range 0.1:1:100000000: at most 100,000 rates\n"
+
+
+def test_plots_of_diverged_curves_draw_without_warnings():
+    import warnings
+
+    import numpy as np
+
+    from backprop_cli import plots
+
+    epochs = np.arange(1, 11)
+    values = np.array([1, 2, np.inf, 1e300, 5, np.nan, 1, 1, 1, 1.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        png = plots.loss_plot({"training": (epochs, values)}, "diverged")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
