@@ -9,10 +9,11 @@ matplotlib's default there, costs tens of milliseconds a figure).
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import warnings
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import numpy as np
 
@@ -22,6 +23,22 @@ from backprop_cli.network import neuron_names, param_names
 MAX_DIAGRAM_NEURONS = 32  # larger networks are not drawn: their labels would overlap
 
 Curves = dict  # label -> (epochs, values)
+
+
+F = TypeVar("F", bound=Callable[..., bytes])
+
+
+def _quiet(draw: F) -> F:
+    """A diverged curve's inf and huge values overflow the log scale's transforms: harmless for
+    the picture, so the plot says nothing about them (the run's status does)."""
+
+    @functools.wraps(draw)
+    def quiet(*args: Any, **kwargs: Any) -> bytes:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return draw(*args, **kwargs)
+
+    return quiet  # type: ignore[return-value]
 
 
 def _figure(
@@ -67,10 +84,7 @@ def _png(fig: Any) -> bytes:
 
     canvas = FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    # a diverged curve's inf and huge values overflow the log scale's transform: harmless here
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        canvas.print_png(buf)
+    canvas.print_png(buf)
     return buf.getvalue()
 
 
@@ -82,6 +96,7 @@ def spans_decades(values: Any) -> bool:
     return bool(v.size > 1 and v.max() / v.min() > 10 and np.all(np.asarray(values)[np.isfinite(values)] > 0))
 
 
+@_quiet
 def loss_plot(curves: Curves, title: str, ylabel: str = "loss") -> bytes:
     """One axis, one line per curve {label: (epochs, values)}; log scale when the values span decades."""
     fig = _figure()
@@ -101,6 +116,7 @@ def loss_plot(curves: Curves, title: str, ylabel: str = "loss") -> bytes:
     return _png(fig)
 
 
+@_quiet
 def metric_plot(epochs: Any, curves: dict, ylabel: str) -> bytes:
     fig = _figure()
     ax = _axes(fig)
@@ -168,6 +184,7 @@ def _small_multiples(curves: Curves, title: str) -> bytes:
     return _png(fig)
 
 
+@_quiet
 def loss_grid(curves: Curves, title: str) -> bytes:
     """One panel per curve (the classic six-panel learning-rate figure).
 
@@ -207,6 +224,7 @@ def boundary_grid(X: np.ndarray, n: int = 200) -> tuple[tuple[float, float, floa
     return (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])), np.c_[gx.ravel(), gy.ravel()]
 
 
+@_quiet
 def decision_boundary(
     extent: tuple[float, float, float, float],
     outputs: np.ndarray,
@@ -245,6 +263,7 @@ def decision_boundary(
     return _png(fig)
 
 
+@_quiet
 def network_diagram(sizes: Sequence[int], params: list, title: str) -> bytes:
     """The network as in textbooks: neurons in columns, each edge labelled wN with its value,
     coloured by sign (blue +, red -) and as wide as its magnitude; biases beside their neurons."""
