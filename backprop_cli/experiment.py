@@ -9,7 +9,7 @@ import os
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from backprop_cli.data import Dataset, load_data
-from backprop_cli.errors import ConfigError
+from backprop_cli.errors import ConfigError, DivergedError
 from backprop_cli.initializers import random_streams
 from backprop_cli.network import Network
 from backprop_cli.optimizers import Optimizer
@@ -71,6 +71,19 @@ def dataset(cfg: Config, source: str) -> Dataset:
 def network(cfg: Config, n_models: int = 1, seeds: Optional[Sequence[int]] = None) -> Network:
     """K = n_models copies of the config's initial weights (or one model per seed of `seeds`)."""
     return build_network(cfg.model, cfg.training.dtype, cfg.seed, n_models, seeds)
+
+
+def require_completed(result: TrainResult, before: str) -> None:
+    """Training that a later step depends on (explain's step, gradcheck's second check) must
+    have completed: a Ctrl-C it caught is raised again (there is no run to keep), and a
+    divergence is a DivergedError saying what it came `before`."""
+    status = result.status[0]
+    if status == "interrupted":
+        raise KeyboardInterrupt
+    if status != "completed":
+        raise DivergedError(
+            f"training {status} at epoch {result.diverged_at[0] or result.epochs_run[0]}, before {before}"
+        )
 
 
 def fit(

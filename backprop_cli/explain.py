@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from backprop_cli.data import Dataset
-from backprop_cli.errors import DivergedError
-from backprop_cli.experiment import fit, network
+from backprop_cli.experiment import fit, network, require_completed
 from backprop_cli.files import atomic_write
 from backprop_cli.losses import LOSSES
 from backprop_cli.network import frozen_mask, neuron_names
@@ -62,14 +61,9 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
             before["theta"] = net.theta.copy()
 
     optimizer = make_optimizer(cfg.training, net.theta.shape, net.dtype)
-    result = fit(cfg, data, net, callback=keep_weights, optimizer=optimizer)
-    if result.status[0] == "interrupted":
-        raise KeyboardInterrupt  # the loop caught Ctrl-C to keep a run; here there is none to keep
-    if result.status[0] != "completed":
-        raise DivergedError(
-            f"training {result.status[0]} at epoch {result.diverged_at[0] or result.epochs_run[0]}, "
-            f"before step {epoch} could be explained"
-        )
+    require_completed(
+        fit(cfg, data, net, callback=keep_weights, optimizer=optimizer), f"step {epoch} could be explained"
+    )
     old = before.get("theta", None)
     if old is None:  # epoch 1: the initial weights
         old = network(cfg).theta.copy()

@@ -16,8 +16,7 @@ import numpy as np
 
 from backprop_cli.data import Dataset
 from backprop_cli.differences import FiniteDifferences, Progress
-from backprop_cli.errors import DivergedError
-from backprop_cli.experiment import fit, network
+from backprop_cli.experiment import fit, network, require_completed
 from backprop_cli.losses import LOSSES
 from backprop_cli.network import Network
 
@@ -190,13 +189,6 @@ def gradcheck(
     reports = [check(0)]
     if epochs:
         cfg.training.epochs = epochs
-        result = fit(cfg, data, net)
-        if result.status[0] == "interrupted":
-            raise KeyboardInterrupt  # the loop caught Ctrl-C to keep a run; here there is none to keep
-        if result.status[0] != "completed":
-            raise DivergedError(
-                f"training {result.status[0]} at epoch {result.diverged_at[0] or result.epochs_run[0]} "
-                f"of {epochs}, before the second check"
-            )
+        require_completed(fit(cfg, data, net), f"the check after {epochs} epochs")
         reports.append(check(epochs))
     return reports
