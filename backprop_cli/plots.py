@@ -117,7 +117,8 @@ def loss_plot(curves: Curves, title: str, ylabel: str = "loss") -> bytes:
 
 
 @_quiet
-def metric_plot(epochs: Any, curves: dict, ylabel: str) -> bytes:
+def metric_plot(epochs: Any, curves: dict, ylabel: str, title: str = "") -> bytes:
+    """A metric's curves (accuracy: training and validation) on an axis fitted to their range."""
     fig = _figure()
     ax = _axes(fig)
     for label, values in curves.items():
@@ -125,7 +126,7 @@ def metric_plot(epochs: Any, curves: dict, ylabel: str) -> bytes:
     _few_ticks(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title or ylabel)
     ax.grid(True, alpha=0.3)
     if len(curves) > 1:
         ax.legend()

@@ -166,5 +166,5 @@ def test_csv_output_quotes_class_names_with_commas(cli, write_config, tmp_path):
     result = cli("predict", "--runs-dir", root, "--csv", tmp_path / "in.csv")
     assert result.exit_code == 0, result.output
     rows = list(csv.reader(io.StringIO(result.stdout)))
-    assert rows[0] == ["x1", "x2", "output1", "output2", "class"]
+    assert rows[0] == ["x1", "x2", "big, square", "small, round", "class"]  # outputs named by class
     assert [r[-1] for r in rows[1:]] == ["small, round", "big, square"]

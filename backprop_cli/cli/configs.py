@@ -33,7 +33,7 @@ def validate(
     val = f", {len(data.X_val)} validation" if data.X_val is not None else ""
     out.print(
         f"{config}: OK: {shape} network ({'/'.join(dict.fromkeys(cfg.model.activations))}), {n_params} parameters, "
-        f"loss {cfg.training.loss}, {len(data.X)} training samples{val}",
+        f"loss {cfg.training.loss}, {len(data.X)} training sample{'' if len(data.X) == 1 else 's'}{val}",
         soft_wrap=True,
     )
 

@@ -52,6 +52,24 @@ def _show(loaded: LoadedRun, records: list[dict], as_json: bool) -> None:
     out.print(predictions_table(loaded.feature_names, loaded.output_names, rows, with_class))
 
 
+def _ask(prompt: str) -> Optional[str]:
+    """One line typed at `prompt`, or None at end of input. At a terminal, with line editing
+    and history (the arrow keys) from the standard library's readline."""
+    if sys.stdin.isatty():
+        try:
+            import readline  # noqa: F401  (importing it gives input() editing and history)
+        except ImportError:  # not on every platform: input() still works
+            pass
+        try:
+            return input(prompt)
+        except EOFError:
+            return None
+    out.print(prompt, end="")
+    sys.stdout.flush()
+    line = sys.stdin.readline()
+    return line if line else None
+
+
 def _interactive(loaded: LoadedRun) -> None:
     """Prompt for each input by name; a whole row at the first prompt works too. Ends at q or EOF."""
     names = loaded.feature_names
@@ -59,10 +77,8 @@ def _interactive(loaded: LoadedRun) -> None:
     while True:
         values: list[float] = []
         while len(values) < n:
-            out.print(f"{names[len(values)]}: ", end="")
-            sys.stdout.flush()
-            line = sys.stdin.readline()
-            if not line:  # end of input
+            line = _ask(f"{names[len(values)]}: ")
+            if line is None:  # end of input
                 out.print()
                 return
             text = line.strip()
@@ -78,7 +94,12 @@ def _interactive(loaded: LoadedRun) -> None:
             except UsageError as e:
                 err.print(f"{e} (try again, or q to quit)")
         record = loaded.records([values])[0]
-        answer = f"output{'s' if len(record['output']) > 1 else ''}: {', '.join(output(v) for v in record['output'])}"
+        if loaded.by_class:
+            answer = ", ".join(f"{name} {output(v)}" for name, v in zip(loaded.output_names, record["output"]))
+        else:
+            answer = (
+                f"output{'s' if len(record['output']) > 1 else ''}: {', '.join(output(v) for v in record['output'])}"
+            )
         if "class" in record:
             answer += f"  class: {record['class']}"
         out.print(answer)

@@ -56,12 +56,20 @@ def train(
             "--from", metavar="RUN", help="Start from this run's final weights (a path, a run name, or latest)."
         ),
     ] = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the config as resolved (after --set and the flags) and exit.")
+    ] = False,
 ) -> None:
     """Train the network a config describes and write a run folder.
 
     Example: backprop train configs/xor.yaml --epochs 5000 --lr 0.5
     """
     cfg = load(config, epochs, lr, seed, name, sets)
+    if print_config:
+        from backprop_cli.config import config_to_yaml
+
+        out.print(config_to_yaml(cfg), end="", soft_wrap=True)
+        return
     if seeds is not None:
         if from_run is not None:
             raise UsageError("--from goes with a single run, not with --seeds")

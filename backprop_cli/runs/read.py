@@ -52,8 +52,18 @@ class LoadedRun:
         return self.meta.get("class_names")
 
     @property
+    def by_class(self) -> bool:
+        """Whether each output is one class's probability (softmax over named classes)."""
+        names = self.class_names
+        return bool(self.meta.get("classification") and names and len(names) == self.net.sizes[-1] > 1)
+
+    @property
     def output_names(self) -> list[str]:
+        """Column names of the outputs: the class names where each output is one class's, else
+        output (one) or output1, output2, ..."""
         n_out = self.net.sizes[-1]
+        if self.by_class:
+            return [str(name) for name in self.class_names or []]
         return ["output"] if n_out == 1 else [f"output{j + 1}" for j in range(n_out)]
 
     def predict(self, X: Any) -> np.ndarray:
@@ -67,6 +77,8 @@ class LoadedRun:
         records = []
         for x, y in zip(X, self.predict(X)):
             record: dict[str, Any] = {"input": x.tolist(), "output": y.tolist()}
+            if self.by_class:
+                record["probabilities"] = dict(zip(self.output_names, y.tolist()))
             if classification:
                 record["class"] = class_name(y, self.class_names)
             records.append(record)

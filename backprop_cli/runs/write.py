@@ -247,7 +247,7 @@ def plot_jobs(run: Path, cfg: Config, data: Dataset, result: TrainResult, model:
             acc = {"training": hist["accuracy"]}
             if "val_accuracy" in hist:
                 acc["validation"] = hist["val_accuracy"]
-            jobs.append((run / "accuracy.png", "metric_plot", (epochs, acc, "accuracy")))
+            jobs.append((run / "accuracy.png", "metric_plot", (epochs, acc, "accuracy", f"{cfg.name}: accuracy")))
     net = result.net
     if data.classification and net.sizes[0] == 2 and data.X_raw is not None:
         extent, points = plots.boundary_grid(data.X_raw)
