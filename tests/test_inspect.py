@@ -360,3 +360,10 @@ def test_gradcheck_passes_where_outputs_saturate(write_config, model, loss, targ
     )
     report = gradcheck(cfg, dataset(cfg, "x"))[0]
     assert report.loss > 15 and report.passed, [(l.max_rel, l.worst) for l in report.layers]
+
+
+def test_gradcheck_all_checks_every_parameter(cli):
+    result = cli("gradcheck", CONFIGS / "spirals.yaml", "--all")
+    assert result.exit_code == 0, result.output
+    assert "4160 of" not in result.stdout and " 4160 " in result.stdout
+    assert "checked a sample" not in result.stdout

@@ -173,3 +173,16 @@ def test_a_non_positive_target_is_refused(cli, tmp_path, command):
     assert result.exit_code == 2
     assert result.stderr == "Error: --target -1: must be finite and > 0\n"
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("plots,pngs", [(None, []), ("all", ["loss.png", "network.png"])], ids=["summary", "all"])
+def test_per_rate_plots_are_drawn_only_with_plots_all(cli, tmp_path, plots, pngs):
+    root = tmp_path / "r"
+    extra = ["--plots", plots] if plots else []
+    args = ["sweep-lr", CONFIGS / "worked_example.yaml", "--lrs", "0.5,1", "--epochs", "20", "--runs-dir", root, "-q"]
+    assert cli(*args, *extra).exit_code == 0
+    sweep = next(root.iterdir())
+    assert (sweep / "loss_curves.png").exists() and (sweep / "loss_grid.png").exists()
+    for rate in ("lr_0.5", "lr_1"):
+        assert sorted(p.name for p in (sweep / rate).glob("*.png")) == pngs
+        assert (sweep / rate / "weights.json").exists() and (sweep / rate / "summary.json").exists()
