@@ -147,7 +147,9 @@ def explain(
         for s in sections:
             table = Table(title=f"epoch {epoch}: {s.title}", title_justify="left")
             for h in s.headers:
-                table.add_column(h, justify="left" if h in ("layer", "neuron", "parameter", "connects") else "right")
+                # numbers wrap at a narrow terminal rather than lose digits to an ellipsis
+                justify = "left" if h in ("layer", "neuron", "parameter", "connects") else "right"
+                table.add_column(h, justify=justify, overflow="fold")
             for row in s.rows:
                 table.add_row(*row)
             out.print(table)
