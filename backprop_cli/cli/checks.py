@@ -148,8 +148,8 @@ def explain(
             table = Table(title=f"epoch {epoch}: {s.title}", title_justify="left")
             for h in s.headers:
                 # numbers wrap at a narrow terminal rather than lose digits to an ellipsis
-                justify = "left" if h in ("layer", "neuron", "parameter", "connects") else "right"
-                table.add_column(h, justify=justify, overflow="fold")
+                left = h in ("layer", "neuron", "parameter", "connects")
+                table.add_column(h, justify="left" if left else "right", overflow="fold")
             for row in s.rows:
                 table.add_row(*row)
             out.print(table)
