@@ -19,7 +19,7 @@ import numpy as np
 from backprop_cli.datasets import GENERATORS, SHIPPED, RawData
 from backprop_cli.errors import DataError
 from backprop_cli.files import MiB, check_file
-from backprop_cli.metrics import class_indices
+from backprop_cli.metrics import class_indices, output_names
 
 if TYPE_CHECKING:  # sections of the config; importing data loads no pydantic
     from backprop_cli.config import DataConfig, ModelConfig
@@ -76,6 +76,11 @@ class Dataset:
     classification: bool = False
     scaler: Scaler = field(default_factory=Scaler)
     X_raw: Optional[np.ndarray] = None  # training inputs before scaling, for display
+    X_val_raw: Optional[np.ndarray] = None  # validation inputs before scaling
+
+    @property
+    def output_names(self) -> list[str]:
+        return output_names(self.Y.shape[1], self.class_names, self.classification)
 
     def meta(self) -> dict:
         """What a run folder keeps so `predict` can read inputs and name classes (data.json)."""
@@ -164,9 +169,15 @@ def _numeric_block(rows, cols, header, path: Path, first_line: int) -> np.ndarra
     return out
 
 
-def _from_csv(path: Path, target=None, features=None) -> RawData:
-    """Read a CSV data file; `target` and `features` are column names or indices."""
+def _from_csv(path: Path, target=None, features=None, known: Optional[list] = None) -> RawData:
+    """Read a CSV data file; `target` and `features` are column names or indices. Without
+    `features`, the `known` input names are the features where the header has them all (and
+    without `target`, every other column is a target)."""
     header, rows, first = read_csv(path)
+    if features is None and known and all(name in header for name in known):
+        features = known
+        if target is None:
+            target = [name for name in header if name not in known] or None
     targets = target if isinstance(target, list) else [target if target is not None else -1]
     t_cols = [_column_index(t, header, path, "target") for t in targets]
     if features is not None:
@@ -364,7 +375,26 @@ def load_data(
         classification=classification,
         scaler=scaler,
         X_raw=X_train,
+        X_val_raw=X_val,
     )
+
+
+def load_labelled_csv(
+    path: Path, d: DataConfig, model: ModelConfig, feature_names: list, class_names: Optional[list], dtype: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw inputs (not scaled) and targets of a CSV laid out like a run's training data: the
+    config's target and feature columns (or the columns named like its inputs), class names
+    mapped onto the training classes' order. For `evaluate`."""
+    raw = _from_csv(path, d.target, d.features, known=feature_names)
+    Y, _ = _targets(raw, model, str(path), class_names)
+    layers = model.layers
+    if raw.X.shape[1] != layers[0]:
+        raise DataError(f"{path}: {raw.X.shape[1]} input columns, but the network takes {layers[0]} inputs")
+    if Y.shape[1] != layers[-1]:
+        raise DataError(f"{path}: {Y.shape[1]} targets per sample, but the network has {layers[-1]} outputs")
+    if len(raw.X) == 0:
+        raise DataError(f"{path}: the data set is empty")
+    return raw.X.astype(dtype), Y.astype(dtype)
 
 
 def read_inputs_csv(path: Path, feature_names: list) -> np.ndarray:

@@ -56,7 +56,7 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
     net = network(cfg)
     before = {}
 
-    def keep_weights(e, loss):
+    def keep_weights(e, loss, seen):
         if e == epoch - 1:
             before["theta"] = net.theta.copy()
 

@@ -29,6 +29,14 @@ def class_name(output: np.ndarray, class_names: Optional[Sequence[str]]) -> str 
     return idx
 
 
+def output_names(n_out: int, class_names: Optional[Sequence], classification: bool) -> list[str]:
+    """Names of a network's outputs: the class names where each output is one class's
+    probability (several outputs, one per named class), else output, or output1, output2, ..."""
+    if classification and class_names and len(class_names) == n_out > 1:
+        return [str(name) for name in class_names]
+    return ["output"] if n_out == 1 else [f"output{j + 1}" for j in range(n_out)]
+
+
 class Metrics:
     """Per-epoch metrics besides the loss, from outputs (K, n, n_out) and targets (n, n_out).
 

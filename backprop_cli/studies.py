@@ -101,7 +101,10 @@ def write_study(
         names = value_names([e.value for e in entries])
         curves = {f"{label}={name}": (e.result.epochs[: len(e.losses)], e.losses) for name, e in zip(names, entries)}
         title = f"{cfg.name}: {cfg.training.loss} loss"
-        jobs: list[Job] = [(folder / "loss_curves.png", "loss_plot", (curves, f"{title} by {label}"))]
+        values = [float(e.value) for e in entries]
+        jobs: list[Job] = [
+            (folder / "loss_curves.png", "study_plot", (curves, values, label, f"{title} by {label}", target))
+        ]
         if per_model_runs:
             jobs.append((folder / "loss_grid.png", "loss_grid", (curves, title)))
         painter.submit(jobs)

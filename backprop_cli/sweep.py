@@ -86,7 +86,11 @@ def sweep_learning_rates(
             net.set_params(previous)
         start = net.get_params(0)
         offset = i * cfg.training.epochs
-        step = None if callback is None else (lambda epoch, loss, offset=offset: callback(offset + epoch, loss))
+        step = (
+            None
+            if callback is None
+            else (lambda epoch, loss, seen, offset=offset: callback(offset + epoch, loss, seen))
+        )
         result = fit(cfg, data, net, learning_rates=[rate], callback=step)
         entries.append(Entry(rate, result, 0, start))
         previous = net.get_params(0)

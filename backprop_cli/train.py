@@ -29,7 +29,21 @@ from backprop_cli.schedules import SCHEDULES, Schedule
 if TYPE_CHECKING:
     from backprop_cli.config import ModelConfig, TrainingConfig
 
-Callback = Callable[[int, np.ndarray], None]
+
+class Epoch:
+    """What a callback may read about the epoch that just ended, besides its loss: the weights
+    after its update (`theta`, K x P, live: copy what you keep) and any history column's
+    values (K,) for it, such as `val_loss` or `accuracy`. One object, updated in place."""
+
+    def __init__(self, history: History, theta: np.ndarray) -> None:
+        self.history, self.theta, self.index = history, theta, 0
+        self.columns = history.columns
+
+    def value(self, column: str) -> np.ndarray:
+        return self.history.value(column, self.index)
+
+
+Callback = Callable[[int, np.ndarray, Epoch], None]
 
 
 def build_network(
@@ -174,6 +188,7 @@ def train(
     record, policies = history.record, [policy.after_epoch for policy in stopping]
     full, restore_stopped = batches.full, models.restore_stopped
     done, current = 0, -1
+    seen = Epoch(history, theta)
 
     started = time.perf_counter()
     try:
@@ -213,7 +228,8 @@ def train(
                 for after_epoch in policies:
                     after_epoch(e, epoch, loss)
                 if callback is not None:
-                    callback(epoch, loss)
+                    seen.index = e
+                    callback(epoch, loss, seen)
                 if models.any_stopped and not models.active.any():
                     break
     except KeyboardInterrupt:

@@ -20,7 +20,7 @@ TIERS = [
     ["errors", "files"],
     ["activations", "losses", "optimizers", "schedules", "initializers"],
     ["network", "metrics"],
-    ["differences"],
+    ["differences", "evaluation"],
     ["datasets"],
     ["config"],
     ["data"],

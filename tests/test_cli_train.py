@@ -105,8 +105,9 @@ def test_divergence_exits_1_and_marks_the_run(cli, write_config, tmp_path):
 
 def test_non_terminal_output_uses_plain_progress_lines(cli, write_config, tmp_path):
     result = cli("train", write_config(XOR_YAML), "--runs-dir", tmp_path / "r")
-    assert "epoch 1/200  loss " in result.stdout
-    assert "epoch 200/200  loss " in result.stdout
+    assert "epoch 1/200 (0%)  loss " in result.stdout
+    assert "epoch 200/200 (100%)  loss " in result.stdout
+    assert "ep/s" in result.stdout
 
 
 def test_run_folders_never_collide(tmp_path):

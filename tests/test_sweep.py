@@ -163,7 +163,7 @@ def test_seed_study(cli, write_config, tmp_path):
 def test_chained_progress_counts_epochs_across_the_rates():
     cfg, data = _worked(epochs=10)
     seen = []
-    sweep_learning_rates(cfg, data, [0.1, 0.5, 1.0], chain=True, callback=lambda epoch, loss: seen.append(epoch))
+    sweep_learning_rates(cfg, data, [0.1, 0.5, 1.0], chain=True, callback=lambda epoch, loss, _: seen.append(epoch))
     assert seen == list(range(1, 31))
 
 

@@ -208,6 +208,8 @@ def test_compare_draws_a_continued_run_at_its_own_epochs(cli, write_config, tmp_
     assert cli("train", path, "--runs-dir", root, "--epochs", "50", "--from", first.name, "--quiet").exit_code == 0
     second = next(p for p in root.iterdir() if p != first)
     _, curves = compare_runs([first, second])
+    assert list(curves) == ["sse"]  # grouped by loss function
+    curves = curves["sse"]
     assert curves[first.name][0].tolist() == list(range(1, 101))
     assert curves[second.name][0].tolist() == list(range(101, 151))  # not drawn over epochs 1-50
 

@@ -10,8 +10,19 @@ from backprop_cli.cli import checks, configs, predict, runs, sweep, train  # noq
 from backprop_cli.cli.app import app
 
 
+def hoist_debug(args: list[str]) -> list[str]:
+    """`--debug` is the root command's option, and works wherever a user types it: after the
+    subcommand (`backprop train x.yaml --debug`) it is moved to the front. Not after `--`."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[1:end]:
+        return args
+    return ["--debug"] + [a for i, a in enumerate(args) if not (a == "--debug" and i < end)]
+
+
 def main() -> None:
-    app(prog_name="backprop")
+    import sys
+
+    app(args=hoist_debug(sys.argv[1:]), prog_name="backprop")
 
 
 __all__ = ["app", "main"]

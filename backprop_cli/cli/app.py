@@ -78,7 +78,9 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks for errors (also after the subcommand).")
+    ] = False,
 ) -> None:
     """backprop: YAML-driven neural-network training with a NumPy engine you can check by hand."""
     _debug["on"] = debug

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
@@ -25,6 +26,18 @@ def fmt(x: Any, digits: int = 6) -> str:
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)
     return f"{x:.{digits}g}"
+
+
+def metric(column: str, value: Optional[float]) -> str:
+    """A loss or metric in the one format every command uses: fractions that live in [0, 1]
+    (accuracy, precision, recall, F1) and R^2 with 4 decimals, so 1 and 0.9833 line up as 1.0000
+    and 0.9833; losses and errors in 6 significant digits."""
+    if value is None:
+        return "-"
+    name = column.removeprefix("val_")
+    if name in ("accuracy", "r2", "precision", "recall", "f1") and math.isfinite(value):
+        return f"{value:.4f}"
+    return fmt(value, 6)
 
 
 def sparkline(values: Any, width: int = 48) -> str:
@@ -58,10 +71,40 @@ def loss_text(loss: np.ndarray) -> str:
     return f"min {fmt(min(finite), 4)}" if finite else "nan"
 
 
+SHORT = {"accuracy": "acc", "val_accuracy": "val_acc"}
+
+
+def epoch_text(loss: np.ndarray, seen: Any) -> str:
+    """The numbers a progress line shows: the loss, and for one model its metrics and
+    validation numbers as Keras shows them (`loss 0.0123 acc 1 val_loss 0.02 val_acc 0.95`)."""
+    parts = [f"loss {loss_text(loss)}"]
+    if len(loss) == 1 and seen is not None:
+        for column in seen.columns[1:]:
+            parts.append(f"{SHORT.get(column, column)} {metric(column, float(seen.value(column)[0]))}")
+    return " ".join(parts)
+
+
+def _two_lines() -> type:
+    """A Rich progress display with the numbers on a line of their own under the bar, so a
+    narrow terminal shows all of them instead of cutting them."""
+    from rich.progress import Progress
+    from rich.text import Text
+
+    class TwoLines(Progress):
+        def get_renderables(self) -> Any:
+            yield self.make_tasks_table(self.tasks)
+            for task in self.tasks:
+                yield Text("  " + task.fields.get("numbers", ""), overflow="fold")
+
+    return TwoLines
+
+
 class Reporter:
     """Progress for a training loop: a Rich bar on a terminal, plain lines otherwise.
 
-    The loop calls it every epoch; it redraws at most every 0.1 s (plain lines: every 10%).
+    The loop calls it every epoch; it redraws at most every 0.1 s (plain lines: every 10%),
+    with the percentage, the epoch, the loss and (one model) metrics and validation numbers,
+    and the speed in epochs per second.
     """
 
     def __init__(self, total: int, start: int = 0, quiet: bool = False, label: str = "training") -> None:
@@ -69,17 +112,26 @@ class Reporter:
         self.live = not quiet and out.is_terminal
         self.next_line = 0
         self.last = 0.0
+        self.began = time.perf_counter()
         self.progress: Any = None
 
     def __enter__(self) -> "Reporter":
+        self.began = time.perf_counter()
         if self.live:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
-            self.progress = Progress(
+            self.progress = _two_lines()(
                 TextColumn("{task.description}"),
-                BarColumn(),
+                BarColumn(bar_width=None if out.width >= 100 else 16),
+                TaskProgressColumn(),
                 TextColumn("epoch {task.fields[epoch]}/{task.fields[last]}"),
-                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("{task.fields[speed]}"),
                 TimeElapsedColumn(),
                 TextColumn("eta"),
                 TimeRemainingColumn(),
@@ -88,20 +140,35 @@ class Reporter:
             )
             self.progress.__enter__()
             self.task = self.progress.add_task(
-                self.label, total=self.total, epoch=self.start, last=self.start + self.total, loss="-"
+                self.label, total=self.total, epoch=self.start, last=self.start + self.total, numbers="loss -", speed=""
             )
         return self
 
-    def __call__(self, epoch: int, loss: np.ndarray) -> None:
+    def speed(self, epoch: int) -> str:
+        elapsed = time.perf_counter() - self.began
+        done = epoch - self.start
+        return f"{done / elapsed:,.0f} ep/s" if elapsed > 0 and done > 0 else ""
+
+    def __call__(self, epoch: int, loss: np.ndarray, seen: Any = None) -> None:
         if self.quiet:
             return
-        now = time.perf_counter()
         if self.live:
+            now = time.perf_counter()
             if now - self.last >= 0.1 or epoch == self.start + self.total:
                 self.last = now
-                self.progress.update(self.task, completed=epoch - self.start, epoch=epoch, loss=loss_text(loss))
+                self.progress.update(
+                    self.task,
+                    completed=epoch - self.start,
+                    epoch=epoch,
+                    numbers=epoch_text(loss, seen),
+                    speed=self.speed(epoch),
+                )
         elif epoch - self.start >= self.next_line:
-            out.print(f"epoch {epoch}/{self.start + self.total}  loss {loss_text(loss)}")
+            percent = 100 * (epoch - self.start) / self.total if self.total else 100
+            out.print(
+                f"epoch {epoch}/{self.start + self.total} ({percent:.0f}%)  {epoch_text(loss, seen)}  {self.speed(epoch)}",
+                soft_wrap=True,
+            )
             self.next_line += max(self.total // 10, 1)
 
     def __exit__(self, *exc: Any) -> None:
@@ -170,38 +237,101 @@ def emit(text: str, output: Optional[Path], what: str) -> None:
     out.print(f"wrote {what} to {output}", soft_wrap=True)
 
 
+@dataclass
+class Column:
+    """A table column: `keep` columns (the row's key) are never dropped and are repeated in
+    every part of a wrapped table; a column with `drop` > 0 may be left out of a table that
+    is too wide for the terminal, highest `drop` first."""
+
+    name: str
+    justify: str = "right"
+    keep: bool = False
+    drop: int = 0
+
+
+def _width(columns: Sequence[Column], rows: Sequence[Sequence[str]], picked: Sequence[int]) -> int:
+    """Characters a Rich table of these columns needs: cells, one space of padding each side
+    and a rule between and around them."""
+    widths = [max([len(columns[i].name)] + [len(r[i]) for r in rows]) for i in picked]
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def print_table(
+    title: str,
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[str]],
+    styles: Optional[Sequence[Optional[str]]] = None,
+    wrap: bool = True,
+) -> None:
+    """Print a table without cutting an identifier or a number at the terminal's width.
+
+    Too wide, it leaves out the columns that may be dropped (saying which), then, if `wrap`,
+    prints the rest in parts of as many columns as fit, each repeating the key columns; a
+    single cell wider than the terminal is folded onto further lines, never cut.
+    """
+    width = out.width
+    picked = list(range(len(columns)))
+    hidden: list[str] = []
+    for i in sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: -columns[i].drop):
+        if _width(columns, rows, picked) <= width:
+            break
+        picked.remove(i)
+        hidden.append(columns[i].name)
+    parts = [picked]
+    if wrap and _width(columns, rows, picked) > width:
+        keys = [i for i in picked if columns[i].keep]
+        parts, part = [], list(keys)
+        for i in picked:
+            if i in keys:
+                continue
+            if len(part) > len(keys) and _width(columns, rows, part + [i]) > width:
+                parts.append(part)
+                part = list(keys)
+            part.append(i)
+        parts.append(part)
+    for n, part in enumerate(parts):
+        heading = title if len(parts) == 1 else f"{title} (part {n + 1} of {len(parts)})"
+        table = Table(title=heading, caption=f"not shown at this width: {', '.join(hidden)}" if hidden else None)
+        for i in part:
+            table.add_column(columns[i].name, justify=columns[i].justify, overflow="fold")  # type: ignore[arg-type]
+        for r, row in enumerate(rows):
+            table.add_row(*[row[i] for i in part], style=styles[r] if styles else None)
+        out.print(table)
+
+
 def predictions_table(
     input_names: Sequence[str],
     output_names: Sequence[str],
     rows: list[list[str]],
     with_class: bool,
-    title: Optional[str] = None,
-) -> Table:
-    """Inputs, outputs (and class): one row per sample, cells already formatted."""
-    table = Table(title=title)
-    for name in list(input_names) + list(output_names):
-        table.add_column(name, justify="right")
+    title: str = "predictions",
+) -> None:
+    """Print inputs, outputs (and class): one row per sample, cells already formatted."""
+    columns = [Column(name, keep=i == 0) for i, name in enumerate(list(input_names) + list(output_names))]
     if with_class:
-        table.add_column("class", justify="left")
-    for row in rows:
-        table.add_row(*row)
-    return table
+        columns.append(Column("class", justify="left", keep=True))
+    print_table(title, columns, rows)
 
 
-def study_table(entries: list[Entry], label: str, target: float) -> Table:
-    """One row per model: value, final and best loss, first epoch at the target, status."""
+def study_table(entries: list[Entry], label: str, target: float) -> None:
+    """Print one row per model: value, final and best loss, first epoch at the target, status."""
     completed = [e for e in entries if e.status == "completed" and e.final_loss() is not None]
     best = min(completed, key=lambda e: e.final_loss() or 0.0) if completed else None
-    table = Table(title=f"by {label} (target loss {target:g}; best final loss in green)")
-    for col in (label, "final loss", "best loss", "epochs to target", "status"):
-        table.add_column(col, justify="left" if col == "status" else "right")
-    for e in entries:
-        table.add_row(
-            f"{e.value:g}",
-            fmt(e.final_loss(), 8),
-            fmt(e.best_loss(), 8),
-            str(e.epochs_to(target) or "-"),
-            e.status,
-            style="bold green" if e is best else None,
-        )
-    return table
+    columns = [
+        Column(label, keep=True),
+        Column("final loss"),
+        Column("best loss", drop=2),
+        Column("epochs to target"),
+        Column("status", justify="left", drop=1),
+    ]
+    rows = [
+        [value_text(e.value), fmt(e.final_loss(), 8), fmt(e.best_loss(), 8), str(e.epochs_to(target) or "-"), e.status]
+        for e in entries
+    ]
+    styles = ["bold green" if e is best else None for e in entries]
+    print_table(f"by {label} (target loss {target:g}; best final loss in green)", columns, rows, styles)
+
+
+def value_text(value: float) -> str:
+    """A swept value (rate, seed) with every digit it needs: 0.0142857142857 is not 0.0143."""
+    return f"{value:g}" if float(f"{value:g}") == value else repr(float(value))

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 from typing_extensions import Annotated
 
-from backprop_cli.cli.app import UsageError, app, cli_errors, err, out
-from backprop_cli.cli.display import emit, fmt, output, predictions_table
+from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter
+from backprop_cli.cli.display import Column, emit, fmt, metric, output, predictions_table, print_table, warn
 from backprop_cli.cli.options import RunsDir
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def _show(loaded: LoadedRun, records: list[dict], as_json: bool) -> None:
         [fmt(v, 6) for v in r["input"]] + [output(v) for v in r["output"]] + ([str(r["class"])] if with_class else [])
         for r in records
     ]
-    out.print(predictions_table(loaded.feature_names, loaded.output_names, rows, with_class))
+    predictions_table(loaded.feature_names, loaded.output_names, rows, with_class)
 
 
 def _ask(prompt: str) -> Optional[str]:
@@ -105,6 +105,19 @@ def _interactive(loaded: LoadedRun) -> None:
         out.print(answer)
 
 
+def _load(run: Optional[Path], runs_dir: Path) -> LoadedRun:
+    """The run named (or the latest completed one), with a warning when it did not complete."""
+    from backprop_cli.runs import latest_completed, load_run, resolve_run
+
+    loaded = load_run(resolve_run(run, runs_dir) if run is not None else latest_completed(runs_dir))
+    status = loaded.summary.get("status")
+    if status != "completed":
+        at = loaded.summary.get("diverged_at_epoch")
+        why = f"diverged at epoch {at}: its weights are the last finite ones" if at else f"is {status}"
+        err.print(f"Warning: {loaded.path}: this run {why}", soft_wrap=True)
+    return loaded
+
+
 @app.command()
 @cli_errors
 def predict(
@@ -132,14 +145,7 @@ def predict(
 
     Example: backprop predict latest --input 0,1 --input 1,1
     """
-    from backprop_cli.runs import latest_completed, load_run, resolve_run
-
-    loaded = load_run(resolve_run(run, runs_dir) if run is not None else latest_completed(runs_dir))
-    status = loaded.summary.get("status")
-    if status != "completed":
-        at = loaded.summary.get("diverged_at_epoch")
-        why = f"diverged at epoch {at}: its weights are the last finite ones" if at else f"is {status}"
-        err.print(f"Warning: {loaded.path}: this run {why}", soft_wrap=True)
+    loaded = _load(run, runs_dir)
     n = loaded.net.sizes[0]
     if output is not None and csv_file is None:
         raise UsageError("--output goes with --csv")
@@ -161,3 +167,72 @@ def predict(
     else:
         out.print(f"{loaded.path}: type {n} input value{'s' if n != 1 else ''} (q or Ctrl-D to quit)")
         _interactive(loaded)
+
+
+@app.command()
+@cli_errors
+def evaluate(
+    ctx: typer.Context,
+    run: Annotated[
+        Optional[Path], typer.Argument(help="Run folder, its name under --runs-dir, or latest (the default).")
+    ] = None,
+    data: Annotated[
+        Optional[Path],
+        typer.Argument(
+            metavar="[DATA.csv]",
+            help="Labelled CSV with the training data's columns (default: the run's validation data).",
+        ),
+    ] = None,
+    runs_dir: RunsDir = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON (for scripts).")] = False,
+    save: Annotated[
+        bool,
+        typer.Option("--save/--no-save", help="Write evaluation.json and confusion_matrix.png into the run folder."),
+    ] = True,
+) -> None:
+    """Score a trained network on labelled data: loss, accuracy, per-class precision, recall
+    and F1 with a confusion matrix (classifiers), or MAE, RMSE and R^2 (regression).
+
+    Example: backprop evaluate latest data/iris_test.csv
+    """
+    import json
+
+    from backprop_cli.runs import evaluate_run, write_evaluation
+
+    loaded = _load(run, runs_dir)
+    scores = evaluate_run(loaded, data)
+    warnings = write_evaluation(loaded.path, scores, painter(ctx)) if save else []
+    warn(warnings)
+    if as_json:
+        out.print(json.dumps(scores), soft_wrap=True)
+        return
+    _scores(scores)
+    if save:
+        written = "evaluation.json" + (" and confusion_matrix.png" if "confusion_matrix" in scores else "")
+        out.print(f"wrote {written} to {loaded.path}", soft_wrap=True)
+
+
+def _scores(scores: dict) -> None:
+    """The scores as a few lines and tables."""
+    n = scores["samples"]
+    out.print(f"{scores['run']} on {scores['data']}: {n} sample{'s' if n != 1 else ''}", soft_wrap=True)
+    line = f"loss ({scores['loss_function']}): {metric('loss', scores['loss'])}"
+    for key in ("accuracy", "macro_f1", "mae", "rmse", "r2"):
+        if key in scores:
+            line += f"   {key.replace('_', ' ')}: {metric(key.removeprefix('macro_'), scores[key])}"
+    out.print(line)
+    if "classes" not in scores:
+        return
+    rows = [
+        [str(c["class"])] + [metric(k, c[k]) for k in ("precision", "recall", "f1")] + [str(c["support"])]
+        for c in scores["classes"]
+    ]
+    rows.append(["macro average"] + [metric(k, scores[f"macro_{k}"]) for k in ("precision", "recall", "f1")] + [str(n)])
+    columns = [Column("class", justify="left", keep=True)] + [
+        Column(k) for k in ("precision", "recall", "f1", "support")
+    ]
+    print_table("per class", columns, rows)
+    names = [str(c["class"]) for c in scores["classes"]]
+    matrix = [[name] + [str(v) for v in row] for name, row in zip(names, scores["confusion_matrix"])]
+    columns = [Column("true \\ predicted", justify="left", keep=True)] + [Column(name) for name in names]
+    print_table("confusion matrix (rows: true class, columns: predicted class)", columns, matrix)

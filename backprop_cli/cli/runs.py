@@ -10,7 +10,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from backprop_cli.cli.app import UsageError, app, cli_errors, err, out
-from backprop_cli.cli.display import fmt
+from backprop_cli.cli.display import Column, fmt, metric, print_table
 from backprop_cli.cli.options import RunsDir
 
 runs_app = typer.Typer(help="List, show and compare run folders.", no_args_is_help=False, rich_markup_mode=None)
@@ -36,33 +36,50 @@ def runs_list(ctx: typer.Context, runs_dir: RunsDir = Path("runs")) -> None:
     if not found:
         out.print(f"no runs under {runs_dir}")
         return
-    table = Table(title=f"runs in {runs_dir}")
-    for col in ("run", "date", "status", "epochs", "final loss", "accuracy", "learning rate"):
-        table.add_column(col, justify="left" if col in ("run", "date", "status") else "right")
+    columns = [
+        Column("run", justify="left", keep=True),
+        Column("date", justify="left", drop=3),
+        Column("status", justify="left"),
+        Column("epochs", drop=2),
+        Column("final loss"),
+        Column("accuracy", drop=1),
+        Column("learning rate", drop=4),
+    ]
+    rows = []
     for path, s in found:
         if "kind" in s:  # a sweep or seed study
             losses = [m.get("final_loss") for m in s.get("models", []) if m.get("final_loss") is not None]
             rates = s.get("learning_rates")
-            table.add_row(
-                f"{path.name} ({s['kind']})",
-                _date(s),
-                status_of(s),
-                "",
-                f"best {fmt(min(losses), 6)}" if losses else "-",
-                "",
-                f"{len(rates)} rates" if rates else "",
+            rows.append(
+                [
+                    f"{path.name} ({s['kind']})",
+                    _date(s),
+                    status_of(s),
+                    "",
+                    f"best {fmt(min(losses), 6)}" if losses else "-",
+                    "",
+                    f"{len(rates)} rates" if rates else "",
+                ]
             )
             continue
-        table.add_row(
-            path.name,
-            _date(s),
-            status_of(s),
-            str(s.get("last_epoch", s.get("epochs_run", ""))),
-            fmt(s.get("final_loss"), 6),
-            fmt(s.get("accuracy"), 4),
-            fmt(s.get("learning_rate"), 6),
+        rows.append(
+            [
+                path.name,
+                _date(s),
+                status_of(s),
+                str(s.get("last_epoch", s.get("epochs_run", ""))),
+                fmt(s.get("final_loss"), 6),
+                metric("accuracy", s.get("accuracy")),
+                fmt(s.get("learning_rate"), 6),
+            ]
         )
-    out.print(table)
+    print_table(f"runs in {runs_dir}", columns, rows, wrap=False)
+
+
+def _number(key: str, value: Any) -> str:
+    if isinstance(value, float):
+        return metric(key, value) if key not in ("learning_rate", "duration_s") else fmt(value, 8)
+    return "-" if value is None else str(value)
 
 
 def _pairs(d: dict, prefix: str = "") -> Iterator[str]:
@@ -133,6 +150,10 @@ def runs_compare(
     paths = [resolve_run(r, runs_dir) for r in runs]
     summaries, curves = compare_runs(paths)
     keys = [
+        "loss",
+        "architecture",
+        "activation",
+        "optimizer",
         "status",
         "stop_reason",
         "last_epoch",
@@ -145,16 +166,16 @@ def runs_compare(
         "seed",
         "duration_s",
     ]
-    table = Table(title="run comparison")
-    table.add_column("")
-    for path in paths:
-        table.add_column(path.name, justify="right")
+    columns = [Column("", justify="left", keep=True)] + [Column(path.name) for path in paths]
+    rows = []
     for key in keys:
         values = [s.get(key) for s in summaries]
         if all(v is None for v in values):
             continue
-        table.add_row(key, *[fmt(v, 8) if isinstance(v, float) else ("-" if v is None else str(v)) for v in values])
-    out.print(table)
+        rows.append([key] + [_number(key, v) for v in values])
+    print_table("run comparison", columns, rows)
+    if len(curves) > 1:
+        out.print(f"the runs use {len(curves)} loss functions ({', '.join(curves)}): one plot panel for each")
     if curves:
         output = output or Path(runs_dir) / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}.png"
         try:

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.table import Table
 from typing_extensions import Annotated
 
 from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter
-from backprop_cli.cli.display import Reporter, Steps, fmt, study_table, warn
+from backprop_cli.cli.display import Column, Reporter, Steps, fmt, print_table, study_table, value_text, warn
 from backprop_cli.cli.options import (
     ConfigFile,
     Epochs,
@@ -63,23 +62,21 @@ def parse_rates(lrs: Optional[str], log_range: Optional[str], cfg: Config) -> li
     return default_rates(cfg)
 
 
-def weights_table(entries: list[Entry], label: str, names: list[str], data: Dataset) -> Table:
-    """Final weights (and final outputs for at most 4 samples) per model: the classic table."""
+def weights_table(entries: list[Entry], label: str, names: list[str], data: Dataset) -> None:
+    """Print final weights (and final outputs for at most 4 samples) per model: the classic table."""
     outputs = len(data.X) <= 4
-    table = Table(title="final weights" + (" and outputs" if outputs else ""))
-    table.add_column(label, justify="right")
-    for name in names:
-        table.add_column(name, justify="right")
+    columns = [Column(label, keep=True)] + [Column(name) for name in names]
     if outputs:
         for i in range(len(data.X)):
             for j in range(data.Y.shape[1]):
-                table.add_column(f"out{j + 1}" if len(data.X) == 1 else f"s{i + 1}.out{j + 1}", justify="right")
+                columns.append(Column(f"out{j + 1}" if len(data.X) == 1 else f"s{i + 1}.out{j + 1}"))
+    rows = []
     for e in entries:
-        cells = [f"{e.value:g}"] + [fmt(float(v), 6) for v in e.params()]
+        cells = [value_text(e.value)] + [fmt(float(v), 6) for v in e.params()]
         if outputs:
             cells += [fmt(float(v), 6) for v in e.result.net.predict(data.X, e.model).ravel()]
-        table.add_row(*cells)
-    return table
+        rows.append(cells)
+    print_table("final weights" + (" and outputs" if outputs else ""), columns, rows)
 
 
 @app.command("sweep-lr")
@@ -158,9 +155,9 @@ def sweep_lr(
     if quiet:
         out.print(str(folder), soft_wrap=True)
     else:
-        out.print(study_table(entries, "learning_rate", target))
+        study_table(entries, "learning_rate", target)
         if len(names) <= 16:
-            out.print(weights_table(entries, "learning_rate", names, data))
+            weights_table(entries, "learning_rate", names, data)
         out.print(f"sweep folder: {folder}", soft_wrap=True)
     statuses = [e.status for e in entries]
     if "interrupted" in statuses:

@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter
-from backprop_cli.cli.display import Reporter, fmt, output, predictions_table, sparkline, study_table, warn
+from backprop_cli.cli.display import Reporter, fmt, metric, output, predictions_table, sparkline, study_table, warn
 from backprop_cli.cli.options import (
     LR,
     ConfigFile,
@@ -135,9 +135,10 @@ def _print_summary(cfg: Config, data: Dataset, result: TrainResult, summary: dic
         out.print(f"loss curve{' (log scale)' if spans_decades(hist) else ''}: {sparkline(hist)}")
     if len(data.X) <= 20:
         pred = result.net.predict(data.X)[0]
-        n_out = data.Y.shape[1]
-        targets = ["target"] if n_out == 1 else [f"target{j + 1}" for j in range(n_out)]
-        outputs = ["output"] if n_out == 1 else [f"output{j + 1}" for j in range(n_out)]
+        outputs = data.output_names
+        targets = [
+            name.replace("output", "target") if name.startswith("output") else f"target {name}" for name in outputs
+        ]
         X_show = data.X_raw if data.X_raw is not None else data.X
         rows = []
         for i in range(len(data.X)):
@@ -149,18 +150,16 @@ def _print_summary(cfg: Config, data: Dataset, result: TrainResult, summary: dic
             if data.class_names:
                 cells.append(str(class_name(pred[i], data.class_names)))
             rows.append(cells)
-        out.print(
-            predictions_table(
-                data.feature_names, targets + outputs, rows, bool(data.class_names), title="predictions (final weights)"
-            )
+        predictions_table(
+            data.feature_names, targets + outputs, rows, bool(data.class_names), title="predictions (final weights)"
         )
     for column in result.history:
         if column != "loss":
             value = result.final(column)
             if value is not None:
-                out.print(f"{column}: {fmt(value, 6)}")
+                out.print(f"{column}: {metric(column, value)}")
     saved = summary["saved_weights"]
-    numbers = ", ".join(f"{k} {fmt(v, 6)}" for k, v in saved.items() if k not in ("weights", "epoch"))
+    numbers = ", ".join(f"{k} {metric(k, v)}" for k, v in saved.items() if k not in ("weights", "epoch"))
     if saved["weights"] == "restored":
         out.print(f"restored the weights of epoch {saved['epoch']} (restore_best): {numbers}")
     else:
@@ -197,7 +196,7 @@ def _train_seeds(
     if quiet:
         out.print(str(folder), soft_wrap=True)
     else:
-        out.print(study_table(entries, "seed", target))
+        study_table(entries, "seed", target)
         out.print(
             f"{reached} of {len(seeds)} seeds reached loss {target:g} "
             f"(median epochs to reach it: {'-' if median is None else f'{median:g}'})"

@@ -175,8 +175,26 @@ def parse_value(text: str, what: str):
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
+class _Dumper(_DUMPER):  # type: ignore[misc, valid-type]
+    """One style throughout: every mapping in block style (one key a line), every list of plain
+    values on one line (`layers: [2, 2, 1]`, a row of weights); lists of lists one row a line."""
+
+
+def _mapping(dumper: Any, data: dict) -> Any:
+    return dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=False)
+
+
+def _sequence(dumper: Any, data: list) -> Any:
+    flat = all(not isinstance(v, (list, dict)) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flat)
+
+
+_Dumper.add_representer(dict, _mapping)
+_Dumper.add_representer(list, _sequence)
+
+
 def dump_yaml(data: Any) -> str:
-    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False, default_flow_style=None, width=100)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=100)
 
 
 # -- validation ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ diverged, was interrupted or failed, or is still running) and PNG plots. `write`
 fills them (every file atomically); `read` loads, finds, lists and compares them.
 """
 
+from backprop_cli.runs.evaluate import evaluate_run, write_evaluation
 from backprop_cli.runs.read import (
     LATEST,
     LoadedRun,
@@ -38,7 +39,7 @@ from backprop_cli.runs.write import (
 )
 
 __all__ = [
-    "LATEST", "LoadedRun", "check_output", "compare_runs", "config_text", "continue_from", "create_run_dir", "csv_text", "finish_run",
+    "LATEST", "LoadedRun", "check_output", "evaluate_run", "write_evaluation", "compare_runs", "config_text", "continue_from", "create_run_dir", "csv_text", "finish_run",
     "finite_or_none", "guarded", "latest_completed", "list_runs", "load_run", "mark_run", "no_interrupts", "now_iso",
     "number", "numbers", "read_history", "read_summary", "resolve_run", "start_run", "status_of", "versions", "write_compare_plot",
 ]

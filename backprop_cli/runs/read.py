@@ -18,7 +18,7 @@ from backprop_cli.data import Scaler
 from backprop_cli.errors import BackpropError, RunError, RunNotFoundError
 from backprop_cli.experiment import network
 from backprop_cli.runs.schema import DataMeta, Summary, Weights, read, read_dict
-from backprop_cli.metrics import class_name
+from backprop_cli.metrics import class_name, output_names
 from backprop_cli.network import Network
 
 LATEST = "latest"
@@ -52,19 +52,13 @@ class LoadedRun:
         return self.meta.get("class_names")
 
     @property
-    def by_class(self) -> bool:
-        """Whether each output is one class's probability (softmax over named classes)."""
-        names = self.class_names
-        return bool(self.meta.get("classification") and names and len(names) == self.net.sizes[-1] > 1)
+    def output_names(self) -> list[str]:
+        return output_names(self.net.sizes[-1], self.class_names, bool(self.meta.get("classification")))
 
     @property
-    def output_names(self) -> list[str]:
-        """Column names of the outputs: the class names where each output is one class's, else
-        output (one) or output1, output2, ..."""
-        n_out = self.net.sizes[-1]
-        if self.by_class:
-            return [str(name) for name in self.class_names or []]
-        return ["output"] if n_out == 1 else [f"output{j + 1}" for j in range(n_out)]
+    def by_class(self) -> bool:
+        """Whether each output is one class's probability (softmax over named classes)."""
+        return self.output_names == [str(name) for name in self.class_names or []]
 
     def predict(self, X: Any) -> np.ndarray:
         """Outputs (n, n_out) for raw inputs (n, n_in), scaled as in training."""
@@ -232,15 +226,33 @@ def latest_completed(root: Path) -> Path:
     raise RunNotFoundError(f"{root}: no completed run found (train one first: backprop train CONFIG)")
 
 
-def compare_runs(paths: list[Path]) -> tuple[list[dict], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Summaries of the runs, and each run's loss curve at its own epochs (a run continued
-    with --from starts where its origin ended)."""
-    summaries, curves = [], {}
+def describe(cfg: Config) -> dict[str, Any]:
+    """What sets runs apart besides their numbers: loss, architecture, activations, optimizer."""
+    t, m = cfg.training, cfg.model
+    return {
+        "loss": t.loss,
+        "architecture": "-".join(map(str, m.layers)),
+        "activation": ", ".join(dict.fromkeys(m.activations)) + f" / {m.output_activation}",
+        "optimizer": t.optimizer,
+    }
+
+
+def compare_runs(paths: list[Path]) -> tuple[list[dict], dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]]:
+    """Each run's summary with what its config says (`describe`), and the runs' loss curves at
+    their own epochs (a run continued with --from starts where its origin ended), grouped by
+    loss function: an sse and a bce curve share no axis. {loss: {run name: (epochs, values)}}"""
+    summaries: list[dict] = []
+    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for path in paths:
         if not (path / "summary.json").exists() or not (path / "history.csv").exists():
             raise RunNotFoundError(f"{path}: not a run folder (no summary.json and history.csv)")
-        summaries.append(read_dict(path / "summary.json", Summary))
+        summary = read_dict(path / "summary.json", Summary)
+        try:
+            summary.update(describe(load_config(path / "config.yaml")))
+        except BackpropError as e:
+            raise RunError(f"corrupt run: {e}") from None
+        summaries.append(summary)
         epochs, columns = read_history(path)
         if "loss" in columns:
-            curves[path.name] = (epochs, columns["loss"])
+            curves.setdefault(summary["loss"], {})[path.name] = (epochs, columns["loss"])
     return summaries, curves

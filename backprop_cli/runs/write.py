@@ -249,19 +249,31 @@ def plot_jobs(run: Path, cfg: Config, data: Dataset, result: TrainResult, model:
                 acc["validation"] = hist["val_accuracy"]
             jobs.append((run / "accuracy.png", "metric_plot", (epochs, acc, "accuracy", f"{cfg.name}: accuracy")))
     net = result.net
+    X_val = data.X_val_raw
     if data.classification and net.sizes[0] == 2 and data.X_raw is not None:
         extent, points = plots.boundary_grid(data.X_raw)
         with np.errstate(over="ignore", invalid="ignore"):
             outputs = net.predict(data.scaler.apply(points), model)
         jobs.append((run / "decision_boundary.png", "decision_boundary",
-                     (extent, outputs, data.X_raw, data.Y, data.class_names)))
+                     (extent, outputs, data.X_raw, data.Y, data.class_names, f"{run.name}: decision boundary",
+                      data.feature_names, X_val, data.Y_val)))
+    if not data.classification and net.sizes[0] == 1 and net.sizes[-1] == 1 and data.X_raw is not None:
+        grid = plots.fit_grid(data.X_raw)
+        with np.errstate(over="ignore", invalid="ignore"):
+            outputs = net.predict(data.scaler.apply(grid), model)
+        names = (data.feature_names[0] if data.feature_names else "x", "target")
+        jobs.append((run / "fit.png", "fit_plot",
+                     (grid[:, 0], outputs, data.X_raw, data.Y, f"{run.name}: the learned function", X_val, data.Y_val,
+                      names)))
     if sum(net.sizes) <= plots.MAX_DIAGRAM_NEURONS:
-        jobs.append((run / "network.png", "network_diagram", (net.sizes, net.get_params(model), f"{cfg.name}: final weights")))
+        jobs.append((run / "network.png", "network_diagram",
+                     (net.sizes, net.get_params(model), f"{cfg.name}: final weights", data.feature_names,
+                      data.output_names)))
     return jobs
 
 
 RUN_FILES = ("config.yaml", "history.csv", "weights.json", "data.json", "summary.json",
-             "loss.png", "accuracy.png", "decision_boundary.png", "network.png")
+             "loss.png", "accuracy.png", "decision_boundary.png", "fit.png", "network.png")
 
 
 def check_output(path: Path) -> None:
@@ -273,12 +285,13 @@ def check_output(path: Path) -> None:
 
 
 def write_compare_plot(curves: dict, output: Path) -> None:
-    """One plot of several runs' loss curves {name: (epochs, values)} at `output` (its folder made)."""
+    """Several runs' loss curves {loss: {name: (epochs, values)}} at `output` (its folder made):
+    one axis per loss function."""
     from backprop_cli import plots
 
     check_output(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(output, plots.loss_plot(curves, "loss curves"))
+    atomic_write(output, plots.loss_panels(curves, "loss curves"))
 
 
 def mark_run(folder: Path, status: str, error: Optional[str] = None) -> None:
