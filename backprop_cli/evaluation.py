@@ -26,7 +26,7 @@ def classification_scores(predicted: np.ndarray, actual: np.ndarray, names: Sequ
     k = len(names)
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (actual, predicted), 1)
-    classes = []
+    classes: list[dict[str, Any]] = []
     for c, name in enumerate(names):
         hits = int(confusion[c, c])
         precision = _ratio(hits, confusion[:, c].sum())
@@ -40,8 +40,8 @@ def classification_scores(predicted: np.ndarray, actual: np.ndarray, names: Sequ
     present = [row for row in classes if row["support"]]
 
     def macro(key: str) -> Optional[float]:
-        values = [row[key] or 0.0 for row in present]
-        return float(np.mean(values)) if values else None
+        values = [float(row[key] or 0.0) for row in present]
+        return sum(values) / len(values) if values else None
 
     return {
         "accuracy": float(np.trace(confusion) / confusion.sum()) if confusion.sum() else None,

@@ -33,6 +33,7 @@ class Section:
 
     title: str
     headers: list
+    stage: str  # forward, loss, backward or update: the `stage` column of the tidy CSV
     rows: list = field(default_factory=list)
     note: str = ""
 
@@ -83,6 +84,7 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
     fwd = Section(
         f"forward pass (sample {sample}: inputs {', '.join(g(v) for v in X[i])})",
         ["layer", "neuron", "z (net input)", "a (activation)"],
+        "forward",
     )
     for n, v in zip(names[0], X[i]):
         fwd.rows.append(["input", n, "", g(v)])
@@ -92,14 +94,14 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
             fwd.rows.append([f"{kind} ({probe.activations[l]})", n, g(z), g(a)])
     sections.append(fwd)
     sample_loss = float(loss_fn.value(acts[-1][i : i + 1][None], Y[i : i + 1], zs[-1][i : i + 1][None])[0])
-    lossec = Section(f"loss ({cfg.training.loss})", ["neuron", "output", "target"])
+    lossec = Section(f"loss ({cfg.training.loss})", ["neuron", "output", "target"], "loss")
     for n, a, y in zip(names[-1], acts[-1][i], Y[i]):
         lossec.rows.append([n, g(a), g(y)])
     lossec.note = f"loss over the batch of {len(X)}: {g(loss)}" + (
         f"; sample {sample} alone: {g(sample_loss)}" if len(X) > 1 else ""
     )
     sections.append(lossec)
-    back = Section(f"backward pass (sample {sample}): delta = dL/dz", ["layer", "neuron", "delta"])
+    back = Section(f"backward pass (sample {sample}): delta = dL/dz", ["layer", "neuron", "delta"], "backward")
     for l in range(probe.n_layers - 1, -1, -1):
         kind = "output" if l == probe.n_layers - 1 else f"hidden {l + 1}"
         for n, d in zip(names[l + 1], ws.D[l][0, i]):
@@ -112,6 +114,7 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
     upd = Section(
         f"gradients and update (learning rate {g(lr)}, optimizer {t.optimizer})",
         ["parameter", "connects", "old", "dL/dparam", *state, "new"],
+        "update",
     )
     for p, (pname, layer, _kind, row, col) in enumerate(probe.param_names()):
         to = names[layer + 1][row]
@@ -152,8 +155,14 @@ def write_diagram(path: Path, cfg: Config, params: list, epoch: int) -> None:
     atomic_write(path, network_diagram(cfg.model.layers, params, f"{cfg.name}: weights used in epoch {epoch}"))
 
 
+TIDY = ["stage", "layer", "name", "connects", "quantity", "value"]
+_NAMES = ("neuron", "parameter")
+
+
 def render(sections: list[Section], fmt: str) -> str:
-    """The sections as markdown tables, or as one CSV table with a `section` column."""
+    """The sections as markdown tables, or as one tidy CSV table: one value a row, with the
+    stage, layer, neuron or parameter name, what it connects (parameters), the quantity (z, a,
+    delta, old, dL/dparam, new, optimizer state, ...) and the value."""
     buf = io.StringIO()
     if fmt == "markdown":
         for s in sections:
@@ -163,9 +172,14 @@ def render(sections: list[Section], fmt: str) -> str:
             buf.write(f"\n{s.note}\n\n" if s.note else "\n")
         return buf.getvalue()
     writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(TIDY)
     for s in sections:
-        writer.writerow(["section"] + s.headers)
         for row in s.rows:
-            writer.writerow([s.title] + row)
-        buf.write("\n")
+            cells = dict(zip(s.headers, row))
+            name = next(cells[h] for h in _NAMES if h in cells)
+            layer = cells.get("layer", "output" if s.stage == "loss" else "")
+            for quantity, value in cells.items():
+                if quantity in ("layer", "connects", *_NAMES) or value == "":
+                    continue
+                writer.writerow([s.stage, layer, name, cells.get("connects", ""), quantity, value])
     return buf.getvalue()

@@ -558,3 +558,28 @@ def network_diagram(
     )
     ax.set_title(title + extra)
     return _png(fig)
+
+
+@_quiet
+def confusion_plot(matrix: Any, names: Sequence[str], title: str) -> bytes:
+    """A confusion matrix: true classes down, predicted classes across, each cell's count
+    written in it and shaded by its share of the true class's samples."""
+    counts = np.asarray(matrix, dtype=float)
+    k = len(names)
+    side = max(3.5, 0.7 * k + 2.0)
+    fig = _figure(side + 1.0, side, left=1.4, right=0.3, bottom=0.8, top=0.5)
+    ax = _axes(fig)
+    totals = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for i in range(k):
+        for j in range(k):
+            color = "white" if share[i, j] > 0.5 else "black"
+            ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", color=color, fontsize=10 if k <= 10 else 7)
+    tilt = k > 4
+    ax.set_xticks(range(k), [str(n) for n in names], rotation=30 if tilt else 0, ha="right" if tilt else "center")
+    ax.set_yticks(range(k), [str(n) for n in names])
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=10)
+    return _png(fig)

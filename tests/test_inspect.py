@@ -138,7 +138,13 @@ def test_explain_cli_markdown_csv_and_diagram(cli, tmp_path):
     assert "### forward pass" in text and "| w5 | h1 -> o1 | 0.4 |" in text
     result = cli("explain", CONFIGS / "worked_example.yaml", "--format", "csv")
     rows = list(csv.reader(io.StringIO(result.stdout)))
-    assert rows[0] == ["section", "layer", "neuron", "z (net input)", "a (activation)"]
+    assert rows[0] == ["stage", "layer", "name", "connects", "quantity", "value"]  # one tidy table
+    assert all(len(row) == 6 for row in rows)
+    tidy = {(r[0], r[2], r[4]): r[5] for r in rows[1:]}
+    assert tidy["forward", "h1", "z (net input)"] == "0.0275"
+    assert tidy["backward", "o1", "delta"] == "0.025412241"
+    assert tidy["update", "w5", "new"] == "0.393559591"
+    assert ["update", "", "w5", "h1 -> o1", "old", "0.4"] in rows
     png = tmp_path / "net.png"
     result = cli("explain", CONFIGS / "worked_example.yaml", "--diagram", png)
     assert result.exit_code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

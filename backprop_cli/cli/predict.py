@@ -208,7 +208,8 @@ def evaluate(
         return
     _scores(scores)
     if save:
-        written = "evaluation.json" + (" and confusion_matrix.png" if "confusion_matrix" in scores else "")
+        drawn = "confusion_matrix" in scores and not warnings
+        written = "evaluation.json" + (" and confusion_matrix.png" if drawn else "")
         out.print(f"wrote {written} to {loaded.path}", soft_wrap=True)
 
 
@@ -235,4 +236,4 @@ def _scores(scores: dict) -> None:
     names = [str(c["class"]) for c in scores["classes"]]
     matrix = [[name] + [str(v) for v in row] for name, row in zip(names, scores["confusion_matrix"])]
     columns = [Column("true \\ predicted", justify="left", keep=True)] + [Column(name) for name in names]
-    print_table("confusion matrix (rows: true class, columns: predicted class)", columns, matrix)
+    print_table("confusion matrix", columns, matrix)
