@@ -22,7 +22,7 @@ from typing import IO, Any, Optional
 
 from backprop_cli.files import atomic_write
 
-Job = tuple[Path, str, tuple]
+Job = tuple[Path, str, tuple]  # the name: a `plots` function, or `module.function` of this package
 
 COMMANDS = ("train", "sweep-lr", "evaluate")  # the commands that draw run-folder plots, and so want a worker
 _early: list[Painter] = []  # a worker the launcher started before the command line was imported
@@ -30,11 +30,14 @@ _early: list[Painter] = []  # a worker the launcher started before the command l
 
 def draw(job: Job) -> Optional[str]:
     """Draw one job and write it atomically; the error as a warning, or None."""
-    from backprop_cli import plots  # numpy and the engine: not needed to start the worker
+    import importlib
 
     path, name, args = job
+    module, _, function = name.rpartition(".")
     try:
-        atomic_write(path, getattr(plots, name)(*args))
+        # numpy and the engine: not needed to start the worker
+        drawer = getattr(importlib.import_module(f"backprop_cli.{module or 'plots'}"), function)
+        atomic_write(path, drawer(*args))
     except Exception as e:  # a plot must never lose a run
         return f"{path}: plot not written: {e}"
     return None

@@ -306,6 +306,23 @@ def _class_colors(k: int) -> np.ndarray:
     return np.asarray(colormaps["tab10"](np.arange(k) % 10))[:, :3]
 
 
+def boundary_rgb(outputs: np.ndarray, k: int) -> np.ndarray:
+    """The class-region image (side, side, 3) of a classifier's outputs on a square grid: each
+    point in its predicted class's colour, mixed with white by how unsure the network is
+    (white at chance, 1/k; 55% colour at certainty)."""
+    side = int(round(np.sqrt(len(outputs))))
+    if outputs.shape[1] == 1:
+        p1 = np.clip(outputs[:, 0], 0, 1)
+        probs = np.c_[1 - p1, p1]
+    else:
+        probs = outputs
+    labels = probs.argmax(axis=1)
+    confidence = probs.max(axis=1)
+    weight = np.clip((confidence - 1 / k) / (1 - 1 / k), 0, 1)[:, None] * 0.55
+    rgb = 1 - weight * (1 - _class_colors(k)[labels])
+    return rgb.reshape(side, side, 3)
+
+
 def draw_boundary(
     ax: Any,
     extent: tuple[float, float, float, float],
@@ -324,19 +341,8 @@ def draw_boundary(
     y = class_indices(Y).astype(int)
     k = max(outputs.shape[1], 2, int(y.max()) + 1)
     colors = _class_colors(k)
-    if outputs.shape[1] == 1:
-        p1 = np.clip(outputs[:, 0], 0, 1)
-        probs = np.c_[1 - p1, p1]
-    else:
-        probs = outputs
-    labels = probs.argmax(axis=1)
-    confidence = probs.max(axis=1)
-    # white at chance (1/k), the class's colour mixed to 55% at certainty
-    weight = np.clip((confidence - 1 / k) / (1 - 1 / k), 0, 1)[:, None] * 0.55
-    rgb = 1 - weight * (1 - colors[labels])
-    image = ax.imshow(
-        rgb.reshape(side, side, 3), origin="lower", extent=extent, aspect="auto", interpolation="bilinear"
-    )
+    image = ax.imshow(boundary_rgb(outputs, k), origin="lower", extent=extent, aspect="auto", interpolation="bilinear")
+    p1 = np.clip(outputs[:, 0], 0, 1)
     if outputs.shape[1] == 1:
         gx = np.linspace(extent[0], extent[1], side)
         gy = np.linspace(extent[2], extent[3], side)

@@ -12,12 +12,13 @@ from typing import Any, Optional
 
 import numpy as np
 
+from backprop_cli.animation import Snapshots, frames
 from backprop_cli.config import Config, config_to_yaml
 from backprop_cli.data import Dataset
 from backprop_cli.differences import Progress
 from backprop_cli.files import atomic_write, write_json
 from backprop_cli.painter import Job, Painter
-from backprop_cli.runs import (
+from backprop_cli.run_folders import (
     create_run_dir,
     csv_text,
     finish_run,
@@ -73,6 +74,24 @@ def study_history_csv(label: str, entries: list[Entry]) -> str:
     return csv_text([["epoch"] + [f"{label}={name}" for name in names], *zip(epochs.tolist(), *columns)])
 
 
+def _animation_job(
+    folder: Path, label: str, names: list[str], cfg: Config, data: Dataset, entries: list, snapshots: Snapshots
+) -> Job:
+    """training.gif of a study: every model's panel, frame by frame."""
+    result = entries[0].result
+    X = data.X_raw if data.X_raw is not None else data.X
+    losses = result.history["loss"]
+    shown = frames(result.net, snapshots, losses, None, None, X, data.scaler, data.classification)
+    short = "lr" if label == "learning_rate" else label
+    titles = [f"{short}={name}" for name in names]
+    title = f"{cfg.name} by {label}"
+    return (
+        folder / "training.gif",
+        "animation.training_gif",
+        (shown, X, data.Y, result.net.sizes, title, losses[:, 0], titles, data.class_names, data.feature_names),
+    )
+
+
 def write_study(
     folder: Path,
     kind: str,
@@ -87,12 +106,13 @@ def write_study(
     painter: Optional[Painter] = None,
     run_plots: bool = False,
     progress: Optional[Progress] = None,
+    snapshots: Optional[Snapshots] = None,
 ) -> list:
     """Write a sweep or seed-study folder; returns warnings.
 
-    The study's own plots are drawn by `painter` (default: here) while the per-model run
-    folders are written; those get their plots too with `run_plots`. `progress(done, total)`
-    counts the run folders written.
+    The study's own plots (and with `snapshots`, training.gif: one panel per model) are drawn
+    by `painter` (default: here) while the per-model run folders are written; those get their
+    plots too with `run_plots`. `progress(done, total)` counts the run folders written.
     """
     painter = painter or Painter(background=False)
     with no_interrupts():
@@ -107,6 +127,8 @@ def write_study(
         ]
         if per_model_runs:
             jobs.append((folder / "loss_grid.png", "loss_grid", (curves, title)))
+        if snapshots is not None:
+            jobs.append(_animation_job(folder, label, names, cfg, data, entries, snapshots))
         painter.submit(jobs)
     warnings: list[str] = []
     if per_model_runs:

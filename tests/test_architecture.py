@@ -26,10 +26,11 @@ TIERS = [
     ["data"],
     ["policies", "train"],
     ["experiment"],
-    ["plots", "painter"],
+    ["plots", "painter", "animation"],
     ["sweep", "gradcheck", "explain"],
-    ["runs"],
+    ["run_folders"],
     ["studies"],
+    ["api"],
     ["cli"],
     ["launch"],
 ]

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import CONFIGS, XOR_YAML
 
-from backprop_cli.runs import create_run_dir
+from backprop_cli.run_folders import create_run_dir
 
 
 def _only_run(root):
@@ -62,7 +62,7 @@ def test_summary_records_numpys_blas_and_its_core_type(cli, write_config, tmp_pa
 
 
 def test_weights_round_trip_exactly(cli, write_config, tmp_path):
-    from backprop_cli.runs import load_run
+    from backprop_cli.run_folders import load_run
 
     path = write_config(XOR_YAML)
     root = tmp_path / "runs"

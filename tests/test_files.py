@@ -241,7 +241,7 @@ def test_a_running_run_whose_process_is_gone_is_stale(cli, iris_run):
 
 
 def test_a_run_records_its_process_while_it_runs(cli, write_config, tmp_path, monkeypatch):
-    from backprop_cli.runs import write as runs_write
+    from backprop_cli.run_folders import write as runs_write
 
     seen = {}
     real = runs_write.finish_run
@@ -250,7 +250,7 @@ def test_a_run_records_its_process_while_it_runs(cli, write_config, tmp_path, mo
         seen.update(json.loads((run / "summary.json").read_text()))
         return real(run, *args, **kwargs)
 
-    monkeypatch.setattr("backprop_cli.runs.finish_run", peek)
+    monkeypatch.setattr("backprop_cli.api.finish_run", peek)  # the one code path of train
     assert cli("train", write_config(XOR_YAML), "--runs-dir", tmp_path / "r", "--quiet").exit_code == 0
     assert seen["status"] == "running" and seen["pid"] == os.getpid() and isinstance(seen["host"], str)
 

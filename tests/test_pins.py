@@ -111,7 +111,7 @@ def test_ctrl_c_mid_epoch_keeps_the_weights_the_epoch_started_from(monkeypatch):
 
 
 def test_a_crashed_run_is_marked_failed(cli, write_config, tmp_path, monkeypatch):
-    from backprop_cli.runs import write as runs_write
+    from backprop_cli.run_folders import write as runs_write
 
     def crash(*args, **kwargs):
         raise RuntimeError("a bug")

@@ -25,7 +25,7 @@ def xor_run(tmp_path_factory):
 
 
 def _expected(run, x):
-    from backprop_cli.runs import load_run
+    from backprop_cli.run_folders import load_run
 
     return load_run(run).predict([x])[0]
 

@@ -14,7 +14,7 @@ from conftest import XOR_YAML
 
 from backprop_cli import files as files_module
 from backprop_cli.files import atomic_write
-from backprop_cli.runs import write as runs_module
+from backprop_cli.run_folders import write as runs_module
 
 
 def _start_training(tmp_path, epochs=50_000_000):

@@ -199,7 +199,7 @@ def test_validate_line_as_the_readme_shows_it(cli):
 
 
 def test_compare_draws_a_continued_run_at_its_own_epochs(cli, write_config, tmp_path):
-    from backprop_cli.runs import compare_runs
+    from backprop_cli.run_folders import compare_runs
 
     root = tmp_path / "runs"
     path = write_config(XOR_YAML)

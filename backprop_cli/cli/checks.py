@@ -156,7 +156,7 @@ def explain(
             if s.note:
                 out.print(s.note)
     if diagram is not None:
-        from backprop_cli.runs import check_output
+        from backprop_cli.run_folders import check_output
 
         check_output(diagram)
         write_diagram(diagram, cfg, weights[0], epoch)

@@ -71,7 +71,7 @@ def init(
     if path.is_dir():
         raise UsageError(f"{path}: is a folder")
     from backprop_cli.files import atomic_write
-    from backprop_cli.runs import check_output
+    from backprop_cli.run_folders import check_output
 
     check_output(path)
 

@@ -230,7 +230,7 @@ def emit(text: str, output: Optional[Path], what: str) -> None:
         sys.stdout.write(text)
         return
     from backprop_cli.files import atomic_write
-    from backprop_cli.runs import check_output
+    from backprop_cli.run_folders import check_output
 
     check_output(output)
     atomic_write(output, text)

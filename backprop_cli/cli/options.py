@@ -118,3 +118,13 @@ def load_data(cfg: Config, config: Path) -> Dataset:
     from backprop_cli.experiment import dataset
 
     return dataset(cfg, str(config))
+
+
+def animation_options(cfg: Config, animate: bool, frames: Optional[int]) -> None:
+    """--animate and --frames into the config (training.animate, training.frames)."""
+    if animate:
+        cfg.training.animate = True
+    if frames is not None:
+        if not cfg.training.animate:
+            raise UsageError("--frames goes with --animate (or training.animate: true)")
+        cfg.training.frames = frames

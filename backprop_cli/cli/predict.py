@@ -16,7 +16,7 @@ from backprop_cli.cli.display import Column, emit, fmt, metric, output, predicti
 from backprop_cli.cli.options import RunsDir
 
 if TYPE_CHECKING:
-    from backprop_cli.runs import LoadedRun
+    from backprop_cli.run_folders import LoadedRun
 
 MAX_TRUTH_TABLE_INPUTS = 8
 
@@ -107,7 +107,7 @@ def _interactive(loaded: LoadedRun) -> None:
 
 def _load(run: Optional[Path], runs_dir: Path) -> LoadedRun:
     """The run named (or the latest completed one), with a warning when it did not complete."""
-    from backprop_cli.runs import latest_completed, load_run, resolve_run
+    from backprop_cli.run_folders import latest_completed, load_run, resolve_run
 
     loaded = load_run(resolve_run(run, runs_dir) if run is not None else latest_completed(runs_dir))
     status = loaded.summary.get("status")
@@ -197,7 +197,7 @@ def evaluate(
     """
     import json
 
-    from backprop_cli.runs import evaluate_run, write_evaluation
+    from backprop_cli.run_folders import evaluate_run, write_evaluation
 
     loaded = _load(run, runs_dir)
     scores = evaluate_run(loaded, data)

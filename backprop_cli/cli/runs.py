@@ -30,7 +30,7 @@ def runs_list(ctx: typer.Context, runs_dir: RunsDir = Path("runs")) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from backprop_cli.runs import list_runs, status_of
+    from backprop_cli.run_folders import list_runs, status_of
 
     found = list_runs(runs_dir, studies=True)
     if not found:
@@ -109,7 +109,7 @@ def runs_show(
 
     Example: backprop runs show latest
     """
-    from backprop_cli.runs import config_text, read_summary, resolve_run
+    from backprop_cli.run_folders import config_text, read_summary, resolve_run
 
     path = resolve_run(run, runs_dir)
     summary = read_summary(path)
@@ -143,7 +143,7 @@ def runs_compare(
     """
     from datetime import datetime
 
-    from backprop_cli.runs import compare_runs, resolve_run, write_compare_plot
+    from backprop_cli.run_folders import compare_runs, resolve_run, write_compare_plot
 
     if len(runs) < 2:
         raise UsageError("runs compare: give at least two run folders")

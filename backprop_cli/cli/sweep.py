@@ -19,6 +19,7 @@ from backprop_cli.cli.options import (
     RunsDir,
     Seed,
     Sets,
+    animation_options,
     load,
     load_data,
     parse_list,
@@ -101,6 +102,13 @@ def sweep_lr(
         PlotSet,
         typer.Option("--plots", help="summary: the sweep's own plots; all: also every rate's run-folder plots."),
     ] = PlotSet.summary,
+    animate: Annotated[
+        bool, typer.Option("--animate", help="Also write training.gif: one panel per rate (at most 9).")
+    ] = False,
+    frames: Annotated[
+        Optional[int],
+        typer.Option("--frames", metavar="N", min=2, max=1000, help="With --animate: frames (training.frames, 60)."),
+    ] = None,
     epochs: Epochs = None,
     seed: Seed = None,
     runs_dir: RunsDir = Path("runs"),
@@ -112,6 +120,7 @@ def sweep_lr(
     Example: backprop sweep-lr configs/worked_example.yaml --lrs 0.1,0.2,0.5,0.8,1.0,2.0
     """
     cfg = load(config, epochs, None, seed, None, sets)
+    animation_options(cfg, animate, frames)
     rates = parse_rates(lrs, log_range, cfg)
     from backprop_cli.experiment import check_memory
 
@@ -121,37 +130,20 @@ def sweep_lr(
         raise UsageError(f"learning rate {twice[0]!r} is given twice: each rate trains once")
     positive(target, "--target")
     data = load_data(cfg, config)
+    from backprop_cli.api import sweep_run
     from backprop_cli.network import param_names
-    from backprop_cli.runs import guarded, now_iso
-    from backprop_cli.studies import default_target, start_study, write_study
-    from backprop_cli.sweep import sweep_learning_rates
 
-    target = default_target(cfg) if target is None else target
-    started = now_iso()
-    folder = start_study(cfg, runs_dir, "chain" if chain else "sweep")
-    total = cfg.training.epochs * (len(rates) if chain else 1)
+    def progress(epochs: int, start: int, label: str) -> Reporter:
+        return Reporter(epochs, start, quiet, label)
+
+    def writing(n: int) -> Steps:
+        return Steps(f"writing {n} run folders", quiet)
+
+    folder, entries, warnings, target = sweep_run(
+        cfg, data, rates, runs_dir, chain, target, progress, painter(ctx), plots is PlotSet.all, writing
+    )
+    warn(warnings)
     names = [p.name for p in param_names(cfg.model.layers, cfg.model.bias)]
-    with guarded(folder):
-        with Reporter(total, 0, quiet, label="sweep") as report:
-            entries = sweep_learning_rates(cfg, data, rates, chain=chain, callback=report)
-        extra = {"protocol": "chain" if chain else "batched", "learning_rates": rates, "started_at": started}
-        with Steps(f"writing {len(rates)} run folders", quiet) as progress:
-            warnings = write_study(
-                folder,
-                "sweep",
-                "learning_rate",
-                cfg,
-                data,
-                entries,
-                target,
-                names,
-                True,
-                extra,
-                painter(ctx),
-                run_plots=plots is PlotSet.all,
-                progress=progress,
-            )
-        warn(warnings)
     if quiet:
         out.print(str(folder), soft_wrap=True)
     else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import typer
 from typing_extensions import Annotated
@@ -18,6 +18,7 @@ from backprop_cli.cli.options import (
     RunsDir,
     Seed,
     Sets,
+    animation_options,
     load,
     load_data,
     parse_seeds,
@@ -56,6 +57,13 @@ def train(
             "--from", metavar="RUN", help="Start from this run's final weights (a path, a run name, or latest)."
         ),
     ] = None,
+    animate: Annotated[
+        bool, typer.Option("--animate", help="Also write training.gif: the network learning (training.animate).")
+    ] = False,
+    frames: Annotated[
+        Optional[int],
+        typer.Option("--frames", metavar="N", min=2, max=1000, help="With --animate: frames (training.frames, 60)."),
+    ] = None,
     print_config: Annotated[
         bool, typer.Option("--print-config", help="Print the config as resolved (after --set and the flags) and exit.")
     ] = False,
@@ -65,6 +73,7 @@ def train(
     Example: backprop train configs/xor.yaml --epochs 5000 --lr 0.5
     """
     cfg = load(config, epochs, lr, seed, name, sets)
+    animation_options(cfg, animate, frames)
     if print_config:
         from backprop_cli.config import config_to_yaml
 
@@ -84,23 +93,17 @@ def train(
 def _train_one(
     cfg: Config, data: Dataset, runs_dir: Path, quiet: bool, from_run: Optional[Path], worker: Painter
 ) -> None:
-    from backprop_cli.experiment import fit, network
-    from backprop_cli.runs import continue_from, finish_run, guarded, now_iso, resolve_run, start_run
+    from backprop_cli.api import train_run
 
-    net = network(cfg)
-    start_epoch, extra = 0, dict[str, Any]()
-    if from_run is not None:
-        start_epoch, extra = continue_from(resolve_run(from_run, runs_dir), cfg, net)
-    extra["started_at"] = now_iso()
-    run = start_run(runs_dir, cfg, extra)
-    with guarded(run):
-        with Reporter(cfg.training.epochs, start_epoch, quiet) as report:
-            result = fit(cfg, data, net, callback=report, start_epoch=start_epoch)
-        try:
-            summary, warnings = finish_run(run, cfg, data, result, extra=extra, painter=worker)
-        except KeyboardInterrupt:  # deferred until the files were written: they are complete
-            err.print(f"Interrupted while saving; the run was saved ({result.status[0]}): {run}", soft_wrap=True)
-            raise typer.Exit(130) from None
+    def progress(epochs: int, start: int, label: str) -> Reporter:
+        return Reporter(epochs, start, quiet, label)
+
+    trained = train_run(cfg, data, runs_dir, progress, from_run, worker)
+    result, summary, warnings, run = trained.result, trained.summary, trained.warnings, trained.run
+    start_epoch = trained.start_epoch
+    if trained.interrupted_while_saving:
+        err.print(f"Interrupted while saving; the run was saved ({result.status[0]}): {run}", soft_wrap=True)
+        raise typer.Exit(130)
     warn(warnings)
     _print_summary(cfg, data, result, summary, run, quiet)
     status = result.status[0]
@@ -176,23 +179,29 @@ def _train_seeds(
     target: Optional[float],
     worker: Painter,
 ) -> None:
+    from backprop_cli.animation import chain, check_models, snapshots_for
     from backprop_cli.experiment import check_memory
-    from backprop_cli.runs import guarded, now_iso
+    from backprop_cli.run_folders import guarded, now_iso
     from backprop_cli.studies import default_target, start_study, targets_reached, write_study
     from backprop_cli.sweep import seed_study
 
     target = default_target(cfg) if target is None else target
     check_memory(cfg, str(config), n_models=len(seeds))
+    if cfg.training.animate:
+        check_models(len(seeds), "seeds")
     data = load_data(cfg, config)
     seeds = list(seeds)
     started = now_iso()
     folder = start_study(cfg, runs_dir, "seeds")
     with guarded(folder):
+        shots = snapshots_for(cfg, seeds=seeds)
         with Reporter(cfg.training.epochs, 0, quiet, label=f"{len(seeds)} seeds") as report:
-            entries = seed_study(cfg, data, seeds, callback=report)
+            entries = seed_study(cfg, data, seeds, callback=chain(report, shots))
         reached, median = targets_reached(entries, target)
         extra = {"seeds": seeds, "started_at": started, "reached_target": reached, "median_epochs_to_target": median}
-        warn(write_study(folder, "seeds", "seed", cfg, data, entries, target, [], False, extra, worker))
+        warn(
+            write_study(folder, "seeds", "seed", cfg, data, entries, target, [], False, extra, worker, snapshots=shots)
+        )
     if quiet:
         out.print(str(folder), soft_wrap=True)
     else:

@@ -359,10 +359,28 @@ def load_config(path, overrides: Optional[dict] = None, sets: tuple = ()) -> Con
             if value is not None:
                 _set_dotted(data, key, value)
                 overridden[tuple(key.split("."))] = flag
-    cfg = validate(data, Located(str(path), lines, overridden))
+    return _finish(data, Located(str(path), lines, overridden), path.stem, path.resolve().parent)
+
+
+def config_from_dict(data: dict, overrides: Optional[dict] = None, source: str = "config", base: Any = None) -> Config:
+    """Validate a config given as a Python dict (a notebook's), with dotted-key `overrides`
+    ({"training.epochs": 500}); errors name `source`. Relative data paths are made absolute
+    against `base` (default: the current folder); the name defaults to `source`."""
+    import copy
+
+    data = copy.deepcopy(data)
+    overridden = {}
+    if isinstance(data, dict):
+        for key, value in (overrides or {}).items():
+            _set_dotted(data, key, value)
+            overridden[tuple(key.split("."))] = key
+    return _finish(data, Located(source, {}, overridden), source, Path(base or ".").resolve())
+
+
+def _finish(data: Any, loc: Located, default_name: str, base: Path) -> Config:
+    cfg = validate(data, loc)
     if cfg.name is None:
-        cfg.name = path.stem
-    base = path.resolve().parent
+        cfg.name = default_name
     for key in ("csv", "validation_csv"):
         value = getattr(cfg.data, key)
         if value is not None:

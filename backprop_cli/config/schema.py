@@ -88,6 +88,10 @@ class TrainingConfig(_Strict):
         description="parameter groups that keep their initial values: weights, biases, layerN, layerN.weights, layerN.biases",
     )
     dtype: Literal["float64", "float32"] = Field("float64", description="floating-point precision")
+    animate: bool = Field(False, description="write training.gif, the network learning frame by frame")
+    frames: Annotated[int, Field(ge=2, le=1000)] = Field(
+        60, description="animate: frames (evenly spaced epochs, log-spaced when the loss spans decades)"
+    )
 
 
 class DataConfig(_Strict):

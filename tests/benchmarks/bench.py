@@ -517,8 +517,56 @@ def case_numerical(repeats, epochs):
     report("numerical", "numerical gradients, central (<= 3.0x)", t["numerical"], "s", 1, t["analytic"])
 
 
+def case_animate(repeats, epochs):
+    print(f"animate: snapshots for training.gif taken inside the loop (XOR {epochs} epochs, moons), and whole commands")
+    import tempfile
+
+    from backprop_cli.animation import Snapshots
+    from backprop_cli.config import load_config
+    from backprop_cli.experiment import dataset
+
+    cfg, data = xor_setup(epochs)
+    moons = load_config(ROOT / "configs" / "moons.yaml")
+    moons_data = dataset(moons, "moons.yaml")
+
+    def loop(c, d, shots):
+        def run():
+            net = network(c)
+            callback = Snapshots(net.theta, c.training.epochs, 0, 60) if shots else None
+            return fit(c, d, net, callback=callback).duration_s
+
+        return run
+
+    t = interleave(
+        {
+            "xor": loop(cfg, data, False),
+            "xor_shots": loop(cfg, data, True),
+            "moons": loop(moons, moons_data, False),
+            "moons_shots": loop(moons, moons_data, True),
+        },
+        repeats,
+    )
+    report("animate", "XOR loop, no callback", t["xor"], "us/epoch", 1e6 / epochs)
+    report("animate", "XOR loop, 60 snapshots (<= 1.05x)", t["xor_shots"], "us/epoch", 1e6 / epochs, t["xor"])
+    report("animate", "moons loop, no callback", t["moons"], "s", 1)
+    report("animate", "moons loop, 60 snapshots (<= 1.05x)", t["moons_shots"], "s", 1, t["moons"])
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = ["--runs-dir", str(Path(tmp) / "runs"), "--quiet"]
+        config = str(ROOT / "configs" / "moons.yaml")
+        t = interleave(
+            {
+                "plain": _command(["train", config, *runs], tmp),
+                "animated": _command(["train", config, "--animate", *runs], tmp),
+            },
+            repeats,
+        )
+    report("animate", "train moons.yaml", t["plain"], "s", 1)
+    report("animate", "train moons.yaml --animate (drawing 60 frames)", t["animated"], "s", 1, t["plain"])
+
+
 CASES = {
     "process": case_process,
+    "animate": case_animate,
     "numerical": case_numerical,
     "tiny": case_tiny,
     "display": case_display,
@@ -544,6 +592,7 @@ def main():
         "startup": (7, None),
         "process": (5, None),
         "numerical": (5, 10000),
+        "animate": (5, 10000),
     }
     if args.quick:
         plan = {
@@ -554,6 +603,7 @@ def main():
             "startup": (3, None),
             "process": (3, None),
             "numerical": (3, 2000),
+            "animate": (3, 5000),
         }
     core = os.environ.get("OPENBLAS_CORETYPE")
     blas = f"OPENBLAS_CORETYPE={core} from the environment" if core else "OpenBLAS's own choice of kernels"

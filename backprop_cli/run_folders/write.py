@@ -3,19 +3,16 @@ and mark a run that something stopped outside the loop."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
 import platform
 import signal
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterator, Literal, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional
 
 import numpy as np
 
@@ -26,8 +23,11 @@ from backprop_cli.errors import BackpropError, ConfigError, OutputError, RunErro
 from backprop_cli.files import atomic_write, read_json, write_json
 from backprop_cli.network import Network
 from backprop_cli.painter import Job, Painter
-from backprop_cli.runs.read import csv_text, load_run
+from backprop_cli.run_folders.read import csv_text, load_run
 from backprop_cli.train import TrainResult, evaluate
+
+if TYPE_CHECKING:
+    from backprop_cli.animation import Snapshots
 
 
 @contextmanager
@@ -148,8 +148,10 @@ def continue_from(path: Path, cfg: Config, net: Network) -> tuple[int, dict]:
     """
     previous = load_run(path)
     if previous.net.sizes != net.sizes or previous.cfg.model.bias != cfg.model.bias:
-        raise ConfigError(f"{path}: cannot continue from this run: its network {previous.net.sizes} "
-                          f"does not match the config's {net.sizes}")
+        raise ConfigError(
+            f"{path}: cannot continue from this run: its network {previous.net.sizes} "
+            f"does not match the config's {net.sizes}"
+        )
     start = previous.net.get_params(0)
     net.set_params(start)
     # the new run's config.yaml records its starting weights, so it reproduces on its own
@@ -169,8 +171,15 @@ def saved_weights(cfg: Config, data: Dataset, result: TrainResult, model: int, l
     return {"weights": "final", "epoch": last_epoch, **numbers}
 
 
-def summary_for(cfg: Config, data: Dataset, result: TrainResult, model: int, learning_rate: float, seed: int,
-                extra: Optional[dict] = None) -> dict:
+def summary_for(
+    cfg: Config,
+    data: Dataset,
+    result: TrainResult,
+    model: int,
+    learning_rate: float,
+    seed: int,
+    extra: Optional[dict] = None,
+) -> dict:
     summary = {
         "name": cfg.name,
         "status": result.status[model],
@@ -196,13 +205,23 @@ def summary_for(cfg: Config, data: Dataset, result: TrainResult, model: int, lea
     return summary
 
 
-def finish_run(run: Path, cfg: Config, data: Dataset, result: TrainResult, model: int = 0,
-               learning_rate: Optional[float] = None, extra: Optional[dict] = None,
-               painter: Optional[Painter] = None, plots: bool = True) -> tuple[dict, list]:
+def finish_run(
+    run: Path,
+    cfg: Config,
+    data: Dataset,
+    result: TrainResult,
+    model: int = 0,
+    learning_rate: Optional[float] = None,
+    extra: Optional[dict] = None,
+    painter: Optional[Painter] = None,
+    plots: bool = True,
+    snapshots: Optional[Snapshots] = None,
+) -> tuple[dict, list]:
     """Write history, weights, data.json and (with `plots`) the plots, then summary.json last.
 
-    `painter` draws the plots (default: here, in this process). Returns the summary and
-    warnings (a plot that failed is a warning, not a lost run).
+    `painter` draws the plots (default: here, in this process), and with `snapshots` (taken
+    during training) training.gif. Returns the summary and warnings (a plot that failed is a
+    warning, not a lost run).
     """
     lr = cfg.training.learning_rate if learning_rate is None else learning_rate
     summary = summary_for(cfg, data, result, model, lr, cfg.seed, extra)
@@ -223,10 +242,40 @@ def finish_run(run: Path, cfg: Config, data: Dataset, result: TrainResult, model
                 pass
             raise RunError(f"{run}: cannot write the run files: {e.strerror}") from None
         jobs = plot_jobs(run, cfg, data, result, model) if plots else []
+        if snapshots is not None:
+            jobs.append(animation_job(run, cfg, data, result, snapshots, summary["saved_weights"].get("loss")))
         # with no plots of its own, do not wait for whatever else the painter is drawing
         warnings = (painter or Painter(background=False)).draw(jobs) if jobs else []
         write_json(run / "summary.json", summary)
     return summary, warnings
+
+
+def animation_job(
+    run: Path, cfg: Config, data: Dataset, result: TrainResult, snapshots: Snapshots, saved_loss: Optional[float]
+) -> Job:
+    """training.gif of one run: its snapshots evaluated, drawn by the painter."""
+    from backprop_cli.animation import frames
+
+    net = result.net
+    rows = result.epochs_run[0]
+    losses = result.history["loss"][:rows]
+    final_loss = None if saved_loss is None else np.array([saved_loss])
+    shown = frames(
+        net,
+        snapshots,
+        losses,
+        net.theta.copy(),
+        final_loss,
+        data.X_raw if data.X_raw is not None else data.X,
+        data.scaler,
+        data.classification,
+    )
+    X = data.X_raw if data.X_raw is not None else data.X
+    return (
+        run / "training.gif",
+        "animation.training_gif",
+        (shown, X, data.Y, net.sizes, run.name, losses[:, 0], (), data.class_names, data.feature_names),
+    )
 
 
 def plot_jobs(run: Path, cfg: Config, data: Dataset, result: TrainResult, model: int) -> list[Job]:
@@ -254,26 +303,68 @@ def plot_jobs(run: Path, cfg: Config, data: Dataset, result: TrainResult, model:
         extent, points = plots.boundary_grid(data.X_raw)
         with np.errstate(over="ignore", invalid="ignore"):
             outputs = net.predict(data.scaler.apply(points), model)
-        jobs.append((run / "decision_boundary.png", "decision_boundary",
-                     (extent, outputs, data.X_raw, data.Y, data.class_names, f"{run.name}: decision boundary",
-                      data.feature_names, X_val, data.Y_val)))
+        jobs.append(
+            (
+                run / "decision_boundary.png",
+                "decision_boundary",
+                (
+                    extent,
+                    outputs,
+                    data.X_raw,
+                    data.Y,
+                    data.class_names,
+                    f"{run.name}: decision boundary",
+                    data.feature_names,
+                    X_val,
+                    data.Y_val,
+                ),
+            )
+        )
     if not data.classification and net.sizes[0] == 1 and net.sizes[-1] == 1 and data.X_raw is not None:
         grid = plots.fit_grid(data.X_raw)
         with np.errstate(over="ignore", invalid="ignore"):
             outputs = net.predict(data.scaler.apply(grid), model)
         names = (data.feature_names[0] if data.feature_names else "x", "target")
-        jobs.append((run / "fit.png", "fit_plot",
-                     (grid[:, 0], outputs, data.X_raw, data.Y, f"{run.name}: the learned function", X_val, data.Y_val,
-                      names)))
+        jobs.append(
+            (
+                run / "fit.png",
+                "fit_plot",
+                (
+                    grid[:, 0],
+                    outputs,
+                    data.X_raw,
+                    data.Y,
+                    f"{run.name}: the learned function",
+                    X_val,
+                    data.Y_val,
+                    names,
+                ),
+            )
+        )
     if sum(net.sizes) <= plots.MAX_DIAGRAM_NEURONS:
-        jobs.append((run / "network.png", "network_diagram",
-                     (net.sizes, net.get_params(model), f"{cfg.name}: final weights", data.feature_names,
-                      data.output_names)))
+        jobs.append(
+            (
+                run / "network.png",
+                "network_diagram",
+                (net.sizes, net.get_params(model), f"{cfg.name}: final weights", data.feature_names, data.output_names),
+            )
+        )
     return jobs
 
 
-RUN_FILES = ("config.yaml", "history.csv", "weights.json", "data.json", "summary.json",
-             "loss.png", "accuracy.png", "decision_boundary.png", "fit.png", "network.png")
+RUN_FILES = (
+    "config.yaml",
+    "history.csv",
+    "weights.json",
+    "data.json",
+    "summary.json",
+    "loss.png",
+    "accuracy.png",
+    "decision_boundary.png",
+    "fit.png",
+    "network.png",
+    "training.gif",
+)
 
 
 def check_output(path: Path) -> None:
@@ -323,8 +414,9 @@ class guarded:
     def __enter__(self) -> Path:
         return self.folder
 
-    def __exit__(self, kind: Optional[type[BaseException]], value: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> Literal[False]:
+    def __exit__(
+        self, kind: Optional[type[BaseException]], value: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> Literal[False]:
         if kind is None:
             return False
         try:

@@ -6,8 +6,8 @@ diverged, was interrupted or failed, or is still running) and PNG plots. `write`
 fills them (every file atomically); `read` loads, finds, lists and compares them.
 """
 
-from backprop_cli.runs.evaluate import evaluate_run, write_evaluation
-from backprop_cli.runs.read import (
+from backprop_cli.run_folders.evaluate import evaluate_run, write_evaluation
+from backprop_cli.run_folders.read import (
     LATEST,
     LoadedRun,
     compare_runs,
@@ -21,7 +21,7 @@ from backprop_cli.runs.read import (
     resolve_run,
     status_of,
 )
-from backprop_cli.runs.write import (
+from backprop_cli.run_folders.write import (
     check_output,
     continue_from,
     create_run_dir,
@@ -39,7 +39,32 @@ from backprop_cli.runs.write import (
 )
 
 __all__ = [
-    "LATEST", "LoadedRun", "check_output", "evaluate_run", "write_evaluation", "compare_runs", "config_text", "continue_from", "create_run_dir", "csv_text", "finish_run",
-    "finite_or_none", "guarded", "latest_completed", "list_runs", "load_run", "mark_run", "no_interrupts", "now_iso",
-    "number", "numbers", "read_history", "read_summary", "resolve_run", "start_run", "status_of", "versions", "write_compare_plot",
+    "LATEST",
+    "LoadedRun",
+    "check_output",
+    "evaluate_run",
+    "write_evaluation",
+    "compare_runs",
+    "config_text",
+    "continue_from",
+    "create_run_dir",
+    "csv_text",
+    "finish_run",
+    "finite_or_none",
+    "guarded",
+    "latest_completed",
+    "list_runs",
+    "load_run",
+    "mark_run",
+    "no_interrupts",
+    "now_iso",
+    "number",
+    "numbers",
+    "read_history",
+    "read_summary",
+    "resolve_run",
+    "start_run",
+    "status_of",
+    "versions",
+    "write_compare_plot",
 ]

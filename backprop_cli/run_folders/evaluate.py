@@ -12,8 +12,8 @@ from backprop_cli.evaluation import evaluate
 from backprop_cli.experiment import dataset
 from backprop_cli.files import write_json
 from backprop_cli.painter import Painter
-from backprop_cli.runs.read import LoadedRun
-from backprop_cli.runs.write import check_output
+from backprop_cli.run_folders.read import LoadedRun
+from backprop_cli.run_folders.write import check_output
 
 
 def evaluate_run(run: LoadedRun, csv: Optional[Path] = None) -> dict[str, Any]:
@@ -21,9 +21,7 @@ def evaluate_run(run: LoadedRun, csv: Optional[Path] = None) -> dict[str, Any]:
     cfg = run.cfg
     classification = bool(run.meta.get("classification"))
     if csv is not None:
-        X_raw, Y = load_labelled_csv(
-            csv, cfg.data, cfg.model, run.feature_names, run.class_names, cfg.training.dtype
-        )
+        X_raw, Y = load_labelled_csv(csv, cfg.data, cfg.model, run.feature_names, run.class_names, cfg.training.dtype)
         X, source = run.scaler.apply(X_raw), str(csv)
     else:
         data = dataset(cfg, str(run.path / "config.yaml"))

@@ -17,9 +17,9 @@ from backprop_cli.config import Config, load_config
 from backprop_cli.data import Scaler
 from backprop_cli.errors import BackpropError, RunError, RunNotFoundError
 from backprop_cli.experiment import network
-from backprop_cli.runs.schema import DataMeta, Summary, Weights, read, read_dict
 from backprop_cli.metrics import class_name, output_names
 from backprop_cli.network import Network
+from backprop_cli.run_folders.schema import DataMeta, Summary, Weights, read, read_dict
 
 LATEST = "latest"
 
@@ -127,7 +127,9 @@ def load_run(path: Path) -> LoadedRun:
         except (KeyError, TypeError, ValueError):
             raise RunError(f"{weights_path}: layer {l + 1}: corrupt weights") from None
         if w.shape != (n_out, n_in):
-            raise RunError(f"{weights_path}: layer {l + 1}: weights are {'x'.join(map(str, w.shape))}, expected {n_out}x{n_in}")
+            raise RunError(
+                f"{weights_path}: layer {l + 1}: weights are {'x'.join(map(str, w.shape))}, expected {n_out}x{n_in}"
+            )
         if cfg.model.bias and (b is None or b.shape != (n_out,)):
             raise RunError(f"{weights_path}: layer {l + 1}: expected {n_out} biases")
         if not np.all(np.isfinite(w)) or (b is not None and not np.all(np.isfinite(b))):
@@ -170,7 +172,11 @@ def read_history(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         raise RunError(f"{path / 'history.csv'}: cannot read: {e}") from None
     try:
         epochs = np.array([int(r["epoch"]) for r in rows], dtype=int)
-        columns = {c: np.array([float(r[c]) if r[c] else np.nan for r in rows]) for c in (rows[0] if rows else {}) if c != "epoch"}
+        columns = {
+            c: np.array([float(r[c]) if r[c] else np.nan for r in rows])
+            for c in (rows[0] if rows else {})
+            if c != "epoch"
+        }
     except (KeyError, TypeError, ValueError):
         raise RunError(f"{path / 'history.csv'}: corrupt: expected an epoch column and numbers") from None
     return epochs, columns

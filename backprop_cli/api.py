@@ -1,0 +1,378 @@
+"""The Python API: what a notebook imports (`import backprop_cli as bp`), and what the
+command line's train and sweep-lr are thin layers over.
+
+    run = bp.train("configs/xor.yaml", epochs=2000, learning_rate=0.5, runs_dir="runs")
+    run.history["loss"][-1], run.summary["status"], run.predict([[0, 1]])
+    run.plot("decision_boundary"); run.animate(); print(run.explain())
+    bp.load("runs", "latest"); bp.sweep_lr("configs/worked_example.yaml"); bp.runs("runs")
+
+Keyword overrides work as `--set` does, by a field's name where only one section has it
+(`epochs`, `learning_rate`, `activation`, `seed`) or by its dotted key written with double
+underscores (`model__layers=[2, 3, 1]`). A config may be a path or a dict.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterable, Optional, Sequence, Union
+
+import numpy as np
+
+from backprop_cli.animation import Snapshots, chain, check_models, snapshots_for
+from backprop_cli.config import Config, config_from_dict, load_config
+from backprop_cli.config.schema import SECTIONS
+from backprop_cli.data import Dataset
+from backprop_cli.errors import ConfigError
+from backprop_cli.experiment import dataset, fit, network
+from backprop_cli.painter import Painter
+from backprop_cli.run_folders import (
+    continue_from,
+    finish_run,
+    guarded,
+    list_runs,
+    load_run,
+    now_iso,
+    read_history,
+    read_summary,
+    resolve_run,
+    start_run,
+)
+from backprop_cli.train import TrainResult
+
+ConfigSource = Union[str, Path, dict, Config]
+Callback = Optional[Callable[..., None]]
+# a progress display: called with (epochs, first epoch - 1, label), a context manager that
+# gives the epoch callback
+Progress = Optional[Callable[[int, int, str], ContextManager[Any]]]
+
+
+def _dotted(key: str) -> str:
+    """A keyword override's dotted key: `model__layers` -> model.layers; `epochs` -> the one
+    section that has a field of that name."""
+    if "__" in key:
+        return key.replace("__", ".")
+    owners = [section for section, model in SECTIONS.items() if key in model.model_fields]
+    if len(owners) != 1:
+        where = f"in {', '.join(o or 'the top level' for o in owners)}" if owners else "in no section"
+        raise ConfigError(f"{key}: a config field {where}; write it as section__{key}")
+    return f"{owners[0]}.{key}" if owners[0] else key
+
+
+def config(source: ConfigSource, **overrides: Any) -> Config:
+    """A validated config from a YAML path, a dict or a Config, with keyword overrides."""
+    dotted = {_dotted(k): v for k, v in overrides.items()}
+    if isinstance(source, Config):
+        source = source.model_dump(mode="json")
+    if isinstance(source, dict):
+        return config_from_dict(source, dotted, source="config")
+    return load_config(source, {k: (v, f"{k}=") for k, v in dotted.items()})
+
+
+@dataclass
+class Trained:
+    """What training wrote: the run folder, the result, the summary and any plot warnings;
+    `interrupted_while_saving` when a Ctrl-C came while the (complete) files were written."""
+
+    run: Path
+    result: TrainResult
+    summary: dict
+    warnings: list
+    start_epoch: int = 0
+    interrupted_while_saving: bool = False
+
+
+def train_run(
+    cfg: Config,
+    data: Dataset,
+    runs_dir: Union[str, Path] = "runs",
+    progress: Progress = None,
+    from_run: Optional[Union[str, Path]] = None,
+    painter: Optional[Painter] = None,
+) -> Trained:
+    """Train one run of `cfg` and write its folder (with training.gif when it animates):
+    the one code path of `backprop train` and `bp.train`."""
+    net = network(cfg)
+    start_epoch, extra = 0, dict[str, Any]()
+    if from_run is not None:
+        start_epoch, extra = continue_from(resolve_run(Path(from_run), Path(runs_dir)), cfg, net)
+    extra["started_at"] = now_iso()
+    run = start_run(Path(runs_dir), cfg, extra)
+    with guarded(run):
+        t = cfg.training
+        shots = Snapshots(net.theta, t.epochs, start_epoch, t.frames) if t.animate else None
+        with (progress or _silent)(t.epochs, start_epoch, "training") as report:
+            result = fit(cfg, data, net, callback=chain(report, shots), start_epoch=start_epoch)
+        try:
+            summary, warnings = finish_run(run, cfg, data, result, extra=extra, painter=painter, snapshots=shots)
+        except KeyboardInterrupt:  # deferred until the files were written: they are complete
+            summary = read_summary(run)
+            return Trained(run, result, summary, [], start_epoch, interrupted_while_saving=True)
+    return Trained(run, result, summary, warnings, start_epoch)
+
+
+def _table(rows: list[dict]) -> Any:
+    """Rows as a pandas DataFrame when pandas is installed, else the list of dicts."""
+    try:
+        import pandas as pd
+    except ImportError:
+        return rows
+    return pd.DataFrame(rows)
+
+
+def _show(path: Path) -> Any:
+    """An image file shown inline in Jupyter (IPython's Image), else its path."""
+    try:
+        from IPython.display import Image
+    except ImportError:
+        return path
+    return Image(filename=str(path))
+
+
+@dataclass
+class Run:
+    """A run folder, loaded: what a notebook reads and asks of a trained network."""
+
+    path: Path
+    _loaded: Any = field(default=None, repr=False)
+
+    @property
+    def loaded(self) -> Any:
+        if self._loaded is None:
+            self._loaded = load_run(self.path)
+        return self._loaded
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def summary(self) -> dict:
+        return read_summary(self.path)
+
+    @property
+    def config(self) -> Config:
+        return self.loaded.cfg
+
+    @property
+    def history(self) -> Any:
+        """history.csv as {"epoch": ..., "loss": ..., ...} of NumPy arrays, or a pandas
+        DataFrame indexed by epoch when pandas is installed."""
+        epochs, columns = read_history(self.path)
+        data = {"epoch": epochs, **columns}
+        try:
+            import pandas as pd
+        except ImportError:
+            return data
+        return pd.DataFrame(data).set_index("epoch")
+
+    @property
+    def weights(self) -> list[dict[str, Optional[np.ndarray]]]:
+        """The saved weights: per layer {"weights": (out, in), "biases": (out,) or None}."""
+        return [{"weights": w, "biases": b} for w, b in self.loaded.net.get_params(0)]
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Outputs (n, n_out) for raw inputs (n, n_in) (or one row), scaled as in training."""
+        rows = np.atleast_2d(np.asarray(X, float))
+        return self.loaded.predict(rows)
+
+    def explain(self, epoch: int = 1, sample: int = 1, format: str = "markdown") -> str:
+        """Training step `epoch` of this run's config, by hand (as `backprop explain`)."""
+        from backprop_cli.explain import explain_step, render
+
+        cfg = self.config
+        sections, _ = explain_step(cfg, dataset(cfg, str(self.path / "config.yaml")), epoch, sample)
+        return render(sections, format)
+
+    def plots(self) -> list[str]:
+        """The names of the run's plots (loss, accuracy, decision_boundary, ...)."""
+        return sorted(p.stem for p in self.path.glob("*.png"))
+
+    def plot(self, name: str = "loss") -> Any:
+        """One of the run's plots, shown inline in Jupyter (else its path)."""
+        path = self.path / f"{name}.png"
+        if not path.exists():
+            raise ConfigError(f"{path}: no such plot; this run has {', '.join(self.plots()) or 'none'}")
+        return _show(path)
+
+    def animate(self, frames: Optional[int] = None) -> Any:
+        """training.gif, shown inline in Jupyter (else its path). A run trained without
+        --animate is trained again from its config (deterministic: the same weights) to draw it."""
+        path = self.path / "training.gif"
+        if not path.exists() or frames is not None:
+            _draw_animation(self.path, self.config, frames)
+        return _show(path)
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        s = self.summary
+        keys = ("status", "epochs_run", "final_loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+        rows = "".join(f"<tr><th>{k}</th><td>{escape(str(s[k]))}</td></tr>" for k in keys if k in s)
+        return f"<b>{escape(self.name)}</b><table>{rows}</table>"
+
+
+def _draw_animation(folder: Path, cfg: Config, frames: Optional[int]) -> None:
+    """training.gif for a finished run, by training its config again with snapshots."""
+    from backprop_cli.run_folders.write import animation_job
+
+    cfg = cfg.model_copy(deep=True)
+    cfg.training.animate = True
+    if frames is not None:
+        cfg.training.frames = frames
+    data = dataset(cfg, str(folder / "config.yaml"))
+    net = network(cfg)
+    shots = snapshots_for(cfg)
+    assert shots is not None
+    result = fit(cfg, data, net, callback=shots)
+    saved = read_summary(folder).get("saved_weights", {}).get("loss")
+    warnings = Painter(background=False).draw([animation_job(folder, cfg, data, result, shots, saved)])
+    if warnings:
+        raise ConfigError(warnings[0])
+
+
+def train(
+    source: ConfigSource,
+    runs_dir: Union[str, Path] = "runs",
+    progress: Progress = None,
+    from_run: Optional[Union[str, Path]] = None,
+    animate: bool = False,
+    frames: Optional[int] = None,
+    **overrides: Any,
+) -> Run:
+    """Train a config (a path or a dict, with keyword overrides) and return its `Run`."""
+    cfg = config(source, **overrides)
+    if animate:
+        cfg.training.animate = True
+    if frames is not None:
+        cfg.training.frames = frames
+    data = dataset(cfg, str(source) if not isinstance(source, dict) else "config")
+    with Painter() as painter:
+        trained = train_run(cfg, data, runs_dir, progress, from_run, painter)
+    if trained.interrupted_while_saving or trained.result.status[0] == "interrupted":
+        raise KeyboardInterrupt
+    return Run(trained.run)
+
+
+def _silent(epochs: int, start: int, label: str) -> ContextManager[Any]:
+    return nullcontext(None)
+
+
+def load(path: Union[str, Path] = "runs", name: Optional[str] = None) -> Run:
+    """A run: a run folder's path, or `name` (a folder name or "latest", the default) under
+    the runs folder `path`."""
+    path = Path(path)
+    if name is None and (path / "config.yaml").exists():
+        return Run(path)
+    return Run(resolve_run(Path(name or "latest"), path))
+
+
+def runs(runs_dir: Union[str, Path] = "runs") -> Any:
+    """Every run and study under `runs_dir`, newest first: one row each (a DataFrame when
+    pandas is installed)."""
+    keys = ("status", "epochs_run", "final_loss", "accuracy", "val_loss", "learning_rate", "seed", "started_at")
+    rows = []
+    for path, summary in list_runs(Path(runs_dir), studies=True):
+        rows.append({"run": path.name, "kind": summary.get("kind", "run"), **{k: summary.get(k) for k in keys}})
+    return _table(rows)
+
+
+@dataclass
+class Study:
+    """A sweep folder: its table (one row per rate) and one `Run` per rate."""
+
+    path: Path
+    rows: list[dict]
+
+    @property
+    def table(self) -> Any:
+        return _table(self.rows)
+
+    @property
+    def runs(self) -> list[Run]:
+        return [Run(p) for p in sorted(self.path.iterdir()) if (p / "config.yaml").exists()]
+
+    def plot(self, name: str = "loss_curves") -> Any:
+        return _show(self.path / f"{name}.png")
+
+    def animate(self) -> Any:
+        return _show(self.path / "training.gif")
+
+
+def sweep_run(
+    cfg: Config,
+    data: Dataset,
+    rates: Sequence[float],
+    runs_dir: Union[str, Path] = "runs",
+    chain_rates: bool = False,
+    target: Optional[float] = None,
+    progress: Progress = None,
+    painter: Optional[Painter] = None,
+    run_plots: bool = False,
+    writing: Optional[Callable[[int], ContextManager[Any]]] = None,
+) -> tuple[Path, list, list, float]:
+    """A learning-rate sweep of `cfg` and its study folder: the one code path of `backprop
+    sweep-lr` and `bp.sweep_lr`. `progress` shows the training, `writing(n)` the n run folders
+    being written. Returns (folder, entries, warnings, target)."""
+    from backprop_cli.network import param_names
+    from backprop_cli.studies import default_target, start_study, write_study
+    from backprop_cli.sweep import sweep_learning_rates
+
+    if cfg.training.animate:
+        if chain_rates:
+            raise ConfigError("--animate goes with a batched sweep, not with --chain")
+        check_models(len(rates), "learning rates")
+    target = default_target(cfg) if target is None else target
+    started = now_iso()
+    folder = start_study(cfg, Path(runs_dir), "chain" if chain_rates else "sweep")
+    names = [p.name for p in param_names(cfg.model.layers, cfg.model.bias)]
+    total = cfg.training.epochs * (len(rates) if chain_rates else 1)
+    with guarded(folder):
+        shots = snapshots_for(cfg, len(rates))
+        with (progress or _silent)(total, 0, "sweep") as report:
+            entries = sweep_learning_rates(cfg, data, rates, chain=chain_rates, callback=chain(report, shots))
+        extra = {
+            "protocol": "chain" if chain_rates else "batched",
+            "learning_rates": list(rates),
+            "started_at": started,
+        }
+        with (writing or (lambda n: nullcontext(None)))(len(rates)) as written:
+            warnings = write_study(
+                folder, "sweep", "learning_rate", cfg, data, entries, target, names, True, extra, painter,
+                run_plots=run_plots, progress=written, snapshots=shots,
+            )  # fmt: skip
+    return folder, entries, warnings, target
+
+
+def sweep_lr(
+    source: ConfigSource,
+    rates: Optional[Iterable[float]] = None,
+    runs_dir: Union[str, Path] = "runs",
+    chain_rates: bool = False,
+    target: Optional[float] = None,
+    progress: Progress = None,
+    animate: bool = False,
+    **overrides: Any,
+) -> Study:
+    """Train one model per learning rate (default: the config's sweep.learning_rates, else the
+    six classic ones), batched, and return the `Study`."""
+    from backprop_cli.sweep import default_rates
+
+    cfg = config(source, **overrides)
+    cfg.training.animate = cfg.training.animate or animate
+    rates = list(rates) if rates is not None else default_rates(cfg)
+    data = dataset(cfg, str(source) if not isinstance(source, dict) else "config")
+    with Painter() as painter:
+        folder, entries, _, target = sweep_run(cfg, data, rates, runs_dir, chain_rates, target, progress, painter)
+    rows = [
+        {
+            "learning_rate": e.value,
+            "final_loss": e.final_loss(),
+            "best_loss": e.best_loss(),
+            "epochs_to_target": e.epochs_to(target),
+            "status": e.status,
+        }
+        for e in entries
+    ]
+    return Study(folder, rows)

@@ -1,0 +1,89 @@
+"""training.gif (issue 19): snapshots taken inside the loop are the weights each chosen epoch
+starts from; the GIF has the frames asked for and shows the boundary forming."""
+
+import numpy as np
+from conftest import CONFIGS, XOR_YAML
+from PIL import Image, ImageSequence
+
+from backprop_cli.animation import Snapshots, chain
+from backprop_cli.config import load_config
+from backprop_cli.experiment import dataset, fit, network
+
+
+def _frames(path):
+    with Image.open(path) as im:
+        return [np.asarray(frame.convert("RGB"), dtype=float) for frame in ImageSequence.Iterator(im)]
+
+
+def test_a_snapshot_is_the_weights_its_epoch_starts_from(write_config):
+    cfg = load_config(write_config(XOR_YAML))
+    data = dataset(cfg, "xor")
+    net = network(cfg)
+    shots = Snapshots(net.theta, cfg.training.epochs, 0, frames=20)
+    fit(cfg, data, net, callback=shots)
+    assert sorted(shots.taken) == shots.wanted and shots.wanted[0] == 1 and shots.wanted[-1] == 200
+    for k in (1, 2, 50, 200):
+        if k not in shots.taken:
+            continue
+        short = cfg.model_copy(deep=True)
+        short.training.epochs = k - 1 if k > 1 else 1
+        alone = network(short)
+        if k > 1:
+            fit(short, data, alone)
+        assert np.array_equal(shots.taken[k], alone.theta), k  # bit for bit
+
+
+def test_frames_are_log_spaced_when_the_loss_spans_decades():
+    shots = Snapshots(np.zeros((1, 3)), 10000, 0, frames=60)
+    shots.taken = {k: None for k in shots.wanted}
+    log = shots.choose(np.geomspace(1, 1e-4, 10000)[:, None])
+    linear = shots.choose(np.linspace(0.5, 0.4, 10000)[:, None])
+    assert len(log) == len(linear) == 60
+    assert log[:5] == [1, 2, 3, 4, 5] and linear[:3] == [1, 170, 340]
+
+
+def test_chain_calls_every_callback_in_order():
+    seen = []
+    both = chain(lambda e, loss, s: seen.append(("a", e)), None, lambda e, loss, s: seen.append(("b", e)))
+    both(3, np.zeros(1), None)
+    assert seen == [("a", 3), ("b", 3)]
+
+
+def test_train_moons_animate_writes_a_gif_of_the_boundary_forming(cli, tmp_path):
+    root = tmp_path / "runs"
+    result = cli("train", CONFIGS / "moons.yaml", "--animate", "--runs-dir", root, "-q")
+    assert result.exit_code == 0, result.output
+    run = next(root.iterdir())
+    frames = _frames(run / "training.gif")
+    assert len(frames) >= 30
+    assert frames[0].shape[1] > frames[0].shape[0] * 2  # panels side by side
+    # the left panel (the class regions) changes as training goes; the first frames differ most
+    left = [f[:, : f.shape[1] // 3] for f in frames]
+    assert np.abs(left[-1] - left[0]).mean() > 5 * np.abs(left[-1] - left[-2]).mean()
+    assert "animate: true" in (run / "config.yaml").read_text()
+
+
+def test_frames_option_and_its_errors(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    root = tmp_path / "runs"
+    result = cli("train", path, "--frames", "10", "--runs-dir", root)
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --frames goes with --animate (or training.animate: true)\n"
+    assert cli("train", path, "--animate", "--frames", "12", "--runs-dir", root, "-q").exit_code == 0
+    assert len(_frames(next(root.iterdir()) / "training.gif")) == 13  # 12 and the final weights'
+
+
+def test_a_sweep_animates_one_panel_per_rate_up_to_a_limit(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    root = tmp_path / "runs"
+    assert (
+        cli("sweep-lr", path, "--lrs", "0.5,1,2", "--animate", "--frames", "10", "--runs-dir", root, "-q").exit_code
+        == 0
+    )
+    assert len(_frames(next(root.iterdir()) / "training.gif")) == 10
+    result = cli("sweep-lr", path, "--log-range", "0.1:10:10", "--animate", "--runs-dir", root)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "Error: --animate draws one panel per model, at most 9; this study has 10 learning rates: "
+        "animate fewer, or train one of them with --animate\n"
+    )
