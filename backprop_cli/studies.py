@@ -55,7 +55,7 @@ def value_names(values: list[float]) -> list[str]:
 def study_csv(label: str, entries: list[Entry], target: float, param_names: list[str]) -> str:
     """One row per model: label, final_loss, best_loss, epochs_to_target, status, w1..wP (P <= 64)."""
     header = [label, "final_loss", "best_loss", "epochs_to_target", "status"]
-    with_weights = len(param_names) <= MAX_CSV_WEIGHTS
+    with_weights = 0 < len(param_names) <= MAX_CSV_WEIGHTS
     if with_weights:
         header += param_names
     rows: list[list[Any]] = [header]

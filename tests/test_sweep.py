@@ -151,6 +151,8 @@ def test_seed_study(cli, write_config, tmp_path):
     folder = next(root.iterdir())
     rows = list(csv.DictReader((folder / "seeds.csv").open()))
     assert [int(float(r["seed"])) for r in rows] == list(range(6))
+    assert all(None not in r for r in rows)  # every cell has a header: the final weights w1..w9
+    assert list(rows[0])[5:] == ["w1", "w2", "w3", "w4", "b1", "b2", "w5", "w6", "b3"]
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["reached_target"] == sum(1 for r in rows if r["epochs_to_target"])
     assert f"{summary['reached_target']} of 6 seeds reached loss 0.05" in result.stdout

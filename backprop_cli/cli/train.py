@@ -181,6 +181,7 @@ def _train_seeds(
 ) -> None:
     from backprop_cli.animation import chain, check_models, snapshots_for
     from backprop_cli.experiment import check_memory
+    from backprop_cli.network import param_names
     from backprop_cli.run_folders import guarded, now_iso
     from backprop_cli.studies import default_target, start_study, targets_reached, write_study
     from backprop_cli.sweep import seed_study
@@ -191,6 +192,7 @@ def _train_seeds(
         check_models(len(seeds), "seeds")
     data = load_data(cfg, config)
     seeds = list(seeds)
+    names = [p.name for p in param_names(cfg.model.layers, cfg.model.bias)]
     started = now_iso()
     folder = start_study(cfg, runs_dir, "seeds")
     with guarded(folder):
@@ -200,7 +202,9 @@ def _train_seeds(
         reached, median = targets_reached(entries, target)
         extra = {"seeds": seeds, "started_at": started, "reached_target": reached, "median_epochs_to_target": median}
         warn(
-            write_study(folder, "seeds", "seed", cfg, data, entries, target, [], False, extra, worker, snapshots=shots)
+            write_study(
+                folder, "seeds", "seed", cfg, data, entries, target, names, False, extra, worker, snapshots=shots
+            )
         )
     if quiet:
         out.print(str(folder), soft_wrap=True)
