@@ -1,7 +1,7 @@
 """backprop: a YAML-driven neural-network trainer with a from-scratch NumPy engine.
 
 In Python (a notebook): `import backprop_cli as bp`, then `bp.train`, `bp.load`, `bp.sweep_lr`,
-`bp.runs`, `bp.config` (see `backprop_cli.api`). Importing the package loads none of them:
+`bp.runs` (see `backprop_cli.api`). Importing the package loads none of them:
 the command line starts fast.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Run", "Study", "config", "load", "runs", "sweep_lr", "train"]
+__all__ = ["Run", "Study", "load", "runs", "sweep_lr", "train"]
 
 
 def _progress(epochs: int, start: int, label: str) -> Any:
@@ -38,7 +38,7 @@ def sweep_lr(config: Any, rates: Any = None, progress: bool = True, **kwargs: An
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Run", "Study", "config", "load", "runs"):
+    if name in ("Run", "Study", "load", "runs"):
         from backprop_cli import api
 
         return getattr(api, name)

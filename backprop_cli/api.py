@@ -39,7 +39,7 @@ from backprop_cli.run_folders import (
     resolve_run,
     start_run,
 )
-from backprop_cli.train import TrainResult
+from backprop_cli.training import TrainResult
 
 ConfigSource = Union[str, Path, dict, Config]
 Callback = Optional[Callable[..., None]]

@@ -13,7 +13,7 @@ from backprop_cli.errors import ConfigError, DivergedError
 from backprop_cli.initializers import random_streams
 from backprop_cli.network import Network
 from backprop_cli.optimizers import Optimizer
-from backprop_cli.train import Callback, TrainResult, build_network, train
+from backprop_cli.training import Callback, TrainResult, build_network, train
 
 if TYPE_CHECKING:
     from backprop_cli.config import Config

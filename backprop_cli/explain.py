@@ -21,7 +21,7 @@ from backprop_cli.experiment import fit, network, require_completed
 from backprop_cli.files import atomic_write
 from backprop_cli.losses import LOSSES
 from backprop_cli.network import frozen_mask, neuron_names
-from backprop_cli.train import make_optimizer, make_schedule
+from backprop_cli.training import make_optimizer, make_schedule
 
 if TYPE_CHECKING:
     from backprop_cli.config import Config, TrainingConfig

@@ -15,7 +15,7 @@ import numpy as np
 
 from backprop_cli.data import Dataset
 from backprop_cli.experiment import fit, network
-from backprop_cli.train import TrainResult
+from backprop_cli.training import TrainResult
 
 if TYPE_CHECKING:
     from backprop_cli.config import Config

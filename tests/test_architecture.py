@@ -24,13 +24,13 @@ TIERS = [
     ["datasets"],
     ["config"],
     ["data"],
-    ["policies", "train"],
+    ["policies", "training"],
     ["experiment"],
     ["plots", "painter", "animation"],
     ["sweep", "gradcheck", "explain"],
     ["run_folders"],
     ["studies"],
-    ["api"],
+    ["api", "report"],
     ["cli"],
     ["launch"],
 ]
@@ -87,7 +87,7 @@ def test_only_the_cli_imports_typer_and_rich():
 
 def test_importing_the_engine_loads_no_yaml_pydantic_or_ui():
     code = (
-        "import sys, backprop_cli.train, backprop_cli.sweep, backprop_cli.gradcheck, backprop_cli.explain, "
+        "import sys, backprop_cli.training, backprop_cli.sweep, backprop_cli.gradcheck, backprop_cli.explain, "
         "backprop_cli.experiment; print(sorted(m for m in ('yaml', 'pydantic', 'typer', 'rich', 'matplotlib') "
         "if m in sys.modules))"
     )

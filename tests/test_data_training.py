@@ -14,7 +14,7 @@ from backprop_cli.errors import DataError
 from backprop_cli.experiment import dataset, fit, network
 from backprop_cli.initializers import random_streams
 from backprop_cli.optimizers import OPTIMIZERS
-from backprop_cli.train import make_schedule
+from backprop_cli.training import make_schedule
 
 
 def _load(path, **over):

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from backprop_cli.config import Config
     from backprop_cli.data import Dataset
     from backprop_cli.painter import Painter
-    from backprop_cli.train import TrainResult
+    from backprop_cli.training import TrainResult
 
 
 @app.command()

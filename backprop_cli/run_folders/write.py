@@ -24,7 +24,7 @@ from backprop_cli.files import atomic_write, read_json, write_json
 from backprop_cli.network import Network
 from backprop_cli.painter import Job, Painter
 from backprop_cli.run_folders.read import csv_text, load_run
-from backprop_cli.train import TrainResult, evaluate
+from backprop_cli.training import TrainResult, evaluate
 
 if TYPE_CHECKING:
     from backprop_cli.animation import Snapshots

@@ -1,0 +1,217 @@
+"""report.html: one self-contained page about a run, a sweep or a seed study, for a teacher
+to mail or put on a course page. Images are embedded as data URIs; the page loads nothing
+from the network and needs no JavaScript.
+
+A run's page holds its summary, config, every plot and the animation, its evaluation when
+`backprop evaluate` wrote one, the first training step as `explain` shows it (for nets small
+enough to read), and the final weights. A study's page holds its table, its plots and
+animation, and the list of its run folders.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+from html import escape
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+from backprop_cli.errors import BackpropError, RunNotFoundError
+from backprop_cli.files import read_json
+from backprop_cli.plots import MAX_DIAGRAM_NEURONS
+from backprop_cli.run_folders import config_text, load_run, read_summary
+
+REPORT = "report.html"
+# the order plots appear in; any other PNG in the folder follows
+PLOTS = (
+    "loss",
+    "accuracy",
+    "decision_boundary",
+    "fit",
+    "network",
+    "confusion_matrix",
+    "loss_curves",
+    "loss_grid",
+)
+
+STYLE = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
+.meta { color: #666; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td.text, th.text { text-align: left; }
+.scroll { overflow-x: auto; max-width: 100%; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.88em; }
+figure { display: inline-block; margin: 0.5em 1em 1em 0; vertical-align: top; }
+figure img { max-width: 100%; border: 1px solid #e3e3e3; }
+figcaption { color: #555; font-size: 0.9em; }
+.status-completed { color: #176317; } .status-diverged, .status-failed { color: #b00020; }
+"""
+
+
+def _data_uri(path: Path) -> str:
+    kind = "gif" if path.suffix == ".gif" else "png"
+    return f"data:image/{kind};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def _figure(path: Path, caption: str) -> str:
+    return (
+        f'<figure><img src="{_data_uri(path)}" alt="{escape(caption)}">'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
+    )
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_cell(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value) if len(value) <= 12 else f"{len(value)} values"
+    return "-" if value is None else str(value)
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], text_columns: int = 1) -> str:
+    """An HTML table; the first `text_columns` columns left-aligned, numbers right-aligned."""
+    head = "".join(
+        f'<th class="{"text" if i < text_columns else ""}">{escape(str(h))}</th>' for i, h in enumerate(header)
+    )
+    body = []
+    for row in rows:
+        cells = "".join(
+            f'<td class="{"text" if i < text_columns else ""}">{escape(_cell(v))}</td>' for i, v in enumerate(row)
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+
+
+def _images(folder: Path) -> list[str]:
+    pngs = {p.stem: p for p in folder.glob("*.png")}
+    ordered = [name for name in PLOTS if name in pngs] + sorted(set(pngs) - set(PLOTS))
+    parts = [_figure(pngs[name], f"{name}.png") for name in ordered]
+    gif = folder / "training.gif"
+    if gif.exists():
+        parts.insert(0, _figure(gif, "training.gif: the network learning"))
+    return parts
+
+
+def _csv_table(path: Path, max_rows: int = 200) -> str:
+    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    if not rows:
+        return ""
+    header, body = rows[0], rows[1:]
+    # weight columns past the summary ones make a table no page can show; the CSV has them
+    keep = min(len(header), 5)
+    shown = [[_number(c) for c in r[:keep]] for r in body[:max_rows]]
+    note = f"<p class='meta'>{len(body) - max_rows} more rows in {path.name}</p>" if len(body) > max_rows else ""
+    return _table(header[:keep], shown) + note
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _explain(folder: Path) -> Optional[str]:
+    """The first training step as explain shows it, as HTML tables (None for a big net)."""
+    from backprop_cli.experiment import dataset
+    from backprop_cli.explain import explain_step
+
+    run = load_run(folder)
+    cfg = run.cfg
+    if sum(cfg.model.layers) > MAX_DIAGRAM_NEURONS:
+        return None
+    try:
+        sections, _ = explain_step(cfg, dataset(cfg, str(folder / "config.yaml")), 1, 1)
+    except BackpropError:
+        return None
+    parts = []
+    for s in sections:
+        parts.append(f"<h3>{escape(s.title)}</h3>")
+        parts.append(_table(s.headers, s.rows, text_columns=2))
+        if s.note:
+            parts.append(f"<p>{escape(s.note)}</p>")
+    return "".join(parts)
+
+
+def _weights(folder: Path) -> str:
+    from backprop_cli.network import neuron_names
+
+    run = load_run(folder)
+    names = neuron_names(run.net.sizes)
+    parts = []
+    for l, (W, b) in enumerate(run.net.get_params(0)):
+        header = ["neuron"] + names[l] + (["bias"] if b is not None else [])
+        rows = [
+            [names[l + 1][i]] + list(map(float, W[i])) + ([float(b[i])] if b is not None else []) for i in range(len(W))
+        ]
+        parts.append(f"<h3>layer {l + 1}: {len(W)} x {W.shape[1]} (one row per neuron, out x in)</h3>")
+        parts.append(_table(header, rows))
+    return "".join(parts)
+
+
+def build_report(folder: Path) -> str:
+    """The page for a run or study folder, as HTML text."""
+    folder = Path(folder)
+    summary = read_summary(folder)
+    kind = summary.get("kind")
+    name = folder.name
+    status = str(summary.get("status", "unknown"))
+    out = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{escape(name)}: backprop report</title><style>{STYLE}</style></head><body>",
+        f"<h1>{escape(name)}</h1>",
+        f"<p class='meta'>{'a ' + escape(kind) + ' study' if kind else 'a training run'}, "
+        f"<span class='status-{escape(status)}'>{escape(status)}</span>; "
+        f"started {escape(str(summary.get('started_at', '-')))}; written by backprop "
+        f"{escape(str((summary.get('versions') or {}).get('backprop', '')))}</p>",
+    ]
+    if kind:
+        table = folder / f"{kind}.csv"
+        out.append("<h2>Results</h2>")
+        if table.exists():
+            out.append(_csv_table(table))
+    out.append("<h2>Summary</h2>")
+    skip = {"models"} if kind else set()
+    out.append(_table(["key", "value"], [(k, v) for k, v in summary.items() if k not in skip], text_columns=2))
+    images = _images(folder)
+    if images:
+        out.append("<h2>Plots</h2>")
+        out.extend(images)
+    evaluation = folder / "evaluation.json"
+    if not kind and evaluation.exists():
+        scores = read_json(evaluation)
+        out.append(f"<h2>Evaluation on {escape(str(scores.get('data', '')))}</h2>")
+        top = [
+            (k, scores.get(k))
+            for k in ("samples", "loss_function", "loss", "accuracy", "macro_f1", "mae", "rmse", "r2")
+        ]
+        out.append(_table(["measure", "value"], [(k, v) for k, v in top if v is not None]))
+        if "classes" in scores:
+            rows = [[c["class"], c["precision"], c["recall"], c["f1"], c["support"]] for c in scores["classes"]]
+            out.append(_table(["class", "precision", "recall", "f1", "support"], rows))
+    text = config_text(folder)
+    if text is not None:
+        out.append(f"<h2>Config</h2><pre>{escape(text)}</pre>")
+    if kind:
+        runs = sorted(p.name for p in folder.iterdir() if (p / "config.yaml").exists())
+        if runs:
+            out.append("<h2>Run folders</h2><p>" + ", ".join(escape(r) for r in runs) + "</p>")
+    elif (folder / "weights.json").exists():
+        step = _explain(folder)
+        if step:
+            out.append("<h2>The first training step, by hand</h2>" + step)
+        out.append("<h2>Final weights</h2>" + _weights(folder))
+    out.append("</body></html>\n")
+    return "\n".join(out)
+
+
+def report_path(folder: Path, output: Optional[Path] = None) -> Path:
+    if not (Path(folder) / "summary.json").exists():
+        raise RunNotFoundError(f"{folder}: not a run folder (no summary.json)")
+    return Path(output) if output is not None else Path(folder) / REPORT

@@ -1,0 +1,89 @@
+"""report.html (issue 19): one self-contained page, rendered in a real headless browser."""
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import XOR_YAML
+
+
+@pytest.fixture(scope="module")
+def xor_run(tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from backprop_cli.cli import app
+
+    root = tmp_path_factory.mktemp("report")
+    config = root / "xor.yaml"
+    config.write_text(XOR_YAML)
+    args = ["train", str(config), "--runs-dir", str(root / "runs"), "--animate", "--frames", "10", "-q"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    return next((root / "runs").iterdir())
+
+
+def test_the_report_is_one_self_contained_page(cli, xor_run):
+    result = cli("report", xor_run)
+    assert result.exit_code == 0, result.output
+    page = (xor_run / "report.html").read_text()
+    assert result.stdout == f"report: {xor_run / 'report.html'}\n"
+    sources = re.findall(r'src="([^"]*)"', page)
+    pngs = sorted(p.name for p in xor_run.glob("*.png"))
+    assert len(sources) == len(pngs) + 1  # every plot, and the animation
+    assert all(s.startswith("data:image/") for s in sources)
+    assert sum(s.startswith("data:image/gif;base64,") for s in sources) == 1
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    for name in pngs:
+        assert f"<figcaption>{name}</figcaption>" in page
+    assert "The first training step, by hand" in page and "w1" in page and "delta" in page
+    assert "Final weights" in page and "layer 2: 1 x 2" in page
+    assert "loss: sse" in page  # the config
+
+
+def test_a_study_report_has_its_table(cli, write_config, tmp_path):
+    root = tmp_path / "runs"
+    path = write_config(XOR_YAML)
+    assert cli("sweep-lr", path, "--lrs", "0.5,1,2", "--runs-dir", root, "-q").exit_code == 0
+    folder = next(root.iterdir())
+    assert cli("report", "--runs-dir", root, folder.name, "--output", tmp_path / "page.html").exit_code == 0
+    page = (tmp_path / "page.html").read_text()
+    assert "<h2>Results</h2>" in page and "learning_rate" in page and "lr_0.5" in page
+    assert page.count("data:image/png") == 2  # loss_curves.png, loss_grid.png
+
+
+def test_report_of_a_missing_run_is_a_usage_error(cli, tmp_path):
+    result = cli("report", tmp_path / "nothing")
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {tmp_path / 'nothing'}: not a run folder (no summary.json)\n"
+
+
+def _colour_share(png):
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(png).convert("RGB"), dtype=float) / 255
+    saturation = rgb.max(axis=2) - rgb.min(axis=2)
+    return float((saturation > 0.1).mean())
+
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no headless browser installed (Debian: apt-get install chromium)")
+def test_the_report_renders_in_a_headless_browser_with_every_image(cli, xor_run, tmp_path):
+    assert cli("report", xor_run).exit_code == 0
+    page = xor_run / "report.html"
+
+    def shot(html, name):
+        png = tmp_path / name
+        cmd = [BROWSER, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
+               f"--screenshot={png}", "--window-size=1200,4000", html.resolve().as_uri()]  # fmt: skip
+        subprocess.run(cmd, capture_output=True, timeout=120, check=True)
+        return _colour_share(png)
+
+    # the plots are colour (blue and red edges, class regions, curves); text and tables are not
+    rendered = shot(page, "page.png")
+    # the same page with its images broken: what a page whose images failed to load looks like
+    broken = tmp_path / "broken.html"
+    broken.write_text(page.read_text().replace("base64,", "base64,!"))
+    assert rendered > 0.01 and shot(broken, "broken.png") < 0.002, rendered
