@@ -589,3 +589,62 @@ def confusion_plot(matrix: Any, names: Sequence[str], title: str) -> bytes:
     ax.set_ylabel("true class")
     ax.set_title(title, fontsize=10)
     return _png(fig)
+
+
+@_quiet
+def heatmap(table: Any, labels: tuple, keys: tuple, metric: str, title: str) -> bytes:
+    """A grid study's metric over two keys: rows the first key's values, columns the second's,
+    each cell's value written in it (mean over seeds)."""
+    values = np.asarray(table, float)
+    rows, cols = values.shape
+    fig = _figure(max(4.5, 1.1 * cols + 2.6), max(3.5, 0.6 * rows + 1.8), left=1.6, right=1.2, bottom=0.9, top=0.5)
+    ax = _axes(fig)
+    finite = values[np.isfinite(values)]
+    log = metric not in ("accuracy", "val_accuracy", "r2", "val_r2") and spans_decades(finite)
+    shown = np.log10(values) if log else values
+    reverse = metric in ("accuracy", "val_accuracy", "r2", "val_r2")
+    image = ax.imshow(shown, cmap="viridis" if reverse else "viridis_r", aspect="auto")
+    for i in range(rows):
+        for j in range(cols):
+            v = values[i, j]
+            text = "-" if not np.isfinite(v) else (f"{v:.4f}" if reverse else f"{v:.3g}")
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if reverse == (np.isfinite(shown[i, j]) and shown[i, j] < np.nanmean(shown)) else "black",
+            )
+    ax.set_xticks(range(cols), labels[1])
+    ax.set_yticks(range(rows), labels[0])
+    ax.set_xlabel(keys[1])
+    ax.set_ylabel(keys[0])
+    bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03)
+    bar.set_label(f"log10 {metric}" if log else metric)
+    ax.set_title(f"{title} (mean over seeds)", fontsize=10)
+    return _png(fig)
+
+
+@_quiet
+def box_plots(groups: dict, metric: str, title: str) -> bytes:
+    """One panel per grid key: a box of the metric (over seeds and the other keys) per value."""
+    n = len(groups)
+    fig = _figure(4.2 * n + 0.6, 4.0, left=0.8, bottom=0.9, top=0.6)
+    fig.subplots_adjust(wspace=0.35)
+    axes = np.atleast_1d(_axes(fig, 1, n, squeeze=False)).ravel()
+    everything = np.concatenate([np.asarray(v, float) for g in groups.values() for _, v in g if len(v)])
+    log = metric not in ("accuracy", "val_accuracy", "r2", "val_r2") and spans_decades(everything)
+    for ax, (key, boxes) in zip(axes, groups.items()):
+        data = [np.asarray(v, float) for _, v in boxes]
+        ax.boxplot(data, tick_labels=[label for label, _ in boxes], showmeans=True)
+        if log:
+            _log_y(ax)
+        ax.set_xlabel(key)
+        ax.set_ylabel(metric)
+        ax.grid(True, axis="y", alpha=0.3)
+        if len(boxes) > 4:
+            ax.tick_params(axis="x", labelrotation=30)
+    fig.suptitle(f"{title}: spread over seeds and the other keys", fontsize=10)
+    return _png(fig)

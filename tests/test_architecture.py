@@ -29,7 +29,7 @@ TIERS = [
     ["plots", "painter", "animation"],
     ["sweep", "gradcheck", "explain"],
     ["run_folders"],
-    ["studies"],
+    ["studies", "grid"],
     ["api", "report"],
     ["cli"],
     ["launch"],

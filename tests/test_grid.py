@@ -1,0 +1,157 @@
+"""backprop sweep (issue 18): grids over any config key, batched where the maths allows,
+resumable, and the same numbers whatever runs the groups."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import CONFIGS, XOR_YAML
+
+from backprop_cli import grid as g
+from backprop_cli.config import load_config
+from backprop_cli.experiment import dataset, fit, network
+
+
+def _rows(folder):
+    return list(csv.DictReader((folder / "grid.csv").open()))
+
+
+def _cells(path, grid, seeds=None):
+    return g.build_cells(path, g.parse_grid(grid), seeds, {}, [])
+
+
+def test_rates_and_seeds_share_one_pass_other_keys_do_not(write_config):
+    path = write_config(XOR_YAML)
+    rates = ",".join(str(r) for r in np.geomspace(0.05, 5, 16).round(4))
+    assert len(g.groups(_cells(path, [f"training.learning_rate={rates}"], list(range(4))))) == 1  # 64 cells
+    cells = _cells(path, ["model.activation=sigmoid,tanh,relu", "model.layers=[2,2,1],[2,3,1],[2,8,1]"])
+    assert len(g.groups(cells)) == 9
+    assert len(g.groups(_cells(path, ["training.momentum=0.5,0.9", "training.optimizer=momentum"]))) == 2
+    # generated data and minibatches depend on the seed: seeds cannot share a pass there
+    moons = _cells(CONFIGS / "moons.yaml", ["training.learning_rate=0.01,0.02"], [0, 1])
+    assert [len(group) for group in g.groups(moons)] == [2, 2]
+
+
+def test_every_cell_equals_a_plain_run_of_it(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    root = tmp_path / "runs"
+    args = ["--grid", "model.activation=sigmoid,tanh", "--grid", "training.learning_rate=0.5,2", "--seeds", "3:5"]
+    result = cli("sweep", path, *args, "--runs-dir", root, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    folder = next(root.iterdir())
+    rows = _rows(folder)
+    assert len(rows) == 8 and {r["status"] for r in rows} == {"completed"}
+    for r in rows:
+        cfg = load_config(path, {"model.activation": (r["model.activation"], "x"),
+                                 "training.learning_rate": (float(r["training.learning_rate"]), "x"),
+                                 "seed": (int(r["seed"]), "x")})  # fmt: skip
+        alone = fit(cfg, dataset(cfg, "x"), network(cfg))
+        assert float(r["final_loss"]) == pytest.approx(alone.final("loss"), rel=1e-12, abs=0)
+        weights = json.loads((folder / r["run"] / "weights.json").read_text())["layers"]
+        assert np.allclose(weights[0]["weights"], alone.net.get_params(0)[0][0], rtol=1e-12, atol=1e-15)
+    # a cell alone in its group is bit for bit a plain run
+    result = cli("sweep", path, "--grid", "model.activation=tanh", "--runs-dir", tmp_path / "one", "-q")
+    (row,) = _rows(next((tmp_path / "one").iterdir()))
+    cfg = load_config(path, {"model.activation": ("tanh", "x")})
+    assert float(row["final_loss"]) == fit(cfg, dataset(cfg, "x"), network(cfg)).final("loss")
+    # every cell's folder is a complete run that predict loads
+    assert cli("predict", folder / "cell_001", "--input", "0,1").exit_code == 0
+    assert (folder / "heatmap.png").exists() and (folder / "box.png").exists()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["kind"] == "grid" and summary["cells"] == 8 and summary["groups"] == 2
+
+
+def test_workers_and_executors_change_no_bit(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    args = ["--grid", "model.activation=sigmoid,tanh,relu", "--grid", "model.layers=[2,2,1],[2,4,1]", "-q"]
+    tables = []
+    runs = [("1", "local"), ("2", "local")]
+    try:
+        import dask.distributed  # noqa: F401
+
+        runs.append(("2", "dask"))
+    except ImportError:
+        pass
+    for workers, executor in runs:
+        root = tmp_path / f"{executor}{workers}"
+        result = cli("sweep", path, *args, "--workers", workers, "--executor", executor, "--runs-dir", root)
+        assert result.exit_code == 0, result.output
+        folder = next(root.iterdir())
+        tables.append([{k: v for k, v in r.items()} for r in _rows(folder)])
+        tables[-1].append((folder / "cell_006" / "weights.json").read_text())
+    assert all(t == tables[0] for t in tables[1:])
+    assert len(runs) == 3, "dask.distributed is in the test extra: the LocalCluster run must not be skipped"
+
+
+def test_a_grid_resumes_where_it_stopped(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    root = tmp_path / "runs"
+    args = [
+        "sweep",
+        path,
+        "--grid",
+        "model.activation=sigmoid,tanh",
+        "--seeds",
+        "0:2",
+        "--name",
+        "s",
+        "--runs-dir",
+        root,
+    ]
+    assert cli(*args, "-q").exit_code == 0
+    folder = next(root.iterdir())
+    first = _rows(folder)
+    (folder / "cell_003" / "summary.json").unlink()  # as if it had been cut short
+    result = cli(*args)
+    assert result.exit_code == 0
+    assert "4 cells in 2 batched groups; 3 finished before, skipped" in result.stdout
+    assert list(root.iterdir()) == [folder] and _rows(folder) == first
+    other = cli("sweep", path, "--grid", "model.activation=tanh", "--name", "s", "--runs-dir", root, "-q")
+    assert other.exit_code == 0 and len(list(root.iterdir())) == 2  # another grid: another folder
+
+
+def test_a_bad_cell_is_named_before_anything_trains(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    root = tmp_path / "runs"
+    result = cli("sweep", path, "--grid", "model.activation=tanh,softmax", "--runs-dir", root)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: grid cell model.activation=softmax: ")
+    assert not root.exists()
+    result = cli("sweep", path, "--grid", "model.activation", "--runs-dir", root)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "Error: --grid model.activation: expected KEY=V1,V2,... (e.g. model.activation=sigmoid,tanh)\n"
+    )
+
+
+def test_the_table_is_sorted_by_the_chosen_column(cli, tmp_path):
+    args = ["--grid", "training.learning_rate=0.005,0.02", "--epochs", "30", "--sort", "val_accuracy"]
+    result = cli("sweep", CONFIGS / "iris.yaml", *args, "--runs-dir", tmp_path, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    header = [c.strip() for c in next(line for line in lines if "┃ " in line).split("┃")]
+    rows = [line for line in lines if "cell_" in line]
+    accuracies = [float(line.split("│")[header.index("val_accuracy")]) for line in rows]
+    assert accuracies == sorted(accuracies, reverse=True) and len(rows) == 2
+
+
+def test_ctrl_c_keeps_finished_cells_and_exits_130(write_config, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 3000000"))
+    cmd = [sys.executable, "-m", "backprop_cli", "sweep", str(path), "--grid", "model.activation=sigmoid,tanh",
+           "--workers", "1", "--runs-dir", str(tmp_path / "runs")]  # fmt: skip
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    first = child.stdout.readline()  # printed once every cell validated, before training starts
+    assert "2 cells in 2 batched groups" in first
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130, stderr
+    assert "Interrupted; 0 of 2 cells finished. Run with --name NAME to make a grid resumable." in stderr
+    assert "Traceback" not in stderr
+    folder = next((tmp_path / "runs").iterdir())
+    assert json.loads((folder / "summary.json").read_text())["status"] == "interrupted"
