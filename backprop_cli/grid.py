@@ -31,7 +31,16 @@ from backprop_cli.errors import BackpropError, ConfigError, OverrideError
 from backprop_cli.experiment import check_memory, dataset, fit, network
 from backprop_cli.files import atomic_write, read_json, write_json
 from backprop_cli.painter import Job, Painter
-from backprop_cli.run_folders import create_run_dir, csv_text, finish_run, no_interrupts, now_iso, number
+from backprop_cli.run_folders import (
+    create_run_dir,
+    csv_text,
+    finish_run,
+    no_interrupts,
+    now_iso,
+    number,
+    read_history,
+)
+from backprop_cli.studies import default_target
 
 GRID_FILE = "grid.json"
 MAX_CELLS = 10_000
@@ -144,6 +153,7 @@ def run_group(cells: Sequence[Cell], folder: Path, source: str, plots: bool = Fa
     net = network(first, seeds=seeds) if len(set(seeds)) > 1 else network(first, n_models=len(cells))
     rates = [c.cfg.training.learning_rate for c in cells]
     result = fit(first, data, net, learning_rates=rates)
+    target = default_target(first)
     rows = []
     for k, cell in enumerate(cells):
         run = folder / cell.folder
@@ -163,6 +173,8 @@ def run_group(cells: Sequence[Cell], folder: Path, source: str, plots: bool = Fa
             extra={"grid_cell": cell.values, "batched_with": len(cells)},
             plots=plots,
         )
+        hits = np.flatnonzero(result.history["loss"][:, k] <= target)
+        summary["epochs_to_target"] = int(result.epochs[hits[0]]) if hits.size else None
         rows.append(row(cell, summary))
     return rows
 
@@ -175,19 +187,23 @@ def row(cell: Cell, summary: dict) -> dict:
     for key in ("accuracy", "mae", "r2", "val_loss", "val_accuracy", "val_mae", "val_r2"):
         if key in summary:
             found[key] = summary[key]
+    found["epochs_to_target"] = summary.get("epochs_to_target")
     found.update(epochs_run=summary.get("epochs_run"), status=summary.get("status"), run=cell.folder)
     return found
 
 
 def finished(folder: Path, cell: Cell) -> Optional[dict]:
     """The row of a cell whose run folder completed in an earlier run of the grid, else None."""
-    path = Path(folder) / cell.folder / "summary.json"
+    run = Path(folder) / cell.folder
     try:
-        summary = read_json(path) if path.exists() else None
+        summary = read_json(run / "summary.json") if (run / "summary.json").exists() else None
+        if not summary or summary.get("status") != "completed":
+            return None
+        epochs, columns = read_history(run)
     except BackpropError:
         return None
-    if not summary or summary.get("status") != "completed":
-        return None
+    hits = np.flatnonzero(columns["loss"] <= default_target(cell.cfg)) if "loss" in columns else np.array([])
+    summary["epochs_to_target"] = int(epochs[hits[0]]) if hits.size else None
     return row(cell, summary)
 
 
@@ -275,6 +291,20 @@ def _dask(
             cluster.close()
 
 
+def by_value(rows: list[dict], grid: dict[str, list]) -> list[tuple[str, str, int, int, Optional[float]]]:
+    """For each value of each grid key with several: (key, value, cells that reached the
+    target, cells, median epochs to reach it)."""
+    found = []
+    for key, values in grid.items():
+        if len(values) < 2:
+            continue
+        for value in values:
+            mine = [r for r in rows if r.get(key) == value]
+            hits = [r["epochs_to_target"] for r in mine if r.get("epochs_to_target") is not None]
+            found.append((key, _text(value), len(hits), len(mine), float(np.median(hits)) if hits else None))
+    return found
+
+
 def sort_rows(rows: list[dict], by: str) -> list[dict]:
     """Rows best first by `by` (losses and errors ascending, accuracy and R^2 descending);
     rows without a value last."""
@@ -291,7 +321,7 @@ def grid_csv(rows: list[dict], keys: Sequence[str]) -> str:
         for c in ("accuracy", "mae", "r2", "val_loss", "val_accuracy", "val_mae", "val_r2")
         if any(c in r for r in rows)
     ]
-    columns += extra + ["epochs_run", "status", "run"]
+    columns += extra + ["epochs_to_target", "epochs_run", "status", "run"]
     lines: list[list[Any]] = [columns]
     for r in sorted(rows, key=lambda r: r["run"]):
         cells = []

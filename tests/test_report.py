@@ -76,7 +76,9 @@ def test_the_report_renders_in_a_headless_browser_with_every_image(cli, xor_run,
 
     def shot(html, name):
         png = tmp_path / name
+        # wait for the page's images to decode and paint before the screenshot is taken
         cmd = [BROWSER, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
+               "--run-all-compositor-stages-before-draw", "--virtual-time-budget=10000",
                f"--screenshot={png}", "--window-size=1200,4000", html.resolve().as_uri()]  # fmt: skip
         subprocess.run(cmd, capture_output=True, timeout=120, check=True)
         return _colour_share(png)

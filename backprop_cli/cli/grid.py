@@ -63,6 +63,7 @@ def sweep(
     """
     from backprop_cli import grid as g
     from backprop_cli.run_folders import guarded, now_iso
+    from backprop_cli.studies import default_target
 
     if not grid and seeds is None:
         raise UsageError("give at least one --grid KEY=V1,V2,... (or --seeds)")
@@ -101,6 +102,10 @@ def sweep(
         out.print(str(folder), soft_wrap=True)
     else:
         _table(g.sort_rows(rows, sort), list(asked_grid), sort)
+        target = default_target(cells[0].cfg)
+        for key, value, reached, n, median in g.by_value(rows, asked_grid):
+            when = f" (median epochs to reach it: {median:g})" if median is not None else ""
+            out.print(f"{key}={value}: {reached} of {n} cells reached loss {target:g}{when}")
         out.print(f"grid folder: {folder}", soft_wrap=True)
     if interrupted:
         finished = sum(r["status"] == "completed" for r in rows)
@@ -116,11 +121,13 @@ def _table(rows: list[dict], keys: list[str], sort: str) -> None:
     extra = [c for c in ("accuracy", "val_loss", "val_accuracy", "r2") if any(c in r for r in rows)]
     columns = [Column(k, justify="left", keep=True) for k in keys] + [Column("seed")]
     columns += [Column("final loss"), Column("best loss", drop=2)]
-    columns += [Column(c, drop=1) for c in extra] + [Column("epochs", drop=3), Column("status", justify="left")]
+    columns += [Column(c, drop=1) for c in extra] + [Column("to target", drop=2), Column("epochs", drop=3)]
+    columns.append(Column("status", justify="left"))
     columns.append(Column("run", justify="left", drop=4))
     table = []
     for r in rows:
         cells = [str(r[k]) for k in keys] + [str(r["seed"]), fmt(r.get("final_loss"), 6), fmt(r.get("best_loss"), 6)]
-        cells += [metric(c, r.get(c)) for c in extra] + [str(r.get("epochs_run", "")), str(r["status"]), r["run"]]
+        cells += [metric(c, r.get(c)) for c in extra] + [str(r.get("epochs_to_target") or "-")]
+        cells += [str(r.get("epochs_run", "")), str(r["status"]), r["run"]]
         table.append(cells)
     print_table(f"grid cells, best {sort} first", columns, table)

@@ -564,8 +564,37 @@ def case_animate(repeats, epochs):
     report("animate", "train moons.yaml --animate (drawing 60 frames)", t["animated"], "s", 1, t["plain"])
 
 
+def case_grid(repeats, _):
+    print("grid: backprop sweep as whole commands: a batched grid against one run; 2 workers against 1")
+    import compileall
+    import tempfile
+
+    compileall.compile_dir(str(ROOT / "backprop_cli"), quiet=1)
+    xor = str(ROOT / "configs" / "xor.yaml")
+    rates = ",".join(f"{r:.4g}" for r in np.geomspace(0.05, 5.0, 16))
+    shapes = ["--grid", "model.activation=sigmoid,tanh,relu", "--grid", "model.layers=[2,2,1],[2,4,1],[2,8,1]"]
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = ["--runs-dir", str(Path(tmp) / "runs"), "--quiet"]
+        t = interleave(
+            {
+                "one": _command(["train", xor, *runs], tmp),
+                "grid64": _command(
+                    ["sweep", xor, "--grid", f"training.learning_rate={rates}", "--seeds", "0:4", *runs], tmp
+                ),
+                "w1": _command(["sweep", xor, *shapes, "--workers", "1", *runs], tmp),
+                "w2": _command(["sweep", xor, *shapes, "--workers", "2", *runs], tmp),
+            },
+            repeats,
+        )
+    report("grid", "train xor.yaml (one run, 10 000 epochs)", t["one"], "s", 1)
+    report("grid", "sweep: 16 rates x 4 seeds = 64 cells, one batched pass", t["grid64"], "s", 1, t["one"])
+    report("grid", "sweep: 3 activations x 3 widths = 9 groups, --workers 1", t["w1"], "s", 1)
+    report("grid", "the same, --workers 2", t["w2"], "s", 1, t["w1"])
+
+
 CASES = {
     "process": case_process,
+    "grid": case_grid,
     "animate": case_animate,
     "numerical": case_numerical,
     "tiny": case_tiny,
@@ -593,6 +622,7 @@ def main():
         "process": (5, None),
         "numerical": (5, 10000),
         "animate": (5, 10000),
+        "grid": (5, None),
     }
     if args.quick:
         plan = {
@@ -604,6 +634,7 @@ def main():
             "process": (3, None),
             "numerical": (3, 2000),
             "animate": (3, 5000),
+            "grid": (3, None),
         }
     core = os.environ.get("OPENBLAS_CORETYPE")
     blas = f"OPENBLAS_CORETYPE={core} from the environment" if core else "OpenBLAS's own choice of kernels"
