@@ -1,10 +1,11 @@
 """`backprop sweep`: a grid over any config keys (and seeds), batched where the maths allows.
 
 Every cell of the grid is a config: the base config with one value per grid key (and a seed).
-Cells that differ only in what a K-model pass can vary per model, the learning rate and (when
+Cells that differ only in what a K-model pass can vary per model, the learning rate, the
+optimizer's scalar hyperparameters (momentum, rho, beta1, beta2, eps, weight_decay) and (when
 the data and the batch order do not depend on the seed) the seed, form one group and train
 together on the model axis; any other difference (shapes, activations, losses, optimizers,
-momentum, ...) makes a group of its own. Groups are independent jobs: they run one after
+nesterov, ...) makes a group of its own. Groups are independent jobs: they run one after
 another, in worker processes, or on a Dask cluster, and each writes its cells' run folders.
 The same group always computes the same numbers, whatever runs it.
 
@@ -30,6 +31,7 @@ from backprop_cli.datasets import GENERATORS
 from backprop_cli.errors import BackpropError, ConfigError, OverrideError
 from backprop_cli.experiment import check_memory, dataset, fit, network
 from backprop_cli.files import atomic_write, read_json, write_json
+from backprop_cli.optimizers import Optimizer
 from backprop_cli.painter import Job, Painter
 from backprop_cli.run_folders import (
     create_run_dir,
@@ -41,6 +43,7 @@ from backprop_cli.run_folders import (
     read_history,
 )
 from backprop_cli.studies import default_target
+from backprop_cli.training import make_optimizer
 
 GRID_FILE = "grid.json"
 MAX_CELLS = 10_000
@@ -123,9 +126,15 @@ def seeds_share_a_pass(cfg: Config) -> bool:
     return d.builtin not in GENERATORS and not d.validation and cfg.training.batch_size is None
 
 
+# what one K-model pass can vary per model, besides the seed: the learning rate and the
+# optimizers' scalar hyperparameters, each a (K, 1) column
+PER_MODEL = ("learning_rate", *Optimizer.SCALARS)
+
+
 def _batch_key(cell: Cell) -> str:
     data = cell.cfg.model_dump(mode="json")
-    data["training"].pop("learning_rate")
+    for key in PER_MODEL:
+        data["training"].pop(key)
     data["name"] = None
     if seeds_share_a_pass(cell.cfg):
         data.pop("seed")
@@ -152,7 +161,12 @@ def run_group(cells: Sequence[Cell], folder: Path, source: str, plots: bool = Fa
     seeds = [c.cfg.seed for c in cells]
     net = network(first, seeds=seeds) if len(set(seeds)) > 1 else network(first, n_models=len(cells))
     rates = [c.cfg.training.learning_rate for c in cells]
-    result = fit(first, data, net, learning_rates=rates)
+    optimizer = make_optimizer(first.training, net.theta.shape, net.dtype)
+    for key in Optimizer.SCALARS:
+        values = [getattr(c.cfg.training, key) for c in cells]
+        if len(set(values)) > 1:
+            optimizer.per_model(key, np.array(values))
+    result = fit(first, data, net, learning_rates=rates, optimizer=optimizer)
     target = default_target(first)
     rows = []
     for k, cell in enumerate(cells):

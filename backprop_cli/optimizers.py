@@ -26,14 +26,31 @@ class Optimizer:
     """Base: holds one scratch buffer shaped like the parameters (K, P) and the step count."""
 
     hyperparameters: tuple[str, ...] = ()
+    # the config key of each scalar hyperparameter -> its attribute (a float, or (K, 1) per model)
+    SCALARS = {
+        "weight_decay": "weight_decay",
+        "momentum": "mu",
+        "rho": "rho",
+        "beta1": "b1",
+        "beta2": "b2",
+        "eps": "eps",
+    }
 
     def __init__(self, shape: tuple[int, ...], dtype: DTypeLike, weight_decay: float = 0.0) -> None:
         self.buf = np.zeros(shape, dtype)
-        self.weight_decay = weight_decay
+        self.weight_decay: float | np.ndarray = weight_decay
+        self.decays = bool(weight_decay)
         self.t = 0
 
+    def per_model(self, key: str, values: np.ndarray) -> None:
+        """Give each of the K models its own value of a scalar hyperparameter (config key
+        `key`): a (K, 1) column, as the learning rate is, so K cells of a grid that differ only
+        in it train in one pass."""
+        setattr(self, self.SCALARS[key], np.asarray(values, self.buf.dtype).reshape(-1, 1))
+        self.decays = bool(np.any(self.weight_decay))
+
     def _decay(self, theta: np.ndarray, grad: np.ndarray) -> None:
-        if self.weight_decay:
+        if self.decays:
             np.multiply(theta, self.weight_decay, out=self.buf)
             grad += self.buf
 
@@ -49,7 +66,7 @@ class Optimizer:
 
 class SGD(Optimizer):
     def step(self, theta: np.ndarray, grad: np.ndarray, lr: np.ndarray) -> None:
-        if self.weight_decay:
+        if self.decays:
             self._decay(theta, grad)
         np.multiply(grad, lr, out=self.buf)
         theta -= self.buf

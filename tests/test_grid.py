@@ -27,7 +27,8 @@ def test_rates_and_seeds_share_one_pass_other_keys_do_not(write_config):
     assert len(g.groups(_cells(path, [f"training.learning_rate={rates}"], list(range(4))))) == 1  # 64 cells
     cells = _cells(path, ["model.activation=sigmoid,tanh,relu", "model.layers=[2,2,1],[2,3,1],[2,8,1]"])
     assert len(g.groups(cells)) == 9
-    assert len(g.groups(_cells(path, ["training.momentum=0.5,0.9", "training.optimizer=momentum"]))) == 2
+    assert len(g.groups(_cells(path, ["training.momentum=0.5,0.9", "training.optimizer=sgd,momentum"]))) == 2
+    assert len(g.groups(_cells(path, ["training.nesterov=false,true", "training.optimizer=momentum"]))) == 2
     # generated data and minibatches depend on the seed: seeds cannot share a pass there
     moons = _cells(CONFIGS / "moons.yaml", ["training.learning_rate=0.01,0.02"], [0, 1])
     assert [len(group) for group in g.groups(moons)] == [2, 2]
@@ -60,6 +61,26 @@ def test_every_cell_equals_a_plain_run_of_it(cli, write_config, tmp_path):
     assert (folder / "heatmap.png").exists() and (folder / "box.png").exists()
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["kind"] == "grid" and summary["cells"] == 8 and summary["groups"] == 2
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        ["training.optimizer=momentum", "training.momentum=0.3,0.9", "training.weight_decay=0,0.01"],
+        ["training.optimizer=adam", "training.beta1=0.8,0.9", "training.beta2=0.99,0.999", "training.eps=1e-8,1e-3"],
+        ["training.optimizer=rmsprop", "training.rho=0.5,0.9"],
+    ],
+)
+def test_optimizer_scalars_share_a_pass_and_equal_plain_runs(write_config, tmp_path, grid):
+    path = write_config(XOR_YAML)
+    cells = _cells(path, grid)
+    assert len(g.groups(cells)) == 1 and len(cells) > 1
+    rows = g.run_group(cells, tmp_path, "x")
+    for cell, r in zip(cells, rows):
+        alone = fit(cell.cfg, dataset(cell.cfg, "x"), network(cell.cfg))
+        assert r["final_loss"] == pytest.approx(alone.final("loss"), rel=1e-12, abs=0), cell.label()
+        saved = json.loads((tmp_path / cell.folder / "weights.json").read_text())["layers"]
+        assert np.allclose(saved[1]["weights"], alone.net.get_params(0)[1][0], rtol=1e-12, atol=1e-15)
 
 
 def test_workers_and_executors_change_no_bit(cli, write_config, tmp_path):
