@@ -24,7 +24,7 @@ from backprop_cli.files import atomic_write
 
 Job = tuple[Path, str, tuple]  # the name: a `plots` function, or `module.function` of this package
 
-COMMANDS = ("train", "sweep-lr", "evaluate")  # the commands that draw run-folder plots, and so want a worker
+COMMANDS = ("train", "sweep-lr", "sweep", "evaluate")  # the commands that draw run-folder plots, and so want a worker
 _early: list[Painter] = []  # a worker the launcher started before the command line was imported
 
 
