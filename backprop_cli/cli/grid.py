@@ -79,23 +79,24 @@ def sweep(
     todo = [c for c in cells if c.folder not in done_rows]
     jobs = g.groups(todo)
     n_workers = workers or os.cpu_count() or 1
-    if not quiet:
-        skipped = f"; {len(done_rows)} finished before, skipped" if done_rows else ""
-        out.print(f"{len(cells)} cells in {len(g.groups(cells))} batched groups{skipped}: {folder}", soft_wrap=True)
+    skipped = f"; {len(done_rows)} finished before, skipped" if done_rows else ""
     rows = list(done_rows.values())
     started = now_iso()
     interrupted = False
     with guarded(folder):
-        with Steps(f"{len(todo)} cells", quiet) as progress:
-            progress(0, len(todo))
-            try:
+        try:  # from the first line printed on, Ctrl-C keeps what finished
+            with Steps(f"{len(todo)} cells", quiet) as progress:
+                if not quiet:
+                    groups_all = len(g.groups(cells))
+                    out.print(f"{len(cells)} cells in {groups_all} batched groups{skipped}: {folder}", soft_wrap=True)
+                progress(0, len(todo))
                 for group_rows in g.execute(jobs, folder, str(config), n_workers, executor.value, scheduler, plots):
                     rows += group_rows
                     progress(len(rows) - len(done_rows), len(todo))
                     if any(r["status"] == "interrupted" for r in group_rows):  # Ctrl-C inside training
                         raise KeyboardInterrupt
-            except KeyboardInterrupt:
-                interrupted = True
+        except KeyboardInterrupt:
+            interrupted = True
         warn(g.write_results(folder, rows, asked_grid, asked, sort, cells[0].cfg.name or "grid", painter(ctx),
                              started, len(jobs), interrupted))  # fmt: skip
     if quiet:
