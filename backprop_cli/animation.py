@@ -20,16 +20,8 @@ from backprop_cli.errors import ConfigError
 from backprop_cli.experiment import network
 from backprop_cli.metrics import class_indices
 from backprop_cli.network import Network, neuron_names
-from backprop_cli.plots import (
-    _class_colors,
-    _figure,
-    _log_y,
-    _quiet,
-    boundary_grid,
-    boundary_rgb,
-    fit_grid,
-    spans_decades,
-)
+from backprop_cli.pictures import _class_colors, boundary_grid, boundary_rgb, fit_grid
+from backprop_cli.plots import _figure, _log_y, _quiet, spans_decades
 
 if TYPE_CHECKING:
     from backprop_cli.config import Config

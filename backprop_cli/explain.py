@@ -150,7 +150,7 @@ def update_rule(t: TrainingConfig, step: int) -> str:
 
 def write_diagram(path: Path, cfg: Config, params: list, epoch: int) -> None:
     """network.png-style drawing of the weights used in step `epoch`, written atomically to `path`."""
-    from backprop_cli.plots import network_diagram
+    from backprop_cli.pictures import network_diagram
 
     atomic_write(path, network_diagram(cfg.model.layers, params, f"{cfg.name}: weights used in epoch {epoch}"))
 

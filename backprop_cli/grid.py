@@ -22,7 +22,7 @@ import shutil
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -259,10 +259,9 @@ def execute(
     executor: str = "local",
     scheduler: Optional[str] = None,
     plots: bool = False,
-    done: Optional[Callable[[list[dict]], None]] = None,
 ) -> Iterator[list[dict]]:
     """Run the groups: here (one worker), in worker processes, or on Dask; yields each group's
-    rows as it finishes (calling `done` with them first)."""
+    rows as it finishes."""
     if executor == "dask":
         yield from _dask(jobs, folder, source, workers, scheduler, plots)
         return

@@ -147,7 +147,7 @@ def serve(jobs: IO[bytes], answers: IO[str]) -> None:
     import matplotlib.backends.backend_agg  # noqa: F401  (the slow import, done while the parent trains)
     import matplotlib.figure  # noqa: F401
 
-    from backprop_cli import plots  # noqa: F401  (and the engine modules it names neurons with)
+    from backprop_cli import pictures, plots  # noqa: F401  (and the engine modules they name neurons with)
 
     while True:
         try:

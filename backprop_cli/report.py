@@ -19,7 +19,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from backprop_cli.errors import BackpropError, RunNotFoundError
 from backprop_cli.files import read_json
-from backprop_cli.plots import MAX_DIAGRAM_NEURONS
+from backprop_cli.pictures import MAX_DIAGRAM_NEURONS
 from backprop_cli.run_folders import config_text, load_run, read_summary
 
 REPORT = "report.html"

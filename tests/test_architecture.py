@@ -26,7 +26,7 @@ TIERS = [
     ["data"],
     ["policies", "training"],
     ["experiment"],
-    ["plots", "painter", "animation"],
+    ["plots", "painter", "pictures", "animation"],
     ["sweep", "gradcheck", "explain"],
     ["run_folders"],
     ["studies", "grid"],

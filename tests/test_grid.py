@@ -176,3 +176,15 @@ def test_ctrl_c_keeps_finished_cells_and_exits_130(write_config, tmp_path):
     assert "Traceback" not in stderr
     folder = next((tmp_path / "runs").iterdir())
     assert json.loads((folder / "summary.json").read_text())["status"] == "interrupted"
+
+
+def test_cell_plots_only_when_asked(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    for flag, root in (("--no-plots", tmp_path / "bare"), ("--plots", tmp_path / "drawn")):
+        assert (
+            cli("sweep", path, "--grid", "training.learning_rate=0.5,1", flag, "--runs-dir", root, "-q").exit_code == 0
+        )
+        pngs = sorted(p.name for p in (next(root.iterdir()) / "cell_001").glob("*.png"))
+        assert pngs == (
+            [] if flag == "--no-plots" else ["accuracy.png", "decision_boundary.png", "loss.png", "network.png"]
+        )

@@ -89,3 +89,16 @@ def test_the_report_renders_in_a_headless_browser_with_every_image(cli, xor_run,
     broken = tmp_path / "broken.html"
     broken.write_text(page.read_text().replace("base64,", "base64,!"))
     assert rendered > 0.01 and shot(broken, "broken.png") < 0.002, rendered
+
+
+def test_open_hands_the_page_to_the_web_browser(cli, xor_run, monkeypatch):
+    import webbrowser
+
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", lambda uri: opened.append(uri) or True)
+    assert cli("report", xor_run, "--open").exit_code == 0
+    assert opened == [(xor_run / "report.html").resolve().as_uri()]
+    monkeypatch.setattr(webbrowser, "open", lambda uri: False)
+    result = cli("report", xor_run, "--open")
+    assert result.exit_code == 0
+    assert result.stderr == f"Warning: no web browser found; open {xor_run / 'report.html'} yourself\n"

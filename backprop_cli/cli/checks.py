@@ -130,13 +130,13 @@ def explain(
     data = load_data(cfg, config)
     if sample > len(data.X):
         raise UsageError(f"--sample {sample}: must be between 1 and {len(data.X)} (the training samples)")
-    from backprop_cli import plots
+    from backprop_cli import pictures
     from backprop_cli.explain import explain_step, render, write_diagram
 
-    if diagram is not None and sum(cfg.model.layers) > plots.MAX_DIAGRAM_NEURONS:
+    if diagram is not None and sum(cfg.model.layers) > pictures.MAX_DIAGRAM_NEURONS:
         raise UsageError(
             f"--diagram: the network has {sum(cfg.model.layers)} neurons "
-            f"(at most {plots.MAX_DIAGRAM_NEURONS} can be drawn)"
+            f"(at most {pictures.MAX_DIAGRAM_NEURONS} can be drawn)"
         )
     sections, weights = explain_step(cfg, data, epoch, sample)
     if out_format is not None:

@@ -43,5 +43,5 @@ def write_evaluation(folder: Path, scores: dict[str, Any], painter: Optional[Pai
     check_output(png_path)
     names = [row["class"] for row in scores["classes"]]
     title = f"{scores['run']}: {scores['data'].split(' (')[0]}"
-    job = (png_path, "confusion_plot", (scores["confusion_matrix"], names, title))
+    job = (png_path, "pictures.confusion_plot", (scores["confusion_matrix"], names, title))
     return (painter or Painter(background=False)).draw([job])

@@ -281,7 +281,7 @@ def animation_job(
 def plot_jobs(run: Path, cfg: Config, data: Dataset, result: TrainResult, model: int) -> list[Job]:
     """loss.png, accuracy.png, decision_boundary.png and network.png where they apply, as jobs
     for a `Painter` (plain arrays: the decision boundary's grid is predicted here)."""
-    from backprop_cli import plots
+    from backprop_cli import pictures
 
     jobs: list[Job] = []
     rows = result.epochs_run[model]
@@ -300,13 +300,13 @@ def plot_jobs(run: Path, cfg: Config, data: Dataset, result: TrainResult, model:
     net = result.net
     X_val = data.X_val_raw
     if data.classification and net.sizes[0] == 2 and data.X_raw is not None:
-        extent, points = plots.boundary_grid(data.X_raw)
+        extent, points = pictures.boundary_grid(data.X_raw)
         with np.errstate(over="ignore", invalid="ignore"):
             outputs = net.predict(data.scaler.apply(points), model)
         jobs.append(
             (
                 run / "decision_boundary.png",
-                "decision_boundary",
+                "pictures.decision_boundary",
                 (
                     extent,
                     outputs,
@@ -321,14 +321,14 @@ def plot_jobs(run: Path, cfg: Config, data: Dataset, result: TrainResult, model:
             )
         )
     if not data.classification and net.sizes[0] == 1 and net.sizes[-1] == 1 and data.X_raw is not None:
-        grid = plots.fit_grid(data.X_raw)
+        grid = pictures.fit_grid(data.X_raw)
         with np.errstate(over="ignore", invalid="ignore"):
             outputs = net.predict(data.scaler.apply(grid), model)
         names = (data.feature_names[0] if data.feature_names else "x", "target")
         jobs.append(
             (
                 run / "fit.png",
-                "fit_plot",
+                "pictures.fit_plot",
                 (
                     grid[:, 0],
                     outputs,
@@ -341,11 +341,11 @@ def plot_jobs(run: Path, cfg: Config, data: Dataset, result: TrainResult, model:
                 ),
             )
         )
-    if sum(net.sizes) <= plots.MAX_DIAGRAM_NEURONS:
+    if sum(net.sizes) <= pictures.MAX_DIAGRAM_NEURONS:
         jobs.append(
             (
                 run / "network.png",
-                "network_diagram",
+                "pictures.network_diagram",
                 (net.sizes, net.get_params(model), f"{cfg.name}: final weights", data.feature_names, data.output_names),
             )
         )
