@@ -226,12 +226,10 @@ def training_gif(
 
     kind, K = data["kind"], len(data["losses"][0])
     single = K == 1
-    draw_net = kind == "network" or (single and sum(sizes) <= MAX_ANIMATED_NEURONS)
-    panels = ([kind] if kind != "network" else []) + (["network"] if single and draw_net else [])
-    if single:
+    if single:  # the picture (if not the network itself), the network if small enough, the loss
+        panels = [kind] if kind != "network" else []
+        panels += ["network"] if sum(sizes) <= MAX_ANIMATED_NEURONS else []
         panels.append("loss")
-    elif kind == "network":
-        panels = ["network"] * K
     else:
         panels = [kind] * K
     n = len(panels)

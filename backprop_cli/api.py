@@ -223,8 +223,7 @@ def _draw_animation(folder: Path, cfg: Config, frames: Optional[int]) -> None:
         cfg.training.frames = frames
     data = dataset(cfg, str(folder / "config.yaml"))
     net = network(cfg)
-    shots = snapshots_for(cfg)
-    assert shots is not None
+    shots = Snapshots(net.theta, cfg.training.epochs, 0, cfg.training.frames)
     result = fit(cfg, data, net, callback=shots)
     saved = read_summary(folder).get("saved_weights", {}).get("loss")
     warnings = Painter(background=False).draw([animation_job(folder, cfg, data, result, shots, saved)])

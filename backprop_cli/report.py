@@ -17,10 +17,10 @@ from html import escape
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from backprop_cli.errors import BackpropError, RunNotFoundError
+from backprop_cli.errors import BackpropError
 from backprop_cli.files import read_json
 from backprop_cli.pictures import MAX_DIAGRAM_NEURONS
-from backprop_cli.run_folders import config_text, load_run, read_summary
+from backprop_cli.run_folders import LoadedRun, config_text, load_run, read_summary
 
 REPORT = "report.html"
 # the order plots appear in; any other PNG in the folder follows
@@ -117,13 +117,12 @@ def _number(text: str) -> Any:
         return text
 
 
-def _explain(folder: Path) -> Optional[str]:
+def _explain(run: LoadedRun) -> Optional[str]:
     """The first training step as explain shows it, as HTML tables (None for a big net)."""
     from backprop_cli.experiment import dataset
     from backprop_cli.explain import explain_step
 
-    run = load_run(folder)
-    cfg = run.cfg
+    cfg, folder = run.cfg, run.path
     if sum(cfg.model.layers) > MAX_DIAGRAM_NEURONS:
         return None
     try:
@@ -139,10 +138,9 @@ def _explain(folder: Path) -> Optional[str]:
     return "".join(parts)
 
 
-def _weights(folder: Path) -> str:
+def _weights(run: LoadedRun) -> str:
     from backprop_cli.network import neuron_names
 
-    run = load_run(folder)
     names = neuron_names(run.net.sizes)
     parts = []
     for l, (W, b) in enumerate(run.net.get_params(0)):
@@ -203,15 +201,14 @@ def build_report(folder: Path) -> str:
         if runs:
             out.append("<h2>Run folders</h2><p>" + ", ".join(escape(r) for r in runs) + "</p>")
     elif (folder / "weights.json").exists():
-        step = _explain(folder)
+        run = load_run(folder)
+        step = _explain(run)
         if step:
             out.append("<h2>The first training step, by hand</h2>" + step)
-        out.append("<h2>Final weights</h2>" + _weights(folder))
+        out.append("<h2>Final weights</h2>" + _weights(run))
     out.append("</body></html>\n")
     return "\n".join(out)
 
 
 def report_path(folder: Path, output: Optional[Path] = None) -> Path:
-    if not (Path(folder) / "summary.json").exists():
-        raise RunNotFoundError(f"{folder}: not a run folder (no summary.json)")
     return Path(output) if output is not None else Path(folder) / REPORT
