@@ -31,6 +31,7 @@ from backprop_cli.datasets import GENERATORS
 from backprop_cli.errors import BackpropError, ConfigError, OverrideError
 from backprop_cli.experiment import check_memory, dataset, fit, network
 from backprop_cli.files import atomic_write, read_json, write_json
+from backprop_cli.metrics import is_score
 from backprop_cli.optimizers import Optimizer
 from backprop_cli.painter import Job, Painter
 from backprop_cli.run_folders import (
@@ -47,7 +48,9 @@ from backprop_cli.training import make_optimizer
 
 GRID_FILE = "grid.json"
 MAX_CELLS = 10_000
-LOWER_IS_BETTER = ("loss", "final_loss", "best_loss", "val_loss", "mae", "val_mae", "epochs_run")
+# the columns of grid.csv a study can be sorted by
+SORTABLE = ("final_loss", "best_loss", "accuracy", "mae", "r2", "val_loss", "val_accuracy", "val_mae", "val_r2",
+            "epochs_to_target", "epochs_run")  # fmt: skip
 
 
 @dataclass
@@ -319,9 +322,9 @@ def by_value(rows: list[dict], grid: dict[str, list]) -> list[tuple[str, str, in
 
 
 def sort_rows(rows: list[dict], by: str) -> list[dict]:
-    """Rows best first by `by` (losses and errors ascending, accuracy and R^2 descending);
-    rows without a value last."""
-    sign = 1.0 if by in LOWER_IS_BETTER else -1.0
+    """Rows best first by `by` (losses, errors and epochs ascending, scores such as accuracy
+    and R^2 descending); rows without a value last."""
+    sign = -1.0 if is_score(by) else 1.0
     have = [r for r in rows if isinstance(r.get(by), (int, float)) and np.isfinite(r[by])]
     rest = [r for r in rows if r not in have]
     return sorted(have, key=lambda r: sign * r[by]) + rest

@@ -11,6 +11,14 @@ from typing import Optional, Sequence
 import numpy as np
 
 THRESHOLD = 0.5
+# scores where more is better, between 0 and 1 (R^2 at most 1): sorted descending, drawn on a
+# linear scale, printed with 4 decimals; a val_ prefix names the same score on validation data
+SCORES = ("accuracy", "r2", "precision", "recall", "f1")
+
+
+def is_score(column: str) -> bool:
+    """Whether a history or summary column is a score (more is better), not a loss or error."""
+    return column.removeprefix("val_").removeprefix("macro_") in SCORES
 
 
 def class_indices(outputs: np.ndarray) -> np.ndarray:
@@ -35,6 +43,11 @@ def output_names(n_out: int, class_names: Optional[Sequence], classification: bo
     if classification and class_names and len(class_names) == n_out > 1:
         return [str(name) for name in class_names]
     return ["output"] if n_out == 1 else [f"output{j + 1}" for j in range(n_out)]
+
+
+def target_names(outputs: Sequence[str]) -> list[str]:
+    """The target column beside each output column: target, target1, ... or `target setosa`."""
+    return [name.replace("output", "target", 1) if name.startswith("output") else f"target {name}" for name in outputs]
 
 
 class Metrics:

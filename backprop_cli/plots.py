@@ -17,6 +17,8 @@ from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import numpy as np
 
+from backprop_cli.metrics import is_score
+
 Curves = dict  # label -> (epochs, values)
 
 
@@ -295,9 +297,9 @@ def heatmap(table: Any, labels: tuple, keys: tuple, metric: str, title: str) -> 
     fig = _figure(max(4.5, 1.1 * cols + 2.6), max(3.5, 0.6 * rows + 1.8), left=1.6, right=1.2, bottom=0.9, top=0.5)
     ax = _axes(fig)
     finite = values[np.isfinite(values)]
-    log = metric not in ("accuracy", "val_accuracy", "r2", "val_r2") and spans_decades(finite)
+    reverse = is_score(metric)
+    log = not reverse and spans_decades(finite)
     shown = np.log10(values) if log else values
-    reverse = metric in ("accuracy", "val_accuracy", "r2", "val_r2")
     image = ax.imshow(shown, cmap="viridis" if reverse else "viridis_r", aspect="auto")
     for i in range(rows):
         for j in range(cols):
@@ -330,7 +332,7 @@ def box_plots(groups: dict, metric: str, title: str) -> bytes:
     fig.subplots_adjust(wspace=0.35)
     axes = np.atleast_1d(_axes(fig, 1, n, squeeze=False)).ravel()
     everything = np.concatenate([np.asarray(v, float) for g in groups.values() for _, v in g if len(v)])
-    log = metric not in ("accuracy", "val_accuracy", "r2", "val_r2") and spans_decades(everything)
+    log = not is_score(metric) and spans_decades(everything)
     for ax, (key, boxes) in zip(axes, groups.items()):
         data = [np.asarray(v, float) for _, v in boxes]
         ax.boxplot(data, tick_labels=[label for label, _ in boxes], showmeans=True)

@@ -188,3 +188,24 @@ def test_cell_plots_only_when_asked(cli, write_config, tmp_path):
         assert pngs == (
             [] if flag == "--no-plots" else ["accuracy.png", "decision_boundary.png", "loss.png", "network.png"]
         )
+
+
+def test_sort_by_epochs_to_target_puts_the_fastest_first_and_an_unknown_column_is_refused(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    args = ["--grid", "training.learning_rate=0.5,2,1", "--runs-dir", tmp_path / "runs", "--workers", "1"]
+    rows = g.sort_rows(
+        [
+            {"epochs_to_target": 30, "run": "a"},
+            {"epochs_to_target": None, "run": "b"},
+            {"epochs_to_target": 10, "run": "c"},
+        ],
+        "epochs_to_target",
+    )
+    assert [r["run"] for r in rows] == ["c", "a", "b"]
+    assert [
+        r["run"] for r in g.sort_rows([{"accuracy": 0.5, "run": "a"}, {"accuracy": 1.0, "run": "b"}], "accuracy")
+    ] == ["b", "a"]
+    result = cli("sweep", path, *args, "--sort", "speed")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: --sort speed: not a column of grid.csv; one of final_loss, best_loss,")
+    assert not (tmp_path / "runs").exists()

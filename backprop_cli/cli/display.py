@@ -34,8 +34,9 @@ def metric(column: str, value: Optional[float]) -> str:
     and 0.9833; losses and errors in 6 significant digits."""
     if value is None:
         return "-"
-    name = column.removeprefix("val_")
-    if name in ("accuracy", "r2", "precision", "recall", "f1") and math.isfinite(value):
+    from backprop_cli.metrics import is_score
+
+    if is_score(column) and math.isfinite(value):
         return f"{value:.4f}"
     return fmt(value, 6)
 

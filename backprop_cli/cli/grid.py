@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -12,12 +11,7 @@ from typing_extensions import Annotated
 
 from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter
 from backprop_cli.cli.display import Column, Steps, fmt, metric, print_table, warn
-from backprop_cli.cli.options import ConfigFile, Epochs, Quiet, RunsDir, Sets, parse_seeds
-
-
-class Executor(str, Enum):
-    local = "local"
-    dask = "dask"
+from backprop_cli.cli.options import ConfigFile, Epochs, Executor, Quiet, RunsDir, Sets, parse_seeds
 
 
 @app.command()
@@ -43,7 +37,8 @@ def sweep(
         Optional[str], typer.Option("--scheduler", metavar="ADDRESS", help="With --executor dask: a running cluster.")
     ] = None,
     name: Annotated[
-        Optional[str], typer.Option("--name", help="The study's name; the same name and grid resumes it.")
+        Optional[str],
+        typer.Option("--name", metavar="NAME", help="The study's name; the same name and grid resumes it."),
     ] = None,
     sort: Annotated[
         str, typer.Option("--sort", metavar="COLUMN", help="Order of the table: final_loss, val_accuracy, ...")
@@ -69,6 +64,8 @@ def sweep(
         raise UsageError("give at least one --grid KEY=V1,V2,... (or --seeds)")
     if scheduler is not None and executor is not Executor.dask:
         raise UsageError("--scheduler goes with --executor dask")
+    if sort not in g.SORTABLE:
+        raise UsageError(f"--sort {sort}: not a column of grid.csv; one of {', '.join(g.SORTABLE)}")
     asked_grid = g.parse_grid(grid or [])
     seed_list = parse_seeds(seeds) if seeds is not None else None
     overrides = {"training.epochs": (epochs, "--epochs")}

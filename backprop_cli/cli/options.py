@@ -26,6 +26,10 @@ Sets = Annotated[
     typer.Option("--set", metavar="KEY=VALUE", help="Override any key: dotted.key=value (YAML value); repeatable."),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the run folder's path (and errors).")]
+Frames = Annotated[
+    Optional[int],
+    typer.Option("--frames", metavar="N", min=2, max=1000, help="With --animate: frames (training.frames, 60)."),
+]
 
 
 class Method(str, Enum):
@@ -45,6 +49,13 @@ class PlotSet(str, Enum):
 class TableFormat(str, Enum):
     markdown = "markdown"
     csv = "csv"
+
+
+class Executor(str, Enum):
+    """Where `backprop sweep` runs its groups."""
+
+    local = "local"
+    dask = "dask"
 
 
 class Template(str, Enum):

@@ -14,6 +14,7 @@ from backprop_cli.cli.display import Column, Reporter, Steps, fmt, print_table, 
 from backprop_cli.cli.options import (
     ConfigFile,
     Epochs,
+    Frames,
     PlotSet,
     Quiet,
     RunsDir,
@@ -105,10 +106,7 @@ def sweep_lr(
     animate: Annotated[
         bool, typer.Option("--animate", help="Also write training.gif: one panel per rate (at most 9).")
     ] = False,
-    frames: Annotated[
-        Optional[int],
-        typer.Option("--frames", metavar="N", min=2, max=1000, help="With --animate: frames (training.frames, 60)."),
-    ] = None,
+    frames: Frames = None,
     epochs: Epochs = None,
     seed: Seed = None,
     runs_dir: RunsDir = Path("runs"),

@@ -14,6 +14,7 @@ from backprop_cli.cli.options import (
     LR,
     ConfigFile,
     Epochs,
+    Frames,
     Quiet,
     RunsDir,
     Seed,
@@ -40,7 +41,7 @@ def train(
     epochs: Epochs = None,
     lr: LR = None,
     seed: Seed = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Override the run name.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Override the run name.")] = None,
     runs_dir: RunsDir = Path("runs"),
     quiet: Quiet = False,
     sets: Sets = None,
@@ -60,10 +61,7 @@ def train(
     animate: Annotated[
         bool, typer.Option("--animate", help="Also write training.gif: the network learning (training.animate).")
     ] = False,
-    frames: Annotated[
-        Optional[int],
-        typer.Option("--frames", metavar="N", min=2, max=1000, help="With --animate: frames (training.frames, 60)."),
-    ] = None,
+    frames: Frames = None,
     print_config: Annotated[
         bool, typer.Option("--print-config", help="Print the config as resolved (after --set and the flags) and exit.")
     ] = False,
@@ -126,7 +124,7 @@ def _print_summary(cfg: Config, data: Dataset, result: TrainResult, summary: dic
     if quiet:
         out.print(str(run), soft_wrap=True)
         return
-    from backprop_cli.metrics import class_name
+    from backprop_cli.metrics import class_name, target_names
     from backprop_cli.plots import spans_decades
 
     out.print(
@@ -139,9 +137,7 @@ def _print_summary(cfg: Config, data: Dataset, result: TrainResult, summary: dic
     if len(data.X) <= 20:
         pred = result.net.predict(data.X)[0]
         outputs = data.output_names
-        targets = [
-            name.replace("output", "target") if name.startswith("output") else f"target {name}" for name in outputs
-        ]
+        targets = target_names(outputs)
         X_show = data.X_raw if data.X_raw is not None else data.X
         rows = []
         for i in range(len(data.X)):
