@@ -1,0 +1,74 @@
+"""The README's example output is what the commands print today (run names and speeds aside)."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import CONFIGS, ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def _example(command: str) -> list[str]:
+    """The lines a README console block shows after `$ command`, up to the next command or the
+    block's end."""
+    start = README.index(f"$ {command}\n") + len(f"$ {command}\n")
+    lines = []
+    for line in README[start:].splitlines():
+        if line.startswith("$ ") or line.startswith("```"):
+            break
+        lines.append(line.rstrip())
+    return lines
+
+
+def _normal(lines):
+    """Lines with run-folder timestamps and speeds taken out, trailing spaces dropped."""
+    lines = [re.sub(r"-\d{8}-\d{6}", "-TIME", line.rstrip()) for line in lines]
+    return [re.sub(r"[\d,]+ ep/s", "N ep/s", line) for line in lines]
+
+
+@pytest.fixture
+def shell(tmp_path):
+    (tmp_path / "configs").symlink_to(CONFIGS)
+
+    def run(command, stdin=None):
+        done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, input=stdin,
+                              env={"PATH": f"{sys.executable.rsplit('/', 1)[0]}:/usr/bin:/bin"})  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    return run
+
+
+def _matches(shown, printed):
+    """The README's lines equal the printed ones; a `...` line stands for any lines between."""
+    shown, printed = _normal(shown), _normal(printed)
+    if "..." not in shown:
+        return shown == printed
+    cut = shown.index("...")
+    head, tail = shown[:cut], shown[cut + 1 :]
+    return printed[: len(head)] == head and printed[len(printed) - len(tail) :] == tail
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "backprop train configs/iris.yaml | head -2",
+        "backprop train configs/iris.yaml -q && backprop evaluate latest",
+        "backprop sweep configs/xor.yaml --grid model.activation=sigmoid,tanh --seeds 0:30",
+        "backprop train configs/xor.yaml --seeds 0:30 --target 0.05",
+    ],
+)
+def test_console_examples_print_what_the_readme_shows(shell, command):
+    shown = _example(command)
+    printed = shell(command)
+    if command.endswith("--target 0.05"):  # the README shows the summary line only
+        printed = [line for line in printed if "seeds reached" in line]
+    assert _matches(shown, printed), "\n".join(printed)
+
+
+def test_the_predict_example(shell):
+    shell("backprop train configs/xor.yaml -q")
+    shown = _example("printf '0\\n1\\n' | backprop predict")
+    assert _matches(shown, shell("printf '0\\n1\\n' | backprop predict"))
