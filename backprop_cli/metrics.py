@@ -6,6 +6,7 @@ outputs, the threshold 0.5 for a single (sigmoid) output.
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import numpy as np
@@ -43,6 +44,15 @@ def output_names(n_out: int, class_names: Optional[Sequence], classification: bo
     if classification and class_names and len(class_names) == n_out > 1:
         return [str(name) for name in class_names]
     return ["output"] if n_out == 1 else [f"output{j + 1}" for j in range(n_out)]
+
+
+def metric_text(column: str, value: float) -> str:
+    """A loss or metric in the one format every command and report uses: scores (accuracy,
+    precision, recall, F1, R^2) with 4 decimals, so 1 and 0.9833 line up as 1.0000 and 0.9833;
+    losses, errors and anything else in 6 significant digits."""
+    if is_score(column) and math.isfinite(value):
+        return f"{value:.4f}"
+    return f"{value:.6g}"
 
 
 def target_names(outputs: Sequence[str]) -> list[str]:

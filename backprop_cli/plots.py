@@ -66,12 +66,21 @@ def _few_ticks(ax: Any, n: int = 6) -> None:
         ax.yaxis.set_major_locator(MaxNLocator(n))
 
 
-def _log_y(ax: Any) -> None:
-    """A log y axis whose tick labels are plain numbers (0.01, not 10^-2 in mathtext)."""
+def _log_y(ax: Any, values: Any = None) -> None:
+    """A log y axis whose tick labels are plain numbers (0.01, not 10^-2 in mathtext), for the
+    data drawn on `ax` (or `values`, for axes that share one scale)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, numticks=6))
+    # within two decades a label a decade leaves one or two labels: add 2x and 5x
+    if values is None:
+        lo, hi = ax.dataLim.y0, ax.dataLim.y1
+    else:
+        v = np.asarray(values, float)
+        v = v[np.isfinite(v) & (v > 0)]
+        lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
+    narrow = 0 < lo < hi and math.log10(hi / lo) < 2
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if narrow else (1.0,), numticks=8))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_locator(NullLocator())  # a dozen unlabelled ticks a decade: time, no information
 
@@ -159,8 +168,10 @@ def study_plot(
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.02, fraction=0.05)
     bar.set_label(label)
     if isinstance(norm, LogNorm):
-        from matplotlib.ticker import FuncFormatter, NullFormatter
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+        subs = (1.0, 2.0, 5.0) if math.log10(hi / lo) < 2 else (1.0,)  # as on a log loss axis
+        bar.ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
         bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
         bar.ax.yaxis.set_minor_formatter(NullFormatter())
     elif np.all(v == np.round(v)):  # seeds: whole numbers
@@ -269,11 +280,12 @@ def loss_grid(curves: Curves, title: str) -> bytes:
     # the panels share both axes, so their curves compare at a glance: epoch tick labels under
     # the bottom row, loss tick labels left of the first column, one scale (log across decades)
     axes = np.atleast_1d(_axes(fig, rows, cols, squeeze=False, sharex=True, sharey=True)).ravel()
-    log = spans_decades(np.concatenate([np.asarray(v, float) for _, v in curves.values()]))
+    everything = np.concatenate([np.asarray(v, float) for _, v in curves.values()])
+    log = spans_decades(everything)
     for i, (ax, (label, (epochs, values))) in enumerate(zip(axes, curves.items())):
         ax.plot(epochs, values, linewidth=1.2)
         if log and i == 0:
-            _log_y(ax)
+            _log_y(ax, everything)
         _few_ticks(ax, 4)
         ax.set_title(label)
         if i + cols >= n:

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from backprop_cli.errors import BackpropError
 from backprop_cli.files import read_json
+from backprop_cli.metrics import metric_text
 from backprop_cli.pictures import MAX_DIAGRAM_NEURONS
 from backprop_cli.run_folders import LoadedRun, config_text, load_run, read_summary
 
@@ -64,25 +65,29 @@ def _figure(path: Path, caption: str) -> str:
     )
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, column: str = "") -> str:
+    """A value as the commands print it: numbers of a named metric in its format."""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return metric_text(column, value)
     if isinstance(value, dict):
-        return ", ".join(f"{k} {_cell(v)}" for k, v in value.items())
+        return ", ".join(f"{k} {_cell(v, k)}" for k, v in value.items())
     if isinstance(value, list):
         return ", ".join(_cell(v) for v in value) if len(value) <= 12 else f"{len(value)} values"
     return "-" if value is None else str(value)
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], text_columns: int = 1) -> str:
-    """An HTML table; the first `text_columns` columns left-aligned, numbers right-aligned."""
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], text_columns: int = 1, keyed: bool = False) -> str:
+    """An HTML table; the first `text_columns` columns left-aligned, numbers right-aligned. A
+    number is formatted by its column's name, or with `keyed` (key, value rows) by its row's."""
     head = "".join(
         f'<th class="{"text" if i < text_columns else ""}">{escape(str(h))}</th>' for i, h in enumerate(header)
     )
     body = []
     for row in rows:
         cells = "".join(
-            f'<td class="{"text" if i < text_columns else ""}">{escape(_cell(v))}</td>' for i, v in enumerate(row)
+            f'<td class="{"text" if i < text_columns else ""}">'
+            f"{escape(_cell(v, str(row[0]) if keyed else str(header[i])))}</td>"
+            for i, v in enumerate(row)
         )
         body.append(f"<tr>{cells}</tr>")
     return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
@@ -176,7 +181,7 @@ def build_report(folder: Path) -> str:
             out.append(_csv_table(table))
     out.append("<h2>Summary</h2>")
     skip = {"models"} if kind else set()
-    out.append(_table(["key", "value"], [(k, v) for k, v in summary.items() if k not in skip], text_columns=2))
+    out.append(_table(["key", "value"], [(k, v) for k, v in summary.items() if k not in skip], 2, keyed=True))
     images = _images(folder)
     if images:
         out.append("<h2>Plots</h2>")
@@ -189,7 +194,7 @@ def build_report(folder: Path) -> str:
             (k, scores.get(k))
             for k in ("samples", "loss_function", "loss", "accuracy", "macro_f1", "mae", "rmse", "r2")
         ]
-        out.append(_table(["measure", "value"], [(k, v) for k, v in top if v is not None]))
+        out.append(_table(["measure", "value"], [(k, v) for k, v in top if v is not None], keyed=True))
         if "classes" in scores:
             rows = [[c["class"], c["precision"], c["recall"], c["f1"], c["support"]] for c in scores["classes"]]
             out.append(_table(["class", "precision", "recall", "f1", "support"], rows))

@@ -29,16 +29,12 @@ def fmt(x: Any, digits: int = 6) -> str:
 
 
 def metric(column: str, value: Optional[float]) -> str:
-    """A loss or metric in the one format every command uses: fractions that live in [0, 1]
-    (accuracy, precision, recall, F1) and R^2 with 4 decimals, so 1 and 0.9833 line up as 1.0000
-    and 0.9833; losses and errors in 6 significant digits."""
+    """A loss or metric as `metrics.metric_text` writes it; '-' for None."""
     if value is None:
         return "-"
-    from backprop_cli.metrics import is_score
+    from backprop_cli.metrics import metric_text
 
-    if is_score(column) and math.isfinite(value):
-        return f"{value:.4f}"
-    return fmt(value, 6)
+    return metric_text(column, value)
 
 
 def sparkline(values: Any, width: int = 48) -> str:
