@@ -72,14 +72,14 @@ def _log_y(ax: Any, values: Any = None) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     ax.set_yscale("log")
-    # within two decades a label a decade leaves one or two labels: add 2x and 5x
+    # within two and a half decades a label a decade leaves two or three labels: add 2x and 5x
     if values is None:
         lo, hi = ax.dataLim.y0, ax.dataLim.y1
     else:
         v = np.asarray(values, float)
         v = v[np.isfinite(v) & (v > 0)]
         lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
-    narrow = 0 < lo < hi and math.log10(hi / lo) < 2
+    narrow = 0 < lo < hi and math.log10(hi / lo) < 2.5
     ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if narrow else (1.0,), numticks=8))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_locator(NullLocator())  # a dozen unlabelled ticks a decade: time, no information
@@ -191,6 +191,8 @@ def loss_panels(groups: dict[str, Curves], title: str) -> bytes:
     axes = np.atleast_1d(_axes(fig, 1, n, squeeze=False)).ravel()
     for ax, (loss, curves) in zip(axes, groups.items()):
         _curves(ax, curves, f"loss ({loss})")
+        if len(curves) == 1:  # a panel of one run still names it (the legend names two or more)
+            ax.legend(fontsize=8)
         ax.set_title(f"{title}: {loss}" if n > 1 else title)
     return _png(fig)
 
