@@ -250,3 +250,11 @@ def test_run_config_yaml_has_one_style(cli, iris_run):
     text = (iris_run / "config.yaml").read_text()
     assert "{" not in text  # no inline mappings
     assert "  layers: [4, 8, 3]\n" in text and "\n  builtin: iris\n" in text
+
+
+def test_evaluate_without_validation_data_uses_the_training_data_and_says_so(cli, write_config, tmp_path):
+    root = tmp_path / "runs"
+    assert cli("train", write_config(XOR_YAML), "--runs-dir", root, "-q").exit_code == 0
+    scores = json.loads(cli("evaluate", "--runs-dir", root, "--json", "--no-save").stdout)
+    assert scores["data"] == "training data (the run held none out for validation)" and scores["samples"] == 4
+    assert not (next(root.iterdir()) / "evaluation.json").exists()  # --no-save

@@ -209,3 +209,17 @@ def test_sort_by_epochs_to_target_puts_the_fastest_first_and_an_unknown_column_i
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: --sort speed: not a column of grid.csv; one of final_loss, best_loss,")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_running_dask_scheduler_gets_the_groups(cli, write_config, tmp_path):
+    distributed = pytest.importorskip("dask.distributed", reason="the [dask] extra is not installed")
+    path = write_config(XOR_YAML)
+    args = ["--grid", "model.activation=sigmoid,tanh", "-q"]
+    assert cli("sweep", path, *args, "--runs-dir", tmp_path / "local").exit_code == 0
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        result = cli("sweep", path, *args, "--executor", "dask", "--scheduler", address, "--runs-dir", tmp_path / "d")
+    assert result.exit_code == 0, result.output
+    assert _rows(next((tmp_path / "d").iterdir())) == _rows(next((tmp_path / "local").iterdir()))
+    result = cli("sweep", path, *args, "--scheduler", address, "--runs-dir", tmp_path / "x")
+    assert result.exit_code == 2 and result.stderr == "Error: --scheduler goes with --executor dask\n"
