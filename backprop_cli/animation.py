@@ -12,6 +12,7 @@ already depends on.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
@@ -20,11 +21,14 @@ from backprop_cli.errors import ConfigError
 from backprop_cli.experiment import network
 from backprop_cli.metrics import class_indices
 from backprop_cli.network import Network, neuron_names
+from backprop_cli.painter import Job
 from backprop_cli.pictures import _class_colors, boundary_grid, boundary_rgb, fit_grid
 from backprop_cli.plots import _figure, _log_y, _quiet, spans_decades
 
 if TYPE_CHECKING:
     from backprop_cli.config import Config
+    from backprop_cli.data import Dataset
+    from backprop_cli.training import TrainResult
 
 DEFAULT_FRAMES = 60
 MAX_PANELS = 9  # a sweep or seed study animates one panel per model, at most this many
@@ -163,6 +167,29 @@ def frames(
             with np.errstate(all="ignore"):
                 out["outputs"].append(np.stack([probe.predict(scaled, m) for m in range(net.K)]))
     return out
+
+
+def gif_job(
+    path: Path,
+    title: str,
+    result: TrainResult,
+    data: Dataset,
+    snapshots: Snapshots,
+    saved_loss: Optional[float] = None,
+    names: Sequence[str] = (),
+) -> Job:
+    """training.gif as a painter job: the snapshots evaluated here, into plain arrays, and drawn
+    by `training_gif` there. One run (with `saved_loss`, a last frame of its saved weights), or a
+    study's models, one panel each, titled by `names`."""
+    net = result.net
+    losses = result.history["loss"][: max(result.epochs_run)]
+    final = final_loss = None
+    if saved_loss is not None:
+        final, final_loss = net.theta.copy(), np.array([saved_loss])
+    X = data.X_raw if data.X_raw is not None else data.X
+    shown = frames(net, snapshots, losses, final, final_loss, X, data.scaler, data.classification)
+    args = (shown, X, data.Y, net.sizes, title, losses[:, 0], tuple(names), data.class_names, data.feature_names)
+    return (path, "animation.training_gif", args)
 
 
 # -- drawing ----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any, Callable, ContextManager, Iterable, Optional, Sequence, 
 
 import numpy as np
 
-from backprop_cli.animation import Snapshots, chain, check_models, snapshots_for
+from backprop_cli.animation import Snapshots, chain, check_models, gif_job, snapshots_for
 from backprop_cli.config import Config, config_from_dict, load_config
 from backprop_cli.config.schema import SECTIONS
 from backprop_cli.data import Dataset
@@ -215,8 +215,6 @@ class Run:
 
 def _draw_animation(folder: Path, cfg: Config, frames: Optional[int]) -> None:
     """training.gif for a finished run, by training its config again with snapshots."""
-    from backprop_cli.run_folders.write import animation_job
-
     cfg = cfg.model_copy(deep=True)
     cfg.training.animate = True
     if frames is not None:
@@ -226,7 +224,9 @@ def _draw_animation(folder: Path, cfg: Config, frames: Optional[int]) -> None:
     shots = Snapshots(net.theta, cfg.training.epochs, 0, cfg.training.frames)
     result = fit(cfg, data, net, callback=shots)
     saved = read_summary(folder).get("saved_weights", {}).get("loss")
-    warnings = Painter(background=False).draw([animation_job(folder, cfg, data, result, shots, saved)])
+    warnings = Painter(background=False).draw(
+        [gif_job(folder / "training.gif", folder.name, result, data, shots, saved)]
+    )
     if warnings:
         raise ConfigError(warnings[0])
 

@@ -55,12 +55,15 @@ SORTABLE = ("final_loss", "best_loss", "accuracy", "mae", "r2", "val_loss", "val
 
 @dataclass
 class Cell:
-    """One point of the grid: its values (grid key -> value), its seed and its config."""
+    """One point of the grid: its values (grid key -> value) and its config (with its seed)."""
 
     index: int
     values: dict[str, Any]
-    seed: int
     cfg: Config
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed
 
     @property
     def folder(self) -> str:
@@ -118,7 +121,7 @@ def build_cells(
             except BackpropError as e:
                 where = ", ".join(f"{k}={_text(v)}" for k, v in values.items())
                 raise ConfigError(f"grid cell {where}{f', seed={seed}' if seed is not None else ''}: {e}") from None
-            cells.append(Cell(len(cells) + 1, values, cfg.seed, cfg))
+            cells.append(Cell(len(cells) + 1, values, cfg))
     return cells
 
 

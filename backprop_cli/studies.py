@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from backprop_cli.animation import Snapshots, frames
+from backprop_cli.animation import Snapshots, gif_job
 from backprop_cli.config import Config, config_to_yaml
 from backprop_cli.data import Dataset
 from backprop_cli.differences import Progress
@@ -74,24 +74,6 @@ def study_history_csv(label: str, entries: list[Entry]) -> str:
     return csv_text([["epoch"] + [f"{label}={name}" for name in names], *zip(epochs.tolist(), *columns)])
 
 
-def _animation_job(
-    folder: Path, label: str, names: list[str], cfg: Config, data: Dataset, entries: list, snapshots: Snapshots
-) -> Job:
-    """training.gif of a study: every model's panel, frame by frame."""
-    result = entries[0].result
-    X = data.X_raw if data.X_raw is not None else data.X
-    losses = result.history["loss"]
-    shown = frames(result.net, snapshots, losses, None, None, X, data.scaler, data.classification)
-    short = "lr" if label == "learning_rate" else label
-    titles = [f"{short}={name}" for name in names]
-    title = f"{cfg.name} by {label}"
-    return (
-        folder / "training.gif",
-        "animation.training_gif",
-        (shown, X, data.Y, result.net.sizes, title, losses[:, 0], titles, data.class_names, data.feature_names),
-    )
-
-
 def write_study(
     folder: Path,
     kind: str,
@@ -128,7 +110,10 @@ def write_study(
         if per_model_runs:
             jobs.append((folder / "loss_grid.png", "loss_grid", (curves, title)))
         if snapshots is not None:
-            jobs.append(_animation_job(folder, label, names, cfg, data, entries, snapshots))
+            short = "lr" if label == "learning_rate" else label
+            titles = [f"{short}={name}" for name in names]
+            title = f"{cfg.name} by {label}"
+            jobs.append(gif_job(folder / "training.gif", title, entries[0].result, data, snapshots, names=titles))
         painter.submit(jobs)
     warnings: list[str] = []
     if per_model_runs:

@@ -243,39 +243,15 @@ def finish_run(
             raise RunError(f"{run}: cannot write the run files: {e.strerror}") from None
         jobs = plot_jobs(run, cfg, data, result, model) if plots else []
         if snapshots is not None:
-            jobs.append(animation_job(run, cfg, data, result, snapshots, summary["saved_weights"].get("loss")))
+            from backprop_cli.animation import gif_job
+
+            jobs.append(
+                gif_job(run / "training.gif", run.name, result, data, snapshots, summary["saved_weights"].get("loss"))
+            )
         # with no plots of its own, do not wait for whatever else the painter is drawing
         warnings = (painter or Painter(background=False)).draw(jobs) if jobs else []
         write_json(run / "summary.json", summary)
     return summary, warnings
-
-
-def animation_job(
-    run: Path, cfg: Config, data: Dataset, result: TrainResult, snapshots: Snapshots, saved_loss: Optional[float]
-) -> Job:
-    """training.gif of one run: its snapshots evaluated, drawn by the painter."""
-    from backprop_cli.animation import frames
-
-    net = result.net
-    rows = result.epochs_run[0]
-    losses = result.history["loss"][:rows]
-    final_loss = None if saved_loss is None else np.array([saved_loss])
-    shown = frames(
-        net,
-        snapshots,
-        losses,
-        net.theta.copy(),
-        final_loss,
-        data.X_raw if data.X_raw is not None else data.X,
-        data.scaler,
-        data.classification,
-    )
-    X = data.X_raw if data.X_raw is not None else data.X
-    return (
-        run / "training.gif",
-        "animation.training_gif",
-        (shown, X, data.Y, net.sizes, run.name, losses[:, 0], (), data.class_names, data.feature_names),
-    )
 
 
 def plot_jobs(run: Path, cfg: Config, data: Dataset, result: TrainResult, model: int) -> list[Job]:
