@@ -13,6 +13,7 @@ underscores (`model__layers=[2, 3, 1]`). A config may be a path or a dict.
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +68,9 @@ def config(source: ConfigSource, **overrides: Any) -> Config:
         source = source.model_dump(mode="json")
     if isinstance(source, dict):
         return config_from_dict(source, dotted, source="config")
-    return load_config(source, {k: (v, f"{k}=") for k, v in dotted.items()})
+    # each override is named in messages as it was given: `frames=0`
+    given = {_dotted(k): f"{k}={v!r}" for k, v in overrides.items()}
+    return load_config(source, {k: (v, given[k]) for k, v in dotted.items()})
 
 
 @dataclass
@@ -94,22 +97,24 @@ def train_run(
     """Train one run of `cfg` and write its folder (with training.gif when it animates):
     the one code path of `backprop train` and `bp.train`."""
     net = network(cfg)
-    start_epoch, extra = 0, dict[str, Any]()
+    start_epoch, extra, resume, notes = 0, dict[str, Any](), None, []
     if from_run is not None:
-        start_epoch, extra = continue_from(resolve_run(Path(from_run), Path(runs_dir)), cfg, net)
+        origin = continue_from(resolve_run(Path(from_run), Path(runs_dir)), cfg, net)
+        start_epoch, extra, resume = origin.start_epoch, origin.extra, [origin.checkpoint]
+        notes = [origin.warning] if origin.warning else []
     extra["started_at"] = now_iso()
     run = start_run(Path(runs_dir), cfg, extra)
     with guarded(run):
         t = cfg.training
         shots = Snapshots(net.theta, t.epochs, start_epoch, t.frames) if t.animate else None
         with (progress or _silent)(t.epochs, start_epoch, "training") as report:
-            result = fit(cfg, data, net, callback=chain(report, shots), start_epoch=start_epoch)
+            result = fit(cfg, data, net, callback=chain(report, shots), start_epoch=start_epoch, resume=resume)
         try:
             summary, warnings = finish_run(run, cfg, data, result, extra=extra, painter=painter, snapshots=shots)
         except KeyboardInterrupt:  # deferred until the files were written: they are complete
             summary = read_summary(run)
-            return Trained(run, result, summary, [], start_epoch, interrupted_while_saving=True)
-    return Trained(run, result, summary, warnings, start_epoch)
+            return Trained(run, result, summary, notes, start_epoch, interrupted_while_saving=True)
+    return Trained(run, result, summary, notes + warnings, start_epoch)
 
 
 def _table(rows: list[dict]) -> Any:
@@ -241,11 +246,11 @@ def train(
     **overrides: Any,
 ) -> Run:
     """Train a config (a path or a dict, with keyword overrides) and return its `Run`."""
-    cfg = config(source, **overrides)
     if animate:
-        cfg.training.animate = True
+        overrides["animate"] = True
     if frames is not None:
-        cfg.training.frames = frames
+        overrides["frames"] = frames  # validated as the config's key, named as given
+    cfg = config(source, **overrides)
     data = dataset(cfg, str(source) if not isinstance(source, dict) else "config")
     with Painter() as painter:
         trained = train_run(cfg, data, runs_dir, progress, from_run, painter)
@@ -316,8 +321,11 @@ def sweep_run(
     being written. Returns (folder, entries, warnings, target)."""
     from backprop_cli.network import param_names
     from backprop_cli.studies import default_target, start_study, write_study
-    from backprop_cli.sweep import sweep_learning_rates
+    from backprop_cli.sweep import check_rates, sweep_learning_rates
 
+    rates = check_rates(rates)
+    if target is not None and not (math.isfinite(target) and target > 0):
+        raise ConfigError(f"target {target!r}: must be finite and > 0")
     if cfg.training.animate:
         if chain_rates:
             raise ConfigError("--animate goes with a batched sweep, not with --chain")
@@ -358,8 +366,9 @@ def sweep_lr(
     six classic ones), batched, and return the `Study`."""
     from backprop_cli.sweep import default_rates
 
+    if animate:
+        overrides["animate"] = True
     cfg = config(source, **overrides)
-    cfg.training.animate = cfg.training.animate or animate
     rates = list(rates) if rates is not None else default_rates(cfg)
     data = dataset(cfg, str(source) if not isinstance(source, dict) else "config")
     with Painter() as painter:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from backprop_cli.checkpoint import Checkpoint
 from backprop_cli.data import Dataset, load_data
 from backprop_cli.errors import ConfigError, DivergedError
 from backprop_cli.initializers import random_streams
+from backprop_cli.metrics import Metrics
 from backprop_cli.network import Network
 from backprop_cli.optimizers import Optimizer
 from backprop_cli.training import Callback, TrainResult, build_network, train
@@ -65,7 +67,25 @@ def check_memory(cfg: Config, source: str, n_models: int = 1, n_samples: Optiona
 def dataset(cfg: Config, source: str) -> Dataset:
     """The config's data (its seed's data stream); `source` names the config file in messages."""
     check_memory(cfg, source)
-    return load_data(cfg.data, cfg.model, cfg.training.loss, cfg.training.dtype, source, random_streams(cfg.seed)[0])
+    data = load_data(cfg.data, cfg.model, cfg.training.loss, cfg.training.dtype, source, random_streams(cfg.seed)[0])
+    check_monitor(cfg, data, source)
+    return data
+
+
+def recorded(data: Dataset) -> list[str]:
+    """The history columns a run on `data` records: loss, its metrics, and val_ of each."""
+    found = ["loss", *Metrics(data.Y, data.classification).names]
+    return found + ["val_" + c for c in found] if data.X_val is not None else found
+
+
+def check_monitor(cfg: Config, data: Dataset, source: str) -> None:
+    """Early stopping must watch a column the run records (accuracy needs a classifier)."""
+    es = cfg.training.early_stopping
+    if es is not None and es.monitor not in (columns := recorded(data)):
+        raise ConfigError(
+            f"{source}: training.early_stopping.monitor: '{es.monitor}' is not recorded by this run "
+            f"({'classification' if data.classification else 'regression'}); it records {', '.join(columns)}"
+        )
 
 
 def network(cfg: Config, n_models: int = 1, seeds: Optional[Sequence[int]] = None) -> Network:
@@ -94,6 +114,11 @@ def fit(
     callback: Optional[Callback] = None,
     start_epoch: int = 0,
     optimizer: Optional[Optimizer] = None,
+    resume: Optional[Sequence[Optional[Checkpoint]]] = None,
+    stop_after: Optional[int] = None,
+    horizon: Optional[int] = None,
 ) -> TrainResult:
-    """Train `net` in place as the config's training section says."""
-    return train(cfg.training, data, net, cfg.seed, learning_rates, callback, start_epoch, optimizer)
+    """Train `net` in place as the config's training section says (see `training.train`)."""
+    return train(
+        cfg.training, data, net, cfg.seed, learning_rates, callback, start_epoch, optimizer, resume, stop_after, horizon
+    )

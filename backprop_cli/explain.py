@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from backprop_cli.data import Dataset
+from backprop_cli.errors import ConfigError, DivergedError
 from backprop_cli.experiment import fit, network, require_completed
 from backprop_cli.files import atomic_write
 from backprop_cli.losses import LOSSES
@@ -46,29 +47,43 @@ def g(x) -> str:
 def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
     """Tables for training step `epoch` (1-based), showing neuron values for sample `sample`.
 
-    The step is a full-batch step (as in training without batch_size); gradients are over the
-    whole batch, while z, a and delta are shown for the chosen sample. Returns (sections,
-    (parameters before the step as [(weights, biases)], flat weights before, flat weights after)).
-    Raises DivergedError if training does not reach the step.
+    The weights before the step are the run's own: `epoch - 1` epochs of the config as it is
+    (its schedule, batch size and early stopping included), stopped early; the step is the
+    run's epoch `epoch`, a full-batch step (for a minibatch run: one full-batch step from its
+    weights and optimizer state at the start of that epoch, said in a note). Gradients are
+    over the whole batch, while z, a and delta are shown for the chosen sample. Returns
+    (sections, (parameters before the step as [(weights, biases)], flat weights before, flat
+    weights after)). Raises DivergedError if training does not reach the step.
     """
-    cfg = cfg.model_copy(deep=True)
-    cfg.training.batch_size = None
-    cfg.training.epochs = epoch
+    t = cfg.training
+    if epoch > t.epochs:
+        raise ConfigError(
+            f"--epoch {epoch}: the run trains {t.epochs} epochs (training.epochs); "
+            f"set training.epochs to {epoch} or more to explain that step"
+        )
     net = network(cfg)
-    before = {}
-
-    def keep_weights(e, loss, seen):
-        if e == epoch - 1:
-            before["theta"] = net.theta.copy()
-
-    optimizer = make_optimizer(cfg.training, net.theta.shape, net.dtype)
-    require_completed(
-        fit(cfg, data, net, callback=keep_weights, optimizer=optimizer), f"step {epoch} could be explained"
+    before = None
+    if epoch > 1:
+        result = fit(cfg, data, net, stop_after=epoch - 1)
+        require_completed(result, f"step {epoch} could be explained")
+        if result.epochs_run[0] < epoch - 1:
+            raise DivergedError(
+                f"training stopped at epoch {result.epochs_run[0]} ({result.stop_reason[0]}), "
+                f"before step {epoch} could be explained"
+            )
+        before = result.checkpoint(0)
+    old = net.theta.copy() if before is None else before.theta[None].copy()
+    # the step itself: one full-batch epoch, continued from the run's state at its start
+    step_cfg = cfg
+    if t.batch_size is not None and t.batch_size < len(data.X):
+        step_cfg = cfg.model_copy(deep=True)
+        step_cfg.training.batch_size = None
+    optimizer = make_optimizer(t, net.theta.shape, net.dtype)
+    stepped = fit(
+        step_cfg, data, net, start_epoch=epoch - 1, optimizer=optimizer, resume=[before], stop_after=1, horizon=t.epochs
     )
-    old = before.get("theta", None)
-    if old is None:  # epoch 1: the initial weights
-        old = network(cfg).theta.copy()
-    new = net.theta.copy()
+    require_completed(stepped, f"step {epoch} could be explained")
+    new = stepped.state.theta.copy() if stepped.state is not None else net.theta.copy()
     probe = network(cfg)
     probe.theta[:] = old
     X, Y = data.X, data.Y
@@ -107,8 +122,7 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
         for n, d in zip(names[l + 1], ws.D[l][0, i]):
             back.rows.append([kind, n, g(d)])
     sections.append(back)
-    t = cfg.training
-    lr = t.learning_rate * make_schedule(t).factor(epoch)
+    lr = t.learning_rate * make_schedule(t).factor(epoch, t.epochs)
     state = {name: values[0] for name, values in optimizer.state().items()}
     frozen = frozen_mask(probe.sizes, probe.bias, t.freeze)
     upd = Section(
@@ -121,9 +135,14 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
         connects = f"{names[layer][col]} -> {to}" if col is not None else f"bias of {to}"
         label = f"{pname} (frozen)" if frozen[p] else pname
         upd.rows.append([label, connects, g(old[0, p]), g(grad[p]), *(g(v[p]) for v in state.values()), g(new[0, p])])
-    upd.note = update_rule(t, epoch) + (
+    upd.note = update_rule(t, optimizer.t or epoch) + (
         "; frozen parameters keep their values (training.freeze)" if frozen.any() else ""
     )
+    if step_cfg is not cfg:
+        upd.note += (
+            f"; the run trains in minibatches of {t.batch_size}: this is one full-batch step from its weights "
+            f"and optimizer state at the start of epoch {epoch}"
+        )
     sections.append(upd)
     return sections, (probe.get_params(0), old, new)
 

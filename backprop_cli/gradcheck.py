@@ -16,6 +16,7 @@ import numpy as np
 
 from backprop_cli.data import Dataset
 from backprop_cli.differences import FiniteDifferences, Progress
+from backprop_cli.errors import ConfigError
 from backprop_cli.experiment import fit, network, require_completed
 from backprop_cli.losses import LOSSES
 from backprop_cli.network import Network
@@ -166,9 +167,21 @@ def gradcheck(
 
     `sample`: parameters checked per layer (a sample seeded by the config's seed); None checks all.
     """
+    if epochs > cfg.training.epochs:
+        raise ConfigError(
+            f"--epochs {epochs}: the run trains {cfg.training.epochs} epochs (training.epochs); "
+            f"set training.epochs to {epochs} or more to check after that many"
+        )
     cfg = cfg.model_copy(deep=True)
-    cfg.training.dtype = "float64"
-    data = Dataset(data.X.astype(np.float64), data.Y.astype(np.float64), classification=data.classification)
+    cfg.training.dtype = "float64"  # the one change: the checks need double precision
+
+    def f64(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        return None if a is None else a.astype(np.float64)
+
+    data = Dataset(
+        data.X.astype(np.float64), data.Y.astype(np.float64), f64(data.X_val), f64(data.Y_val),
+        classification=data.classification,
+    )  # fmt: skip
     eps = DEFAULT_STEP[method] if eps is None else eps
     net = network(cfg)
 
@@ -188,7 +201,8 @@ def gradcheck(
 
     reports = [check(0)]
     if epochs:
-        cfg.training.epochs = epochs
-        require_completed(fit(cfg, data, net), f"the check after {epochs} epochs")
-        reports.append(check(epochs))
+        # the config's own training, stopped after `epochs` (its schedule runs over all of them)
+        result = fit(cfg, data, net, stop_after=epochs)
+        require_completed(result, f"the check after {epochs} epochs")
+        reports.append(check(result.epochs_run[0]))
     return reports

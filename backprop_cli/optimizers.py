@@ -63,6 +63,20 @@ class Optimizer:
         check of that step needs (empty for plain SGD)."""
         return {}
 
+    def moments(self) -> dict[str, np.ndarray]:
+        """The arrays the next step reads, by name, each (K, P) and live: with the step count
+        `t`, all a continuation needs (a checkpoint)."""
+        return {}
+
+    def restore(self, model: int, moments: dict[str, np.ndarray], step: int) -> None:
+        """Put model `model`'s saved moments (each (P,)) and the step count back."""
+        mine = self.moments()
+        if set(moments) != set(mine):
+            raise ValueError(f"optimizer state {sorted(moments)}, expected {sorted(mine)}")
+        for name, values in moments.items():
+            mine[name][model] = values
+        self.t = step
+
 
 class SGD(Optimizer):
     def step(self, theta: np.ndarray, grad: np.ndarray, lr: np.ndarray) -> None:
@@ -102,6 +116,9 @@ class Momentum(Optimizer):
     def state(self) -> dict[str, np.ndarray]:
         return {"v": self.v}
 
+    def moments(self) -> dict[str, np.ndarray]:
+        return {"v": self.v}
+
 
 class RMSProp(Optimizer):
     hyperparameters = ("rho", "eps")
@@ -126,6 +143,9 @@ class RMSProp(Optimizer):
         theta -= self.buf
 
     def state(self) -> dict[str, np.ndarray]:
+        return {"s": self.s}
+
+    def moments(self) -> dict[str, np.ndarray]:
         return {"s": self.s}
 
 
@@ -172,6 +192,9 @@ class Adam(Optimizer):
             "m_hat": self.m / (1.0 - self.b1**self.t),
             "v_hat": self.v / (1.0 - self.b2**self.t),
         }
+
+    def moments(self) -> dict[str, np.ndarray]:
+        return {"m": self.m, "v": self.v}
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "momentum": Momentum, "rmsprop": RMSProp, "adam": Adam}

@@ -10,10 +10,14 @@ A policy stops a model through `Models.stop`, which freezes its weights while th
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Optional, Protocol
+import signal
+import threading
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 import numpy as np
 
+from backprop_cli.checkpoint import EarlyState
 from backprop_cli.losses import Loss
 from backprop_cli.metrics import Metrics
 from backprop_cli.network import Network
@@ -183,6 +187,24 @@ class EarlyStopping:
             if self.best_theta is not None:
                 self.restored[k] = self.best_epoch[k]
 
+    def state(self, k: int) -> EarlyState:
+        """Model k's state, for a checkpoint."""
+        best = float(self.best[k])
+        return EarlyState(
+            best if math.isfinite(best) else None,
+            self.best_epoch[k],
+            int(self.wait[k]),
+            None if self.best_theta is None else self.best_theta[k].copy(),
+        )
+
+    def resume(self, k: int, saved: EarlyState) -> None:
+        """Go on from model k's saved state (a run continued from a checkpoint)."""
+        if saved.best is not None:
+            self.best[k] = saved.best
+        self.best_epoch[k], self.wait[k] = saved.best_epoch, saved.wait
+        if self.best_theta is not None and saved.best_theta is not None:
+            self.best_theta[k] = saved.best_theta
+
     def finish(self) -> None:
         """restore_best for the models that ran to the last epoch."""
         if self.best_theta is None:
@@ -203,3 +225,37 @@ class StopAtLoss:
         models = self.models
         for k in np.flatnonzero((loss <= self.threshold) & models.active):
             models.stop(int(k), models.theta[k].copy(), "stop_at_loss", "completed", e + 1)
+
+
+class Interruption:
+    """Ctrl-C and SIGTERM while training end it after the epoch in progress: the weights, the
+    optimizer's state and the batch order then agree, so the run continues exactly from a
+    checkpoint. A second signal interrupts at once (KeyboardInterrupt). Off the main thread,
+    where Python lets no one handle signals, this does nothing and a KeyboardInterrupt comes
+    as it comes."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Optional[FrameType]) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> Interruption:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                # only a signal Python already handles (Ctrl-C; SIGTERM under `backprop`): one
+                # that is ignored or kills the process by default stays as it is
+                if callable(signal.getsignal(s)):
+                    self.old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(
+        self, kind: Optional[type[BaseException]], value: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        for s, handler in self.old.items():
+            signal.signal(s, handler)

@@ -8,12 +8,14 @@ fair comparison, but it is how a widely shared table of this experiment was prod
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 
 from backprop_cli.data import Dataset
+from backprop_cli.errors import ConfigError
 from backprop_cli.experiment import fit, network
 from backprop_cli.training import TrainResult
 
@@ -22,6 +24,28 @@ if TYPE_CHECKING:
 
 
 DEFAULT_SWEEP_RATES = [0.1, 0.2, 0.5, 0.8, 1.0, 2.0]  # the classic six-panel figure's rates
+MAX_RATES = 100_000  # a sweep this wide is a memory error, not a study
+
+
+def check_rates(rates: Sequence[float], given: str = "") -> list[float]:
+    """The rates of a sweep, checked: at least one, each finite and > 0, none twice, at most
+    MAX_RATES. `given` (e.g. `--lrs 0.1,-1`) prefixes the message; a ConfigError otherwise."""
+    where = f"{given}: " if given else ""
+    try:
+        found = [float(r) for r in rates]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}learning rates must be numbers (got {list(rates)!r:.60})") from None
+    if not found:
+        raise ConfigError(f"{where}no learning rates given")
+    if len(found) > MAX_RATES:
+        raise ConfigError(f"{where}at most {MAX_RATES:,} rates (got {len(found):,})")
+    bad = [r for r in found if not (math.isfinite(r) and r > 0)]
+    if bad:
+        raise ConfigError(f"{where}every learning rate must be finite and > 0 (got {bad[0]:g})")
+    twice = sorted({r for r in found if found.count(r) > 1})
+    if twice:
+        raise ConfigError(f"learning rate {twice[0]!r} is given twice: each rate trains once")
+    return found
 
 
 def default_rates(cfg: Config) -> list[float]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from backprop_cli.checkpoint import Checkpoint
 from backprop_cli.data import Dataset
 from backprop_cli.differences import FiniteDifferences
 from backprop_cli.initializers import init_params, random_streams
@@ -23,7 +24,7 @@ from backprop_cli.losses import LOSSES, Loss
 from backprop_cli.metrics import Metrics
 from backprop_cli.network import Network, Workspace, frozen_mask
 from backprop_cli.optimizers import OPTIMIZERS, Optimizer
-from backprop_cli.policies import Divergence, EarlyStopping, History, Models, Policy, StopAtLoss
+from backprop_cli.policies import Divergence, EarlyStopping, History, Interruption, Models, Policy, StopAtLoss
 from backprop_cli.schedules import SCHEDULES, Schedule
 
 if TYPE_CHECKING:
@@ -72,10 +73,14 @@ def make_optimizer(t: TrainingConfig, shape: tuple[int, ...], dtype: np.dtype) -
     return cls(shape, dtype, t.weight_decay, **{name: getattr(t, name) for name in cls.hyperparameters})
 
 
-def make_schedule(t: TrainingConfig) -> Schedule:
-    """The configured learning-rate schedule, given only the settings it declares."""
+def make_schedule(t: TrainingConfig, base_rates: Optional[np.ndarray] = None) -> Schedule:
+    """The configured learning-rate schedule, given only the settings it declares; a setting
+    named `learning_rate` is each model's own base rate (`base_rates`, (K, 1)) where given."""
     cls = SCHEDULES[t.lr_schedule]
-    return cls(**{name: getattr(t, name) for name in cls.settings})
+    values = {name: getattr(t, name) for name in cls.settings}
+    if base_rates is not None and "learning_rate" in values:
+        values["learning_rate"] = base_rates
+    return cls(**values)
 
 
 @dataclass
@@ -93,6 +98,27 @@ class TrainResult:
     duration_s: float = 0.0
     # per model: the epoch whose starting weights restore_best put back (None: the final weights)
     restored_epoch: list = field(default_factory=list)
+    # what a checkpoint reads: see `checkpoint`
+    state: Optional[_State] = field(default=None, repr=False)
+
+    def checkpoint(self, model: int = 0) -> Optional[Checkpoint]:
+        """Model `model`'s state for continuing exactly (None where it cannot be: a second
+        Ctrl-C or an interrupt off the main thread cut an epoch short)."""
+        s = self.state
+        if s is None or not s.exact:
+            return None
+        moments = {name: values[model].copy() for name, values in s.optimizer.moments().items()}
+        early = s.early.state(model) if s.early is not None else None
+        return Checkpoint(
+            epoch=int(self.epochs[0] - 1 + self.epochs_run[model]) if len(self.epochs) else s.start_epoch,
+            theta=s.theta[model].copy(),
+            optimizer=s.optimizer_name,
+            step=s.optimizer.t,
+            moments=moments,
+            batch_order=s.batch_order,
+            early=early,
+            monitor=s.early.monitor if s.early is not None else None,
+        )
 
     def final(self, column: str, model: int = 0) -> Optional[float]:
         """The last value of a history column for one model (None when it has none)."""
@@ -104,10 +130,31 @@ class TrainResult:
         return float(np.min(values)) if len(values) else None
 
 
+@dataclass
+class _State:
+    """The end of a training call as a continuation needs it."""
+
+    theta: np.ndarray  # (K, P) the weights after the last epoch's update (before restore_best)
+    optimizer: Optimizer
+    optimizer_name: str
+    batch_order: Optional[dict]
+    early: Optional[EarlyStopping]
+    start_epoch: int
+    exact: bool
+
+
 class _Batches:
     """An epoch's batches (X, Y, workspace): the full set, or shuffled minibatches."""
 
-    def __init__(self, net: Network, X: np.ndarray, Y: np.ndarray, batch_size: Optional[int], seed: int) -> None:
+    def __init__(
+        self,
+        net: Network,
+        X: np.ndarray,
+        Y: np.ndarray,
+        batch_size: Optional[int],
+        seed: int,
+        order: Optional[dict] = None,
+    ) -> None:
         n = len(X)
         self.X, self.Y, self.net = X, Y, net
         self.batch = batch_size if batch_size and batch_size < n else n
@@ -116,7 +163,13 @@ class _Batches:
         self.full = [(X, Y, net.workspace(n))]
         if self.minibatch:
             self.rng = random_streams(seed)[2]
+            if order is not None:  # a continuation: the stream goes on where it stopped
+                self.rng.bit_generator.state = order
             self.X_shuffled, self.Y_shuffled = np.empty_like(X), np.empty_like(Y)
+
+    def order(self) -> Optional[dict]:
+        """The batch-order stream's state (None for full batches)."""
+        return dict(self.rng.bit_generator.state) if self.minibatch else None
 
     def epoch(self) -> Iterator[tuple[np.ndarray, np.ndarray, Workspace]]:
         order = self.rng.permutation(len(self.X))
@@ -136,25 +189,38 @@ def train(
     callback: Optional[Callback] = None,
     start_epoch: int = 0,
     optimizer: Optional[Optimizer] = None,
+    resume: Optional[Sequence[Optional[Checkpoint]]] = None,
+    stop_after: Optional[int] = None,
+    horizon: Optional[int] = None,
 ) -> TrainResult:
-    """Train the K models of `net` in place on `data`; model k uses learning_rates[k].
+    """Train the K models of `net` in place on `data` for `training.epochs` epochs (at most
+    `stop_after`); model k uses learning_rates[k].
 
     `seed` drives the minibatch order; `optimizer` (default: the configured one, new) lets a
-    caller read its state afterwards. A model whose loss turns non-finite is marked diverged
-    at that epoch and frozen at its last finite weights while the others go on; early stopping
-    and stop_at_loss freeze a model the same way. Ctrl-C (KeyboardInterrupt) ends training with
-    status interrupted and the weights of the last finished epoch. Validation metrics of epoch
-    k use the same weights as epoch k's training loss (the weights before its updates).
+    caller read its state afterwards. Epochs are numbered from `start_epoch` + 1, and the
+    learning-rate schedule runs over the epochs up to `horizon` (default: start_epoch +
+    training.epochs), so `stop_after` ends early without changing any rate. `resume` (one
+    checkpoint per model, or None for a model that starts afresh) continues a run exactly:
+    weights, optimizer state, batch order and early stopping's state. A model whose loss
+    turns non-finite is marked diverged at that epoch and frozen at its last finite weights
+    while the others go on; early stopping and stop_at_loss freeze a model the same way. Ctrl-C
+    or SIGTERM ends training after the epoch in progress with status interrupted (a second
+    one, or a KeyboardInterrupt, at once, with the weights of the last finished epoch).
+    Validation metrics of epoch k use the same weights as epoch k's training loss (the
+    weights before its updates).
     """
     t = training
     K, dtype, theta, grad = net.K, net.dtype, net.theta, net.grad
-    E = t.epochs
+    E = t.epochs if stop_after is None else max(0, min(t.epochs, stop_after))
+    horizon = start_epoch + t.epochs if horizon is None else horizon
     base_lr = np.asarray(learning_rates if learning_rates is not None else [t.learning_rate] * K, dtype).reshape(K, 1)
     lr = base_lr.copy()
-    schedule = make_schedule(t) if t.lr_schedule != "constant" else None
+    schedule = make_schedule(t, base_lr) if t.lr_schedule != "constant" else None
     loss_fn = LOSSES[t.loss]
     opt = make_optimizer(t, theta.shape, dtype) if optimizer is None else optimizer
-    batches = _Batches(net, data.X, data.Y, t.batch_size, seed)
+    saved = [c for c in resume or [] if c is not None]
+    order = next((c.batch_order for c in saved if c.batch_order is not None), None)
+    batches = _Batches(net, data.X, data.Y, t.batch_size, seed, order)
     minibatch = batches.minibatch
     metrics = Metrics(data.Y, data.classification)
     metric_sums = metrics.sums if metrics.names else None
@@ -172,6 +238,11 @@ def train(
             grad[...] = differences.gradient(X, Y, loss, value)[0]
             return value
 
+    for k, c in enumerate(resume or []):
+        if c is not None:
+            theta[k] = c.theta
+            if c.moments or c.step:
+                opt.restore(k, c.moments, c.step)
     frozen = frozen_mask(net.sizes, net.bias, t.freeze) if t.freeze else None
     kept = theta[:, frozen] if frozen is not None else None  # frozen parameters' values (a copy)
     snaps = [theta.copy(), theta.copy()]  # weights at the start of the last two epochs
@@ -179,9 +250,17 @@ def train(
     diverged = Divergence(models, snaps).after_epoch  # always on; called when a loss is not finite
     stopping: list[Policy] = []
     early = None
-    if t.early_stopping is not None and t.early_stopping.monitor in history.columns:
+    if t.early_stopping is not None:
+        if t.early_stopping.monitor not in history.columns:
+            raise ValueError(
+                f"early_stopping.monitor {t.early_stopping.monitor} is not recorded; "
+                f"the run records {', '.join(history.columns)}"
+            )
         early = EarlyStopping(t.early_stopping, models, history, snaps)
         stopping.append(early)
+    for k, c in enumerate(resume or []):
+        if early is not None and c is not None and c.early is not None and c.monitor == early.monitor:
+            early.resume(k, c.early)
     if t.stop_at_loss is not None:
         stopping.append(StopAtLoss(t.stop_at_loss, models))
     # the per-epoch calls, looked up once
@@ -189,10 +268,12 @@ def train(
     full, restore_stopped = batches.full, models.restore_stopped
     done, current = 0, -1
     seen = Epoch(history, theta)
+    exact = True
+    interruption = Interruption()
 
     started = time.perf_counter()
     try:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        with interruption, np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for e in range(E):
                 epoch = start_epoch + e + 1
                 if e == history.capacity:
@@ -200,7 +281,7 @@ def train(
                 snaps[e & 1][...] = theta
                 current = e
                 if schedule is not None:
-                    np.multiply(base_lr, schedule.factor(e + 1), out=lr)
+                    np.multiply(base_lr, schedule.factor(epoch, horizon), out=lr)
                     lr[~models.active] = 0.0
                 if validation is not None:
                     history.validate(e, net)
@@ -230,14 +311,20 @@ def train(
                 if callback is not None:
                     seen.index = e
                     callback(epoch, loss, seen)
+                if interruption.requested:
+                    models.interrupt(done)
+                    break
                 if models.any_stopped and not models.active.any():
                     break
     except KeyboardInterrupt:
         if current == done:
-            # the epoch in progress did not finish: back to the weights it started from
+            # the epoch in progress did not finish: back to the weights it started from (the
+            # optimizer's state and the batch order may be part way through it: no checkpoint)
             np.copyto(theta, snaps[current & 1])
+            exact = False
         models.interrupt(done)
-    if early is not None:
+    last = theta.copy()
+    if early is not None and E == t.epochs:  # restore_best at the end, not where stop_after paused
         early.finish()
     duration = time.perf_counter() - started
     rows = max(models.epochs_run)
@@ -252,6 +339,7 @@ def train(
         best_epoch=early.best_epoch if early is not None else [0] * K,
         duration_s=duration,
         restored_epoch=early.restored if early is not None else [None] * K,
+        state=_State(last, opt, t.optimizer, batches.order(), early, start_epoch, exact),
     )
 
 

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "backprop_cli"
 TIERS = [
     ["errors", "files"],
     ["activations", "losses", "optimizers", "schedules", "initializers"],
-    ["network", "metrics"],
+    ["network", "metrics", "checkpoint"],
     ["differences", "evaluation"],
     ["datasets"],
     ["config"],
@@ -113,6 +113,6 @@ def test_optimizers_take_only_their_hyperparameters():
 
 
 def test_schedules_take_only_their_settings():
-    assert SCHEDULES["step"](lr_step_size=2, lr_gamma=0.5).factor(3) == 0.5
+    assert SCHEDULES["step"](lr_step_size=2, lr_gamma=0.5).factor(3, 10) == 0.5
     with pytest.raises(TypeError):
         SCHEDULES["exponential"](lr_gamma=0.5, lr_min=0.1)

@@ -94,7 +94,7 @@ def test_learning_rate_schedules(write_config, schedule, epoch, factor):
         data: {{builtin: xor}}
     """)
     )
-    assert make_schedule(cfg.training).factor(epoch) == pytest.approx(factor)
+    assert make_schedule(cfg.training).factor(epoch, cfg.training.epochs) == pytest.approx(factor)
 
 
 # -- data -----------------------------------------------------------------------------------------

@@ -122,9 +122,8 @@ def test_explain_matches_a_hand_computation():
 def test_explain_later_epoch_uses_trained_weights():
     cfg = load_config(CONFIGS / "worked_example.yaml")
     data = dataset(cfg, "x")
-    cfg.training.epochs = 2
     net = network(cfg)
-    fit(cfg, data, net)
+    fit(cfg, data, net, stop_after=2)
     sections, _ = explain_step(cfg, data, epoch=3)
     update = {row[0]: row for row in sections[-1].rows}
     assert float(update["w1"][2]) == pytest.approx(net.theta[0, 0], abs=1e-9)

@@ -33,12 +33,9 @@ if TYPE_CHECKING:
     from backprop_cli.sweep import Entry
 
 
-MAX_RATES = 100_000  # a sweep this wide is a memory error, not a study
-
-
 def parse_rates(lrs: Optional[str], log_range: Optional[str], cfg: Config) -> list[float]:
     """--lrs, or --log-range MIN:MAX:N, or the config's (or the default) rates."""
-    from backprop_cli.sweep import default_rates, log_spaced
+    from backprop_cli.sweep import MAX_RATES, check_rates, default_rates, log_spaced
 
     if lrs is not None and log_range is not None:
         raise UsageError("give --lrs or --log-range, not both")
@@ -57,10 +54,7 @@ def parse_rates(lrs: Optional[str], log_range: Optional[str], cfg: Config) -> li
         return log_spaced(lo, hi, n)
     if lrs is not None:
         rates = parse_list(lrs, float, "--lrs", "numbers separated by commas, e.g. 0.1,0.5,1", "learning rates")
-        bad = [r for r in rates if not (math.isfinite(r) and r > 0)]
-        if bad:
-            raise UsageError(f"--lrs {lrs}: every learning rate must be finite and > 0 (got {bad[0]:g})")
-        return rates
+        return check_rates(rates, f"--lrs {lrs}")
     return default_rates(cfg)
 
 
@@ -123,9 +117,6 @@ def sweep_lr(
     from backprop_cli.experiment import check_memory
 
     check_memory(cfg, str(config), n_models=len(rates))
-    twice = sorted({r for r in rates if rates.count(r) > 1})
-    if twice:
-        raise UsageError(f"learning rate {twice[0]!r} is given twice: each rate trains once")
     positive(target, "--target")
     data = load_data(cfg, config)
     from backprop_cli.api import sweep_run

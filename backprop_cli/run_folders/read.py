@@ -7,21 +7,25 @@ import csv
 import io
 import os
 import platform
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from backprop_cli.checkpoint import Checkpoint
 from backprop_cli.config import Config, load_config
 from backprop_cli.data import Scaler
 from backprop_cli.errors import BackpropError, RunError, RunNotFoundError
 from backprop_cli.experiment import network
+from backprop_cli.files import RUN_FILE_LIMIT, check_file, read_json
 from backprop_cli.metrics import class_name, output_names
 from backprop_cli.network import Network
 from backprop_cli.run_folders.schema import DataMeta, Summary, Weights, read, read_dict
 
 LATEST = "latest"
+CHECKPOINT_META, CHECKPOINT_ARRAYS = "checkpoint.json", "checkpoint.npz"
 
 
 def csv_text(rows: Iterable[Iterable[Any]]) -> str:
@@ -144,6 +148,28 @@ def load_run(path: Path) -> LoadedRun:
                 raise RunError(f"{path / 'data.json'}: scaling.{key}: expected {net.sizes[0]} numbers, one per input")
     summary = read_dict(path / "summary.json", Summary) if (path / "summary.json").exists() else {}
     return LoadedRun(path, cfg, net, meta, summary)
+
+
+def read_checkpoint(path: Path, n_params: int) -> Optional[Checkpoint]:
+    """A run folder's checkpoint for a network of `n_params` parameters, or None where it has
+    none; a damaged one is a RunError naming the file."""
+    meta_path, arrays_path = path / CHECKPOINT_META, path / CHECKPOINT_ARRAYS
+    if not meta_path.exists() and not arrays_path.exists():
+        return None
+    meta = read_json(meta_path)
+    check_file(arrays_path, "checkpoint", RunError, RUN_FILE_LIMIT)
+    try:
+        with np.load(arrays_path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise RunError(f"{arrays_path}: corrupt checkpoint: {e}") from None
+    for name, values in arrays.items():
+        if values.shape != (n_params,) or values.dtype.kind != "f" or not np.all(np.isfinite(values)):
+            raise RunError(f"{arrays_path}: {name}: expected {n_params} finite numbers, one per parameter")
+    try:
+        return Checkpoint.from_saved(meta, arrays)
+    except (KeyError, TypeError, ValueError) as e:
+        raise RunError(f"{meta_path}: corrupt checkpoint: {e}") from None
 
 
 def read_summary(path: Path) -> dict:

@@ -3,12 +3,14 @@ and mark a run that something stopped outside the loop."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import platform
 import signal
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -17,13 +19,21 @@ from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional
 import numpy as np
 
 from backprop_cli import __version__
+from backprop_cli.checkpoint import Checkpoint
 from backprop_cli.config import Config, config_to_yaml
 from backprop_cli.data import Dataset
 from backprop_cli.errors import BackpropError, ConfigError, OutputError, RunError
 from backprop_cli.files import atomic_write, read_json, write_json
 from backprop_cli.network import Network
 from backprop_cli.painter import Job, Painter
-from backprop_cli.run_folders.read import csv_text, load_run
+from backprop_cli.run_folders.read import (
+    CHECKPOINT_ARRAYS,
+    CHECKPOINT_META,
+    LoadedRun,
+    csv_text,
+    load_run,
+    read_checkpoint,
+)
 from backprop_cli.training import TrainResult, evaluate
 
 if TYPE_CHECKING:
@@ -140,11 +150,25 @@ def start_run(root: Path, cfg: Config, extra: Optional[dict] = None) -> Path:
     return run
 
 
-def continue_from(path: Path, cfg: Config, net: Network) -> tuple[int, dict]:
-    """Start `net` (and the config's recorded initial weights) from a run's final weights.
+@dataclass
+class Continuation:
+    """Where a run continued with `--from` starts: the epoch its history goes on from, the
+    checkpoint to resume (None: from the weights alone), what its summary records about its
+    origin, and a warning saying what starts afresh (None: nothing)."""
 
-    Returns the epoch the run ended at, where the new history continues, and what the new
-    run's summary records about its origin.
+    start_epoch: int
+    checkpoint: Optional[Checkpoint]
+    extra: dict
+    warning: Optional[str]
+
+
+def continue_from(path: Path, cfg: Config, net: Network) -> Continuation:
+    """Start `net` (and the config's recorded initial weights) where a run stopped.
+
+    With the run's checkpoint (checkpoint.json and .npz), the continuation is exact: the
+    weights after its last epoch, the optimizer's state, the batch order and early stopping's
+    state go on. Without one (an older run folder, or one cut short mid-epoch), it starts from
+    the saved weights, and the warning says what restarts.
     """
     previous = load_run(path)
     if previous.net.sizes != net.sizes or previous.cfg.model.bias != cfg.model.bias:
@@ -152,13 +176,57 @@ def continue_from(path: Path, cfg: Config, net: Network) -> tuple[int, dict]:
             f"{path}: cannot continue from this run: its network {previous.net.sizes} "
             f"does not match the config's {net.sizes}"
         )
-    start = previous.net.get_params(0)
-    net.set_params(start)
+    start_epoch = int(previous.summary.get("last_epoch", previous.summary.get("epochs_run", 0)) or 0)
+    saved = read_checkpoint(previous.path, net.n_params)
+    fresh = _restarts(cfg, previous, saved)
+    if saved is not None:
+        if saved.optimizer != cfg.training.optimizer:
+            saved.moments, saved.step = {}, 0
+        net.theta[0] = saved.theta
+        start_epoch = saved.epoch
+    else:
+        net.set_params(previous.net.get_params(0))
+    start = net.get_params(0)
     # the new run's config.yaml records its starting weights, so it reproduces on its own
     cfg.model.weights = [w.tolist() for w, _ in start]
     cfg.model.biases = [b.tolist() for _, b in start if b is not None] if cfg.model.bias else None
-    start_epoch = int(previous.summary.get("last_epoch", previous.summary.get("epochs_run", 0)) or 0)
-    return start_epoch, {"started_from": str(previous.path), "start_epoch": start_epoch}
+    extra: dict[str, Any] = {"started_from": str(previous.path), "start_epoch": start_epoch}
+    restored = previous.summary.get("saved_weights", {}).get("weights") == "restored"
+    exact = not fresh and (saved is not None or not restored)
+    extra["continued"] = "exactly" if exact else f"afresh: {', '.join(fresh) or 'the last weights'}"
+    warning = None
+    if saved is None and (fresh or restored):
+        origin = "weights.json (the best epoch's weights, restored)" if restored else "weights.json"
+        warning = f"{previous.path}: has no checkpoint (an older run folder, or one cut short mid-epoch): "
+        warning += f"continuing from {origin}" + (f", with {_and(fresh)} starting afresh" if fresh else "")
+    elif fresh:
+        warning = f"{previous.path}: trained otherwise: continuing with {_and(fresh)} starting afresh"
+    return Continuation(start_epoch, saved, extra, warning)
+
+
+def _restarts(cfg: Config, previous: LoadedRun, saved: Optional[Checkpoint]) -> list[str]:
+    """What a continuation of `previous` under `cfg` cannot carry over and starts afresh."""
+    t = cfg.training
+    fresh = []
+    if saved is None or (saved.optimizer != t.optimizer and t.optimizer != "sgd"):
+        fresh.append(f"the {t.optimizer} optimizer's state" if t.optimizer != "sgd" else "")
+    if saved is None and t.batch_size:
+        fresh.append("the minibatch order")
+    if t.early_stopping is not None and (saved is None or saved.monitor != t.early_stopping.monitor):
+        fresh.append("early stopping's patience and best value")
+    return [f for f in fresh if f]
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def write_checkpoint(run: Path, checkpoint: Checkpoint) -> None:
+    """checkpoint.npz (the arrays) and checkpoint.json (the rest), each atomically."""
+    buf = io.BytesIO()
+    np.savez(buf, **checkpoint.arrays())  # type: ignore[arg-type]  # (NumPy's stub reads a name as allow_pickle)
+    atomic_write(run / CHECKPOINT_ARRAYS, buf.getvalue())
+    write_json(run / CHECKPOINT_META, checkpoint.meta())
 
 
 def saved_weights(cfg: Config, data: Dataset, result: TrainResult, model: int, last_epoch: int) -> dict:
@@ -233,6 +301,9 @@ def finish_run(
             atomic_write(run / "history.csv", history_csv(result.epochs[:rows], result.history, model))
             atomic_write(run / "weights.json", weights_json(result.net, model))
             write_json(run / "data.json", data.meta())
+            checkpoint = result.checkpoint(model)
+            if checkpoint is not None:
+                write_checkpoint(run, checkpoint)
         except OSError as e:
             summary["status"] = "failed"
             summary["error"] = f"cannot write: {e.strerror}"
@@ -334,6 +405,8 @@ RUN_FILES = (
     "weights.json",
     "data.json",
     "summary.json",
+    CHECKPOINT_META,
+    CHECKPOINT_ARRAYS,
     "loss.png",
     "accuracy.png",
     "decision_boundary.png",
