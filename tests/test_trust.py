@@ -7,6 +7,7 @@ import signal
 
 import numpy as np
 import pytest
+from conftest import CONFIGS
 
 import backprop_cli as bp
 from backprop_cli import api
@@ -14,13 +15,11 @@ from backprop_cli.api import config
 from backprop_cli.errors import ConfigError
 from backprop_cli.experiment import dataset, fit, network
 from backprop_cli.explain import explain_step
-from backprop_cli.grid import build_cells, groups, run_group
 from backprop_cli.gradcheck import gradcheck
+from backprop_cli.grid import build_cells, groups, run_group
 from backprop_cli.run_folders import load_run
 from backprop_cli.sweep import seed_study, sweep_learning_rates
 from backprop_cli.training import make_schedule
-
-from conftest import CONFIGS
 
 SCHEDULES = ["constant", "step", "exponential", "cosine"]
 OPTIMIZERS = ["sgd", "momentum", "rmsprop", "adam"]
