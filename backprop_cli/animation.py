@@ -22,8 +22,8 @@ from backprop_cli.experiment import network
 from backprop_cli.metrics import class_indices
 from backprop_cli.network import Network, neuron_names
 from backprop_cli.painter import Job
-from backprop_cli.pictures import _class_colors, boundary_grid, boundary_rgb, fit_grid
-from backprop_cli.plots import _figure, _log_y, _quiet, spans_decades
+from backprop_cli.pictures import boundary_grid, boundary_rgb, class_colors, fit_grid
+from backprop_cli.plots import log_y, new_figure, quiet_overflow, spans_decades
 
 if TYPE_CHECKING:
     from backprop_cli.config import Config
@@ -230,7 +230,7 @@ class _NetworkPanel:
         self.edges.set_linewidth(0.3 + 3.0 * np.minimum(np.abs(w) / self.scale, 1.0))
 
 
-@_quiet
+@quiet_overflow
 def training_gif(
     data: dict[str, Any],
     X: np.ndarray,
@@ -263,7 +263,7 @@ def training_gif(
     cols = n if single else min(3, n)
     rows = int(np.ceil(n / cols))
     width, height = (3.6 * cols, 3.4 * rows + 0.6)
-    fig = _figure(width, height, left=0.5, right=0.2, bottom=0.55, top=0.6)
+    fig = new_figure(width, height, left=0.5, right=0.2, bottom=0.55, top=0.6)
     fig.subplots_adjust(wspace=0.32, hspace=0.4)
     canvas = FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
@@ -315,7 +315,7 @@ def _boundary_panel(ax: Any, data: dict, m: int, X: np.ndarray, Y: np.ndarray, c
     first = data["outputs"][0][m]
     image = ax.imshow(boundary_rgb(first, k), origin="lower", extent=extent, aspect="auto", interpolation="bilinear")
     y = class_indices(Y).astype(int)
-    colors = _class_colors(k)
+    colors = class_colors(k)
     points = ax.scatter(X[:, 0], X[:, 1], s=10, color=colors[y], edgecolors="k", linewidths=0.3)
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
@@ -358,7 +358,7 @@ def _loss_panel(ax: Any, data: dict, history: np.ndarray) -> Any:
     epochs = np.arange(1, len(history) + 1)
     ax.plot(epochs, history, color="tab:blue", linewidth=1.2)
     if spans_decades(history):
-        _log_y(ax)
+        log_y(ax)
     (marker,) = ax.plot([], [], "o", color="tab:red", markersize=6)
     ax.set_xlabel("epoch", fontsize=8)
     ax.set_ylabel("loss", fontsize=8)

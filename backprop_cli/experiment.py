@@ -88,6 +88,15 @@ def check_monitor(cfg: Config, data: Dataset, source: str) -> None:
         )
 
 
+def seeds_share_a_pass(cfg: Config) -> bool:
+    """Whether models with different seeds may train in one pass: only when the seed decides
+    nothing but the initial weights (no generated data, no validation split, full batch)."""
+    from backprop_cli.datasets import GENERATORS
+
+    d = cfg.data
+    return d.builtin not in GENERATORS and not d.validation and cfg.training.batch_size is None
+
+
 def network(cfg: Config, n_models: int = 1, seeds: Optional[Sequence[int]] = None) -> Network:
     """K = n_models copies of the config's initial weights (or one model per seed of `seeds`)."""
     return build_network(cfg.model, cfg.training.dtype, cfg.seed, n_models, seeds)

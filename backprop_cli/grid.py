@@ -5,20 +5,24 @@ Cells that differ only in what a K-model pass can vary per model, the learning r
 optimizer's scalar hyperparameters (momentum, rho, beta1, beta2, eps, weight_decay) and (when
 the data and the batch order do not depend on the seed) the seed, form one group and train
 together on the model axis; any other difference (shapes, activations, losses, optimizers,
-nesterov, ...) makes a group of its own. Groups are independent jobs: they run one after
-another, in worker processes, or on a Dask cluster, and each writes its cells' run folders.
-The same group always computes the same numbers, whatever runs it.
+nesterov, ...) makes a group of its own. A group is cut into chunks of models sized to the
+cache and the memory budget; chunks are independent jobs that run one after another, in
+worker processes, or on a Dask cluster, and hand their numbers back as arrays. The same chunk
+always computes the same numbers, whatever runs it.
 
-A study folder `<name>-grid-<time>/` holds `grid.json` (what was asked), one run folder per
-cell (`cell_001/`, ...), then `grid.csv`, the plots and `summary.json`, written last. Run again
-with the same grid and `--name`, it skips the cells whose run folder completed.
+A study folder `<name>-grid-<time>/` holds `grid.json` (what was asked), `store/` (every
+cell's history, weights and state as a few arrays, filled chunk by chunk: see `store`), then
+`grid.csv`, the plots and `summary.json`, written last. Small studies (up to 64 cells) also
+get one complete run folder per cell (`cell_001/`, ...); larger ones on demand. Run again with
+the same grid and `--name`, a study trains only the cells its store does not hold.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
+import math
+import os
 import shutil
+import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,55 +30,32 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from backprop_cli.config import Config, config_to_yaml, load_config, parse_value
-from backprop_cli.datasets import GENERATORS
-from backprop_cli.errors import BackpropError, ConfigError, OverrideError
-from backprop_cli.experiment import check_memory, dataset, fit, network
+from backprop_cli.config import Config, parse_value
+from backprop_cli.errors import ConfigError, OverrideError, RunError
+from backprop_cli.experiment import GiB, check_memory, dataset, fit, memory_needed, network, recorded
 from backprop_cli.files import atomic_write, read_json, write_json
-from backprop_cli.metrics import is_score
-from backprop_cli.optimizers import Optimizer
-from backprop_cli.painter import Job, Painter
-from backprop_cli.run_folders import (
-    create_run_dir,
-    csv_text,
-    finish_run,
-    no_interrupts,
-    now_iso,
-    number,
-    read_history,
+from backprop_cli.metrics import SCORES_AND_ERRORS, is_score
+from backprop_cli.painter import Job as PlotJob
+from backprop_cli.painter import Painter
+from backprop_cli.run_folders import create_run_dir, csv_text, now_iso, number
+from backprop_cli.run_folders.cells import (
+    GRID_FILE,
+    Cells,
+    export_cell,
+    folder_name,
+    optimizer_moments,
+    spec,
+    text,
 )
-from backprop_cli.studies import default_target
+from backprop_cli.store import STATUSES, Chunk, Layout, Store
+from backprop_cli.studies import default_target, study_status
 from backprop_cli.training import make_optimizer
 
-GRID_FILE = "grid.json"
-MAX_CELLS = 10_000
 # the columns of grid.csv a study can be sorted by
-SORTABLE = ("final_loss", "best_loss", "accuracy", "mae", "r2", "val_loss", "val_accuracy", "val_mae", "val_r2",
-            "epochs_to_target", "epochs_run")  # fmt: skip
-
-
-@dataclass
-class Cell:
-    """One point of the grid: its values (grid key -> value) and its config (with its seed)."""
-
-    index: int
-    values: dict[str, Any]
-    cfg: Config
-
-    @property
-    def seed(self) -> int:
-        return self.cfg.seed
-
-    @property
-    def folder(self) -> str:
-        return f"cell_{self.index:03d}"
-
-    def label(self) -> str:
-        return ", ".join(f"{k}={_text(v)}" for k, v in self.values.items()) + f", seed={self.seed}"
-
-
-def _text(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+SORTABLE = ("final_loss", "best_loss", *SCORES_AND_ERRORS, "epochs_to_target", "epochs_run")
+RUN_FOLDERS_UP_TO = 64  # studies this small get a run folder per cell unless told otherwise
+CHUNK_MODELS = 1024  # models per pass at most: past that the buffers outgrow the cache
+TOP = 20  # rows the terminal shows of a large study
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list]:
@@ -82,11 +63,11 @@ def parse_grid(items: Sequence[str]) -> dict[str, list]:
     `0.5`, `tanh`, `[2, 3, 1]`), the list as a YAML flow sequence."""
     grid: dict[str, list] = {}
     for item in items:
-        key, sep, text = item.partition("=")
+        key, sep, values_text = item.partition("=")
         key = key.strip()
-        if not sep or not key or not text.strip():
+        if not sep or not key or not values_text.strip():
             raise OverrideError(f"--grid {item}: expected KEY=V1,V2,... (e.g. model.activation=sigmoid,tanh)")
-        values = parse_value(f"[{text}]", f"--grid {key}")
+        values = parse_value(f"[{values_text}]", f"--grid {key}")
         if not isinstance(values, list) or not values:
             raise OverrideError(f"--grid {item}: expected KEY=V1,V2,...")
         if key in grid:
@@ -95,147 +76,166 @@ def parse_grid(items: Sequence[str]) -> dict[str, list]:
             raise OverrideError("--grid seed: use --seeds START:STOP for the seed axis")
         twice = [v for i, v in enumerate(values) if v in values[:i]]
         if twice:
-            raise OverrideError(f"--grid {key}: value {_text(twice[0])} is given twice")
+            raise OverrideError(f"--grid {key}: value {text(twice[0])} is given twice")
         grid[key] = values
     return grid
 
 
-def build_cells(
-    config: Path, grid: dict[str, list], seeds: Optional[Sequence[int]], overrides: dict, sets: Sequence[str]
-) -> list[Cell]:
-    """Every cell's validated config, in grid order (last key fastest, then seeds). A cell
-    that does not validate is a ConfigError naming the cell."""
-    combos = list(itertools.product(*grid.values()))
-    n = len(combos) * (len(seeds) if seeds else 1)
-    if n > MAX_CELLS:
-        raise ConfigError(f"the grid has {n:,} cells; at most {MAX_CELLS:,}")
-    cells: list[Cell] = []
-    for combo in combos:
-        values = dict(zip(grid, combo))
-        for seed in seeds if seeds else [None]:
-            cell_overrides = {**overrides, **{k: (v, f"--grid {k}={_text(v)}") for k, v in values.items()}}
-            if seed is not None:
-                cell_overrides["seed"] = (seed, f"--seeds {seed}")
-            try:
-                cfg = load_config(config, cell_overrides, tuple(sets))
-            except BackpropError as e:
-                where = ", ".join(f"{k}={_text(v)}" for k, v in values.items())
-                raise ConfigError(f"grid cell {where}{f', seed={seed}' if seed is not None else ''}: {e}") from None
-            cells.append(Cell(len(cells) + 1, values, cfg))
-    return cells
+def count_cells(grid: dict[str, list], seeds: Optional[Sequence[int]]) -> int:
+    """How many cells a grid has, counted before any is built."""
+    return math.prod(len(v) for v in grid.values()) * (len(seeds) if seeds else 1)
 
 
-def seeds_share_a_pass(cfg: Config) -> bool:
-    """Whether models with different seeds may train in one pass: only when the seed decides
-    nothing but the initial weights (no generated data, no validation split, full batch)."""
-    d = cfg.data
-    return d.builtin not in GENERATORS and not d.validation and cfg.training.batch_size is None
+def max_cells(budget: int) -> int:
+    """The most cells a study can track in `budget` bytes of memory: its table holds a row of
+    about 2 KB per cell while the results are written (the store itself is on disk)."""
+    return max(1, budget // 2048)
 
 
-# what one K-model pass can vary per model, besides the seed: the learning rate and the
-# optimizers' scalar hyperparameters, each a (K, 1) column
-PER_MODEL = ("learning_rate", *Optimizer.SCALARS)
+def interrupted(chunk: Chunk) -> bool:
+    """Whether Ctrl-C (or SIGTERM) stopped the chunk's training."""
+    return bool(np.any(chunk.fields["status"] == STATUSES.index("interrupted")))
 
 
-def _batch_key(cell: Cell) -> str:
-    data = cell.cfg.model_dump(mode="json")
-    for key in PER_MODEL:
-        data["training"].pop(key)
-    data["name"] = None
-    if seeds_share_a_pass(cell.cfg):
-        data.pop("seed")
-    return json.dumps(data, sort_keys=True)
+class locked:
+    """Hold `<study>/lock` while a process writes the study: a second `--name` resume of the
+    same study is refused, not let loose on the same store."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / "lock"
+        self.file: Any = None
+
+    def __enter__(self) -> locked:
+        import fcntl
+
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise RunError(
+                f"{self.path.parent}: {holder} is writing this study; wait for it, or give another --name"
+            ) from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()}")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.file is not None:
+            self.path.unlink(missing_ok=True)
+            self.file.close()
 
 
-def groups(cells: Sequence[Cell]) -> list[list[Cell]]:
-    """Cells that can share a K-model pass, together; groups in the order of their first cell."""
-    found: dict[str, list[Cell]] = {}
-    for cell in cells:
-        found.setdefault(_batch_key(cell), []).append(cell)
-    return list(found.values())
+# -- planning ---------------------------------------------------------------------------------
 
 
-def run_group(cells: Sequence[Cell], folder: Path, source: str, plots: bool = False) -> list[dict]:
-    """Train a group's cells in one pass and write their run folders; returns their rows.
+def layout(cells: Cells, every: int) -> Layout:
+    """The store a grid needs: the union of its combinations' history columns, epochs and sizes."""
+    columns: list[str] = []
+    seen: dict[str, list[str]] = {}
+    rows, n_params, optimizers, early = 0, 0, [], False
+    for combo in cells.combos:
+        cfg = combo.cfg
+        key = cfg.data.model_dump_json() + cfg.model.output_activation + cfg.training.loss + str(cfg.seed)
+        if key not in seen:
+            seen[key] = recorded(dataset(cfg, str(cells.config)))
+        for c in seen[key]:
+            if c not in columns:
+                columns.append(c)
+        rows = max(rows, len(range(0, cfg.training.epochs, every)))
+        sizes = cfg.model.layers
+        n_params = max(n_params, sum(o * i + (o if cfg.model.bias else 0) for i, o in zip(sizes, sizes[1:])))
+        optimizers.append(cfg.training.optimizer)
+        es = cfg.training.early_stopping
+        early = early or (es is not None and es.restore_best)
+    return Layout(len(cells), columns, rows, n_params, optimizer_moments(sorted(set(optimizers))), early, every)
 
-    A job for any executor: plain arguments in, plain rows out, the files written by the job.
-    """
-    folder = Path(folder)
-    first = cells[0].cfg
-    check_memory(first, source, n_models=len(cells))
-    data = dataset(first, source)
-    seeds = [c.cfg.seed for c in cells]
-    net = network(first, seeds=seeds) if len(set(seeds)) > 1 else network(first, n_models=len(cells))
-    rates = [c.cfg.training.learning_rate for c in cells]
-    optimizer = make_optimizer(first.training, net.theta.shape, net.dtype)
-    for key in Optimizer.SCALARS:
-        values = [getattr(c.cfg.training, key) for c in cells]
-        if len(set(values)) > 1:
-            optimizer.per_model(key, np.array(values))
-    result = fit(first, data, net, learning_rates=rates, optimizer=optimizer)
-    target = default_target(first)
-    rows = []
-    for k, cell in enumerate(cells):
-        run = folder / cell.folder
-        if run.exists():
-            shutil.rmtree(run)
-        run.mkdir()
-        cell.cfg.name = f"{first.name}-{cell.folder}"
-        with no_interrupts():
-            atomic_write(run / "config.yaml", config_to_yaml(cell.cfg))
-        summary, _ = finish_run(
-            run,
-            cell.cfg,
-            data,
-            result,
-            model=k,
-            learning_rate=rates[k],
-            extra={"grid_cell": cell.values, "batched_with": len(cells)},
-            plots=plots,
+
+def check_disk(shape: Layout, root: Path, epochs: int) -> None:
+    """Refuse, with the estimate, a study whose store would not fit on the disk."""
+    need = shape.nbytes()
+    root = Path(root)
+    probe = root if root.exists() else next((p for p in root.parents if p.exists()), Path("."))
+    free = shutil.disk_usage(probe).free
+    if need > 0.9 * free:
+        raise ConfigError(
+            f"{shape.cells:,} cells x {epochs:,} epochs of history need {need / GiB:.1f} GiB on disk; "
+            f"{free / GiB:.1f} GiB free at {probe}"
         )
-        hits = np.flatnonzero(result.history["loss"][:, k] <= target)
-        summary["epochs_to_target"] = int(result.epochs[hits[0]]) if hits.size else None
-        rows.append(row(cell, summary))
-    return rows
 
 
-def row(cell: Cell, summary: dict) -> dict:
-    """grid.csv's row of a cell: its values, seed, losses, final metrics, epochs, status, folder."""
-    found = {**cell.values, "seed": cell.seed}
-    for key in ("final_loss", "best_loss"):
-        found[key] = summary.get(key)
-    for key in ("accuracy", "mae", "r2", "val_loss", "val_accuracy", "val_mae", "val_r2"):
-        if key in summary:
-            found[key] = summary[key]
-    found["epochs_to_target"] = summary.get("epochs_to_target")
-    found.update(epochs_run=summary.get("epochs_run"), status=summary.get("status"), run=cell.folder)
-    return found
-
-
-def finished(folder: Path, cell: Cell) -> Optional[dict]:
-    """The row of a cell whose run folder completed in an earlier run of the grid, else None."""
-    run = Path(folder) / cell.folder
+def memory_budget(fraction: float = 0.25) -> int:
+    """Bytes a study may hold in training at once: a quarter of the machine's memory by default."""
     try:
-        summary = read_json(run / "summary.json") if (run / "summary.json").exists() else None
-        if not summary or summary.get("status") != "completed":
-            return None
-        epochs, columns = read_history(run)
-    except BackpropError:
-        return None
-    hits = np.flatnonzero(columns["loss"] <= default_target(cell.cfg)) if "loss" in columns else np.array([])
-    summary["epochs_to_target"] = int(epochs[hits[0]]) if hits.size else None
-    return row(cell, summary)
+        return int(fraction * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 * GiB
 
 
-def spec(config: Path, grid: dict, seeds: Optional[Sequence[int]], sets: Sequence[str], overrides: dict) -> dict:
-    """What a grid study asks for: the same spec means the same cells (for resuming)."""
-    return {
-        "config": str(Path(config).resolve()),
-        "grid": grid,
-        "seeds": list(seeds) if seeds else None,
-        "set": list(sets),
-        "overrides": {k: v for k, (v, _) in overrides.items() if v is not None},
-    }
+def chunk_size(cfg: Config, budget: int, most: int = CHUNK_MODELS) -> int:
+    """Models per pass: at most `most` (CHUNK_MODELS: the cache), and within the memory budget."""
+    per_model = max(1, memory_needed(cfg, 2) - memory_needed(cfg, 1))
+    return max(1, min(most, budget // per_model))
+
+
+@dataclass
+class Job:
+    """A chunk of one group's cells, trained as the models of one pass: plain values only, so
+    any executor can run it (the numbers come back as a `store.Chunk`)."""
+
+    cfg: Config  # the group's config (its first cell's)
+    cells: list[int]  # 0-based cell indices
+    rates: list[float]
+    scalars: dict[str, list]  # optimizer scalars that differ within the chunk
+    seeds: Optional[list[int]]  # per-model seeds where they differ within the chunk
+    source: str
+    target: float
+    every: int
+
+
+def plan(
+    cells: Cells, todo: Sequence[int], source: str, target: float, every: int, budget: int, most: int = CHUNK_MODELS
+) -> list[Job]:
+    """The chunks (of at most `most` models) that train `todo`, group by group, in the order
+    of their first cell."""
+    from backprop_cli.optimizers import Optimizer
+
+    jobs = []
+    for group in cells.groups(todo):
+        cfg = cells.cfg(group[0])
+        size = chunk_size(cfg, budget, most)
+        for start in range(0, len(group), size):
+            part = group[start : start + size]
+            rates = cells.per_model_values(part, "learning_rate")
+            scalars = {}
+            for key in Optimizer.SCALARS:
+                values = cells.per_model_values(part, key)
+                if len(set(values)) > 1:
+                    scalars[key] = values
+            seeds = [cells.seed(i) for i in part]
+            jobs.append(Job(cfg, part, rates, scalars, seeds if len(set(seeds)) > 1 else None, source, target, every))
+    return jobs
+
+
+def train_job(job: Job) -> Chunk:
+    """Train a chunk's cells in one pass; returns their rows for the store. Needs no disk."""
+    cfg = job.cfg
+    check_memory(cfg, job.source, n_models=len(job.cells))
+    data = dataset(cfg, job.source)
+    net = network(cfg, seeds=job.seeds) if job.seeds else network(cfg, n_models=len(job.cells))
+    optimizer = make_optimizer(cfg.training, net.theta.shape, net.dtype)
+    for key, values in job.scalars.items():
+        optimizer.per_model(key, np.array(values))
+    started = time.time()
+    result = fit(cfg, data, net, learning_rates=job.rates, optimizer=optimizer)
+    return Chunk.from_result(job.cells, result, job.every, started, job.target)
+
+
+# -- running ----------------------------------------------------------------------------------
 
 
 def study_folder(root: Path, cfg_name: str, name: Optional[str], asked: dict) -> tuple[Path, bool]:
@@ -244,39 +244,45 @@ def study_folder(root: Path, cfg_name: str, name: Optional[str], asked: dict) ->
     if name:
         for path in sorted(Path(root).glob(f"{name}-grid-*"), reverse=True):
             try:
-                if read_json(path / GRID_FILE) == json.loads(json.dumps(asked)):
+                if read_json(path / GRID_FILE) == _json_round_trip(asked):
                     return path, True
-            except BackpropError:
+            except Exception:  # an unreadable folder is not the one asked for
                 continue
     folder = create_run_dir(root, f"{name or cfg_name}-grid")
     write_json(folder / GRID_FILE, asked)
     write_json(
         folder / "summary.json",
-        {"name": name or cfg_name, "kind": "grid", "status": "running", "started_at": now_iso()},
+        {"name": name or cfg_name, "kind": "grid", "status": "running", "started_at": now_iso(), **_process()},
     )
     return folder, False
 
 
+def _json_round_trip(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+def _process() -> dict:
+    from backprop_cli.run_folders.write import process
+
+    return process()
+
+
 def execute(
-    jobs: Sequence[list[Cell]],
-    folder: Path,
-    source: str,
-    workers: int,
-    executor: str = "local",
-    scheduler: Optional[str] = None,
-    plots: bool = False,
-) -> Iterator[list[dict]]:
-    """Run the groups: here (one worker), in worker processes, or on Dask; yields each group's
-    rows as it finishes."""
+    jobs: Sequence[Job], workers: int, executor: str = "local", scheduler: Optional[str] = None
+) -> Iterator[Chunk]:
+    """Run the chunks: here (one worker), in worker processes, or on Dask; yields each chunk's
+    numbers as it finishes (the caller writes them)."""
     if executor == "dask":
-        yield from _dask(jobs, folder, source, workers, scheduler, plots)
+        yield from _dask(jobs, workers, scheduler)
         return
     if workers <= 1 or len(jobs) <= 1:
-        for cells in jobs:
-            yield run_group(cells, folder, source, plots)
+        for job in jobs:
+            yield train_job(job)
         return
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        futures: list[Future] = [pool.submit(run_group, cells, folder, source, plots) for cells in jobs]
+        futures: list[Future] = [pool.submit(train_job, job) for job in jobs]
         try:
             for future in as_completed(futures):
                 yield future.result()
@@ -286,9 +292,7 @@ def execute(
             raise
 
 
-def _dask(
-    jobs: Sequence[list[Cell]], folder: Path, source: str, workers: int, scheduler: Optional[str], plots: bool
-) -> Iterator[list[dict]]:
+def _dask(jobs: Sequence[Job], workers: int, scheduler: Optional[str]) -> Iterator[Chunk]:
     try:
         from dask.distributed import Client, LocalCluster
         from dask.distributed import as_completed as dask_completed
@@ -298,10 +302,12 @@ def _dask(
     if scheduler:
         client = Client(scheduler)
     else:
-        cluster = LocalCluster(n_workers=max(workers, 1), threads_per_worker=1, processes=True, dashboard_address=None)
+        n = max(1, min(workers, len(jobs)))
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
     try:
-        futures = [client.submit(run_group, cells, folder, source, plots, pure=False) for cells in jobs]
+        # the numbers come back to this client, which writes the store: workers need no disk
+        futures = [client.submit(train_job, job, pure=False, retries=2) for job in jobs]
         for future in dask_completed(futures):
             yield future.result()
     finally:
@@ -310,17 +316,54 @@ def _dask(
             cluster.close()
 
 
+# -- results ----------------------------------------------------------------------------------
+
+
+def table(cells: Cells, store: Store, which: Optional[Sequence[int]] = None) -> list[dict]:
+    """grid.csv's rows (of `which`, default every cell with numbers): values, seed, losses,
+    final metrics, epochs to the target, epochs run, status and the cell's folder name."""
+    done = store.done() | (store.field("status") > 0)
+    columns = [c for c in store.layout.columns if c != "loss"]
+    finals = {c: np.asarray(store.arrays[f"final.{c}"]) for c in store.layout.columns}
+    best = store.field("best_loss")
+    reached = store.field("epochs_to_target")
+    ran = store.field("epochs_run")
+    status = store.field("status")
+    rows = []
+    for i in np.flatnonzero(done) if which is None else which:
+        i = int(i)
+        row: dict[str, Any] = {**cells.values(i), "seed": cells.seed(i)}
+        row["final_loss"] = _num(finals["loss"][i])
+        row["best_loss"] = _num(best[i])
+        for c in columns:
+            v = _num(finals[c][i])
+            if v is not None:
+                row[c] = v
+        row["epochs_to_target"] = int(reached[i]) if reached[i] >= 0 else None
+        row.update(epochs_run=int(ran[i]), status=STATUSES[int(status[i])], run=folder_name(i, len(cells)))
+        rows.append(row)
+    return rows
+
+
+def _num(x: Any) -> Optional[float]:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
 def by_value(rows: list[dict], grid: dict[str, list]) -> list[tuple[str, str, int, int, Optional[float]]]:
-    """For each value of each grid key with several: (key, value, cells that reached the
-    target, cells, median epochs to reach it)."""
+    """For each value of each grid key with several (up to 24): (key, value, cells that reached
+    the target, cells, median epochs to reach it)."""
     found = []
     for key, values in grid.items():
-        if len(values) < 2:
+        if not 2 <= len(values) <= 24:
             continue
+        mine: dict[str, list] = {text(v): [] for v in values}
+        for r in rows:
+            mine[text(r[key])].append(r.get("epochs_to_target"))
         for value in values:
-            mine = [r for r in rows if r.get(key) == value]
-            hits = [r["epochs_to_target"] for r in mine if r.get("epochs_to_target") is not None]
-            found.append((key, _text(value), len(hits), len(mine), float(np.median(hits)) if hits else None))
+            got = mine[text(value)]
+            hits = [h for h in got if h is not None]
+            found.append((key, text(value), len(hits), len(got), float(np.median(hits)) if hits else None))
     return found
 
 
@@ -329,25 +372,25 @@ def sort_rows(rows: list[dict], by: str) -> list[dict]:
     and R^2 descending); rows without a value last."""
     sign = -1.0 if is_score(by) else 1.0
     have = [r for r in rows if isinstance(r.get(by), (int, float)) and np.isfinite(r[by])]
-    rest = [r for r in rows if r not in have]
+    rest = [r for r in rows if not (isinstance(r.get(by), (int, float)) and np.isfinite(r[by]))]
     return sorted(have, key=lambda r: sign * r[by]) + rest
 
 
-def grid_csv(rows: list[dict], keys: Sequence[str]) -> str:
+def csv_columns(rows: list[dict], keys: Sequence[str]) -> list[str]:
     columns = list(keys) + ["seed", "final_loss", "best_loss"]
-    extra = [
-        c
-        for c in ("accuracy", "mae", "r2", "val_loss", "val_accuracy", "val_mae", "val_r2")
-        if any(c in r for r in rows)
-    ]
-    columns += extra + ["epochs_to_target", "epochs_run", "status", "run"]
+    columns += [c for c in SCORES_AND_ERRORS if any(c in r for r in rows)]
+    return columns + ["epochs_to_target", "epochs_run", "status", "run"]
+
+
+def grid_csv(rows: list[dict], keys: Sequence[str]) -> str:
+    columns = csv_columns(rows, keys)
     lines: list[list[Any]] = [columns]
     for r in sorted(rows, key=lambda r: r["run"]):
         cells = []
         for c in columns:
             v = r.get(c)
             cells.append(
-                _text(v)
+                text(v)
                 if isinstance(v, (list, dict))
                 else number(v)
                 if isinstance(v, float)
@@ -357,52 +400,146 @@ def grid_csv(rows: list[dict], keys: Sequence[str]) -> str:
     return csv_text(lines)
 
 
-def plot_jobs(folder: Path, rows: list[dict], grid: dict[str, list], metric: str, title: str) -> list[Job]:
-    """heatmap.png (two grid keys: the metric's mean over seeds in each cell) and box.png (per
-    grid key, the metric over seeds and the other keys, one box per value)."""
-    jobs: list[Job] = []
+def write_parquet(path: Path, rows: list[dict], keys: Sequence[str]) -> bool:
+    """grid.parquet beside grid.csv, where pyarrow is installed (the `parquet` extra): typed
+    columns that pandas, polars and DuckDB read as they are. Returns whether it was written."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return False
+    columns = csv_columns(rows, keys)
+    ordered = sorted(rows, key=lambda r: r["run"])
+    data = {c: [text(r.get(c)) if isinstance(r.get(c), (list, dict)) else r.get(c) for r in ordered] for c in columns}
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(pa.table(data), tmp)
+    os.replace(tmp, path)
+    return True
+
+
+def plot_jobs(folder: Path, rows: list[dict], grid: dict[str, list], metric: str, title: str) -> list[PlotJob]:
+    """heatmap.png (two grid keys: the metric's mean over seeds in each cell, one pixel a cell
+    for large grids) and box.png (per grid key with at most 16 values, the metric over seeds
+    and the other keys, one box per value)."""
+    jobs: list[PlotJob] = []
     keys = [k for k, v in grid.items() if len(v) > 1]
     usable = [r for r in rows if isinstance(r.get(metric), (int, float)) and np.isfinite(r[metric])]
     if not usable:
         return jobs
     if len(keys) == 2:
         a, b = keys
-        table = np.full((len(grid[a]), len(grid[b])), np.nan)
-        for i, va in enumerate(grid[a]):
-            for j, vb in enumerate(grid[b]):
-                hits = [r[metric] for r in usable if r[a] == va and r[b] == vb]
-                if hits:
-                    table[i, j] = float(np.mean(hits))
-        labels = ([_text(v) for v in grid[a]], [_text(v) for v in grid[b]])
-        jobs.append((folder / "heatmap.png", "heatmap", (table, labels, (a, b), metric, title)))
-    if keys:
-        groups_ = {k: [(_text(v), [r[metric] for r in usable if r[k] == v]) for v in grid[k]] for k in keys}
+        where_a = {text(v): i for i, v in enumerate(grid[a])}
+        where_b = {text(v): j for j, v in enumerate(grid[b])}
+        sums = np.zeros((len(grid[a]), len(grid[b])))
+        counts = np.zeros_like(sums)
+        for r in usable:
+            i, j = where_a[text(r[a])], where_b[text(r[b])]
+            sums[i, j] += r[metric]
+            counts[i, j] += 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        labels = ([text(v) for v in grid[a]], [text(v) for v in grid[b]])
+        jobs.append((folder / "heatmap.png", "heatmap", (means, labels, (a, b), metric, title)))
+    boxed = [k for k in keys if len(grid[k]) <= 16]
+    if boxed:
+        groups_ = {}
+        for k in boxed:
+            found: dict[str, list] = {text(v): [] for v in grid[k]}
+            for r in usable:
+                found[text(r[k])].append(r[metric])
+            groups_[k] = list(found.items())
         jobs.append((folder / "box.png", "box_plots", (groups_, metric, title)))
     return jobs
 
 
 def write_results(
     folder: Path,
-    rows: list[dict],
+    cells: Cells,
+    store: Store,
     grid: dict,
     asked: dict,
     metric: str,
     name: str,
     painter: Optional[Painter],
     started: str,
-    groups_run: int,
+    chunks_run: int,
     interrupted: bool,
-) -> list[str]:
-    """grid.csv, the plots and summary.json (last) of a grid study; returns plot warnings."""
+    run_folders: str,
+) -> tuple[list[dict], list[str]]:
+    """grid.csv (and grid.parquet with pyarrow), the plots and summary.json (last) of a grid
+    study; returns the rows and plot warnings. summary.json's size does not grow with the
+    cells (a study of at most 64 cells also lists them under `models`, as it always did)."""
+    rows = table(cells, store)
     atomic_write(folder / "grid.csv", grid_csv(rows, list(grid)))
+    parquet = write_parquet(folder / "grid.parquet", rows, list(grid))
     warnings = (painter or Painter(background=False)).draw(plot_jobs(folder, rows, grid, metric, f"{name}: {metric}"))
     statuses = [r["status"] for r in rows]
-    status = "interrupted" if interrupted else "completed" if "completed" in statuses else "diverged"
+    counts = {s: statuses.count(s) for s in STATUSES[1:] if s in statuses}
     best = sort_rows(rows, metric)[0] if rows else None
-    write_json(folder / "summary.json", {
-        "name": name, "kind": "grid", "status": status, "grid": grid, "seeds": asked.get("seeds"),
-        "cells": len(rows), "groups": groups_run, "sort": metric,
-        "best": best, "started_at": started, "finished_at": now_iso(),
-        "models": [{"run": r["run"], "status": r["status"], "final_loss": r.get("final_loss")} for r in rows],
-    })  # fmt: skip
-    return warnings
+    summary: dict[str, Any] = {
+        "name": name, "kind": "grid", "status": study_status(statuses, interrupted), "grid": grid,
+        "seeds": asked.get("seeds"), "cells": len(cells), "trained": int(store.done().sum()), "statuses": counts,
+        "groups": len(cells.groups()), "chunks": chunks_run, "sort": metric, "best": best,
+        "run_folders": run_folders, "store": {"folder": "store", "bytes": store.layout.nbytes(),
+        "history_every": store.layout.every}, "parquet": parquet, "started_at": started, "finished_at": now_iso(),
+    }  # fmt: skip
+    if len(cells) <= RUN_FOLDERS_UP_TO:
+        summary["models"] = [{"run": r["run"], "status": r["status"], "final_loss": r.get("final_loss")} for r in rows]
+    write_json(folder / "summary.json", summary)
+    return rows, warnings
+
+
+def folders_for(policy: str, cells: Cells, rows: list[dict], sort: str) -> list[int]:
+    """The cells that get a run folder under `--run-folders` policy all, none or best:N."""
+    if policy == "all":
+        return list(range(len(cells)))
+    if policy == "none":
+        return []
+    n = int(policy.split(":", 1)[1])
+    return [int(r["run"].split("_")[1]) - 1 for r in sort_rows(rows, sort)[:n]]  # cell_0417 -> 416
+
+
+def parse_run_folders(value: Optional[str], n_cells: int) -> str:
+    """--run-folders all|none|best:N (default: all up to 64 cells, else none)."""
+    if value is None:
+        return "all" if n_cells <= RUN_FOLDERS_UP_TO else "none"
+    if value in ("all", "none"):
+        return value
+    head, _, n = value.partition(":")
+    if head == "best" and n.isdigit() and int(n) >= 1:
+        return f"best:{int(n)}"
+    raise OverrideError(f"--run-folders {value}: expected all, none or best:N (e.g. best:10)")
+
+
+def parse_history(value: Optional[str]) -> int:
+    """--history all|every:N: the epochs of each cell's history the store keeps."""
+    if value is None or value == "all":
+        return 1
+    head, _, n = value.partition(":")
+    if head == "every" and n.isdigit() and int(n) >= 1:
+        return int(n)
+    raise OverrideError(f"--history {value}: expected all or every:N (e.g. every:10)")
+
+
+def write_folders(folder: Path, which: Sequence[int], plots: bool) -> None:
+    """Complete run folders of cells `which`, from the store (the same as `runs export`)."""
+    for i in which:
+        export_cell(folder, i, plots=plots)
+
+
+__all__ = [
+    "Cells",
+    "Job",
+    "SORTABLE",
+    "by_value",
+    "count_cells",
+    "default_target",
+    "execute",
+    "plan",
+    "sort_rows",
+    "spec",
+    "study_folder",
+    "table",
+    "train_job",
+    "write_results",
+]

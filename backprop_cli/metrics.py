@@ -15,11 +15,28 @@ THRESHOLD = 0.5
 # scores where more is better, between 0 and 1 (R^2 at most 1): sorted descending, drawn on a
 # linear scale, printed with 4 decimals; a val_ prefix names the same score on validation data
 SCORES = ("accuracy", "r2", "precision", "recall", "f1")
+# the metrics a history records besides the loss: classifiers, then regressions
+CLASSIFICATION_METRICS = ("accuracy",)
+REGRESSION_METRICS = ("mae", "r2")
+# every column of a study's table besides the losses, in table order (the one list of them)
+SCORES_AND_ERRORS = (
+    *CLASSIFICATION_METRICS,
+    *REGRESSION_METRICS,
+    "val_loss",
+    *(f"val_{c}" for c in (*CLASSIFICATION_METRICS, *REGRESSION_METRICS)),
+)
 
 
 def is_score(column: str) -> bool:
     """Whether a history or summary column is a score (more is better), not a loss or error."""
     return column.removeprefix("val_").removeprefix("macro_") in SCORES
+
+
+def epochs_to(losses: np.ndarray, epochs: np.ndarray, target: float) -> Optional[int]:
+    """The first epoch whose recorded loss is at or below `target` (None if never): what
+    "reached the target" means in every table, plot and summary."""
+    hits = np.flatnonzero(losses <= target)
+    return int(epochs[hits[0]]) if hits.size else None
 
 
 def class_indices(outputs: np.ndarray) -> np.ndarray:
@@ -77,13 +94,13 @@ class Metrics:
         self.Y = Y
         self.sst = 1.0
         if classification:
-            self.names = ["accuracy"]
+            self.names = list(CLASSIFICATION_METRICS)
             self.labels = class_indices(Y)
             if not self.multi:
                 # one output: compare (K, n, 1) outputs with a (n, 1) column, no slicing per epoch
                 self.labels = self.labels[:, None]
         elif Y.shape[0] > 1 and float(((Y - Y.mean(axis=0)) ** 2).sum()) > 0:
-            self.names = ["mae", "r2"]
+            self.names = list(REGRESSION_METRICS)
             self.sst = float(((Y - Y.mean(axis=0)) ** 2).sum())
 
     def sums(self, out: np.ndarray, Y: np.ndarray) -> list:

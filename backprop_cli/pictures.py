@@ -12,7 +12,7 @@ import numpy as np
 
 from backprop_cli.metrics import class_indices
 from backprop_cli.network import neuron_names, param_names
-from backprop_cli.plots import _axes, _figure, _png, _quiet
+from backprop_cli.plots import new_axes, new_figure, png_bytes, quiet_overflow
 
 MAX_DIAGRAM_NEURONS = 32  # larger networks are not drawn: their labels would overlap
 
@@ -26,7 +26,7 @@ def boundary_grid(X: np.ndarray, n: int = 200) -> tuple[tuple[float, float, floa
     return (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])), np.c_[gx.ravel(), gy.ravel()]
 
 
-def _class_colors(k: int) -> np.ndarray:
+def class_colors(k: int) -> np.ndarray:
     from matplotlib import colormaps
 
     return np.asarray(colormaps["tab10"](np.arange(k) % 10))[:, :3]
@@ -45,7 +45,7 @@ def boundary_rgb(outputs: np.ndarray, k: int) -> np.ndarray:
     labels = probs.argmax(axis=1)
     confidence = probs.max(axis=1)
     weight = np.clip((confidence - 1 / k) / (1 - 1 / k), 0, 1)[:, None] * 0.55
-    rgb = 1 - weight * (1 - _class_colors(k)[labels])
+    rgb = 1 - weight * (1 - class_colors(k)[labels])
     return rgb.reshape(side, side, 3)
 
 
@@ -66,7 +66,7 @@ def draw_boundary(
     side = int(round(np.sqrt(len(outputs))))
     y = class_indices(Y).astype(int)
     k = max(outputs.shape[1], 2, int(y.max()) + 1)
-    colors = _class_colors(k)
+    colors = class_colors(k)
     image = ax.imshow(boundary_rgb(outputs, k), origin="lower", extent=extent, aspect="auto", interpolation="nearest")
     p1 = np.clip(outputs[:, 0], 0, 1)
     if outputs.shape[1] == 1:
@@ -98,7 +98,7 @@ def draw_boundary(
     return image
 
 
-@_quiet
+@quiet_overflow
 def decision_boundary(
     extent: tuple[float, float, float, float],
     outputs: np.ndarray,
@@ -114,12 +114,12 @@ def decision_boundary(
 
     `outputs` (n * n, n_out) are the network's outputs at the points of `boundary_grid`.
     """
-    fig = _figure(6.5, 5.2, left=0.8, bottom=0.6, top=0.6)
-    ax = _axes(fig)
+    fig = new_figure(6.5, 5.2, left=0.8, bottom=0.6, top=0.6)
+    ax = new_axes(fig)
     draw_boundary(ax, extent, outputs, X, Y, class_names, feature_names, X_val, Y_val)
     ax.legend(loc="best", fontsize=8, framealpha=0.85)
     ax.set_title(f"{title}\nshading: the network's confidence (white: unsure)", fontsize=10)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def draw_fit(
@@ -153,7 +153,7 @@ def draw_fit(
     ax.grid(True, alpha=0.3)
 
 
-@_quiet
+@quiet_overflow
 def fit_plot(
     grid: np.ndarray,
     outputs: np.ndarray,
@@ -165,12 +165,12 @@ def fit_plot(
     names: tuple[str, str] = ("x", "y"),
 ) -> bytes:
     """fit.png: the function a 1-input regression network learned, over its data."""
-    fig = _figure(7.0, 4.5)
-    ax = _axes(fig)
+    fig = new_figure(7.0, 4.5)
+    ax = new_axes(fig)
     draw_fit(ax, grid, outputs, X, Y, X_val, Y_val, names)
     ax.legend(fontsize=8)
     ax.set_title(title)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def fit_grid(X: np.ndarray, n: int = 400) -> np.ndarray:
@@ -260,7 +260,7 @@ def draw_network(
     ax.set_ylim(-half - 0.7, half + 0.7)
 
 
-@_quiet
+@quiet_overflow
 def network_diagram(
     sizes: Sequence[int],
     params: list,
@@ -272,8 +272,8 @@ def network_diagram(
     from matplotlib.lines import Line2D
 
     height = (0.55 if max(sizes) > 6 else 1.0) * max(sizes) + 2.2
-    fig = _figure(2.4 * len(sizes) + 2.6, height, left=0.1, right=0.1, bottom=0.7, top=0.5)
-    ax = _axes(fig)
+    fig = new_figure(2.4 * len(sizes) + 2.6, height, left=0.1, right=0.1, bottom=0.7, top=0.5)
+    ax = new_axes(fig)
     draw_network(ax, sizes, params, input_names, output_names)
     biggest = max(float(np.abs(w).max()) for w, _ in params) or 1.0
     handles = [
@@ -289,18 +289,18 @@ def network_diagram(
         else (" (every value: weights.json)")
     )
     ax.set_title(title + extra)
-    return _png(fig)
+    return png_bytes(fig)
 
 
-@_quiet
+@quiet_overflow
 def confusion_plot(matrix: Any, names: Sequence[str], title: str) -> bytes:
     """A confusion matrix: true classes down, predicted classes across, each cell's count
     written in it and shaded by its share of the true class's samples."""
     counts = np.asarray(matrix, dtype=float)
     k = len(names)
     side = max(3.5, 0.7 * k + 2.0)
-    fig = _figure(side + 1.0, side, left=1.4, right=0.3, bottom=0.8, top=0.5)
-    ax = _axes(fig)
+    fig = new_figure(side + 1.0, side, left=1.4, right=0.3, bottom=0.8, top=0.5)
+    ax = new_axes(fig)
     totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
@@ -314,4 +314,4 @@ def confusion_plot(matrix: Any, names: Sequence[str], title: str) -> bytes:
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title, fontsize=10)
-    return _png(fig)
+    return png_bytes(fig)

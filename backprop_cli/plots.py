@@ -25,7 +25,7 @@ Curves = dict  # label -> (epochs, values)
 F = TypeVar("F", bound=Callable[..., bytes])
 
 
-def _quiet(draw: F) -> F:
+def quiet_overflow(draw: F) -> F:
     """A diverged curve's inf and huge values overflow the log scale's transforms: harmless for
     the picture, so the plot says nothing about them (the run's status does)."""
 
@@ -38,7 +38,7 @@ def _quiet(draw: F) -> F:
     return quiet  # type: ignore[return-value]
 
 
-def _figure(
+def new_figure(
     width: float = 7.0,
     height: float = 4.5,
     left: float = 0.8,
@@ -54,7 +54,7 @@ def _figure(
     return fig
 
 
-def _axes(fig: Any, rows: int = 1, cols: int = 1, **kw: Any) -> Any:
+def new_axes(fig: Any, rows: int = 1, cols: int = 1, **kw: Any) -> Any:
     return fig.subplots(rows, cols, **kw)
 
 
@@ -66,7 +66,7 @@ def _few_ticks(ax: Any, n: int = 6) -> None:
         ax.yaxis.set_major_locator(MaxNLocator(n))
 
 
-def _log_y(ax: Any, values: Any = None) -> None:
+def log_y(ax: Any, values: Any = None) -> None:
     """A log y axis whose tick labels are plain numbers (0.01, not 10^-2 in mathtext), for the
     data drawn on `ax` (or `values`, for axes that share one scale)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
@@ -85,7 +85,7 @@ def _log_y(ax: Any, values: Any = None) -> None:
     ax.yaxis.set_minor_locator(NullLocator())  # a dozen unlabelled ticks a decade: time, no information
 
 
-def _png(fig: Any) -> bytes:
+def png_bytes(fig: Any) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = FigureCanvasAgg(fig)
@@ -102,14 +102,14 @@ def spans_decades(values: Any) -> bool:
     return bool(v.size > 1 and v.max() / v.min() > 10 and np.all(np.asarray(values)[np.isfinite(values)] > 0))
 
 
-@_quiet
+@quiet_overflow
 def loss_plot(curves: Curves, title: str, ylabel: str = "loss") -> bytes:
     """One axis, one line per curve {label: (epochs, values)}; log scale when the values span decades."""
-    fig = _figure()
-    ax = _axes(fig)
+    fig = new_figure()
+    ax = new_axes(fig)
     _curves(ax, curves, ylabel)
     ax.set_title(title)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _curves(ax: Any, curves: Curves, ylabel: str) -> None:
@@ -117,7 +117,7 @@ def _curves(ax: Any, curves: Curves, ylabel: str) -> None:
     for label, (epochs, values) in curves.items():
         ax.plot(epochs, values, label=label, linewidth=1.2 if len(curves) < 10 else 0.6)
     if spans_decades(all_values):
-        _log_y(ax)
+        log_y(ax)
     _few_ticks(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
@@ -126,7 +126,7 @@ def _curves(ax: Any, curves: Curves, ylabel: str) -> None:
         ax.legend(fontsize=8)
 
 
-@_quiet
+@quiet_overflow
 def study_plot(
     curves: Curves, values: Sequence[float], label: str, title: str, target: Optional[float] = None
 ) -> bytes:
@@ -137,8 +137,8 @@ def study_plot(
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import LogNorm, Normalize
 
-    fig = _figure(7.8, 4.5, right=1.25)
-    ax = _axes(fig)
+    fig = new_figure(7.8, 4.5, right=1.25)
+    ax = new_axes(fig)
     v = np.asarray(values, float)
     lo, hi = float(v.min()), float(v.max())
     norm = LogNorm(lo, hi) if spans_decades(v) else Normalize(lo, hi if hi > lo else lo + 1)
@@ -147,7 +147,7 @@ def study_plot(
     for value, (epochs, losses) in zip(v, curves.values()):
         ax.plot(epochs, losses, color=cmap(norm(value)), linewidth=1.3 if len(curves) < 10 else 0.8)
     if spans_decades(all_values):
-        _log_y(ax)
+        log_y(ax)
     if target is not None:
         ax.axhline(target, color="0.3", linestyle="--", linewidth=1.0)
         ax.text(
@@ -178,30 +178,30 @@ def study_plot(
         from matplotlib.ticker import MaxNLocator
 
         bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    return _png(fig)
+    return png_bytes(fig)
 
 
-@_quiet
+@quiet_overflow
 def loss_panels(groups: dict[str, Curves], title: str) -> bytes:
     """Loss curves grouped by loss function {loss: curves}: one axis per loss, since an sse and
     a bce value are not on one scale; each axis labelled with its loss."""
     n = max(len(groups), 1)
-    fig = _figure(6.0 * n + 1.0, 4.5)
+    fig = new_figure(6.0 * n + 1.0, 4.5)
     fig.subplots_adjust(wspace=0.3)
-    axes = np.atleast_1d(_axes(fig, 1, n, squeeze=False)).ravel()
+    axes = np.atleast_1d(new_axes(fig, 1, n, squeeze=False)).ravel()
     for ax, (loss, curves) in zip(axes, groups.items()):
         _curves(ax, curves, f"loss ({loss})")
         if len(curves) == 1:  # a panel of one run still names it (the legend names two or more)
             ax.legend(fontsize=8)
         ax.set_title(f"{title}: {loss}" if n > 1 else title)
-    return _png(fig)
+    return png_bytes(fig)
 
 
-@_quiet
+@quiet_overflow
 def metric_plot(epochs: Any, curves: dict, ylabel: str, title: str = "") -> bytes:
     """A metric's curves (accuracy: training and validation) on an axis fitted to their range."""
-    fig = _figure()
-    ax = _axes(fig)
+    fig = new_figure()
+    ax = new_axes(fig)
     for label, values in curves.items():
         ax.plot(epochs[: len(values)], values, label=label)
     _few_ticks(ax)
@@ -211,7 +211,7 @@ def metric_plot(epochs: Any, curves: dict, ylabel: str, title: str = "") -> byte
     ax.grid(True, alpha=0.3)
     if len(curves) > 1:
         ax.legend()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _short(label: str) -> str:
@@ -232,8 +232,8 @@ def _small_multiples(curves: Curves, title: str) -> bytes:
     n = len(curves)
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    fig = _figure(1.5 * cols + 0.4, 1.1 * rows + 0.8, left=0.2, right=0.2, bottom=0.2, top=0.7)
-    ax = _axes(fig)
+    fig = new_figure(1.5 * cols + 0.4, 1.1 * rows + 0.8, left=0.2, right=0.2, bottom=0.2, top=0.7)
+    ax = new_axes(fig)
     ax.axis("off")
     values = np.concatenate([np.asarray(v, float) for _, v in curves.values()])
     log = spans_decades(values)
@@ -263,10 +263,10 @@ def _small_multiples(curves: Curves, title: str) -> bytes:
         f"{' (log scale)' if log else ''}, shared",
         fontsize=10,
     )
-    return _png(fig)
+    return png_bytes(fig)
 
 
-@_quiet
+@quiet_overflow
 def loss_grid(curves: Curves, title: str) -> bytes:
     """One panel per curve (the classic six-panel learning-rate figure).
 
@@ -277,17 +277,17 @@ def loss_grid(curves: Curves, title: str) -> bytes:
         return _small_multiples(curves, title)
     cols = min(3, n)
     rows = math.ceil(n / cols)
-    fig = _figure(4.0 * cols, 3.0 * rows + 0.4, top=0.75)
+    fig = new_figure(4.0 * cols, 3.0 * rows + 0.4, top=0.75)
     fig.subplots_adjust(wspace=0.25, hspace=0.45)
     # the panels share both axes, so their curves compare at a glance: epoch tick labels under
     # the bottom row, loss tick labels left of the first column, one scale (log across decades)
-    axes = np.atleast_1d(_axes(fig, rows, cols, squeeze=False, sharex=True, sharey=True)).ravel()
+    axes = np.atleast_1d(new_axes(fig, rows, cols, squeeze=False, sharex=True, sharey=True)).ravel()
     everything = np.concatenate([np.asarray(v, float) for _, v in curves.values()])
     log = spans_decades(everything)
     for i, (ax, (label, (epochs, values))) in enumerate(zip(axes, curves.items())):
         ax.plot(epochs, values, linewidth=1.2)
         if log and i == 0:
-            _log_y(ax, everything)
+            log_y(ax, everything)
         _few_ticks(ax, 4)
         ax.set_title(label)
         if i + cols >= n:
@@ -299,17 +299,17 @@ def loss_grid(curves: Curves, title: str) -> bytes:
     for ax in axes[n:]:
         ax.set_visible(False)
     fig.suptitle(title)
-    return _png(fig)
+    return png_bytes(fig)
 
 
-@_quiet
+@quiet_overflow
 def heatmap(table: Any, labels: tuple, keys: tuple, metric: str, title: str) -> bytes:
     """A grid study's metric over two keys: rows the first key's values, columns the second's,
     each cell's value written in it (mean over seeds)."""
     values = np.asarray(table, float)
     rows, cols = values.shape
-    fig = _figure(max(4.5, 1.1 * cols + 2.6), max(3.5, 0.6 * rows + 1.8), left=1.6, right=1.2, bottom=0.9, top=0.5)
-    ax = _axes(fig)
+    fig = new_figure(max(4.5, 1.1 * cols + 2.6), max(3.5, 0.6 * rows + 1.8), left=1.6, right=1.2, bottom=0.9, top=0.5)
+    ax = new_axes(fig)
     finite = values[np.isfinite(values)]
     reverse = is_score(metric)
     log = not reverse and spans_decades(finite)
@@ -335,27 +335,27 @@ def heatmap(table: Any, labels: tuple, keys: tuple, metric: str, title: str) -> 
     bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03)
     bar.set_label(f"log10 {metric}" if log else metric)
     ax.set_title(f"{title} (mean over seeds)", fontsize=10)
-    return _png(fig)
+    return png_bytes(fig)
 
 
-@_quiet
+@quiet_overflow
 def box_plots(groups: dict, metric: str, title: str) -> bytes:
     """One panel per grid key: a box of the metric (over seeds and the other keys) per value."""
     n = len(groups)
-    fig = _figure(4.2 * n + 0.6, 4.0, left=0.8, bottom=0.9, top=0.6)
+    fig = new_figure(4.2 * n + 0.6, 4.0, left=0.8, bottom=0.9, top=0.6)
     fig.subplots_adjust(wspace=0.35)
-    axes = np.atleast_1d(_axes(fig, 1, n, squeeze=False)).ravel()
+    axes = np.atleast_1d(new_axes(fig, 1, n, squeeze=False)).ravel()
     everything = np.concatenate([np.asarray(v, float) for g in groups.values() for _, v in g if len(v)])
     log = not is_score(metric) and spans_decades(everything)
     for ax, (key, boxes) in zip(axes, groups.items()):
         data = [np.asarray(v, float) for _, v in boxes]
         ax.boxplot(data, tick_labels=[label for label, _ in boxes], showmeans=True)
         if log:
-            _log_y(ax)
+            log_y(ax)
         ax.set_xlabel(key)
         ax.set_ylabel(metric)
         ax.grid(True, axis="y", alpha=0.3)
         if len(boxes) > 4:
             ax.tick_params(axis="x", labelrotation=30)
     fig.suptitle(f"{title}: spread over seeds and the other keys", fontsize=10)
-    return _png(fig)
+    return png_bytes(fig)

@@ -8,7 +8,7 @@ folder per rate (loadable by predict).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -147,7 +147,7 @@ def write_study(
     summary = {
         "name": cfg.name,
         "kind": kind,
-        "status": _status(entries),
+        "status": study_status([e.status for e in entries]),
         "target": target,
         "models": [
             {
@@ -170,11 +170,15 @@ def write_study(
     return warnings
 
 
-def _status(entries: list[Entry]) -> str:
-    """completed if any model completed; else the first model's status (failed with none)."""
-    if any(e.status == "completed" for e in entries):
+def study_status(statuses: Sequence[str], interrupted: bool = False) -> str:
+    """A study's status from its models' (the one rule for every kind of study): interrupted
+    when stopped (or any model was), else completed when any model completed, else diverged
+    when any diverged, else failed (nothing trained)."""
+    if interrupted or "interrupted" in statuses:
+        return "interrupted"
+    if "completed" in statuses:
         return "completed"
-    return entries[0].status if entries else "failed"
+    return "diverged" if "diverged" in statuses else "failed"
 
 
 def targets_reached(entries: list[Entry], target: float) -> tuple[int, Optional[float]]:

@@ -16,7 +16,8 @@ import numpy as np
 
 from backprop_cli.data import Dataset
 from backprop_cli.errors import ConfigError
-from backprop_cli.experiment import fit, network
+from backprop_cli.experiment import dataset, fit, network, seeds_share_a_pass
+from backprop_cli.metrics import epochs_to
 from backprop_cli.training import TrainResult
 
 if TYPE_CHECKING:
@@ -83,8 +84,7 @@ class Entry:
 
     def epochs_to(self, target: float) -> Optional[int]:
         """The first epoch whose recorded loss is at or below `target` (None if never)."""
-        hits = np.flatnonzero(self.losses <= target)
-        return int(self.result.epochs[hits[0]]) if hits.size else None
+        return epochs_to(self.losses, self.result.epochs, target)
 
     def params(self) -> np.ndarray:
         return self.result.net.theta[self.model]
@@ -123,9 +123,37 @@ def sweep_learning_rates(
     return entries
 
 
-def seed_study(cfg: Config, data: Dataset, seeds: Sequence[int], callback: Optional[Callable] = None) -> list[Entry]:
-    """Train one model per seed of the initial weights (data and batch order from cfg.seed)."""
-    net = network(cfg, seeds=list(seeds))
-    starts = [net.get_params(k) for k in range(len(seeds))]
-    result = fit(cfg, data, net, callback=callback)
-    return [Entry(seed, result, k, starts[k]) for k, seed in enumerate(seeds)]
+def seed_study(
+    cfg: Config, data: Dataset, seeds: Sequence[int], callback: Optional[Callable] = None, source: str = "config"
+) -> list[Entry]:
+    """Train one model per seed, each exactly as `train --seed N` would: the seed draws the
+    initial weights and, where the config depends on it, the data, its split and the batch
+    order. Seeds that decide only the initial weights train in one batched pass; otherwise
+    one pass per seed, one after another (the callback then sees one running epoch count)."""
+    if seeds_share_a_pass(cfg):
+        net = network(cfg, seeds=list(seeds))
+        starts = [net.get_params(k) for k in range(len(seeds))]
+        result = fit(cfg, data, net, callback=callback)
+        return [Entry(seed, result, k, starts[k]) for k, seed in enumerate(seeds)]
+    entries = []
+    for i, seed in enumerate(seeds):
+        mine = cfg.model_copy(deep=True)
+        mine.seed = seed
+        net = network(mine)
+        start = net.get_params(0)
+        offset = i * cfg.training.epochs
+        step = (
+            None
+            if callback is None
+            else (lambda epoch, loss, seen, offset=offset: callback(offset + epoch, loss, seen))
+        )
+        result = fit(mine, dataset(mine, source), net, callback=step)
+        entries.append(Entry(seed, result, 0, start))
+        if result.status[0] == "interrupted":
+            break
+    return entries
+
+
+def seed_passes(cfg: Config, seeds: Sequence[int]) -> int:
+    """How many training passes a seed study takes: one, or one per seed (see seed_study)."""
+    return 1 if seeds_share_a_pass(cfg) else len(seeds)

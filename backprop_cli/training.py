@@ -100,10 +100,14 @@ class TrainResult:
     restored_epoch: list = field(default_factory=list)
     # what a checkpoint reads: see `checkpoint`
     state: Optional[_State] = field(default=None, repr=False)
+    # or, for a result rebuilt from a study's store, each model's checkpoint as stored
+    saved: Optional[list] = field(default=None, repr=False)
 
     def checkpoint(self, model: int = 0) -> Optional[Checkpoint]:
         """Model `model`'s state for continuing exactly (None where it cannot be: a second
         Ctrl-C or an interrupt off the main thread cut an epoch short)."""
+        if self.saved is not None:
+            return self.saved[model]
         s = self.state
         if s is None or not s.exact:
             return None

@@ -28,7 +28,7 @@ TIERS = [
     ["experiment"],
     ["plots", "painter", "pictures", "animation"],
     ["sweep", "gradcheck", "explain"],
-    ["run_folders"],
+    ["store", "run_folders"],
     ["studies", "grid"],
     ["api", "report"],
     ["cli"],

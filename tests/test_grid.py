@@ -11,6 +11,8 @@ from conftest import CONFIGS, XOR_YAML
 from backprop_cli import grid as g
 from backprop_cli.config import load_config
 from backprop_cli.experiment import dataset, fit, network
+from backprop_cli.run_folders.cells import Cells
+from backprop_cli.store import Store
 
 
 def _rows(folder):
@@ -18,20 +20,20 @@ def _rows(folder):
 
 
 def _cells(path, grid, seeds=None):
-    return g.build_cells(path, g.parse_grid(grid), seeds, {}, [])
+    return Cells(path, g.parse_grid(grid), seeds, {}, [])
 
 
 def test_rates_and_seeds_share_one_pass_other_keys_do_not(write_config):
     path = write_config(XOR_YAML)
     rates = ",".join(str(r) for r in np.geomspace(0.05, 5, 16).round(4))
-    assert len(g.groups(_cells(path, [f"training.learning_rate={rates}"], list(range(4))))) == 1  # 64 cells
+    assert len(_cells(path, [f"training.learning_rate={rates}"], list(range(4))).groups()) == 1  # 64 cells
     cells = _cells(path, ["model.activation=sigmoid,tanh,relu", "model.layers=[2,2,1],[2,3,1],[2,8,1]"])
-    assert len(g.groups(cells)) == 9
-    assert len(g.groups(_cells(path, ["training.momentum=0.5,0.9", "training.optimizer=sgd,momentum"]))) == 2
-    assert len(g.groups(_cells(path, ["training.nesterov=false,true", "training.optimizer=momentum"]))) == 2
+    assert len(cells.groups()) == 9
+    assert len(_cells(path, ["training.momentum=0.5,0.9", "training.optimizer=sgd,momentum"]).groups()) == 2
+    assert len(_cells(path, ["training.nesterov=false,true", "training.optimizer=momentum"]).groups()) == 2
     # generated data and minibatches depend on the seed: seeds cannot share a pass there
     moons = _cells(CONFIGS / "moons.yaml", ["training.learning_rate=0.01,0.02"], [0, 1])
-    assert [len(group) for group in g.groups(moons)] == [2, 2]
+    assert [len(group) for group in moons.groups()] == [2, 2]
 
 
 def test_every_cell_equals_a_plain_run_of_it(cli, write_config, tmp_path):
@@ -74,13 +76,14 @@ def test_every_cell_equals_a_plain_run_of_it(cli, write_config, tmp_path):
 def test_optimizer_scalars_share_a_pass_and_equal_plain_runs(write_config, tmp_path, grid):
     path = write_config(XOR_YAML)
     cells = _cells(path, grid)
-    assert len(g.groups(cells)) == 1 and len(cells) > 1
-    rows = g.run_group(cells, tmp_path, "x")
-    for cell, r in zip(cells, rows):
-        alone = fit(cell.cfg, dataset(cell.cfg, "x"), network(cell.cfg))
-        assert r["final_loss"] == pytest.approx(alone.final("loss"), rel=1e-12, abs=0), cell.label()
-        saved = json.loads((tmp_path / cell.folder / "weights.json").read_text())["layers"]
-        assert np.allclose(saved[1]["weights"], alone.net.get_params(0)[1][0], rtol=1e-12, atol=1e-15)
+    assert len(cells.groups()) == 1 and len(cells) > 1
+    (job,) = g.plan(cells, range(len(cells)), "x", 0.01, 1, g.memory_budget())
+    chunk = g.train_job(job)
+    for k, i in enumerate(chunk.cells):
+        cfg = cells.cfg(int(i))
+        alone = fit(cfg, dataset(cfg, "x"), network(cfg))
+        assert chunk.finals["loss"][k] == pytest.approx(alone.final("loss"), rel=1e-12, abs=0), cells.label(int(i))
+        assert np.allclose(chunk.weights[k], alone.net.theta[0], rtol=1e-12, atol=1e-15)
 
 
 def test_workers_and_executors_change_no_bit(cli, write_config, tmp_path):
@@ -123,10 +126,13 @@ def test_a_grid_resumes_where_it_stopped(cli, write_config, tmp_path):
     assert cli(*args, "-q").exit_code == 0
     folder = next(root.iterdir())
     first = _rows(folder)
-    (folder / "cell_003" / "summary.json").unlink()  # as if it had been cut short
+    store = Store.open(folder, writable=True)
+    store.arrays["cell.done"][2] = False  # as if it had been cut short
+    store.arrays["cell.done"].flush()
+    del store
     result = cli(*args)
     assert result.exit_code == 0
-    assert "4 cells in 2 batched groups; 3 finished before, skipped" in result.stdout
+    assert "4 cells in 2 batched groups; 3 finished before, skipped; 1 chunk to train" in result.stdout
     assert list(root.iterdir()) == [folder] and _rows(folder) == first
     other = cli("sweep", path, "--grid", "model.activation=tanh", "--name", "s", "--runs-dir", root, "-q")
     assert other.exit_code == 0 and len(list(root.iterdir())) == 2  # another grid: another folder

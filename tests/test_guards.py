@@ -16,6 +16,8 @@ from backprop_cli.errors import ConfigError
 from backprop_cli.evaluation import classification_scores
 from backprop_cli.experiment import dataset, fit, network
 from backprop_cli.report import build_report
+from backprop_cli.run_folders.cells import Cells
+from backprop_cli.store import STATUSES, Store
 
 
 def _plain(cfg):
@@ -24,36 +26,28 @@ def _plain(cfg):
     return net.theta[0]
 
 
-def test_seeds_never_share_a_pass_with_minibatches(tmp_path):
+def test_seeds_never_share_a_pass_with_minibatches():
     # each seed has its own batch order: batched together they would all take the first's
     path = CONFIGS / "xor.yaml"
     sets = ["training.batch_size=2", "training.epochs=50"]
-    cells = g.build_cells(path, {"training.learning_rate": [0.5]}, [0, 1, 2], {}, sets)
-    batches = g.groups(cells)
-    assert [len(b) for b in batches] == [1, 1, 1]
-    for batch in batches:
-        g.run_group(batch, tmp_path, str(path))
-    for cell in cells:
-        saved = json.loads((tmp_path / cell.folder / "weights.json").read_text())["layers"]
-        flat = np.concatenate([np.r_[np.ravel(layer["weights"]), layer["biases"]] for layer in saved])
-        mine = _plain(cell.cfg)
-        # weights.json orders each layer's weights then biases, as theta does
-        np.testing.assert_allclose(np.sort(flat), np.sort(mine), rtol=1e-12)
+    cells = Cells(path, {"training.learning_rate": [0.5]}, [0, 1, 2], {}, sets)
+    assert cells.groups() == [[0], [1], [2]]
+    for job in g.plan(cells, range(3), str(path), 0.01, 1, g.memory_budget()):
+        chunk = g.train_job(job)
+        assert np.array_equal(chunk.weights[0], _plain(cells.cfg(int(chunk.cells[0]))))
 
 
-def test_resume_retrains_interrupted_and_diverged_cells(write_config, tmp_path):
+def test_resume_retrains_interrupted_cells_only(write_config, tmp_path):
     path = write_config(XOR_YAML)
-    cells = g.build_cells(path, {"training.learning_rate": [0.1, 0.2]}, None, {}, [])
-    for cell in cells:
-        g.run_group([cell], tmp_path, str(path))
-    assert all(g.finished(tmp_path, cell) is not None for cell in cells)
-    summary_path = tmp_path / cells[0].folder / "summary.json"
-    for status in ("interrupted", "diverged", "running", "failed"):
-        summary = json.loads(summary_path.read_text())
-        summary["status"] = status
-        summary_path.write_text(json.dumps(summary))
-        assert g.finished(tmp_path, cells[0]) is None, status
-    assert g.finished(tmp_path, cells[1])["status"] == "completed"
+    cells = Cells(path, {"training.learning_rate": [0.1, 0.2, 1.0e6]}, None, {}, ["model.output_activation=identity"])
+    (job,) = g.plan(cells, range(3), str(path), 0.01, 1, g.memory_budget())
+    chunk = g.train_job(job)
+    assert [STATUSES[s] for s in chunk.fields["status"]] == ["completed", "completed", "diverged"]
+    chunk.fields["status"][1] = STATUSES.index("interrupted")
+    store = Store.create(tmp_path, g.layout(cells, 1))
+    store.write(chunk)
+    assert store.done().tolist() == [True, False, True]  # a resume trains the interrupted cell again
+    assert [len(j.cells) for j in g.plan(cells, np.flatnonzero(~store.done()), str(path), 0.01, 1, 2**30)] == [1]
 
 
 def test_a_grid_whose_every_cell_diverged_is_marked_diverged(cli, write_config, tmp_path):
@@ -81,7 +75,7 @@ class _Pool:
     def __exit__(self, *exc):
         return False
 
-    def submit(self, fn, *args):
+    def submit(self, fn, job):
         future = Future()
         if not self.futures:
             future.set_result([{"run": "cell_001"}])
@@ -91,8 +85,8 @@ class _Pool:
 
 def test_the_pool_cancels_queued_groups_when_the_grid_stops(monkeypatch, tmp_path):
     monkeypatch.setattr(g, "ProcessPoolExecutor", _Pool)
-    jobs = [[object()] for _ in range(4)]
-    rows = g.execute(jobs, tmp_path, "x", workers=2)
+    jobs = [object() for _ in range(4)]
+    rows = g.execute(jobs, workers=2)
     assert next(rows) == [{"run": "cell_001"}]
     rows.close()  # the consumer stops (Ctrl-C, an error): the queued groups must not run
     (pool,) = _Pool.made
@@ -110,8 +104,9 @@ def test_the_local_dask_cluster_is_closed(monkeypatch, write_config, tmp_path):
 
     monkeypatch.setattr(distributed, "LocalCluster", Recorded)
     path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 5"))
-    cells = g.build_cells(path, {"model.activation": ["sigmoid"]}, None, {}, [])
-    assert len(list(g.execute([cells], tmp_path, str(path), workers=1, executor="dask"))) == 1
+    cells = Cells(path, {"model.activation": ["sigmoid"]}, None, {}, [])
+    jobs = g.plan(cells, [0], str(path), 0.01, 1, g.memory_budget())
+    assert len(list(g.execute(jobs, workers=1, executor="dask"))) == 1
     (cluster,) = made
     assert cluster.status.name == "closed"
 

@@ -137,7 +137,7 @@ def test_bad_rate_lists_exit_2(cli, args, message, tmp_path):
 
 
 def test_log_range():
-    from backprop_cli.cli.sweep import parse_rates as _parse_rates
+    from backprop_cli.cli.sweep_lr import parse_rates as _parse_rates
 
     cfg, _ = _worked()
     assert _parse_rates(None, "0.01:1:3", cfg) == pytest.approx([0.01, 0.1, 1.0])

@@ -11,13 +11,13 @@ from conftest import CONFIGS
 
 import backprop_cli as bp
 from backprop_cli import api
+from backprop_cli import grid as g
 from backprop_cli.api import config
 from backprop_cli.errors import ConfigError
 from backprop_cli.experiment import dataset, fit, network
 from backprop_cli.explain import explain_step
 from backprop_cli.gradcheck import gradcheck
-from backprop_cli.grid import build_cells, groups, run_group
-from backprop_cli.run_folders import load_run
+from backprop_cli.run_folders.cells import Cells
 from backprop_cli.sweep import seed_study, sweep_learning_rates
 from backprop_cli.training import make_schedule
 
@@ -74,12 +74,11 @@ def test_grid_cells_equal_plain_runs_for_every_schedule(schedule, tmp_path):
     path = CONFIGS / "xor.yaml"
     sets = [f"training.lr_schedule={schedule}", "training.epochs=120", "training.lr_min=0.02"]
     sets += ["training.lr_step_size=25", "training.lr_gamma=0.9"]
-    cells = build_cells(path, {"training.learning_rate": [0.3, 1.0, 2.5]}, [0, 1], {}, sets)
-    (batch,) = groups(cells)  # one pass: rates and seeds vary per model
-    run_group(batch, tmp_path, str(path))
-    for cell in batch:
-        saved = load_run(tmp_path / cell.folder).net.theta[0]
-        np.testing.assert_allclose(saved, plain(cell.cfg), rtol=1e-12, atol=1e-14)
+    cells = Cells(path, {"training.learning_rate": [0.3, 1.0, 2.5]}, [0, 1], {}, sets)
+    (job,) = g.plan(cells, range(len(cells)), str(path), 0.01, 1, g.memory_budget())  # one pass
+    chunk = g.train_job(job)
+    for k, i in enumerate(chunk.cells):
+        np.testing.assert_allclose(chunk.weights[k], plain(cells.cfg(int(i))), rtol=1e-12, atol=1e-14)
 
 
 def test_cosine_floor_is_each_models_own():

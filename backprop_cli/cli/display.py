@@ -211,6 +211,62 @@ class Steps:
             self.progress.__exit__(*exc)
 
 
+class Counter:
+    """Progress over a known count of things that take time (models trained, run folders
+    written): a Rich bar with the count, elapsed time and an ETA on a terminal, redrawn at most
+    every 0.1 s; when piped, a plain line on standard error each time another tenth is done
+    (standard output keeps only the results); nothing when quiet."""
+
+    def __init__(self, label: str, total: int, quiet: bool = False) -> None:
+        self.label, self.total, self.live = label, total, not quiet and out.is_terminal and total > 0
+        self.lines = not quiet and not out.is_terminal and total > 0
+        self.progress: Any = None
+        self.last = 0.0
+        self.shown = 0  # tenths printed (plain lines)
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> "Counter":
+        if self.live:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=out,
+                transient=True,
+            )
+            self.progress.__enter__()
+            self.task = self.progress.add_task(self.label, total=self.total)
+        return self
+
+    def __call__(self, done: int) -> None:
+        if self.lines and done * 10 // self.total > self.shown:
+            self.shown = done * 10 // self.total
+            elapsed = time.perf_counter() - self.started
+            err.print(f"{self.label}: {done:,} of {self.total:,} ({100 * done // self.total}%) in {elapsed:.1f} s")
+        if self.progress is None:
+            return
+        now = time.perf_counter()
+        if now - self.last >= 0.1 or done >= self.total:
+            self.last = now
+            self.progress.update(self.task, completed=done)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+
 def output(value: float) -> str:
     """A network output: 4 decimals, or 4 significant digits when it is huge or not finite."""
     return f"{value:.4f}" if abs(value) < 1e6 else f"{value:.4g}"

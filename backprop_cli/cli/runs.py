@@ -49,6 +49,9 @@ def runs_list(ctx: typer.Context, runs_dir: RunsDir = Path("runs")) -> None:
     for path, s in found:
         if "kind" in s:  # a sweep or seed study
             losses = [m.get("final_loss") for m in s.get("models", []) if m.get("final_loss") is not None]
+            best: dict = s["best"] if isinstance(s.get("best"), dict) else {}
+            if not losses and isinstance(best.get("final_loss"), (int, float)):  # a large grid lists no cells
+                losses = [best["final_loss"]]
             rates = s.get("learning_rates")
             rows.append(
                 [
@@ -123,6 +126,31 @@ def runs_show(
     if text is not None:
         out.print("config.yaml:")
         out.print(text, end="")
+
+
+@runs_app.command("export")
+@cli_errors
+def runs_export(
+    study: Annotated[Path, typer.Argument(help="A grid study's folder, or its name under --runs-dir.")],
+    cell: Annotated[str, typer.Argument(help="The cell: cell_0417, or its number 417.")],
+    output: Annotated[
+        Optional[Path], typer.Option("--output", metavar="DIR", help="Write the run folder here (default: STUDY/CELL).")
+    ] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the run folder's plots too.")] = True,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Write a study's cell as a complete run folder, from the study's store.
+
+    Example: backprop runs export runs/xor-grid-20261203-141407 cell_0417
+    """
+    from backprop_cli.run_folders import resolve_run
+    from backprop_cli.run_folders.cells import cell_index, export_cell
+
+    index = cell_index(cell) if not cell.isdigit() else int(cell) - 1
+    if index is None or index < 0:
+        raise UsageError(f"{cell}: expected a cell such as cell_0417 or 417")
+    folder = export_cell(resolve_run(study, runs_dir), index, output, plots=plots)
+    out.print(str(folder), soft_wrap=True)
 
 
 @runs_app.command("compare")

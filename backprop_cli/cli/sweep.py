@@ -1,148 +1,193 @@
-"""`backprop sweep-lr`: learning rates compared in one batched pass (or chained)."""
+"""`backprop sweep`: a grid over any config keys and seeds, batched where the maths allows."""
 
 from __future__ import annotations
 
-import math
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import List, Optional
 
 import typer
 from typing_extensions import Annotated
 
 from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter
-from backprop_cli.cli.display import Column, Reporter, Steps, fmt, print_table, study_table, value_text, warn
-from backprop_cli.cli.options import (
-    ConfigFile,
-    Epochs,
-    Frames,
-    PlotSet,
-    Quiet,
-    RunsDir,
-    Seed,
-    Sets,
-    animation_options,
-    load,
-    load_data,
-    parse_list,
-    positive,
-)
-
-if TYPE_CHECKING:
-    from backprop_cli.config import Config
-    from backprop_cli.data import Dataset
-    from backprop_cli.sweep import Entry
+from backprop_cli.cli.display import Column, Counter, fmt, metric, print_table, warn
+from backprop_cli.cli.options import ConfigFile, Epochs, Executor, Quiet, RunsDir, Sets, parse_seeds
 
 
-def parse_rates(lrs: Optional[str], log_range: Optional[str], cfg: Config) -> list[float]:
-    """--lrs, or --log-range MIN:MAX:N, or the config's (or the default) rates."""
-    from backprop_cli.sweep import MAX_RATES, check_rates, default_rates, log_spaced
-
-    if lrs is not None and log_range is not None:
-        raise UsageError("give --lrs or --log-range, not both")
-    if log_range is not None:
-        parts = log_range.split(":")
-        try:
-            if len(parts) != 3:
-                raise ValueError
-            lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
-        except ValueError:
-            raise UsageError(f"--log-range {log_range}: expected MIN:MAX:N, e.g. 0.01:10:7") from None
-        if not (0 < lo <= hi and math.isfinite(hi)) or n < 1:
-            raise UsageError(f"--log-range {log_range}: needs 0 < MIN <= MAX and N >= 1")
-        if n > MAX_RATES:
-            raise UsageError(f"--log-range {log_range}: at most {MAX_RATES:,} rates")
-        return log_spaced(lo, hi, n)
-    if lrs is not None:
-        rates = parse_list(lrs, float, "--lrs", "numbers separated by commas, e.g. 0.1,0.5,1", "learning rates")
-        return check_rates(rates, f"--lrs {lrs}")
-    return default_rates(cfg)
-
-
-def weights_table(entries: list[Entry], label: str, names: list[str], data: Dataset) -> None:
-    """Print final weights (and final outputs for at most 4 samples) per model: the classic table."""
-    outputs = len(data.X) <= 4
-    columns = [Column(label, keep=True)] + [Column(name) for name in names]
-    if outputs:
-        for i in range(len(data.X)):
-            for j in range(data.Y.shape[1]):
-                columns.append(Column(f"out{j + 1}" if len(data.X) == 1 else f"s{i + 1}.out{j + 1}"))
-    rows = []
-    for e in entries:
-        cells = [value_text(e.value)] + [fmt(float(v), 6) for v in e.params()]
-        if outputs:
-            cells += [fmt(float(v), 6) for v in e.result.net.predict(data.X, e.model).ravel()]
-        rows.append(cells)
-    print_table("final weights" + (" and outputs" if outputs else ""), columns, rows)
-
-
-@app.command("sweep-lr")
+@app.command()
 @cli_errors
-def sweep_lr(
+def sweep(
     ctx: typer.Context,
     config: ConfigFile,
-    lrs: Annotated[
-        Optional[str], typer.Option("--lrs", metavar="RATES", help="Comma-separated learning rates.")
+    grid: Annotated[
+        Optional[List[str]],
+        typer.Option(
+            "--grid", metavar="KEY=V1,V2", help="A config key and its values, as --set reads them (repeatable)."
+        ),
     ] = None,
-    log_range: Annotated[
-        Optional[str], typer.Option("--log-range", metavar="MIN:MAX:N", help="N log-spaced rates from MIN to MAX.")
+    seeds: Annotated[
+        Optional[str], typer.Option("--seeds", metavar="SEEDS", help="A seed axis: START:STOP or 1,2,3.")
     ] = None,
-    target: Annotated[
-        Optional[float],
-        typer.Option("--target", metavar="LOSS", help="Loss that counts as reached (default: sweep.target or 0.01)."),
+    workers: Annotated[
+        Optional[int],
+        typer.Option("--workers", metavar="N", min=1, help="Processes for the chunks (default: the cores)."),
     ] = None,
-    chain: Annotated[
-        bool, typer.Option("--chain", help="Continue each rate from the previous rate's final weights.")
-    ] = False,
+    executor: Annotated[Executor, typer.Option("--executor", help="Where the chunks run.")] = Executor.local,
+    scheduler: Annotated[
+        Optional[str], typer.Option("--scheduler", metavar="ADDRESS", help="With --executor dask: a running cluster.")
+    ] = None,
+    name: Annotated[
+        Optional[str],
+        typer.Option("--name", metavar="NAME", help="The study's name; the same name and grid resumes it."),
+    ] = None,
+    sort: Annotated[
+        str, typer.Option("--sort", metavar="COLUMN", help="Order of the table: final_loss, val_accuracy, ...")
+    ] = "final_loss",
     plots: Annotated[
-        PlotSet,
-        typer.Option("--plots", help="summary: the sweep's own plots; all: also every rate's run-folder plots."),
-    ] = PlotSet.summary,
-    animate: Annotated[
-        bool, typer.Option("--animate", help="Also write training.gif: one panel per rate (at most 9).")
+        bool, typer.Option("--plots/--no-plots", help="Draw the plots of every cell's run folder.")
     ] = False,
-    frames: Frames = None,
+    run_folders: Annotated[
+        Optional[str],
+        typer.Option(
+            "--run-folders",
+            metavar="WHICH",
+            help="Cells that get a complete run folder: all, none or best:N (default: all up to 64 cells, else none).",
+        ),
+    ] = None,
+    history: Annotated[
+        Optional[str],
+        typer.Option("--history", metavar="KEEP", help="Epochs of each cell's history to keep: all or every:N."),
+    ] = None,
+    memory: Annotated[
+        Optional[float],
+        typer.Option(
+            "--memory", metavar="GIB", min=0.01, help="Memory for training at once (default: a quarter of RAM)."
+        ),
+    ] = None,
+    chunk_models: Annotated[
+        Optional[int], typer.Option("--chunk", metavar="N", min=1, help="Models per pass at most (default 1024).")
+    ] = None,
     epochs: Epochs = None,
-    seed: Seed = None,
     runs_dir: RunsDir = Path("runs"),
     quiet: Quiet = False,
     sets: Sets = None,
 ) -> None:
-    """Compare learning rates: all train together from identical initial weights.
+    """Train every cell of a grid over config keys (and seeds) and compare them.
 
-    Example: backprop sweep-lr configs/worked_example.yaml --lrs 0.1,0.2,0.5,0.8,1.0,2.0
+    Cells that differ only in learning rate, optimizer scalars (and seed, when the data does
+    not depend on it) train together in batched passes; the numbers of every cell go into the
+    study's store, and small studies get a run folder per cell.
+
+    Example: backprop sweep configs/xor.yaml --grid model.activation=sigmoid,tanh --seeds 0:30
     """
-    cfg = load(config, epochs, None, seed, None, sets)
-    animation_options(cfg, animate, frames)
-    rates = parse_rates(lrs, log_range, cfg)
-    from backprop_cli.experiment import check_memory
+    from backprop_cli import grid as g
+    from backprop_cli.experiment import GiB
+    from backprop_cli.run_folders import guarded, now_iso
+    from backprop_cli.run_folders.cells import Cells, spec
+    from backprop_cli.store import Store
+    from backprop_cli.studies import default_target
 
-    check_memory(cfg, str(config), n_models=len(rates))
-    positive(target, "--target")
-    data = load_data(cfg, config)
-    from backprop_cli.api import sweep_run
-    from backprop_cli.network import param_names
-
-    def progress(epochs: int, start: int, label: str) -> Reporter:
-        return Reporter(epochs, start, quiet, label)
-
-    def writing(n: int) -> Steps:
-        return Steps(f"writing {n} run folders", quiet)
-
-    folder, entries, warnings, target = sweep_run(
-        cfg, data, rates, runs_dir, chain, target, progress, painter(ctx), plots is PlotSet.all, writing
-    )
-    warn(warnings)
-    names = [p.name for p in param_names(cfg.model.layers, cfg.model.bias)]
+    if not grid and seeds is None:
+        raise UsageError("give at least one --grid KEY=V1,V2,... (or --seeds)")
+    if scheduler is not None and executor is not Executor.dask:
+        raise UsageError("--scheduler goes with --executor dask")
+    if sort not in g.SORTABLE:
+        raise UsageError(f"--sort {sort}: not a column of grid.csv; one of {', '.join(g.SORTABLE)}")
+    asked_grid = g.parse_grid(grid or [])
+    seed_list = parse_seeds(seeds) if seeds is not None else None
+    every = g.parse_history(history)
+    overrides = {"training.epochs": (epochs, "--epochs")}
+    n_cells = g.count_cells(asked_grid, seed_list)
+    policy = g.parse_run_folders(run_folders, n_cells)
+    budget = int(memory * GiB) if memory is not None else g.memory_budget()
+    cells = Cells(config, asked_grid, seed_list, overrides, sets or [], limit=g.max_cells(budget))
+    asked = spec(config, asked_grid, seed_list, sets or [], overrides)
+    target = default_target(cells.combos[0].cfg)
+    shape = g.layout(cells, every)
+    folder, resumed = g.study_folder(runs_dir, cells.name, name, asked)
+    with guarded(folder), g.locked(folder):
+        if resumed and Store.exists(folder):
+            store = Store.open(folder, writable=True)
+        else:
+            g.check_disk(shape, runs_dir, max(c.cfg.training.epochs for c in cells.combos))
+            store = Store.create(folder, shape)
+        done = store.done()
+        todo = [i for i in range(len(cells)) if not done[i]]
+        jobs = g.plan(cells, todo, str(config), target, every, budget, chunk_models or g.CHUNK_MODELS)
+        n_workers = workers or os.cpu_count() or 1
+        skipped = f"; {len(cells) - len(todo):,} finished before, skipped" if len(todo) < len(cells) else ""
+        skipped += f"; {len(jobs):,} chunk{'s' if len(jobs) != 1 else ''} to train"
+        started = now_iso()
+        interrupted = False
+        try:  # from the first line printed on, Ctrl-C keeps what finished
+            if not quiet:
+                groups_all = len(cells.groups())
+                out.print(
+                    f"{len(cells):,} cells in {groups_all:,} batched group{'s' if groups_all != 1 else ''}"
+                    f"{skipped}: {folder}",
+                    soft_wrap=True,
+                )
+            with Counter("models trained", len(todo), quiet) as progress:
+                trained = 0
+                for chunk in g.execute(jobs, n_workers, executor.value, scheduler):
+                    store.write(chunk)
+                    trained += len(chunk.cells)
+                    progress(trained)
+                    if g.interrupted(chunk):  # Ctrl-C inside training
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            interrupted = True
+            if not quiet:
+                err.print("stopping: the chunk in progress is kept where it finished...")
+        rows, warnings = g.write_results(
+            folder, cells, store, asked_grid, asked, sort, cells.name, painter(ctx), started, len(jobs), interrupted,
+            policy,
+        )  # fmt: skip
+        warn(warnings)
+        which = g.folders_for(policy, cells, rows, sort)
+        if which and not interrupted:
+            with Counter("run folders written", len(which), quiet) as written:
+                for n, i in enumerate(which, 1):
+                    if store.done()[i]:
+                        g.export_cell(folder, i, plots=plots)
+                    written(n)
     if quiet:
         out.print(str(folder), soft_wrap=True)
     else:
-        study_table(entries, "learning_rate", target)
-        if len(names) <= 16:
-            weights_table(entries, "learning_rate", names, data)
-        out.print(f"sweep folder: {folder}", soft_wrap=True)
-    statuses = [e.status for e in entries]
-    if "interrupted" in statuses:
+        ranked = g.sort_rows(rows, sort)
+        _table(ranked if len(rows) <= g.RUN_FOLDERS_UP_TO else ranked[: g.TOP], list(asked_grid), sort, len(rows))
+        for key, value, reached, n, median in g.by_value(rows, asked_grid):
+            when = f" (median epochs to reach it: {median:g})" if median is not None else ""
+            out.print(f"{key}={value}: {reached} of {n} cells reached loss {target:g}{when}")
+        out.print(f"grid folder: {folder}", soft_wrap=True)
+    if interrupted:
+        finished = int(store.done().sum())
+        again = "the same command with --name to go on" if name else "with --name NAME to make a grid resumable"
+        err.print(f"Interrupted; {finished} of {len(cells)} cells finished. Run {again}.")
         raise typer.Exit(130)
-    if "completed" not in statuses:
-        err.print("Error: every learning rate diverged")
+    if rows and all(r["status"] == "diverged" for r in rows):
+        err.print(f"Error: every cell diverged: {folder}", soft_wrap=True)
         raise typer.Exit(1)
+
+
+def _table(rows: list[dict], keys: list[str], sort: str, total: int) -> None:
+    from backprop_cli.metrics import SCORES_AND_ERRORS
+
+    shown = ("accuracy", "val_loss", "val_accuracy", "r2")
+    extra = [c for c in SCORES_AND_ERRORS if c in shown and any(c in r for r in rows)]
+    columns = [Column(k, justify="left", keep=True) for k in keys] + [Column("seed")]
+    columns += [Column("final loss"), Column("best loss", drop=2)]
+    columns += [Column(c, drop=1) for c in extra] + [Column("to target", drop=2), Column("epochs", drop=3)]
+    columns.append(Column("status", justify="left"))
+    columns.append(Column("run", justify="left", keep=True))
+    table = []
+    for r in rows:
+        cells = [fmt(r[k], 6) if isinstance(r[k], float) else str(r[k]) for k in keys]
+        cells += [str(r["seed"]), fmt(r.get("final_loss"), 6), fmt(r.get("best_loss"), 6)]
+        cells += [metric(c, r.get(c)) for c in extra] + [str(r.get("epochs_to_target") or "-")]
+        cells += [str(r.get("epochs_run", "")), str(r["status"]), r["run"]]
+        table.append(cells)
+    title = (
+        f"grid cells, best {sort} first" if len(rows) == total else f"the best {len(rows)} of {total:,} cells by {sort}"
+    )
+    print_table(title, columns, table)

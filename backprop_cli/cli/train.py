@@ -180,12 +180,18 @@ def _train_seeds(
     from backprop_cli.network import param_names
     from backprop_cli.run_folders import guarded, now_iso
     from backprop_cli.studies import default_target, start_study, targets_reached, write_study
-    from backprop_cli.sweep import seed_study
+    from backprop_cli.sweep import seed_passes, seed_study
 
     target = default_target(cfg) if target is None else target
     check_memory(cfg, str(config), n_models=len(seeds))
+    passes = seed_passes(cfg, seeds)
     if cfg.training.animate:
         check_models(len(seeds), "seeds")
+        if passes > 1:
+            raise UsageError(
+                "--animate with --seeds draws the seeds of one batched pass; here each seed draws its own data or "
+                "batch order and trains alone: animate one seed with train --seed N --animate"
+            )
     data = load_data(cfg, config)
     seeds = list(seeds)
     names = [p.name for p in param_names(cfg.model.layers, cfg.model.bias)]
@@ -193,8 +199,8 @@ def _train_seeds(
     folder = start_study(cfg, runs_dir, "seeds")
     with guarded(folder):
         shots = snapshots_for(cfg, seeds=seeds)
-        with Reporter(cfg.training.epochs, 0, quiet, label=f"{len(seeds)} seeds") as report:
-            entries = seed_study(cfg, data, seeds, callback=chain(report, shots))
+        with Reporter(cfg.training.epochs * passes, 0, quiet, label=f"{len(seeds)} seeds") as report:
+            entries = seed_study(cfg, data, seeds, callback=chain(report, shots), source=str(config))
         reached, median = targets_reached(entries, target)
         extra = {"seeds": seeds, "started_at": started, "reached_target": reached, "median_epochs_to_target": median}
         warn(

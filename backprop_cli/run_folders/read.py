@@ -93,13 +93,20 @@ class LoadedRun:
 
 
 def resolve_run(run: Path, root: Path) -> Path:
-    """A run given as a path, as a folder name under the runs root, or as `latest`."""
+    """A run given as a path, as a folder name under the runs root, or as `latest`; or a cell
+    of a study (`STUDY/cell_0417`), whose run folder is written from the study's store when
+    first asked for."""
+    from backprop_cli.run_folders.cells import resolve_cell
+
     if str(run) == LATEST and not run.exists():
         return latest_completed(root)
-    if run.exists() or run.is_absolute():
-        return run
-    candidate = root / run
-    return candidate if candidate.exists() else run
+    for path in (run, root / run) if not run.is_absolute() else (run,):
+        if path.exists():
+            return path
+        cell = resolve_cell(path)
+        if cell is not None:
+            return cell
+    return run
 
 
 def load_run(path: Path) -> LoadedRun:

@@ -71,6 +71,11 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
+def iso(seconds: float) -> str:
+    """Unix seconds as now_iso writes a time (local time zone, whole seconds)."""
+    return datetime.fromtimestamp(seconds, timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
 def versions() -> dict:
     """Package versions, and NumPy's BLAS: matrix products round differently under different BLAS
     kernels, so bit-identical reruns need the same library and OPENBLAS_CORETYPE."""
@@ -294,7 +299,7 @@ def finish_run(
     lr = cfg.training.learning_rate if learning_rate is None else learning_rate
     summary = summary_for(cfg, data, result, model, lr, cfg.seed, extra)
     summary.setdefault("started_at", now_iso())
-    summary["finished_at"] = now_iso()
+    summary.setdefault("finished_at", now_iso())
     with no_interrupts():
         try:
             rows = result.epochs_run[model]
@@ -329,6 +334,7 @@ def plot_jobs(run: Path, cfg: Config, data: Dataset, result: TrainResult, model:
     """loss.png, accuracy.png, decision_boundary.png and network.png where they apply, as jobs
     for a `Painter` (plain arrays: the decision boundary's grid is predicted here)."""
     from backprop_cli import pictures
+    from backprop_cli.animation import panel_kind
 
     jobs: list[Job] = []
     rows = result.epochs_run[model]
@@ -346,7 +352,8 @@ def plot_jobs(run: Path, cfg: Config, data: Dataset, result: TrainResult, model:
             jobs.append((run / "accuracy.png", "metric_plot", (epochs, acc, "accuracy", f"{cfg.name}: accuracy")))
     net = result.net
     X_val = data.X_val_raw
-    if data.classification and net.sizes[0] == 2 and data.X_raw is not None:
+    kind = panel_kind(net, data.classification)  # the one choice of picture, as the animation makes it
+    if kind == "boundary" and data.X_raw is not None:
         extent, points = pictures.boundary_grid(data.X_raw)
         with np.errstate(over="ignore", invalid="ignore"):
             outputs = net.predict(data.scaler.apply(points), model)
@@ -367,7 +374,7 @@ def plot_jobs(run: Path, cfg: Config, data: Dataset, result: TrainResult, model:
                 ),
             )
         )
-    if not data.classification and net.sizes[0] == 1 and net.sizes[-1] == 1 and data.X_raw is not None:
+    if kind == "fit" and data.X_raw is not None:
         grid = pictures.fit_grid(data.X_raw)
         with np.errstate(over="ignore", invalid="ignore"):
             outputs = net.predict(data.scaler.apply(grid), model)
