@@ -29,7 +29,7 @@ def memory_needed(cfg: Config, n_models: int = 1, n_samples: Optional[int] = Non
     parameters with their gradients, snapshots and optimizer state; activations, deltas and
     scratch per batch; the data and its copies."""
     sizes = cfg.model.layers
-    n = _samples(cfg, n_samples)
+    n = known_samples(cfg, n_samples)
     itemsize = 4 if cfg.training.dtype == "float32" else 8
     params = sum(o * i + o for i, o in zip(sizes, sizes[1:]))
     batch = min(cfg.training.batch_size or n, n) if n else 0
@@ -40,7 +40,7 @@ def memory_needed(cfg: Config, n_models: int = 1, n_samples: Optional[int] = Non
     )
 
 
-def _samples(cfg: Config, n_samples: Optional[int]) -> int:
+def known_samples(cfg: Config, n_samples: Optional[int]) -> int:
     """The sample count when it is known before loading (inline or generated data), else 0."""
     d = cfg.data
     return n_samples or (len(d.inputs) if d.inputs else d.n_samples if d.builtin else 0)
@@ -56,7 +56,7 @@ def check_memory(cfg: Config, source: str, n_models: int = 1, n_samples: Optiona
         return
     if need > 0.8 * have:
         models = f" x {n_models:,} models" if n_models > 1 else ""
-        n = _samples(cfg, n_samples)
+        n = known_samples(cfg, n_samples)
         samples = f" on {n:,} samples" if n else ""
         raise ConfigError(
             f"{source}: model.layers {cfg.model.layers}{models}{samples} needs about {need / GiB:.1f} GiB of "

@@ -22,6 +22,8 @@ from backprop_cli.activations import ACTIVATIONS
 from backprop_cli.initializers import Params
 from backprop_cli.losses import Loss
 
+CONTIGUOUS_FROM = 16  # models from which a forward pass multiplies by contiguous copies of W^T
+
 
 class ParamName(NamedTuple):
     """One flat parameter: its textbook name, layer (0-based), kind, receiving neuron (row)
@@ -111,6 +113,7 @@ class Workspace:
     DT: list = field(default_factory=list)
     forward: list = field(default_factory=list)
     backward: list = field(default_factory=list)
+    ones: Optional[np.ndarray] = None  # (1, n): sums over samples by a product (many models)
 
 
 class Network:
@@ -139,6 +142,10 @@ class Network:
         self.W, self.b = self._views(self.theta)
         self.gW, self.gb = self._views(self.grad)
         self.WT = [w.transpose(0, 2, 1) for w in self.W]
+        # with many models, each forward pass first copies W^T into a contiguous (K, in, out)
+        # buffer: NumPy's matmul runs about 3x faster on it than on the strided view into theta
+        # (a copy costs a fifth of that), while for a few models the extra call costs more
+        self.WTc = [np.empty(w.shape, self.dtype) if n_models >= CONTIGUOUS_FROM else None for w in self.WT]
         self._workspaces: dict[int, Workspace] = {}
 
     @property
@@ -202,11 +209,14 @@ class Network:
             # each pass's per-layer operands, looked up once (the backward pass's last layer first)
             nets = ws.A[:-1] + [ws.Z]  # where each layer's net input z goes
             ws.forward = [
-                (W_T, b, act.forward, z, out) for W_T, b, act, z, out in zip(self.WT, self.b, self.acts, nets, ws.A)
+                (W_T, WTc, b, act.forward, z, out)
+                for W_T, WTc, b, act, z, out in zip(self.WT, self.WTc, self.b, self.acts, nets, ws.A)
             ]
             for l in range(self.n_layers - 1, -1, -1):
                 back = (self.W[l], ws.D[l - 1], self.acts[l - 1].grad, ws.S[l - 1]) if l else None
                 ws.backward.append((ws.D[l], ws.DT[l], self.gW[l], self.gb[l], ws.A[l - 1] if l else None, back))
+            if self.K >= CONTIGUOUS_FROM:
+                ws.ones = np.ones((1, n), self.dtype)
             self._workspaces[n] = ws
         return ws
 
@@ -216,7 +226,10 @@ class Network:
         Callers run it inside np.errstate(over="ignore") (see activations).
         """
         a = X
-        for W_T, b, forward, z, out in ws.forward:
+        for W_T, WTc, b, forward, z, out in ws.forward:
+            if WTc is not None:
+                np.copyto(WTc, W_T)
+                W_T = WTc
             np.matmul(a, W_T, out=z)
             if b is not None:
                 z += b
@@ -228,12 +241,16 @@ class Network:
         """Forward, loss and backward on one batch; fills self.grad and returns the loss (K,)."""
         out = self.forward_into(X, ws)
         value = loss.delta(out, Y, ws.Z, self.acts[-1], ws.D[-1], ws.S[-1])
+        ones = ws.ones
         for D, DT, gW, gb, A_prev, back in ws.backward:
             # dL/dW[l] = delta[l]^T @ a[l-1]; dL/db[l] = sum of delta[l] over samples
             np.matmul(DT, X if A_prev is None else A_prev, out=gW)
             if gb is not None:
-                # np.add.reduce, not np.sum: the same sum without np.sum's Python wrapper
-                np.add.reduce(D, axis=1, keepdims=True, out=gb)
+                if ones is None:
+                    # np.add.reduce, not np.sum: the same sum without np.sum's Python wrapper
+                    np.add.reduce(D, axis=1, keepdims=True, out=gb)
+                else:  # many models: a row of ones times delta sums 4x faster than the reduction
+                    np.matmul(ones, D, out=gb)
             if back is not None:
                 # delta[l-1] = (delta[l] @ W[l]) * f'(z[l-1]), f' computed from a[l-1]
                 W, D_prev, grad_fn, S_prev = back

@@ -121,8 +121,9 @@ class History:
                 self.data[name] = values
         rows = max(epochs_run)
         for k, ran in enumerate(epochs_run):
-            for column in self.data.values():
-                column[ran:, k] = np.nan
+            if ran < rows:  # a model that stopped early: nothing recorded past its end
+                for column in self.data.values():
+                    column[ran:, k] = np.nan
         return {c: v[:rows] for c, v in self.data.items()}
 
 

@@ -37,7 +37,6 @@ import numpy as np
 from backprop_cli.checkpoint import Checkpoint, EarlyState
 from backprop_cli.errors import RunError
 from backprop_cli.files import atomic_write, read_json
-from backprop_cli.metrics import epochs_to
 from backprop_cli.network import Network
 from backprop_cli.training import TrainResult
 
@@ -148,11 +147,21 @@ class Chunk:
         K = len(cells)
         keep = slice(0, None, every)
         history = {c: np.ascontiguousarray(v[keep].T) for c, v in result.history.items()}
+        ran = np.asarray(result.epochs_run)
+        models = np.arange(K)
+        rows = len(result.epochs)
         finals = {
-            c: np.array([_last(v[: result.epochs_run[k], k]) for k in range(K)]) for c, v in result.history.items()
+            c: np.where(ran > 0, v[np.maximum(ran - 1, 0), models], np.nan) if rows else np.full(K, np.nan)
+            for c, v in result.history.items()
         }
-        loss = result.history["loss"]
-        reached = [epochs_to(loss[: result.epochs_run[k], k], result.epochs, target) for k in range(K)]
+        loss = result.history["loss"]  # NaN past each model's end
+        reached = np.full(K, NONE)
+        best = np.full(K, np.nan)
+        if rows:
+            with np.errstate(invalid="ignore"):
+                hit = loss <= target
+            reached = np.where(hit.any(axis=0), result.epochs[hit.argmax(axis=0)], NONE)
+            best = np.fmin.reduce(np.where(np.isfinite(loss), loss, np.nan), axis=0)
         s = result.state
         assert s is not None
         moments = {name: v.copy() for name, v in s.optimizer.moments().items()}
@@ -172,8 +181,8 @@ class Chunk:
             "duration_s": np.full(K, result.duration_s),
             "started": np.full(K, started),
             "finished": np.full(K, time.time()),
-            "best_loss": np.array([_best(loss[: result.epochs_run[k], k]) for k in range(K)]),
-            "epochs_to_target": np.array([NONE if r is None else r for r in reached], np.int32),
+            "best_loss": best,
+            "epochs_to_target": reached.astype(np.int32),
             "batched_with": np.full(K, K, np.int32),
         }
         if early is not None:
@@ -193,15 +202,6 @@ class Chunk:
             fields,
             order,
         )
-
-
-def _last(values: np.ndarray) -> float:
-    return float(values[-1]) if len(values) else float("nan")
-
-
-def _best(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.min()) if len(finite) else float("nan")
 
 
 def _pack_order(state: dict) -> np.ndarray:

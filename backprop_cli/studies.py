@@ -1,12 +1,13 @@
 """Study folders: a learning-rate sweep or a seed study written out.
 
-Files: <kind>.csv (one row per model), history.csv (one loss column per model),
-loss_curves.png, loss_grid.png (sweeps), summary.json and, for sweeps, one complete run
-folder per rate (loadable by predict).
+Files: store/ (every model's history, weights and state as arrays: see `store`), <kind>.csv
+(one row per model), history.csv (one loss column per model), loss_curves.png, loss_grid.png
+(sweeps), summary.json and, for sweeps, one complete run folder per rate (loadable by predict).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -29,6 +30,7 @@ from backprop_cli.run_folders import (
     numbers,
     versions,
 )
+from backprop_cli.store import Chunk, Layout, Store
 from backprop_cli.sweep import Entry
 
 MAX_CSV_WEIGHTS = 64
@@ -98,6 +100,7 @@ def write_study(
     """
     painter = painter or Painter(background=False)
     with no_interrupts():
+        write_store(folder, cfg, entries, target)
         atomic_write(folder / f"{kind}.csv", study_csv(label, entries, target, param_names))
         atomic_write(folder / "history.csv", study_history_csv(label, entries))
         names = value_names([e.value for e in entries])
@@ -168,6 +171,35 @@ def write_study(
     with no_interrupts():
         write_json(folder / "summary.json", summary)
     return warnings
+
+
+def write_store(folder: Path, cfg: Config, entries: list[Entry], target: float) -> Store:
+    """The study's store (see `store`): one row per model, as a grid keeps its cells, so every
+    study reads alike however it was trained (one batched pass, a chain, a pass per seed)."""
+    from backprop_cli.run_folders.cells import optimizer_moments
+
+    results: dict[int, list[int]] = {}
+    for i, e in enumerate(entries):
+        results.setdefault(id(e.result), []).append(i)
+    first = entries[0].result
+    es = cfg.training.early_stopping
+    shape = Layout(
+        len(entries),
+        list(first.history),
+        max(len(e.result.epochs) for e in entries),
+        first.net.n_params,
+        optimizer_moments([cfg.training.optimizer]),
+        es is not None and es.restore_best,
+    )
+    store = Store.create(folder, shape)
+    started = time.time()
+    for rows in results.values():
+        result = entries[rows[0]].result
+        models = [entries[i].model for i in rows]
+        if models != list(range(result.net.K)) or result.state is None:
+            continue  # not a whole pass (a chain cut short): the CSVs hold it
+        store.write(Chunk.from_result(rows, result, 1, started - result.duration_s, target))
+    return store
 
 
 def study_status(statuses: Sequence[str], interrupted: bool = False) -> str:

@@ -57,8 +57,11 @@ def build_network(
     """
     K = len(seeds) if seeds is not None else n_models
     net = Network(model.layers, model.activations, model.bias, K, np.dtype(dtype))
+    drawn: dict[int, list] = {}  # a study's cells repeat their few seeds
     for k, s in enumerate(seeds if seeds is not None else [seed]):
-        layers = init_params(model.init, model.layers, random_streams(s)[1], model.bias)
+        if s not in drawn:
+            drawn[s] = init_params(model.init, model.layers, random_streams(s)[1], model.bias)
+        layers = drawn[s]
         if model.weights is not None:
             layers = [(np.asarray(w, float), b) for w, (_, b) in zip(model.weights, layers)]
         if model.biases is not None:

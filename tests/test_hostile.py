@@ -71,7 +71,7 @@ def test_rates_that_read_alike_get_their_own_folders(cli, tmp_path):
     result = cli("sweep-lr", CONFIGS / "xor.yaml", "--lrs", "0.1,0.1000001", "--epochs", "10", "--runs-dir", root, "-q")
     assert result.exit_code == 0, result.output
     sweep = next(root.iterdir())
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["lr_0.1", "lr_0.1000001"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["lr_0.1", "lr_0.1000001", "store"]
     header = (sweep / "history.csv").read_text().splitlines()[0]
     assert header == "epoch,learning_rate=0.1,learning_rate=0.1000001"
 

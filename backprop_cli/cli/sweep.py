@@ -65,7 +65,8 @@ def sweep(
         ),
     ] = None,
     chunk_models: Annotated[
-        Optional[int], typer.Option("--chunk", metavar="N", min=1, help="Models per pass at most (default 1024).")
+        Optional[int],
+        typer.Option("--chunk", metavar="N", min=1, help="Models per pass at most (default: what fits the cache)."),
     ] = None,
     epochs: Epochs = None,
     runs_dir: RunsDir = Path("runs"),
@@ -104,16 +105,15 @@ def sweep(
     asked = spec(config, asked_grid, seed_list, sets or [], overrides)
     target = default_target(cells.combos[0].cfg)
     shape = g.layout(cells, every)
-    folder, resumed = g.study_folder(runs_dir, cells.name, name, asked)
+    found = g.find_study(runs_dir, name, asked)
+    if found is None or not Store.exists(found):
+        g.check_disk(shape, runs_dir, max(c.cfg.training.epochs for c in cells.combos))
+    folder = found or g.new_study(runs_dir, cells.name, name, asked)
     with guarded(folder), g.locked(folder):
-        if resumed and Store.exists(folder):
-            store = Store.open(folder, writable=True)
-        else:
-            g.check_disk(shape, runs_dir, max(c.cfg.training.epochs for c in cells.combos))
-            store = Store.create(folder, shape)
+        store = Store.open(folder, writable=True) if Store.exists(folder) else Store.create(folder, shape)
         done = store.done()
         todo = [i for i in range(len(cells)) if not done[i]]
-        jobs = g.plan(cells, todo, str(config), target, every, budget, chunk_models or g.CHUNK_MODELS)
+        jobs = g.plan(cells, todo, str(config), target, every, budget, chunk_models)
         n_workers = workers or os.cpu_count() or 1
         skipped = f"; {len(cells) - len(todo):,} finished before, skipped" if len(todo) < len(cells) else ""
         skipped += f"; {len(jobs):,} chunk{'s' if len(jobs) != 1 else ''} to train"

@@ -8,6 +8,7 @@ line: `configs/xor.yaml:9: training.learning_rate: must be > 0 (got -0.1)`.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
@@ -140,7 +141,18 @@ def _load(text: str, source: str, loader_class: type) -> tuple[Any, Optional[yam
 
 
 def parse_yaml(text: str, source: str):
-    """Parse YAML text; returns (data, line map). Raises ConfigError naming `source`."""
+    """Parse YAML text; returns (data, line map). Raises ConfigError naming `source`.
+
+    A grid validates one config per value of its keys: the same text is parsed once and each
+    caller gets its own copy of the data."""
+    import copy
+
+    data, lines = _parse_yaml(text, source)
+    return copy.deepcopy(data), lines
+
+
+@lru_cache(maxsize=8)
+def _parse_yaml(text: str, source: str):
     try:
         try:
             data, node = _load(text, source, _FastLoader)

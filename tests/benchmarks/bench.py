@@ -2,7 +2,7 @@
 PyTorch and scikit-learn), each case run in the same process, interleaved, several repeats.
 
     python tests/benchmarks/bench.py             # every case
-    python tests/benchmarks/bench.py tiny sweep  # some cases: process, numerical, tiny, display, sweep, medium, startup
+    python tests/benchmarks/bench.py tiny sweep  # some cases: study, process, grid, animate, numerical, tiny, display, sweep, medium, startup
     python tests/benchmarks/bench.py --quick     # fewer repeats and epochs
 
 Prints medians, min-max and ratios (engine / reference: below 1 means the engine is faster).
@@ -454,13 +454,31 @@ def case_startup(repeats, _):
 # -- process: what a user waits for, start to prompt -------------------------------------------------
 
 
+_MPL = None
+
+
+def _env():
+    """The environment of timed processes: a private matplotlib cache, built once before any
+    timing (a shared cache that is locked or stale adds seconds to every process)."""
+    global _MPL
+    if _MPL is None:
+        import tempfile
+
+        _MPL = tempfile.mkdtemp(prefix="bench-mpl-")
+        env = {**os.environ, "MPLCONFIGDIR": _MPL}
+        subprocess.run([sys.executable, "-c", "import matplotlib.pyplot"], check=True, env=env)
+    return {**os.environ, "MPLCONFIGDIR": _MPL}
+
+
 def _command(args, cwd):
-    """Time one whole process: `backprop ARGS` (with "-" first: a Python script) in `cwd`."""
+    """Time one whole process: `backprop ARGS` (with "-" first: a Python script) in `cwd`,
+    with a private, warm matplotlib cache."""
+    env = _env()
 
     def go():
         argv = [sys.executable, *args[1:]] if args[0] == "-" else [sys.executable, "-m", "backprop_cli", *args]
         t = time.perf_counter()
-        subprocess.run(argv, check=True, capture_output=True, cwd=cwd)
+        subprocess.run(argv, check=True, capture_output=True, cwd=cwd, env=env)
         return time.perf_counter() - t
 
     return go
@@ -592,7 +610,67 @@ def case_grid(repeats, _):
     report("grid", "the same, --workers 2", t["w2"], "s", 1, t["w1"])
 
 
+def _loop_seconds(runs):
+    """The training loops' own time in a study just written: the sum of its chunks' duration_s."""
+    from backprop_cli.store import Store
+
+    (folder,) = [p for p in Path(runs).iterdir() if "-grid-" in p.name]
+    durations = Store.open(folder).field("duration_s")
+    return float(np.unique(durations[np.isfinite(durations)]).sum())
+
+
+def case_study(repeats, _):
+    print(
+        "study: a grid's whole process against its own training loop (the store's duration_s); engine per model-epoch"
+    )
+    import shutil
+    import tempfile
+
+    xor = str(ROOT / "configs" / "xor.yaml")
+    for n_rates, seeds in ((256, 4), (2500, 4)):
+        rates = ",".join(f"{r:.8g}" for r in np.geomspace(0.01, 10.0, n_rates))
+        cells = n_rates * seeds
+        whole, loops = [], []
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                runs = Path(tmp) / "runs"
+                args = ["sweep", xor, "--grid", f"training.learning_rate={rates}", "--seeds", f"0:{seeds}"]
+                whole.append(_command([*args, "--epochs", "2000", "--runs-dir", str(runs), "-q"], tmp)())
+                loops.append(_loop_seconds(runs))
+                shutil.rmtree(runs)
+        report("study", f"sweep xor: {cells:,} cells x 2,000 epochs, training loop", loops, "s", 1)
+        report("study", "the same, whole process", whole, "s", 1, loops)
+        extra = [(w - l) / cells for w, l in zip(whole, loops)]
+        report("study", "  process minus loop, per cell (bookkeeping + start-up)", extra, "ms", 1e3)
+    # the engine alone, in the chunks a study trains: a 16-16-1 tanh net, 16 samples, full batch
+    from backprop_cli.api import config
+    from backprop_cli.grid import chunk_size
+
+    rng = np.random.default_rng(0)
+    cfg = config(
+        {
+            "model": {"layers": [16, 16, 1], "activation": "tanh", "output_activation": "identity", "init": "xavier"},
+            "training": {"loss": "mse", "learning_rate": 0.01, "epochs": 10},
+            "data": {"inputs": rng.normal(size=(16, 16)).tolist(), "targets": rng.normal(size=(16, 1)).tolist()},
+        }
+    )
+    data = dataset(cfg, "bench")
+    chunk = chunk_size(cfg, 2**32)
+    for K, epochs in ((1, 20000), (1024, 200), (16384, 20), (100_000, 5)):
+        cfg.training.epochs = epochs
+        times = []
+        for _ in range(max(1, repeats // 2)):
+            spent = 0.0
+            for start in range(0, K, chunk):
+                k = min(chunk, K - start)
+                net = network(cfg, n_models=k)
+                spent += fit(cfg, data, net, learning_rates=list(np.geomspace(0.001, 0.1, k))).duration_s
+            times.append(spent / (K * epochs))
+        report("study", f"engine 16-16-1 tanh, K={K:,} in chunks of {min(chunk, K)}", times, "us/m-ep", 1e6)
+
+
 CASES = {
+    "study": case_study,
     "process": case_process,
     "grid": case_grid,
     "animate": case_animate,
@@ -623,6 +701,7 @@ def main():
         "numerical": (5, 10000),
         "animate": (5, 10000),
         "grid": (5, None),
+        "study": (5, None),
     }
     if args.quick:
         plan = {
@@ -635,6 +714,7 @@ def main():
             "numerical": (3, 2000),
             "animate": (3, 5000),
             "grid": (3, None),
+            "study": (3, None),
         }
     core = os.environ.get("OPENBLAS_CORETYPE")
     blas = f"OPENBLAS_CORETYPE={core} from the environment" if core else "OpenBLAS's own choice of kernels"

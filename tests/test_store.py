@@ -1,0 +1,224 @@
+"""Studies at scale: every cell's numbers in one store, run folders on demand and byte for byte,
+resumable after SIGKILL at chunk granularity, sized and refused before anything trains."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import XOR_YAML
+
+from backprop_cli import grid as g
+from backprop_cli.experiment import dataset, fit, network
+from backprop_cli.run_folders.cells import Cells, export_cell, folder_name
+from backprop_cli.store import Store
+
+
+def _rows(folder):
+    return list(csv.DictReader((folder / "grid.csv").open()))
+
+
+def _study(root):
+    (folder,) = [p for p in root.iterdir() if "-grid-" in p.name]
+    return folder
+
+
+def _rates(n, low=0.05, high=5.0):
+    return ",".join(f"{r:.6g}" for r in np.geomspace(low, high, n))
+
+
+def test_the_store_holds_what_plain_runs_give(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    args = ["--grid", "model.activation=sigmoid,tanh", "--grid", "training.learning_rate=0.5,2", "--seeds", "3:5"]
+    assert cli("sweep", path, *args, "--runs-dir", tmp_path, "-q").exit_code == 0
+    folder = _study(tmp_path)
+    store = Store.open(folder)
+    cells = Cells.from_spec(json.loads((folder / "grid.json").read_text()))
+    assert store.done().all() and len(cells) == 8
+    for i in range(len(cells)):
+        cfg = cells.cfg(i)
+        net = network(cfg)
+        alone = fit(cfg, dataset(cfg, "x"), net)
+        epochs, history = store.history(i)
+        assert np.array_equal(epochs, alone.epochs)
+        np.testing.assert_allclose(history["loss"], alone.history["loss"][:, 0], rtol=1e-12, atol=0)
+        np.testing.assert_allclose(store.arrays["weights"][i], net.theta[0], rtol=1e-12, atol=1e-15)
+
+
+def test_the_folder_is_the_size_of_its_arrays(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 1000"))
+    args = ["--grid", f"training.learning_rate={_rates(64)}", "--seeds", "0:4", "--runs-dir", tmp_path, "-q"]
+    assert cli("sweep", path, *args).exit_code == 0
+    folder = _study(tmp_path)
+    store = Store.open(folder)
+    blocks = sum(os.stat(p).st_blocks * 512 for p in folder.rglob("*") if p.is_file())
+    assert store.layout.nbytes() > 4_000_000 and blocks <= 1.2 * store.layout.nbytes()
+
+
+def test_a_cell_exported_is_byte_for_byte_the_folder_the_study_wrote(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    assert cli("sweep", path, "--grid", "training.learning_rate=0.5,1,2", "--runs-dir", tmp_path, "-q").exit_code == 0
+    folder = _study(tmp_path)
+    written = {p.name: p.read_bytes() for p in (folder / "cell_002").iterdir()}
+    assert {"config.yaml", "history.csv", "weights.json", "summary.json", "checkpoint.npz"} <= set(written)
+    again = export_cell(folder, 1, tmp_path / "again", plots=False)
+    assert {p.name: p.read_bytes() for p in again.iterdir()} == written
+    result = cli("runs", "export", folder, "cell_002", "--output", tmp_path / "cli", "--no-plots")
+    assert result.exit_code == 0 and result.stdout.strip() == str(tmp_path / "cli")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "cli").iterdir()} == written
+
+
+def test_a_large_study_keeps_cells_in_the_store_and_commands_take_a_cell(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 50"))
+    result = cli("sweep", path, "--grid", f"training.learning_rate={_rates(65)}", "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    folder = _study(tmp_path)
+    assert not any(p.name.startswith("cell_") for p in folder.iterdir())  # 65 cells: no run folders
+    assert "the best 20 of 65 cells by final_loss" in result.stdout
+    assert len([line for line in result.stdout.splitlines() if "cell_0" in line]) == 20
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["cells"] == 65 and "models" not in summary and summary["run_folders"] == "none"
+    # a cell is a run wherever a command takes one: its folder is written from the store
+    predicted = cli("predict", folder / "cell_017", "--input", "0,1")
+    assert predicted.exit_code == 0, predicted.output
+    assert (folder / "cell_017" / "summary.json").exists()
+    assert cli("explain", folder / "cell_017" / "config.yaml", "--epoch", "2").exit_code == 0
+    assert cli("runs", "show", folder / "cell_017").exit_code == 0
+    continued = cli("train", path, "--from", folder / "cell_020", "--epochs", "5", "--runs-dir", tmp_path, "-q")
+    assert continued.exit_code == 0, continued.output
+    missing = cli("predict", folder / "cell_099", "--input", "0,1")
+    assert missing.exit_code == 2
+    assert missing.stderr == f"Error: {folder}: has cells cell_001 to cell_065; no cell 99\n"
+
+
+def test_run_folders_best_n_and_none(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    args = ["--grid", "training.learning_rate=0.1,0.5,2", "-q"]
+    assert cli("sweep", path, *args, "--run-folders", "best:1", "--runs-dir", tmp_path / "a").exit_code == 0
+    folder = _study(tmp_path / "a")
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith("cell_")) == ["cell_003"]
+    assert cli("sweep", path, *args, "--run-folders", "none", "--runs-dir", tmp_path / "b").exit_code == 0
+    assert not any(p.name.startswith("cell_") for p in _study(tmp_path / "b").iterdir())
+    bad = cli("sweep", path, *args, "--run-folders", "best", "--runs-dir", tmp_path / "c")
+    assert (
+        bad.exit_code == 2 and bad.stderr == "Error: --run-folders best: expected all, none or best:N (e.g. best:10)\n"
+    )
+
+
+def test_history_every_n_keeps_every_nth_epoch_and_the_final_values(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    args = ["--grid", "training.learning_rate=0.5,2", "--history", "every:10", "--run-folders", "none", "-q"]
+    assert cli("sweep", path, *args, "--runs-dir", tmp_path / "a").exit_code == 0
+    assert (
+        cli("sweep", path, "--grid", "training.learning_rate=0.5,2", "-q", "--runs-dir", tmp_path / "b").exit_code == 0
+    )
+    thin, full = Store.open(_study(tmp_path / "a")), Store.open(_study(tmp_path / "b"))
+    assert thin.arrays["history.loss"].shape == (2, 20) and full.arrays["history.loss"].shape == (2, 200)
+    assert np.array_equal(thin.arrays["history.loss"], full.arrays["history.loss"][:, ::10])
+    assert _rows(_study(tmp_path / "a")) == [
+        {**r, "run": r["run"]} for r in _rows(_study(tmp_path / "b"))
+    ]  # the table's final values are the last epoch's
+    bad = cli("sweep", path, "--grid", "training.learning_rate=1", "--history", "10", "--runs-dir", tmp_path / "c")
+    assert bad.exit_code == 2 and bad.stderr == "Error: --history 10: expected all or every:N (e.g. every:10)\n"
+
+
+def test_a_store_that_would_not_fit_the_disk_is_refused_before_training(cli, write_config, tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(g.shutil, "disk_usage", lambda path: usage(10 * 2**30, 8 * 2**30, int(2.1 * 2**30)))
+    path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 50000"))
+    root = tmp_path / "runs"
+    root.mkdir()
+    result = cli("sweep", path, "--grid", "training.learning_rate=0.5", "--seeds", "0:10000", "--runs-dir", root)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: 10,000 cells x 50,000 epochs of history need 7.5 GiB on disk; 2.1 GiB free at {root}\n"
+    )
+    assert not any(root.iterdir())  # nothing trained, no study folder left
+
+
+def test_grid_parquet_has_the_table_with_types(cli, write_config, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = write_config(XOR_YAML)
+    assert cli("sweep", path, "--grid", "training.learning_rate=0.5,2", "--runs-dir", tmp_path, "-q").exit_code == 0
+    folder = _study(tmp_path)
+    table = pq.read_table(folder / "grid.parquet").to_pylist()
+    rows = _rows(folder)
+    assert [r["run"] for r in table] == [r["run"] for r in rows]
+    assert [repr(r["final_loss"]) for r in table] == [r["final_loss"] for r in rows]
+    assert isinstance(table[0]["epochs_run"], int)
+
+
+def test_a_study_killed_with_sigkill_resumes_from_its_last_chunk(write_config, tmp_path):
+    path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 3000"))
+    root = tmp_path / "runs"
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    args = [sys.executable, "-m", "backprop_cli", "sweep", str(path), "--grid", f"training.learning_rate={_rates(16)}"]
+    args += ["--seeds", "0:4", "--chunk", "4", "--workers", "1", "--name", "k", "--runs-dir", str(root)]
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in child.stderr:  # the child says when a tenth of the models have trained
+        if line.startswith("models trained: "):
+            break
+    child.kill()
+    child.wait(timeout=60)
+    folder = _study(root)
+    done = Store.open(folder).done()
+    assert 0 < done.sum() < 64 and done.sum() % 4 == 0  # whole chunks only
+    resumed = subprocess.run(args + ["-q"], capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    straight = subprocess.run(
+        args[:-4] + ["--runs-dir", str(tmp_path / "straight"), "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert straight.returncode == 0, straight.stderr
+    assert _rows(folder) == _rows(_study(tmp_path / "straight"))
+    assert Store.open(folder).done().all()
+
+
+def test_two_resumes_of_one_study_at_once_are_refused(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    args = ["sweep", path, "--grid", "training.learning_rate=0.5", "--name", "same", "--runs-dir", tmp_path, "-q"]
+    assert cli(*args).exit_code == 0
+    folder = _study(tmp_path)
+    with g.locked(folder):
+        result = cli(*args)
+    assert result.exit_code == 1
+    assert (
+        result.stderr
+        == f"Error: {folder}: pid {os.getpid()} is writing this study; wait for it, or give another --name\n"
+    )
+
+
+def test_cells_are_counted_before_they_are_built(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    values = ",".join(str(v) for v in range(1, 2001))
+    result = cli("sweep", path, "--grid", f"training.epochs={values}", "--grid", f"training.batch_size={values}",
+                 "--grid", "model.layers=[2,2,1],[2,3,1]", "--runs-dir", tmp_path, "--memory", "0.01")  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr == "Error: the grid has 8,000,000 cells; at most 5,242 fit this machine (see --memory)\n"
+
+
+def test_folder_names_widen_with_the_study():
+    assert folder_name(0, 60) == "cell_001" and folder_name(416, 1024) == "cell_0417"
+
+
+def test_interrupting_a_chunk_kept_and_counted_from_the_store(write_config, tmp_path):
+    path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 3000000"))
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    args = [sys.executable, "-m", "backprop_cli", "sweep", str(path), "--grid", "training.learning_rate=0.1,0.2"]
+    args += ["--grid", "model.activation=sigmoid,tanh", "--workers", "1", "--runs-dir", str(tmp_path / "r")]
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert "4 cells in 2 batched groups" in child.stdout.readline()
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130, stderr
+    assert "stopping: the chunk in progress is kept where it finished..." in stderr
+    assert "Interrupted; 0 of 4 cells finished." in stderr and "Traceback" not in stderr
