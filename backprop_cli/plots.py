@@ -304,38 +304,67 @@ def loss_grid(curves: Curves, title: str) -> bytes:
 
 @quiet_overflow
 def heatmap(table: Any, labels: tuple, keys: tuple, metric: str, title: str) -> bytes:
-    """A grid study's metric over two keys: rows the first key's values, columns the second's,
-    each cell's value written in it (mean over seeds)."""
+    """A grid study's metric over two keys: rows the first key's values, columns the second's
+    (mean over seeds). Up to 12 x 12 cells each cell's value is written in it; a larger grid is
+    an image with one pixel (at least) a cell and a few labelled ticks. The colour bar is in
+    the metric's own units, on a log scale when the values span decades."""
+    from matplotlib.colors import LogNorm, Normalize
+
     values = np.asarray(table, float)
     rows, cols = values.shape
-    fig = new_figure(max(4.5, 1.1 * cols + 2.6), max(3.5, 0.6 * rows + 1.8), left=1.6, right=1.2, bottom=0.9, top=0.5)
+    small = rows * cols <= 144
+    if small:
+        fig = new_figure(
+            max(4.5, 1.1 * cols + 2.6), max(3.5, 0.6 * rows + 1.8), left=1.6, right=1.2, bottom=0.9, top=0.5
+        )
+    else:  # one pixel a cell at least, at 100 dpi
+        width, height = max(6.0, cols / 100 + 3.2), max(4.5, rows / 100 + 1.6)
+        fig = new_figure(width, height, left=1.6, right=1.6, bottom=0.9, top=0.5)
     ax = new_axes(fig)
     finite = values[np.isfinite(values)]
     reverse = is_score(metric)
     log = not reverse and spans_decades(finite)
-    shown = np.log10(values) if log else values
-    image = ax.imshow(shown, cmap="viridis" if reverse else "viridis_r", aspect="auto")
-    for i in range(rows):
-        for j in range(cols):
-            v = values[i, j]
-            text = "-" if not np.isfinite(v) else (f"{v:.4f}" if reverse else f"{v:.3g}")
-            ax.text(
-                j,
-                i,
-                text,
-                ha="center",
-                va="center",
-                fontsize=9,
-                color="white" if reverse == (np.isfinite(shown[i, j]) and shown[i, j] < np.nanmean(shown)) else "black",
-            )
-    ax.set_xticks(range(cols), labels[1])
-    ax.set_yticks(range(rows), labels[0])
+    norm = (
+        LogNorm(finite.min(), finite.max())
+        if log
+        else Normalize(*(finite.min(), finite.max()) if finite.size else (0, 1))
+    )
+    cmap = "viridis" if reverse else "viridis_r"
+    image = ax.imshow(values, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    if small:
+        shade = norm(np.where(np.isfinite(values), values, np.nan))
+        for i in range(rows):
+            for j in range(cols):
+                v = values[i, j]
+                text = "-" if not np.isfinite(v) else (f"{v:.4f}" if reverse else f"{v:.3g}")
+                dark = np.isfinite(v) and (shade[i, j] < 0.5) == reverse
+                ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
+        ax.set_xticks(range(cols), labels[1])
+        ax.set_yticks(range(rows), labels[0])
+    else:
+        for axis, n, names in ((ax.xaxis, cols, labels[1]), (ax.yaxis, rows, labels[0])):
+            ticks = sorted({int(round(t)) for t in np.linspace(0, n - 1, min(n, 7))})
+            axis.set_ticks(ticks, [_tick(names[t]) for t in ticks])
+        ax.set_title(f"{title} (mean over seeds; {rows} x {cols} cells, one pixel each)", fontsize=10)
     ax.set_xlabel(keys[1])
     ax.set_ylabel(keys[0])
     bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03)
-    bar.set_label(f"log10 {metric}" if log else metric)
-    ax.set_title(f"{title} (mean over seeds)", fontsize=10)
+    bar.set_label(metric + (" (log scale)" if log else ""))
+    if log:
+        from matplotlib.ticker import FuncFormatter
+
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    if small:
+        ax.set_title(f"{title} (mean over seeds)", fontsize=10)
     return png_bytes(fig)
+
+
+def _tick(label: str) -> str:
+    """A tick label of a long axis: numbers to 3 significant digits."""
+    try:
+        return f"{float(label):.3g}"
+    except ValueError:
+        return label
 
 
 @quiet_overflow
