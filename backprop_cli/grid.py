@@ -420,21 +420,17 @@ def grid_csv(rows: list[dict], keys: Sequence[str]) -> str:
     return csv_text(lines)
 
 
-def write_parquet(path: Path, rows: list[dict], keys: Sequence[str]) -> bool:
-    """grid.parquet beside grid.csv, where pyarrow is installed (the `parquet` extra): typed
-    columns that pandas, polars and DuckDB read as they are. Returns whether it was written."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        return False
+def parquet_job(path: Path, rows: list[dict], keys: Sequence[str]) -> list[PlotJob]:
+    """grid.parquet beside grid.csv, where pyarrow is installed (the `parquet` extra): the same
+    table with typed columns, as a painter job (see `tables`)."""
+    from backprop_cli.tables import have_parquet
+
+    if not have_parquet():
+        return []
     columns = csv_columns(rows, keys)
     ordered = sorted(rows, key=lambda r: r["run"])
     data = {c: [text(r.get(c)) if isinstance(r.get(c), (list, dict)) else r.get(c) for r in ordered] for c in columns}
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(pa.table(data), tmp)
-    os.replace(tmp, path)
-    return True
+    return [(path, "tables.parquet", (data,))]
 
 
 def plot_jobs(folder: Path, rows: list[dict], grid: dict[str, list], metric: str, title: str) -> list[PlotJob]:
@@ -491,8 +487,11 @@ def write_results(
     cells (a study of at most 64 cells also lists them under `models`, as it always did)."""
     rows = table(cells, store)
     atomic_write(folder / "grid.csv", grid_csv(rows, list(grid)))
-    parquet = write_parquet(folder / "grid.parquet", rows, list(grid))
-    warnings = (painter or Painter(background=False)).draw(plot_jobs(folder, rows, grid, metric, f"{name}: {metric}"))
+    jobs = parquet_job(folder / "grid.parquet", rows, list(grid)) + plot_jobs(
+        folder, rows, grid, metric, f"{name}: {metric}"
+    )
+    warnings = (painter or Painter(background=False)).draw(jobs)
+    parquet = (folder / "grid.parquet").exists()
     statuses = [r["status"] for r in rows]
     counts = {s: statuses.count(s) for s in STATUSES[1:] if s in statuses}
     best = sort_rows(rows, metric)[0] if rows else None

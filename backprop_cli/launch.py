@@ -20,10 +20,10 @@ def main() -> None:
     try:
         argv = sys.argv[1:]
         if argv[:1] and "--help" not in argv:
-            from backprop_cli.painter import COMMANDS, Painter
+            from backprop_cli.painter import COMMANDS, WARM_FOR, Painter
 
             if argv[0] in COMMANDS:
-                Painter.start_early()
+                Painter.start_early(WARM_FOR.get(argv[0], ()))
         from backprop_cli.cli import main as cli_main
 
         cli_main()

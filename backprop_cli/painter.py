@@ -11,6 +11,7 @@ remaining jobs itself: a plot costs time, never a run.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pickle
@@ -30,8 +31,6 @@ _early: list[Painter] = []  # a worker the launcher started before the command l
 
 def draw(job: Job) -> Optional[str]:
     """Draw one job and write it atomically; the error as a warning, or None."""
-    import importlib
-
     path, name, args = job
     module, _, function = name.rpartition(".")
     try:
@@ -95,9 +94,12 @@ class Painter:
         return self.collect()
 
     @classmethod
-    def start_early(cls) -> None:
-        """Start a worker now and keep it for the command (`launch` calls this first thing)."""
-        _early.append(cls())
+    def start_early(cls, warm: tuple[str, ...] = ()) -> None:
+        """Start a worker now and keep it for the command (`launch` calls this first thing);
+        it imports the modules `warm` names too while the command works."""
+        painter = cls(background=False)
+        painter.worker = _start(warm)
+        _early.append(painter)
 
     @classmethod
     def take_early(cls) -> Optional[Painter]:
@@ -126,10 +128,16 @@ class Painter:
         self.close()
 
 
-def _start() -> Optional[subprocess.Popen[bytes]]:
+WARM = "BACKPROP_PAINTER_WARM"  # modules the worker imports after matplotlib, comma-separated
+# what a command's worker is also asked to draw, besides matplotlib's pictures
+WARM_FOR = {"sweep": ("pyarrow.parquet",)}
+
+
+def _start(warm: tuple[str, ...] = ()) -> Optional[subprocess.Popen[bytes]]:
     """`python -m backprop_cli.painter` with this package first on its path, or None."""
     package_root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    env[WARM] = ",".join(warm)
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "backprop_cli.painter"],
@@ -148,6 +156,12 @@ def serve(jobs: IO[bytes], answers: IO[str]) -> None:
     import matplotlib.figure  # noqa: F401
 
     from backprop_cli import pictures, plots  # noqa: F401  (and the engine modules they name neurons with)
+
+    for name in filter(None, os.environ.get(WARM, "").split(",")):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional extra not installed: its job says so when it comes
+            pass
 
     while True:
         try:

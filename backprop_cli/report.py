@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import math
 from html import escape
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -115,6 +116,28 @@ def _csv_table(path: Path, max_rows: int = 200) -> str:
     return _table(header[:keep], shown) + note
 
 
+def _grid_table(path: Path, sort: str, best: int = 20, up_to: int = 64) -> str:
+    """A grid's cells as the terminal shows them: every column, sorted best first by the
+    study's sort column; past `up_to` cells only the best `best`, and a note."""
+    from backprop_cli.metrics import is_score
+
+    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    if not rows:
+        return ""
+    header, body = rows[0], rows[1:]
+    if sort in header:
+        at, sign = header.index(sort), -1.0 if is_score(sort) else 1.0
+        numbers = [(r, _number(r[at])) for r in body]
+        have = [r for r, v in numbers if isinstance(v, float) and math.isfinite(v)]
+        have.sort(key=lambda r: sign * float(r[at]))
+        body = have + [r for r, v in numbers if not (isinstance(v, float) and math.isfinite(v))]
+    shown = body if len(body) <= up_to else body[:best]
+    note = ""
+    if len(shown) < len(body):
+        note = f"<p class='meta'>the best {len(shown)} of {len(body):,} cells by {escape(sort)}; every cell is in {path.name}</p>"
+    return _table(header, [[_number(c) for c in r] for r in shown]) + note
+
+
 def _number(text: str) -> Any:
     try:
         return float(text)
@@ -178,7 +201,9 @@ def build_report(folder: Path) -> str:
         table = folder / f"{kind}.csv"
         out.append("<h2>Results</h2>")
         if table.exists():
-            out.append(_csv_table(table))
+            out.append(
+                _grid_table(table, str(summary.get("sort", "final_loss"))) if kind == "grid" else _csv_table(table)
+            )
     out.append("<h2>Summary</h2>")
     skip = {"models"} if kind else set()
     out.append(_table(["key", "value"], [(k, v) for k, v in summary.items() if k not in skip], 2, keyed=True))

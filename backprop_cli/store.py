@@ -131,7 +131,7 @@ class Chunk:
     rows for `cells` (global cell indices, 0-based)."""
 
     cells: np.ndarray
-    history: dict[str, np.ndarray]  # column -> (k, rows) at the store's stride
+    history: dict[str, np.ndarray]  # column -> (rows, k) at the store's stride (a row per kept epoch)
     finals: dict[str, np.ndarray]  # column -> (k,): the last epoch's value
     weights: np.ndarray  # (k, P_chunk)
     last: np.ndarray
@@ -146,7 +146,7 @@ class Chunk:
         `target` is the loss whose first epoch at or below it each row records."""
         K = len(cells)
         keep = slice(0, None, every)
-        history = {c: np.ascontiguousarray(v[keep].T) for c, v in result.history.items()}
+        history = {c: v[keep] for c, v in result.history.items()}  # (rows, k): the store transposes as it writes
         ran = np.asarray(result.epochs_run)
         models = np.arange(K)
         rows = len(result.epochs)
@@ -278,9 +278,9 @@ class Store:
         """A chunk's rows, flushed, then its cells marked done (flushed): never half a chunk."""
         a, rows = self.arrays, chunk.cells
         for column, values in chunk.history.items():
-            width = min(values.shape[1], self.layout.rows)
+            width = min(values.shape[0], self.layout.rows)
             target = a[f"history.{column}"]
-            target[rows, :width] = values[:, :width]
+            target[rows, :width] = values[:width].T
             a[f"final.{column}"][rows] = chunk.finals[column]
         P = chunk.weights.shape[1]
         a["weights"][rows, :P] = chunk.weights

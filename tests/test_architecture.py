@@ -26,7 +26,7 @@ TIERS = [
     ["data"],
     ["policies", "training"],
     ["experiment"],
-    ["plots", "painter", "pictures", "animation"],
+    ["plots", "painter", "pictures", "animation", "tables"],
     ["sweep", "gradcheck", "explain"],
     ["store", "run_folders"],
     ["studies", "grid"],

@@ -222,3 +222,31 @@ def test_interrupting_a_chunk_kept_and_counted_from_the_store(write_config, tmp_
     assert child.returncode == 130, stderr
     assert "stopping: the chunk in progress is kept where it finished..." in stderr
     assert "Interrupted; 0 of 4 cells finished." in stderr and "Traceback" not in stderr
+
+
+def test_a_dask_worker_killed_mid_study_loses_nothing_and_counts_nothing_twice(write_config, tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 30000"))
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    grid = ["--grid", f"training.learning_rate={_rates(8)}", "--chunk", "2", "-q"]
+    local = subprocess.run(
+        [sys.executable, "-m", "backprop_cli", "sweep", str(path), *grid, "--runs-dir", str(tmp_path / "local")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert local.returncode == 0, local.stderr
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            args = [sys.executable, "-m", "backprop_cli", "sweep", str(path), *grid[:-1], "--executor", "dask"]
+            args += ["--scheduler", cluster.scheduler_address, "--runs-dir", str(tmp_path / "dask")]
+            child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for line in child.stderr:  # the first chunk came back: the worker is on the next one
+                if line.startswith("models trained: "):
+                    break
+            for pid in client.run(os.getpid).values():
+                os.kill(pid, signal.SIGKILL)  # the nanny starts a new worker; the chunk runs again there
+            _, stderr = child.communicate(timeout=300)
+    assert child.returncode == 0, stderr
+    folder = _study(tmp_path / "dask")
+    assert _rows(folder) == _rows(_study(tmp_path / "local"))
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["trained"] == 8 and summary["statuses"] == {"completed": 8}

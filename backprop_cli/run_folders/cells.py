@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Annotated, Any, Iterator, Optional, Sequence
 
 from backprop_cli.config import Config, config_to_yaml, load_config
 from backprop_cli.errors import BackpropError, ConfigError, RunError, RunNotFoundError
@@ -86,10 +86,13 @@ class Cells:
             values = {**first, **dict(zip(self.structural, combo))}
             cfg = self._validate(values, self.seeds[0] if self.seeds else None)
             self.combos.append(Combo(index, dict(zip(self.structural, combo)), cfg, seeds_share_a_pass(cfg)))
-        # each per-model value once, with the first combination's other values
+        # each per-model value on its own (a number with a range), and a whole config only for
+        # one that fails, so the message is the config's own
         for key in self.per_model:
+            check = _field_check(key)
             for value in grid[key][1:]:
-                self._validate({**first, key: value}, self.seeds[0] if self.seeds else None)
+                if not check(value):
+                    self._validate({**first, key: value}, self.seeds[0] if self.seeds else None)
         self._strides = [math.prod(self.sizes[j + 1 :]) for j in range(len(self.keys))]
 
     def _validate(self, values: dict[str, Any], seed: Optional[int]) -> Config:
@@ -175,6 +178,29 @@ class Cells:
         """The cells a study's grid.json asked for."""
         overrides = {k: (v, f"--set {k}") for k, v in (spec.get("overrides") or {}).items()}
         return cls(Path(spec["config"]), spec["grid"], spec.get("seeds"), overrides, spec.get("set") or [])
+
+
+def _field_check(key: str) -> Any:
+    """Whether a value is valid for a per-model training key, by its field's own strict
+    validator (no config around it: these keys take part in no check across fields)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from backprop_cli.config.schema import TrainingConfig
+
+    info = TrainingConfig.model_fields[key.split(".", 1)[1]]
+    parts = (info.annotation, *info.metadata)
+    adapter: TypeAdapter = TypeAdapter(Annotated[parts])  # type: ignore[arg-type]
+
+    def check(value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        try:
+            adapter.validate_python(value, strict=True)
+        except ValidationError:
+            return False
+        return True
+
+    return check
 
 
 def spec(config: Path, grid: dict, seeds: Optional[Sequence[int]], sets: Sequence[str], overrides: dict) -> dict:
