@@ -264,11 +264,13 @@ def _silent(epochs: int, start: int, label: str) -> ContextManager[Any]:
 
 
 def load(path: Union[str, Path] = "runs", name: Optional[str] = None) -> Run:
-    """A run: a run folder's path, or `name` (a folder name or "latest", the default) under
-    the runs folder `path`."""
+    """A run: a run folder's path or a study's cell (`STUDY/cell_0417`), or `name` (a folder
+    name, a cell `STUDY/cell_0417`, or "latest", the default) under the runs folder `path`."""
     path = Path(path)
     if name is None and (path / "config.yaml").exists():
         return Run(path)
+    if name is None and path.name.startswith("cell_"):  # a study's cell: STUDY/cell_0417
+        return Run(resolve_run(path, Path(".")))
     return Run(resolve_run(Path(name or "latest"), path))
 
 

@@ -217,6 +217,7 @@ def plan(
     n_samples: dict[int, int] = {}
     for group in cells.groups(todo):
         cfg = cells.cfg(group[0])
+        check_memory(cfg, source)  # one model of each group must fit: said before anything trains
         size = chunk_size(cfg, budget, most, n_samples.setdefault(id(cells.combo(group[0])), _data_size(cfg, source)))
         for start in range(0, len(group), size):
             part = group[start : start + size]

@@ -88,6 +88,9 @@ def test_a_large_study_keeps_cells_in_the_store_and_commands_take_a_cell(cli, wr
     assert (folder / "cell_017" / "summary.json").exists()
     assert cli("explain", folder / "cell_017" / "config.yaml", "--epoch", "2").exit_code == 0
     assert cli("runs", "show", folder / "cell_017").exit_code == 0
+    import backprop_cli as bp
+
+    assert bp.load(folder / "cell_033").summary["status"] == "completed"
     continued = cli("train", path, "--from", folder / "cell_020", "--epochs", "5", "--runs-dir", tmp_path, "-q")
     assert continued.exit_code == 0, continued.output
     missing = cli("predict", folder / "cell_099", "--input", "0,1")
