@@ -175,7 +175,11 @@ def _table(rows: list[dict], keys: list[str], sort: str, total: int) -> None:
 
     shown = ("accuracy", "val_loss", "val_accuracy", "r2")
     extra = [c for c in SCORES_AND_ERRORS if c in shown and any(c in r for r in rows)]
-    columns = [Column(k, justify="left", keep=True) for k in keys] + [Column("seed")]
+    # a key's last part names its column where no other key ends the same (learning_rate, not
+    # training.learning_rate): at 80 columns the numbers fit beside the keys
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    names = [short if last.count(short) == 1 else k for k, short in zip(keys, last)]
+    columns = [Column(name, justify="left", keep=True) for name in names] + [Column("seed")]
     columns += [Column("final loss"), Column("best loss", drop=2)]
     columns += [Column(c, drop=1) for c in extra] + [Column("to target", drop=2), Column("epochs", drop=3)]
     columns.append(Column("status", justify="left"))
