@@ -6,7 +6,7 @@ to the sections and plain values that `data` and `train` take, for the modules a
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from backprop_cli.checkpoint import Checkpoint
 from backprop_cli.data import Dataset, load_data
@@ -119,7 +119,7 @@ def fit(
     cfg: Config,
     data: Dataset,
     net: Network,
-    learning_rates: Optional[Sequence[float]] = None,
+    learning_rates: Optional[Sequence[Any]] = None,
     callback: Optional[Callback] = None,
     start_epoch: int = 0,
     optimizer: Optional[Optimizer] = None,

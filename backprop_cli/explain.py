@@ -22,7 +22,7 @@ from backprop_cli.experiment import fit, network, require_completed
 from backprop_cli.files import atomic_write
 from backprop_cli.losses import LOSSES
 from backprop_cli.network import frozen_mask, neuron_names
-from backprop_cli.training import make_optimizer, make_schedule
+from backprop_cli.training import make_optimizer, make_schedule, rate_array
 
 if TYPE_CHECKING:
     from backprop_cli.config import Config, TrainingConfig
@@ -122,19 +122,29 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
         for n, d in zip(names[l + 1], ws.D[l][0, i]):
             back.rows.append([kind, n, g(d)])
     sections.append(back)
-    lr = t.learning_rate * make_schedule(t).factor(epoch, t.epochs)
+    base = rate_array([t.learning_rate], probe)  # (1, 1), or (1, P) with a rate per layer
+    rates = (base * make_schedule(t, base).factor(epoch, t.epochs)).ravel()
+    per_layer = rates.size > 1
     state = {name: values[0] for name, values in optimizer.state().items()}
     frozen = frozen_mask(probe.sizes, probe.bias, t.freeze)
+    if per_layer:
+        first = [rates[[p.layer for p in probe.param_names()].index(l)] for l in range(probe.n_layers)]
+        said = f"learning rates by layer {', '.join(g(r) for r in first)}"
+    else:
+        said = f"learning rate {g(rates[0])}"
     upd = Section(
-        f"gradients and update (learning rate {g(lr)}, optimizer {t.optimizer})",
-        ["parameter", "connects", "old", "dL/dparam", *state, "new"],
+        f"gradients and update ({said}, optimizer {t.optimizer})",
+        ["parameter", "connects", "old", "dL/dparam", *(["learning_rate"] if per_layer else []), *state, "new"],
         "update",
     )
     for p, (pname, layer, _kind, row, col) in enumerate(probe.param_names()):
         to = names[layer + 1][row]
         connects = f"{names[layer][col]} -> {to}" if col is not None else f"bias of {to}"
         label = f"{pname} (frozen)" if frozen[p] else pname
-        upd.rows.append([label, connects, g(old[0, p]), g(grad[p]), *(g(v[p]) for v in state.values()), g(new[0, p])])
+        rate = [g(rates[p])] if per_layer else []
+        upd.rows.append(
+            [label, connects, g(old[0, p]), g(grad[p]), *rate, *(g(v[p]) for v in state.values()), g(new[0, p])]
+        )
     upd.note = update_rule(t, optimizer.t or epoch) + (
         "; frozen parameters keep their values (training.freeze)" if frozen.any() else ""
     )

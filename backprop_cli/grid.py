@@ -67,7 +67,9 @@ def parse_grid(items: Sequence[str]) -> dict[str, list]:
         key = key.strip()
         if not sep or not key or not values_text.strip():
             raise OverrideError(f"--grid {item}: expected KEY=V1,V2,... (e.g. model.activation=sigmoid,tanh)")
-        values = parse_value(f"[{values_text}]", f"--grid {key}")
+        values = spaced(key, values_text.strip()) if values_text.strip()[:4] in ("log:", "lin:") else None
+        if values is None:
+            values = parse_value(f"[{values_text}]", f"--grid {key}")
         if not isinstance(values, list) or not values:
             raise OverrideError(f"--grid {item}: expected KEY=V1,V2,...")
         if key in grid:
@@ -79,6 +81,31 @@ def parse_grid(items: Sequence[str]) -> dict[str, list]:
             raise OverrideError(f"--grid {key}: value {text(twice[0])} is given twice")
         grid[key] = values
     return grid
+
+
+def spaced(key: str, spec: str) -> list:
+    """`log:A:B:N` (N values from A to B, evenly spaced on a log scale) or `lin:A:B:N`
+    (evenly spaced), as a grid key's values."""
+    kind, *parts = spec.split(":")
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        low, high, n = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise OverrideError(f"--grid {key}={spec}: expected {kind}:LOW:HIGH:N, e.g. {kind}:0.001:10:64") from None
+    if (
+        not (math.isfinite(low) and math.isfinite(high))
+        or n < 1
+        or (kind == "log" and not 0 < low <= high)
+        or low > high
+    ):
+        need = "0 < LOW <= HIGH" if kind == "log" else "LOW <= HIGH"
+        raise OverrideError(f"--grid {key}={spec}: needs {need} and N >= 1")
+    if n > 1_000_000:
+        raise OverrideError(f"--grid {key}={spec}: at most 1,000,000 values")
+    points = np.geomspace(low, high, n) if kind == "log" else np.linspace(low, high, n)
+    values = [float(v) for v in points]
+    return values[:1] if low == high else values
 
 
 def count_cells(grid: dict[str, list], seeds: Optional[Sequence[int]]) -> int:
@@ -434,7 +461,49 @@ def parquet_job(path: Path, rows: list[dict], keys: Sequence[str]) -> list[PlotJ
     return [(path, "tables.parquet", (data,))]
 
 
-def plot_jobs(folder: Path, rows: list[dict], grid: dict[str, list], metric: str, title: str) -> list[PlotJob]:
+def _numeric(values: list) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def landscape_job(folder: Path, cells: Cells, store: Store, grid: dict, keys: list, name: str) -> PlotJob:
+    """landscape.png: the trainability map of two numeric keys with many values (the mean
+    over seeds of each cell's mean loss over training; diverged where any seed diverged)."""
+    a, b = keys
+    n_a, n_b = len(grid[a]), len(grid[b])
+    loss = np.asarray(store.arrays["history.loss"])
+    ran = store.field("epochs_run")
+    status = store.field("status")
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        # each cell's mean loss over its finite epochs, in log space (a geometric mean): the
+        # last losses of a run that diverges are huge and would drown the rest
+        kept = np.isfinite(loss) & (loss > 0) & (np.arange(loss.shape[1]) < ran[:, None])
+        logs = np.where(kept, np.log(np.where(kept, loss, 1.0)), 0.0)
+        counts = kept.sum(axis=1)
+        mean = np.where(counts > 0, np.exp(logs.sum(axis=1) / np.maximum(counts, 1)), np.nan)
+    sums, seen = np.zeros((n_a, n_b)), np.zeros((n_a, n_b))
+    diverged = np.zeros((n_a, n_b), bool)
+    ia, ib = cells.keys.index(a), cells.keys.index(b)
+    for i in range(len(cells)):
+        at, _ = cells.position(i)
+        r, c = at[ia], at[ib]
+        if np.isfinite(mean[i]):
+            sums[r, c] += np.log(mean[i])
+            seen[r, c] += 1
+        diverged[r, c] |= status[i] == STATUSES.index("diverged")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(seen > 0, np.exp(sums / np.maximum(seen, 1)), np.nan)  # over seeds, geometric too
+    return (folder / "landscape.png", "landscape", (means, diverged, (grid[a], grid[b]), (a, b), name))
+
+
+def plot_jobs(
+    folder: Path,
+    rows: list[dict],
+    grid: dict[str, list],
+    metric: str,
+    title: str,
+    cells: Optional[Cells] = None,
+    store: Optional[Store] = None,
+) -> list[PlotJob]:
     """heatmap.png (two grid keys: the metric's mean over seeds in each cell, one pixel a cell
     for large grids) and box.png (per grid key with at most 16 values, the metric over seeds
     and the other keys, one box per value)."""
@@ -457,6 +526,13 @@ def plot_jobs(folder: Path, rows: list[dict], grid: dict[str, list], metric: str
             means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
         labels = ([text(v) for v in grid[a]], [text(v) for v in grid[b]])
         jobs.append((folder / "heatmap.png", "heatmap", (means, labels, (a, b), metric, title)))
+    if (
+        len(keys) == 2
+        and cells is not None
+        and store is not None
+        and all(_numeric(grid[k]) and len(grid[k]) >= 16 for k in keys)
+    ):
+        jobs.append(landscape_job(folder, cells, store, grid, keys, title.split(":")[0]))
     boxed = [k for k in keys if len(grid[k]) <= 16]
     if boxed:
         groups_ = {}
@@ -488,9 +564,8 @@ def write_results(
     cells (a study of at most 64 cells also lists them under `models`, as it always did)."""
     rows = table(cells, store)
     atomic_write(folder / "grid.csv", grid_csv(rows, list(grid)))
-    jobs = parquet_job(folder / "grid.parquet", rows, list(grid)) + plot_jobs(
-        folder, rows, grid, metric, f"{name}: {metric}"
-    )
+    jobs = parquet_job(folder / "grid.parquet", rows, list(grid))
+    jobs += plot_jobs(folder, rows, grid, metric, f"{name}: {metric}", cells, store)
     warnings = (painter or Painter(background=False)).draw(jobs)
     parquet = (folder / "grid.parquet").exists()
     statuses = [r["status"] for r in rows]

@@ -359,6 +359,64 @@ def heatmap(table: Any, labels: tuple, keys: tuple, metric: str, title: str) -> 
     return png_bytes(fig)
 
 
+@quiet_overflow
+def landscape(mean_loss: Any, diverged: Any, axes_values: tuple, keys: tuple, title: str) -> bytes:
+    """A trainability map (as in Sohl-Dickstein 2024): one pixel a cell, the first key's values
+    up the y axis and the second's along x (log axes for log-spaced values), cells that trained
+    in blue and cells that diverged in red, each shaded by its mean loss over training (the
+    geometric mean over its finite epochs: a diverging run's last finite losses are huge)
+    on a scale of its own colour (2nd to 98th percentile; darker: lower), with a colour bar
+    for each."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, LogNorm
+    from matplotlib.ticker import FuncFormatter
+
+    loss = np.asarray(mean_loss, float)
+    bad = np.asarray(diverged, bool)
+    ys, xs = (np.asarray(v, float) for v in axes_values)
+    # the light ends of the blues and reds are left out: every cell stays visibly blue or red
+    blues, reds = (ListedColormap(colormaps[name](np.linspace(0.2, 0.85, 256))) for name in ("Blues_r", "Reds_r"))
+
+    def scale(mask: np.ndarray) -> LogNorm:
+        v = loss[mask & np.isfinite(loss) & (loss > 0)]
+        lo, hi = (np.percentile(v, 2), np.percentile(v, 98)) if v.size else (1e-3, 1.0)
+        return LogNorm(lo, max(hi, lo * 1.01))
+
+    norms = (scale(~bad), scale(bad))
+    shades = [np.ma.filled(np.clip(n(np.where(np.isfinite(loss) & (loss > 0), loss, 1.0)), 0, 1), 1.0) for n in norms]
+    rgb = np.where(bad[..., None], reds(shades[1])[..., :3], blues(shades[0])[..., :3])
+    rows, cols = loss.shape
+    width, height = max(6.5, cols / 100 + 3.6), max(5.0, rows / 100 + 1.6)
+    fig = new_figure(width, height, left=1.0, right=2.6, bottom=0.8, top=0.5)
+    ax = new_axes(fig)
+
+    def edges(v: np.ndarray) -> tuple[float, float, bool]:
+        log = bool(v.size > 2 and np.all(v > 0) and np.allclose(np.diff(np.log(v)), np.log(v[1] / v[0])))
+        lo_, hi_ = (np.log10(v[0]), np.log10(v[-1])) if log else (v[0], v[-1])
+        half = (hi_ - lo_) / max(v.size - 1, 1) / 2
+        return lo_ - half, hi_ + half, log
+
+    x0, x1, xlog = edges(xs)
+    y0, y1, ylog = edges(ys)
+    ax.imshow(rgb, origin="lower", extent=(x0, x1, y0, y1), aspect="auto", interpolation="nearest")
+    for axis, log in ((ax.xaxis, xlog), (ax.yaxis, ylog)):
+        if log:
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{10**v:.3g}"))
+    ax.set_xlabel(keys[1] + (" (log scale)" if xlog else ""))
+    ax.set_ylabel(keys[0] + (" (log scale)" if ylog else ""))
+    ax.set_title(f"{title}: {int((~bad).sum()):,} trained (blue), {int(bad.sum()):,} diverged (red)", fontsize=10)
+    bars = ((blues, norms[0], "trained: mean loss", 2.3), (reds, norms[1], "diverged: mean loss (geometric)", 1.1))
+    for cmap, norm, label, inches in bars:
+        cax = fig.add_axes((1 - inches / width, 0.8 / height, 0.18 / width, 1 - 1.3 / height))
+        bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
+        bar.set_label(label, fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))  # 0.01, not 10^-2
+        bar.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    return png_bytes(fig)
+
+
 def _tick(label: str) -> str:
     """A tick label of a long axis: numbers to 3 significant digits."""
     try:

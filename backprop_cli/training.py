@@ -76,6 +76,20 @@ def make_optimizer(t: TrainingConfig, shape: tuple[int, ...], dtype: np.dtype) -
     return cls(shape, dtype, t.weight_decay, **{name: getattr(t, name) for name in cls.hyperparameters})
 
 
+def rate_array(rates: Sequence[Any], net: Network) -> np.ndarray:
+    """Each model's learning rate as the array its gradient is scaled by: a (K, 1) column of
+    one rate a model, or (K, P) where some model has one rate per layer (the weights and
+    biases of layer l take rate l)."""
+    K = net.K
+    if all(np.ndim(r) == 0 for r in rates):
+        return np.asarray(rates, net.dtype).reshape(K, 1)
+    layer = np.array([p.layer for p in net.param_names()])
+    found = np.empty((K, net.n_params), net.dtype)
+    for k, r in enumerate(rates):
+        found[k] = np.asarray(r, net.dtype)[layer] if np.ndim(r) else r
+    return found
+
+
 def make_schedule(t: TrainingConfig, base_rates: Optional[np.ndarray] = None) -> Schedule:
     """The configured learning-rate schedule, given only the settings it declares; a setting
     named `learning_rate` is each model's own base rate (`base_rates`, (K, 1)) where given."""
@@ -192,7 +206,7 @@ def train(
     data: Dataset,
     net: Network,
     seed: int = 0,
-    learning_rates: Optional[Sequence[float]] = None,
+    learning_rates: Optional[Sequence[Any]] = None,
     callback: Optional[Callback] = None,
     start_epoch: int = 0,
     optimizer: Optional[Optimizer] = None,
@@ -220,7 +234,7 @@ def train(
     K, dtype, theta, grad = net.K, net.dtype, net.theta, net.grad
     E = t.epochs if stop_after is None else max(0, min(t.epochs, stop_after))
     horizon = start_epoch + t.epochs if horizon is None else horizon
-    base_lr = np.asarray(learning_rates if learning_rates is not None else [t.learning_rate] * K, dtype).reshape(K, 1)
+    base_lr = rate_array(learning_rates if learning_rates is not None else [t.learning_rate] * K, net)
     lr = base_lr.copy()
     schedule = make_schedule(t, base_lr) if t.lr_schedule != "constant" else None
     loss_fn = LOSSES[t.loss]

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import XOR_YAML
+from conftest import CONFIGS, XOR_YAML
 
 from backprop_cli import grid as g
 from backprop_cli.experiment import dataset, fit, network
@@ -253,3 +253,69 @@ def test_a_dask_worker_killed_mid_study_loses_nothing_and_counts_nothing_twice(w
     assert _rows(folder) == _rows(_study(tmp_path / "local"))
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["trained"] == 8 and summary["statuses"] == {"completed": 8}
+
+
+def test_per_layer_learning_rates_batched_equal_plain_runs_and_explain_shows_each_rows_rate(cli, tmp_path):
+    from backprop_cli.api import config
+    from backprop_cli.explain import explain_step
+
+    path = CONFIGS / "xor.yaml"
+    sets = ["training.epochs=300"]
+    cells = Cells(
+        path, {"training.learning_rate.0": [0.2, 2.0], "training.learning_rate.1": [0.5, 4.0]}, None, {}, sets
+    )
+    (job,) = g.plan(cells, range(4), str(path), 0.01, 1, g.memory_budget())  # per-layer rates share one pass
+    chunk = g.train_job(job)
+    for k, i in enumerate(chunk.cells):
+        cfg = cells.cfg(int(i))
+        assert cfg.training.learning_rate == [cells.values(int(i))[f"training.learning_rate.{n}"] for n in (0, 1)]
+        net = network(cfg)
+        fit(cfg, dataset(cfg, "x"), net)
+        np.testing.assert_allclose(chunk.weights[k], net.theta[0], rtol=1e-12, atol=1e-15)
+    # --set training.learning_rate.1=3 turns the one rate into one per layer
+    cfg = config(path, training__epochs=5, training__learning_rate=0.5)
+    assert cfg.training.learning_rate == 0.5
+    result = cli("train", path, "--set", "training.learning_rate.1=3", "--epochs", "5", "--runs-dir", tmp_path, "-q")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(next(tmp_path.iterdir()).joinpath("summary.json").read_text())
+    assert summary["learning_rate"] == [0.1, 3]
+    cfg = config(path, training__learning_rate=[0.5, 2.0], training__epochs=10)
+    sections, (_, old, new) = explain_step(cfg, dataset(cfg, "x"), epoch=1)
+    rows = {r[0]: r for r in sections[-1].rows}
+    assert "learning rates by layer 0.5, 2," in sections[-1].title
+    assert rows["w1"][4] == "0.5" and rows["w5"][4] == "2"
+    w1 = float(rows["w1"][2]) - 0.5 * float(rows["w1"][3])
+    assert float(rows["w1"][-1]) == pytest.approx(w1, rel=1e-8)
+    bad = cli("train", path, "--set", "training.learning_rate=[0.5,2,3]", "--runs-dir", tmp_path)
+    assert bad.exit_code == 2
+    assert bad.stderr == (
+        f"Error: {path}: training.learning_rate (from --set training.learning_rate): needs one rate per layer: "
+        "2 (got 3)\n"
+    )
+
+
+def test_the_trainability_map_colours_follow_the_cells_statuses(cli, tmp_path):
+    from PIL import Image
+
+    args = ["--grid", "training.learning_rate.0=log:0.01:100:16", "--grid", "training.learning_rate.1=log:0.01:100:16"]
+    result = cli("sweep", CONFIGS / "trainability.yaml", *args, "--epochs", "200", "--runs-dir", tmp_path, "-q")
+    assert result.exit_code == 0, result.output
+    folder = _study(tmp_path)
+    rows = _rows(folder)
+    assert {r["status"] for r in rows} == {"completed", "diverged"}  # both sides of the boundary
+    image = np.asarray(Image.open(folder / "landscape.png").convert("RGB"), float)
+    # the map's pixels: find the axes' box as the region of saturated colour
+    red = (image[..., 0] > image[..., 2] + 40) & (image[..., 1] < 200)
+    blue = (image[..., 2] > image[..., 0] + 40) & (image[..., 1] < 230)
+    ys, _ = np.nonzero(red | blue)
+    columns = np.flatnonzero((red | blue).any(axis=0))
+    gap = np.flatnonzero(np.diff(columns) > 1)  # the map, then the two colour bars to its right
+    left, right = columns[0], columns[gap[0]] if gap.size else columns[-1]
+    box = image[ys.min() : ys.max() + 1, left : right + 1]
+    h, w = box.shape[:2]
+    for r in rows:
+        i = int(r["run"].split("_")[1]) - 1
+        a, b = divmod(i, 16)  # learning_rate.0 up the y axis (origin at the bottom), .1 along x
+        pixel = box[int((15 - a + 0.5) * h / 16), int((b + 0.5) * w / 16)]
+        is_red = pixel[0] > pixel[2]
+        assert is_red == (r["status"] == "diverged"), (r["run"], r["status"], pixel)

@@ -20,9 +20,12 @@ if TYPE_CHECKING:
 
 
 def fmt(x: Any, digits: int = 6) -> str:
-    """A number in at most `digits` significant digits; '-' for None."""
+    """A number in at most `digits` significant digits (a list: each, comma-separated, as
+    per-layer learning rates are); '-' for None."""
     if x is None:
         return "-"
+    if isinstance(x, (list, tuple)):
+        return ", ".join(fmt(v, digits) for v in x)
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)
     return f"{x:.{digits}g}"

@@ -177,7 +177,7 @@ def _table(rows: list[dict], keys: list[str], sort: str, total: int) -> None:
     extra = [c for c in SCORES_AND_ERRORS if c in shown and any(c in r for r in rows)]
     # a key's last part names its column where no other key ends the same (learning_rate, not
     # training.learning_rate): at 80 columns the numbers fit beside the keys
-    last = [k.rsplit(".", 1)[-1] for k in keys]
+    last = [".".join(k.split(".")[-2:]) if k.split(".")[-1].isdigit() else k.split(".")[-1] for k in keys]
     names = [short if last.count(short) == 1 else k for k, short in zip(keys, last)]
     columns = [Column(name, justify="left", keep=True) for name in names] + [Column("seed")]
     columns += [Column("final loss"), Column("best loss", drop=2)]

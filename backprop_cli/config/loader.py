@@ -316,7 +316,24 @@ class Located:
 
 
 def _set_dotted(data: dict, key: str, value: Any) -> None:
+    """Set `section.key` (or `section.key.N`: element N of a list, 0-based) in parsed YAML. A
+    per-layer key given one number (`training.learning_rate: 0.1`) becomes a list of that
+    number, one per layer, before element N is set."""
     parts = key.split(".")
+    if len(parts) == 3 and parts[2].isdigit() and parts[:2] == ["training", "learning_rate"]:
+        training = data.setdefault("training", {}) if isinstance(data.get("training", {}), dict) else {}
+        current = training.get("learning_rate", 0.1)
+        if not isinstance(current, list):
+            layers = (data.get("model") or {}).get("layers") if isinstance(data.get("model"), dict) else None
+            n = len(layers) - 1 if isinstance(layers, list) and len(layers) > 1 else 1
+            current = [current] * n
+        index = int(parts[2])
+        if index >= len(current):
+            raise OverrideError(f"{key}: the network has {len(current)} layers (0 to {len(current) - 1})")
+        current = list(current)
+        current[index] = value
+        training["learning_rate"] = current
+        return
     node = data
     for part in parts[:-1]:
         child = node.get(part)

@@ -63,7 +63,9 @@ class EarlyStoppingConfig(_Strict):
 
 class TrainingConfig(_Strict):
     loss: Literal[tuple(LOSSES)] = Field("mse", description="loss function")  # type: ignore[valid-type]
-    learning_rate: PosFloat = Field(0.1, description="step size")
+    learning_rate: Union[PosFloat, list[PosFloat]] = Field(
+        0.1, description="step size: one rate, or one per layer (the weights and biases of layer l take rate l)"
+    )
     epochs: PosInt = Field(1000, description="passes over the training data")
     batch_size: Optional[PosInt] = Field(None, description="samples per update; null = full batch")
     optimizer: Literal[tuple(OPTIMIZERS)] = Field("sgd", description="update rule")  # type: ignore[valid-type]
@@ -165,6 +167,11 @@ def check_consistency(cfg: Config) -> None:
     """
     m, t, d = cfg.model, cfg.training, cfg.data
     n_hidden = len(m.layers) - 2
+    if isinstance(t.learning_rate, list) and len(t.learning_rate) != len(m.layers) - 1:
+        raise Problem(
+            ("training", "learning_rate"),
+            f"needs one rate per layer: {len(m.layers) - 1} (got {len(t.learning_rate)})",
+        )
     if isinstance(m.activation, list) and len(m.activation) != n_hidden:
         raise Problem(("model", "activation"), f"needs one name per hidden layer: {n_hidden} (got {len(m.activation)})")
     for i, name in enumerate(m.activation if isinstance(m.activation, list) else [m.activation]):

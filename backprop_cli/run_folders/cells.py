@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional, Sequence
@@ -28,6 +29,12 @@ GRID_FILE = "grid.json"
 # optimizers' scalar hyperparameters, each a (K, 1) column
 PER_MODEL = ("learning_rate", *Optimizer.SCALARS)
 PER_MODEL_KEYS = tuple(f"training.{k}" for k in PER_MODEL)
+LAYER_RATE = re.compile(r"training\.learning_rate\.(\d+)")  # one layer's rate: per model too
+
+
+def per_model_key(key: str) -> bool:
+    """Whether a grid key is one a K-model pass varies per model (its values never split a group)."""
+    return key in PER_MODEL_KEYS or LAYER_RATE.fullmatch(key) is not None
 
 
 def text(value: Any) -> str:
@@ -78,8 +85,8 @@ class Cells:
         self.n = math.prod(self.sizes) * self.n_seeds
         if limit is not None and self.n > limit:
             raise ConfigError(f"the grid has {self.n:,} cells; at most {limit:,} fit this machine (see --memory)")
-        self.per_model = [k for k in self.keys if k in PER_MODEL_KEYS]
-        self.structural = [k for k in self.keys if k not in PER_MODEL_KEYS]
+        self.per_model = [k for k in self.keys if per_model_key(k)]
+        self.structural = [k for k in self.keys if not per_model_key(k)]
         first = {k: grid[k][0] for k in self.keys}
         self.combos: list[Combo] = []
         for index, combo in enumerate(itertools.product(*(grid[k] for k in self.structural))):
@@ -153,8 +160,10 @@ class Cells:
         combo = self.combo(i)
         cfg = combo.cfg.model_copy(deep=True)
         values = self.values(i)
+        cfg.training.learning_rate = self.learning_rate(i)
         for key in self.per_model:
-            setattr(cfg.training, key.split(".", 1)[1], values[key])
+            if not key.startswith("training.learning_rate"):
+                setattr(cfg.training, key.split(".", 1)[1], values[key])
         cfg.seed = self.seed(i)
         cfg.name = f"{self.name}-{folder_name(i, self.n)}"
         return cfg
@@ -162,8 +171,25 @@ class Cells:
     def label(self, i: int) -> str:
         return ", ".join(f"{k}={text(v)}" for k, v in self.values(i).items()) + f", seed={self.seed(i)}"
 
+    def learning_rate(self, i: int) -> Any:
+        """Cell i's learning rate: one number, or one per layer (`training.learning_rate.N` keys
+        set layer N's rate of the combination's)."""
+        values = self.values(i)
+        rate: Any = values.get("training.learning_rate", self.combo(i).cfg.training.learning_rate)
+        layers = [k for k in self.per_model if LAYER_RATE.fullmatch(k)]
+        if layers:
+            n = len(self.combo(i).cfg.model.layers) - 1
+            rate = list(rate) if isinstance(rate, list) else [rate] * n
+            for key in layers:
+                match = LAYER_RATE.fullmatch(key)
+                assert match is not None
+                rate[int(match.group(1))] = values[key]
+        return rate
+
     def per_model_values(self, cells: Sequence[int], key: str) -> list:
         """The values of a per-model config key (`learning_rate`, `momentum`, ...) for `cells`."""
+        if key == "learning_rate":
+            return [self.learning_rate(i) for i in cells]
         dotted = f"training.{key}"
         if dotted in self.per_model:
             j = self.keys.index(dotted)
@@ -187,9 +213,10 @@ def _field_check(key: str) -> Any:
 
     from backprop_cli.config.schema import TrainingConfig
 
-    info = TrainingConfig.model_fields[key.split(".", 1)[1]]
+    info = TrainingConfig.model_fields[key.split(".")[1]]  # training.learning_rate.N: the rate's own type
     parts = (info.annotation, *info.metadata)
-    adapter: TypeAdapter = TypeAdapter(Annotated[parts])  # type: ignore[arg-type]
+    hint: Any = Annotated[parts] if info.metadata else info.annotation
+    adapter: TypeAdapter = TypeAdapter(hint)
 
     def check(value: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

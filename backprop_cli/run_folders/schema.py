@@ -9,7 +9,7 @@ users' scripts read.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, TypeVar
+from typing import Any, Literal, Optional, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -35,7 +35,7 @@ class Summary(_File):
     final_loss: Optional[float] = None
     best_loss: Optional[float] = None
     accuracy: Optional[float] = None
-    learning_rate: Optional[float] = None
+    learning_rate: Optional[Union[float, list[float]]] = None
     seed: Optional[int] = None
     duration_s: Optional[float] = None
     models: Optional[list[dict[str, Any]]] = None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional, Union
 
 import numpy as np
 
@@ -249,7 +249,7 @@ def summary_for(
     data: Dataset,
     result: TrainResult,
     model: int,
-    learning_rate: float,
+    learning_rate: Union[float, list[float]],
     seed: int,
     extra: Optional[dict] = None,
 ) -> dict:
@@ -284,7 +284,7 @@ def finish_run(
     data: Dataset,
     result: TrainResult,
     model: int = 0,
-    learning_rate: Optional[float] = None,
+    learning_rate: Optional[Union[float, list[float]]] = None,
     extra: Optional[dict] = None,
     painter: Optional[Painter] = None,
     plots: bool = True,
