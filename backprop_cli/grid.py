@@ -19,6 +19,7 @@ the same grid and `--name`, a study trains only the cells its store does not hol
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import shutil
@@ -47,6 +48,7 @@ from backprop_cli.run_folders.cells import (
     spec,
     text,
 )
+from backprop_cli.run_folders.write import safe_name
 from backprop_cli.store import STATUSES, Chunk, Layout, Store
 from backprop_cli.studies import default_target, study_status
 from backprop_cli.training import make_optimizer
@@ -281,11 +283,11 @@ def train_job(job: Job) -> Chunk:
 # -- running ----------------------------------------------------------------------------------
 
 
-def find_study(root: Path, name: Optional[str], asked: dict) -> Optional[Path]:
-    """With `name`, the newest `<name>-grid-*` that asked the same (a study to resume), else None.
-    A folder of that name asked differently is never reused."""
+def find_study(root: Path, name: Optional[str], asked: dict, kind: str = "grid") -> Optional[Path]:
+    """With `name`, the newest `<name>-<kind>-*` that asked the same (a study to resume), else
+    None. A folder of that name asked differently is never reused."""
     if name:
-        for path in sorted(Path(root).glob(f"{name}-grid-*"), reverse=True):
+        for path in sorted(Path(root).glob(f"{glob.escape(safe_name(name))}-{kind}-*"), reverse=True):
             try:
                 if read_json(path / GRID_FILE) == _json_round_trip(asked):
                     return path
@@ -294,13 +296,14 @@ def find_study(root: Path, name: Optional[str], asked: dict) -> Optional[Path]:
     return None
 
 
-def new_study(root: Path, cfg_name: str, name: Optional[str], asked: dict) -> Path:
-    """A new study folder with grid.json and a `running` summary."""
-    folder = create_run_dir(root, f"{name or cfg_name}-grid")
+def new_study(root: Path, cfg_name: str, name: Optional[str], asked: dict, kind: str = "grid") -> Path:
+    """A new study folder (`<name>-<kind>-<time>`: a grid or a search) with grid.json and a
+    `running` summary."""
+    folder = create_run_dir(root, f"{name or cfg_name}-{kind}")
     write_json(folder / GRID_FILE, asked)
     write_json(
         folder / "summary.json",
-        {"name": name or cfg_name, "kind": "grid", "status": "running", "started_at": now_iso(), **_process()},
+        {"name": name or cfg_name, "kind": kind, "status": "running", "started_at": now_iso(), **_process()},
     )
     return folder
 
@@ -461,6 +464,19 @@ def parquet_job(path: Path, rows: list[dict], keys: Sequence[str]) -> list[PlotJ
     return [(path, "tables.parquet", (data,))]
 
 
+def search_jobs(folder: Path, rows: list[dict], asked: dict, metric: str, name: str) -> list[PlotJob]:
+    """search.png: each trial's metric against each key of the space."""
+    usable = [r for r in rows if isinstance(r.get(metric), (int, float)) and np.isfinite(r[metric])]
+    if not usable:
+        return []
+    panels = {}
+    for item in asked.get("space") or []:
+        key, _, dist = item.partition("=")
+        xs = [r[key] if isinstance(r[key], (int, float)) else text(r[key]) for r in usable]
+        panels[key] = (xs, [r[metric] for r in usable], dist.startswith("log:"))
+    return [(folder / "search.png", "search_plot", (panels, metric, name))]
+
+
 def _numeric(values: list) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
@@ -558,6 +574,7 @@ def write_results(
     chunks_run: int,
     interrupted: bool,
     run_folders: str,
+    kind: str = "grid",
 ) -> tuple[list[dict], list[str]]:
     """grid.csv (and grid.parquet with pyarrow), the plots and summary.json (last) of a grid
     study; returns the rows and plot warnings. summary.json's size does not grow with the
@@ -565,14 +582,18 @@ def write_results(
     rows = table(cells, store)
     atomic_write(folder / "grid.csv", grid_csv(rows, list(grid)))
     jobs = parquet_job(folder / "grid.parquet", rows, list(grid))
-    jobs += plot_jobs(folder, rows, grid, metric, f"{name}: {metric}", cells, store)
+    if kind == "search":
+        jobs += search_jobs(folder, rows, asked, metric, name)
+    else:
+        jobs += plot_jobs(folder, rows, grid, metric, f"{name}: {metric}", cells, store)
     warnings = (painter or Painter(background=False)).draw(jobs)
     parquet = (folder / "grid.parquet").exists()
     statuses = [r["status"] for r in rows]
     counts = {s: statuses.count(s) for s in STATUSES[1:] if s in statuses}
     best = sort_rows(rows, metric)[0] if rows else None
     summary: dict[str, Any] = {
-        "name": name, "kind": "grid", "status": study_status(statuses, interrupted), "grid": grid,
+        "name": name, "kind": kind, "status": study_status(statuses, interrupted),
+        **({"grid": grid} if kind == "grid" else {"space": asked.get("space"), "sampler": asked.get("sampler")}),
         "seeds": asked.get("seeds"), "cells": len(cells), "trained": int(store.done().sum()), "statuses": counts,
         "groups": len(cells.groups()), "chunks": chunks_run, "sort": metric, "best": best,
         "run_folders": run_folders, "store": {"folder": "store", "bytes": store.layout.nbytes(),

@@ -417,6 +417,35 @@ def landscape(mean_loss: Any, diverged: Any, axes_values: tuple, keys: tuple, ti
     return png_bytes(fig)
 
 
+@quiet_overflow
+def search_plot(panels: dict, metric: str, title: str) -> bytes:
+    """A search's trials: one panel per key, each trial's metric against its value (log axes
+    for log-distributed keys and a metric spanning decades; choices as categories)."""
+    n = len(panels)
+    fig = new_figure(4.2 * n + 0.6, 4.0, left=0.8, bottom=0.9, top=0.6)
+    fig.subplots_adjust(wspace=0.35)
+    axes = np.atleast_1d(new_axes(fig, 1, n, squeeze=False)).ravel()
+    everything = np.concatenate([np.asarray(ys, float) for _, ys, _ in panels.values()])
+    log = not is_score(metric) and spans_decades(everything)
+    for ax, (key, (xs, ys, xlog)) in zip(axes, panels.items()):
+        if xs and isinstance(xs[0], str):  # a choice: one column per value, spread a little to be seen
+            names = sorted(set(xs))
+            ax.set_xticks(range(len(names)), names)
+            spread = np.random.default_rng(0).uniform(-0.15, 0.15, len(xs))
+            xs = [names.index(x) + d for x, d in zip(xs, spread)]
+        ax.scatter(xs, ys, s=10, alpha=0.7)
+        if xlog:
+            ax.set_xscale("log")
+        if log:
+            log_y(ax, everything)
+        ax.set_xlabel(key)
+        ax.set_ylabel(metric)
+        ax.grid(True, alpha=0.3)
+    trials = len(next(iter(panels.values()))[1]) if panels else 0
+    fig.suptitle(f"{title}: {metric} of {trials} trials", fontsize=10)
+    return png_bytes(fig)
+
+
 def _tick(label: str) -> str:
     """A tick label of a long axis: numbers to 3 significant digits."""
     try:

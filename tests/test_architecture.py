@@ -27,7 +27,7 @@ TIERS = [
     ["policies", "training"],
     ["experiment"],
     ["plots", "painter", "pictures", "animation", "tables"],
-    ["sweep", "gradcheck", "explain"],
+    ["sweep", "gradcheck", "explain", "search"],
     ["store", "run_folders"],
     ["studies", "grid"],
     ["api", "report"],

@@ -319,3 +319,76 @@ def test_the_trainability_map_colours_follow_the_cells_statuses(cli, tmp_path):
         pixel = box[int((15 - a + 0.5) * h / 16), int((b + 0.5) * w / 16)]
         is_red = pixel[0] > pixel[2]
         assert is_red == (r["status"] == "diverged"), (r["run"], r["status"], pixel)
+
+
+def test_a_search_trains_its_trials_as_plain_runs_and_resumes(cli, tmp_path):
+    from backprop_cli.search import parse_space, sample
+
+    args = ["search", CONFIGS / "xor.yaml", "--space", "training.learning_rate=log:0.05:5"]
+    args += ["--space", "model.activation=choice:sigmoid,tanh", "--trials", "12", "--epochs", "200"]
+    args += ["--name", "s", "--runs-dir", tmp_path, "-q"]
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    folder = next(p for p in tmp_path.iterdir() if "-search-" in p.name)
+    spec = json.loads((folder / "grid.json").read_text())
+    points = sample(parse_space(spec["space"]), 12, "random", 0)
+    assert spec["trials"] == points  # the trials are those the seeded sampler draws
+    cells = Cells.from_spec(spec)
+    store = Store.open(folder)
+    assert len(cells.groups()) == 2  # one batched pass per activation
+    for i in range(len(cells)):
+        assert cells.values(i) == points[i]
+        cfg = cells.cfg(i)
+        net = network(cfg)
+        fit(cfg, dataset(cfg, "x"), net)
+        np.testing.assert_allclose(store.arrays["weights"][i], net.theta[0], rtol=1e-12, atol=1e-15)
+    assert (folder / "search.png").exists()
+    assert json.loads((folder / "summary.json").read_text())["kind"] == "search"
+    again = cli(*args[:-1])
+    assert "12 finished before, skipped" in again.stdout
+    assert len([p for p in tmp_path.iterdir() if "-search-" in p.name]) == 1
+
+
+def test_sobol_trials_cover_the_space_evenly():
+    from backprop_cli.search import parse_space, sample
+
+    space = parse_space(["training.momentum=uniform:0:1"])
+    points = [p["training.momentum"] for p in sample(space, 64, "sobol", 0)]
+    # a scrambled Sobol sequence of 64 points puts exactly one in each sixty-fourth of [0, 1)
+    assert sorted(int(v * 64) for v in points) == list(range(64))
+    randoms = [p["training.momentum"] for p in sample(space, 64, "random", 0)]
+    assert len({int(v * 64) for v in randoms}) < 64
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["--space", "training.learning_rate=gauss:0:1"],
+            "Error: --space training.learning_rate=gauss:0:1: unknown distribution 'gauss'; one of log, uniform, int, choice\n",
+        ),
+        (
+            ["--space", "training.learning_rate=log:1:0.1"],
+            "Error: --space training.learning_rate=log:1:0.1: an empty range; needs 0 < LOW <= HIGH\n",
+        ),
+        (["--space", "training.learning_rate=log:0.1:1", "--trials", "0"], "Error: --trials 0: must be >= 1\n"),
+        (
+            ["--space", "training.learning_rate=log:0.1:1", "--sampler", "grid"],
+            "Error: --sampler grid: one of random, sobol\n",
+        ),
+        ([], "Error: give at least one --space KEY=DIST\n"),
+        (["--space", "training.learning_rate=log:0.1:1", "--sort", "speed"], None),
+    ],
+)
+def test_bad_search_input_is_one_line_exit_2(cli, tmp_path, args, message):
+    result = cli("search", CONFIGS / "xor.yaml", *args, "--runs-dir", tmp_path / "r")
+    assert result.exit_code == 2, result.output
+    if message is not None:
+        assert result.stderr == message
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_space_key_that_is_not_a_config_key_is_refused(cli, tmp_path):
+    result = cli("search", CONFIGS / "xor.yaml", "--space", "training.learnig_rate=log:0.1:1", "--runs-dir", tmp_path)
+    assert result.exit_code == 2
+    assert "learnig_rate" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -12,6 +13,42 @@ from typing_extensions import Annotated
 from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter
 from backprop_cli.cli.display import Column, Counter, fmt, metric, print_table, warn
 from backprop_cli.cli.options import ConfigFile, Epochs, Executor, Quiet, RunsDir, Sets, parse_seeds
+
+# the options `sweep` and `search` share
+Workers = Annotated[
+    Optional[int], typer.Option("--workers", metavar="N", min=1, help="Processes for the chunks (default: the cores).")
+]
+ExecutorOption = Annotated[Executor, typer.Option("--executor", help="Where the chunks run.")]
+Scheduler = Annotated[
+    Optional[str], typer.Option("--scheduler", metavar="ADDRESS", help="With --executor dask: a running cluster.")
+]
+StudyName = Annotated[
+    Optional[str], typer.Option("--name", metavar="NAME", help="The study's name; the same name and study resumes it.")
+]
+Sort = Annotated[
+    str, typer.Option("--sort", metavar="COLUMN", help="Order of the table: final_loss, val_accuracy, ...")
+]
+CellPlots = Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the plots of every cell's run folder.")]
+RunFolders = Annotated[
+    Optional[str],
+    typer.Option(
+        "--run-folders",
+        metavar="WHICH",
+        help="Cells that get a complete run folder: all, none or best:N (default: all up to 64 cells, else none).",
+    ),
+]
+History = Annotated[
+    Optional[str],
+    typer.Option("--history", metavar="KEEP", help="Epochs of each cell's history to keep: all or every:N."),
+]
+Memory = Annotated[
+    Optional[float],
+    typer.Option("--memory", metavar="GIB", min=0.01, help="Memory for training at once (default: a quarter of RAM)."),
+]
+Chunk = Annotated[
+    Optional[int],
+    typer.Option("--chunk", metavar="N", min=1, help="Models per pass at most (default: what fits the cache)."),
+]
 
 
 @app.command()
@@ -28,46 +65,16 @@ def sweep(
     seeds: Annotated[
         Optional[str], typer.Option("--seeds", metavar="SEEDS", help="A seed axis: START:STOP or 1,2,3.")
     ] = None,
-    workers: Annotated[
-        Optional[int],
-        typer.Option("--workers", metavar="N", min=1, help="Processes for the chunks (default: the cores)."),
-    ] = None,
-    executor: Annotated[Executor, typer.Option("--executor", help="Where the chunks run.")] = Executor.local,
-    scheduler: Annotated[
-        Optional[str], typer.Option("--scheduler", metavar="ADDRESS", help="With --executor dask: a running cluster.")
-    ] = None,
-    name: Annotated[
-        Optional[str],
-        typer.Option("--name", metavar="NAME", help="The study's name; the same name and grid resumes it."),
-    ] = None,
-    sort: Annotated[
-        str, typer.Option("--sort", metavar="COLUMN", help="Order of the table: final_loss, val_accuracy, ...")
-    ] = "final_loss",
-    plots: Annotated[
-        bool, typer.Option("--plots/--no-plots", help="Draw the plots of every cell's run folder.")
-    ] = False,
-    run_folders: Annotated[
-        Optional[str],
-        typer.Option(
-            "--run-folders",
-            metavar="WHICH",
-            help="Cells that get a complete run folder: all, none or best:N (default: all up to 64 cells, else none).",
-        ),
-    ] = None,
-    history: Annotated[
-        Optional[str],
-        typer.Option("--history", metavar="KEEP", help="Epochs of each cell's history to keep: all or every:N."),
-    ] = None,
-    memory: Annotated[
-        Optional[float],
-        typer.Option(
-            "--memory", metavar="GIB", min=0.01, help="Memory for training at once (default: a quarter of RAM)."
-        ),
-    ] = None,
-    chunk_models: Annotated[
-        Optional[int],
-        typer.Option("--chunk", metavar="N", min=1, help="Models per pass at most (default: what fits the cache)."),
-    ] = None,
+    workers: Workers = None,
+    executor: ExecutorOption = Executor.local,
+    scheduler: Scheduler = None,
+    name: StudyName = None,
+    sort: Sort = "final_loss",
+    plots: CellPlots = False,
+    run_folders: RunFolders = None,
+    history: History = None,
+    memory: Memory = None,
+    chunk_models: Chunk = None,
     epochs: Epochs = None,
     runs_dir: RunsDir = Path("runs"),
     quiet: Quiet = False,
@@ -82,39 +89,91 @@ def sweep(
     Example: backprop sweep configs/xor.yaml --grid model.activation=sigmoid,tanh --seeds 0:30
     """
     from backprop_cli import grid as g
-    from backprop_cli.experiment import GiB
-    from backprop_cli.run_folders import guarded, now_iso
     from backprop_cli.run_folders.cells import Cells, spec
-    from backprop_cli.store import Store
-    from backprop_cli.studies import default_target
 
     if not grid and seeds is None:
         raise UsageError("give at least one --grid KEY=V1,V2,... (or --seeds)")
+    asked_grid = g.parse_grid(grid or [])
+    seed_list = parse_seeds(seeds) if seeds is not None else None
+    options = study_options(
+        g.count_cells(asked_grid, seed_list), name, sort, plots, run_folders, history, memory, chunk_models, workers,
+        executor, scheduler, quiet,
+    )  # fmt: skip
+    overrides = {"training.epochs": (epochs, "--epochs")}
+    cells = Cells(config, asked_grid, seed_list, overrides, sets or [], limit=g.max_cells(options.budget))
+    asked = spec(config, asked_grid, seed_list, sets or [], overrides)
+    run_study(ctx, config, cells, asked, "grid", runs_dir, options)
+
+
+def study_options(
+    n_cells: int,
+    name: Optional[str],
+    sort: str,
+    plots: bool,
+    run_folders: Optional[str],
+    history: Optional[str],
+    memory: Optional[float],
+    chunk_models: Optional[int],
+    workers: Optional[int],
+    executor: Executor,
+    scheduler: Optional[str],
+    quiet: bool,
+) -> StudyOptions:
+    """The shared options, checked (before any cell is built)."""
+    from backprop_cli import grid as g
+    from backprop_cli.experiment import GiB
+
     if scheduler is not None and executor is not Executor.dask:
         raise UsageError("--scheduler goes with --executor dask")
     if sort not in g.SORTABLE:
         raise UsageError(f"--sort {sort}: not a column of grid.csv; one of {', '.join(g.SORTABLE)}")
-    asked_grid = g.parse_grid(grid or [])
-    seed_list = parse_seeds(seeds) if seeds is not None else None
     every = g.parse_history(history)
-    overrides = {"training.epochs": (epochs, "--epochs")}
-    n_cells = g.count_cells(asked_grid, seed_list)
     policy = g.parse_run_folders(run_folders, n_cells)
     budget = int(memory * GiB) if memory is not None else g.memory_budget()
-    cells = Cells(config, asked_grid, seed_list, overrides, sets or [], limit=g.max_cells(budget))
-    asked = spec(config, asked_grid, seed_list, sets or [], overrides)
+    return StudyOptions(name, sort, plots, policy, every, budget, chunk_models, workers, executor, scheduler, quiet)
+
+
+@dataclass
+class StudyOptions:
+    """What `sweep` and `search` share besides their cells."""
+
+    name: Optional[str]
+    sort: str
+    plots: bool
+    policy: str
+    every: int
+    budget: int
+    chunk_models: Optional[int]
+    workers: Optional[int]
+    executor: Executor
+    scheduler: Optional[str]
+    quiet: bool
+
+
+def run_study(
+    ctx: typer.Context, config: Path, cells: Any, asked: dict, kind: str, runs_dir: Path, o: StudyOptions
+) -> None:
+    """Train a study's cells into its store (resuming a folder asked the same), write its
+    results and print its table: the one code path of `sweep` and `search`."""
+    from backprop_cli import grid as g
+    from backprop_cli.run_folders import guarded, now_iso
+    from backprop_cli.store import Store
+    from backprop_cli.studies import default_target
+
+    name, sort, quiet = o.name, o.sort, o.quiet
     target = default_target(cells.combos[0].cfg)
-    shape = g.layout(cells, every)
-    found = g.find_study(runs_dir, name, asked)
+    shape = g.layout(cells, o.every)
+    found = g.find_study(runs_dir, name, asked, kind)
     if found is None or not Store.exists(found):
         g.check_disk(shape, runs_dir, max(c.cfg.training.epochs for c in cells.combos))
-    folder = found or g.new_study(runs_dir, cells.name, name, asked)
+    folder = found or g.new_study(runs_dir, cells.name, name, asked, kind)
+    keys = list(cells.grid)
     with guarded(folder), g.locked(folder):
         store = Store.open(folder, writable=True) if Store.exists(folder) else Store.create(folder, shape)
         done = store.done()
         todo = [i for i in range(len(cells)) if not done[i]]
-        jobs = g.plan(cells, todo, str(config), target, every, budget, chunk_models)
-        n_workers = workers or os.cpu_count() or 1
+        jobs = g.plan(cells, todo, str(config), target, o.every, o.budget, o.chunk_models)
+        n_workers = o.workers or os.cpu_count() or 1
         skipped = f"; {len(cells) - len(todo):,} finished before, skipped" if len(todo) < len(cells) else ""
         skipped += f"; {len(jobs):,} chunk{'s' if len(jobs) != 1 else ''} to train"
         started = now_iso()
@@ -129,7 +188,7 @@ def sweep(
                 )
             with Counter("models trained", len(todo), quiet) as progress:
                 trained = 0
-                for chunk in g.execute(jobs, n_workers, executor.value, scheduler):
+                for chunk in g.execute(jobs, n_workers, o.executor.value, o.scheduler):
                     store.write(chunk)
                     trained += len(chunk.cells)
                     progress(trained)
@@ -140,29 +199,29 @@ def sweep(
             if not quiet:
                 err.print("stopping: the chunk in progress is kept where it finished...")
         rows, warnings = g.write_results(
-            folder, cells, store, asked_grid, asked, sort, cells.name, painter(ctx), started, len(jobs), interrupted,
-            policy,
+            folder, cells, store, cells.grid, asked, sort, cells.name, painter(ctx), started, len(jobs), interrupted,
+            o.policy, kind,
         )  # fmt: skip
         warn(warnings)
-        which = g.folders_for(policy, cells, rows, sort)
+        which = g.folders_for(o.policy, cells, rows, sort)
         if which and not interrupted:
             with Counter("run folders written", len(which), quiet) as written:
                 for n, i in enumerate(which, 1):
                     if store.done()[i]:
-                        g.export_cell(folder, i, plots=plots)
+                        g.export_cell(folder, i, plots=o.plots)
                     written(n)
     if quiet:
         out.print(str(folder), soft_wrap=True)
     else:
         ranked = g.sort_rows(rows, sort)
-        _table(ranked if len(rows) <= g.RUN_FOLDERS_UP_TO else ranked[: g.TOP], list(asked_grid), sort, len(rows))
-        for key, value, reached, n, median in g.by_value(rows, asked_grid):
+        _table(ranked if len(rows) <= g.RUN_FOLDERS_UP_TO else ranked[: g.TOP], keys, sort, len(rows))
+        for key, value, reached, n, median in g.by_value(rows, cells.grid):
             when = f" (median epochs to reach it: {median:g})" if median is not None else ""
             out.print(f"{key}={value}: {reached} of {n} cells reached loss {target:g}{when}")
-        out.print(f"grid folder: {folder}", soft_wrap=True)
+        out.print(f"{kind} folder: {folder}", soft_wrap=True)
     if interrupted:
         finished = int(store.done().sum())
-        again = "the same command with --name to go on" if name else "with --name NAME to make a grid resumable"
+        again = "the same command with --name to go on" if name else f"with --name NAME to make a {kind} resumable"
         err.print(f"Interrupted; {finished} of {len(cells)} cells finished. Run {again}.")
         raise typer.Exit(130)
     if rows and all(r["status"] == "diverged" for r in rows):

@@ -201,9 +201,78 @@ class Cells:
 
     @classmethod
     def from_spec(cls, spec: dict) -> Cells:
-        """The cells a study's grid.json asked for."""
+        """The cells a study's grid.json asked for (a grid, or a search's trials)."""
         overrides = {k: (v, f"--set {k}") for k, v in (spec.get("overrides") or {}).items()}
+        if spec.get("trials") is not None:
+            return Trials(Path(spec["config"]), spec["trials"], spec.get("seeds"), overrides, spec.get("set") or [])
         return cls(Path(spec["config"]), spec["grid"], spec.get("seeds"), overrides, spec.get("set") or [])
+
+
+class Trials(Cells):
+    """The cells of a search: given points (trials) instead of a grid's product, each trained
+    once per seed (cell i = trial i // seeds, seed i % seeds). `grid` lists each key's distinct
+    values in order of first use, for tables and plots."""
+
+    def __init__(
+        self,
+        config: Path,
+        points: Sequence[dict[str, Any]],
+        seeds: Optional[Sequence[int]],
+        overrides: dict,
+        sets: Sequence[str],
+        limit: Optional[int] = None,
+    ) -> None:
+        self.config, self.overrides, self.sets = Path(config), overrides, list(sets)
+        self.points = [dict(p) for p in points]
+        self.seeds = list(seeds) if seeds else None
+        self.keys = list(self.points[0])
+        self.n_seeds = len(self.seeds) if self.seeds else 1
+        self.n = len(self.points) * self.n_seeds
+        if limit is not None and self.n > limit:
+            raise ConfigError(f"the search has {self.n:,} cells; at most {limit:,} fit this machine (see --memory)")
+        self.per_model = [k for k in self.keys if per_model_key(k)]
+        self.structural = [k for k in self.keys if not per_model_key(k)]
+        self.grid: dict[str, list] = {k: [] for k in self.keys}
+        index: dict[str, dict[str, int]] = {k: {} for k in self.keys}
+        self._at: list[list[int]] = []
+        for p in self.points:
+            at = []
+            for k in self.keys:
+                seen = index[k].setdefault(text(p[k]), len(self.grid[k]))
+                if seen == len(self.grid[k]):
+                    self.grid[k].append(p[k])
+                at.append(seen)
+            self._at.append(at)
+        self.sizes = [len(v) for v in self.grid.values()]
+        first = dict(self.points[0])
+        self.combos = []
+        found: dict[str, int] = {}
+        self._combo_of: list[int] = []
+        for p in self.points:
+            key = json.dumps([text(p[k]) for k in self.structural])
+            if key not in found:
+                values = {**first, **{k: p[k] for k in self.structural}}
+                cfg = self._validate(values, self.seeds[0] if self.seeds else None)
+                found[key] = len(self.combos)
+                self.combos.append(
+                    Combo(len(self.combos), {k: p[k] for k in self.structural}, cfg, seeds_share_a_pass(cfg))
+                )
+            self._combo_of.append(found[key])
+        for key in self.per_model:
+            check = _field_check(key)
+            for value in self.grid[key]:
+                if not check(value):
+                    self._validate({**first, key: value}, self.seeds[0] if self.seeds else None)
+
+    def position(self, i: int) -> tuple[list[int], int]:
+        trial, s = divmod(i, self.n_seeds)
+        return self._at[trial], s
+
+    def values(self, i: int) -> dict[str, Any]:
+        return dict(self.points[i // self.n_seeds])
+
+    def combo(self, i: int) -> Combo:
+        return self.combos[self._combo_of[i // self.n_seeds]]
 
 
 def _field_check(key: str) -> Any:

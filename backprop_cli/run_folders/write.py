@@ -89,6 +89,12 @@ def versions() -> dict:
     return {"backprop": __version__, "numpy": np.__version__, "python": platform.python_version(), "blas": blas}
 
 
+def safe_name(name: str) -> str:
+    """A run or study name as its folder is named: letters, digits, '-', '_' and '.' kept,
+    anything else '_' (the one rule, for creating folders and for finding them again)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "run"
+
+
 def create_run_dir(root: Path, name: str) -> Path:
     """Make a new, never reused folder root/<name>-<YYYYmmdd-HHMMSS>[-N]."""
     root = Path(root)
@@ -99,7 +105,7 @@ def create_run_dir(root: Path, name: str) -> Path:
     if not root.is_dir():
         raise RunError(f"{root}: the runs root is not a folder")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "run"
+    safe = safe_name(name)
     for n in range(1, 10000):
         path = root / (f"{safe}-{stamp}" if n == 1 else f"{safe}-{stamp}-{n}")
         try:

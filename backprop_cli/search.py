@@ -1,0 +1,104 @@
+"""Random and quasi-random search: trials drawn from distributions over config keys.
+
+A space is `KEY=DIST` items: `log:A:B` (log-uniform on [A, B]), `uniform:A:B`, `int:A:B`
+(integers A to B, each as likely), `choice:V1,V2,...` (values read as `--set` reads one).
+`sample` draws N trials from a seeded random generator (`random`) or from a scrambled Sobol
+sequence (`sobol`, through SciPy's `scipy.stats.qmc`: the `search` extra), one point of the
+unit cube per trial mapped through each key's distribution. The trials then train as a grid's
+cells do: trials that share a batchable group are models of one pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from backprop_cli.config import parse_value
+from backprop_cli.errors import ConfigError, OverrideError
+
+SAMPLERS = ("random", "sobol")
+
+
+@dataclass
+class Dist:
+    """One key's distribution: kind (log, uniform, int, choice) and its bounds or choices."""
+
+    key: str
+    kind: str
+    low: float = 0.0
+    high: float = 0.0
+    choices: tuple = ()
+
+    def map(self, u: np.ndarray) -> list:
+        """Points u in [0, 1) to values of this distribution."""
+        if self.kind == "log":
+            return [float(v) for v in np.exp(np.log(self.low) + u * (np.log(self.high) - np.log(self.low)))]
+        if self.kind == "uniform":
+            return [float(v) for v in self.low + u * (self.high - self.low)]
+        if self.kind == "int":
+            span = int(self.high) - int(self.low) + 1
+            return [int(self.low) + min(int(v * span), span - 1) for v in u]
+        return [self.choices[min(int(v * len(self.choices)), len(self.choices) - 1)] for v in u]
+
+
+def parse_space(items: Sequence[str]) -> list[Dist]:
+    """`KEY=DIST` items as distributions; a malformed one is an OverrideError naming it."""
+    found: list[Dist] = []
+    for item in items:
+        key, sep, spec = item.partition("=")
+        key, spec = key.strip(), spec.strip()
+        kind, _, rest = spec.partition(":")
+        where = f"--space {item}"
+        if not sep or not key or not rest:
+            raise OverrideError(f"{where}: expected KEY=DIST, DIST one of log:A:B, uniform:A:B, int:A:B, choice:V1,V2")
+        if any(d.key == key for d in found):
+            raise OverrideError(f"--space {key}: given twice")
+        if key == "seed":
+            raise OverrideError("--space seed: use --seeds START:STOP for the seed axis")
+        if kind == "choice":
+            values = parse_value(f"[{rest}]", f"--space {key}")
+            if not isinstance(values, list) or not values:
+                raise OverrideError(f"{where}: expected choice:V1,V2,...")
+            found.append(Dist(key, kind, choices=tuple(values)))
+            continue
+        if kind not in ("log", "uniform", "int"):
+            raise OverrideError(f"{where}: unknown distribution {kind!r}; one of log, uniform, int, choice")
+        parts = rest.split(":")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            low, high = (int(p) for p in parts) if kind == "int" else (float(p) for p in parts)
+        except ValueError:
+            example = "int:2:64" if kind == "int" else f"{kind}:0.001:1"
+            raise OverrideError(f"{where}: expected {kind}:LOW:HIGH, e.g. {example}") from None
+        if not (math.isfinite(low) and math.isfinite(high)) or low > high or (kind == "log" and low <= 0):
+            need = "0 < LOW <= HIGH" if kind == "log" else "LOW <= HIGH"
+            raise OverrideError(f"{where}: an empty range; needs {need}")
+        found.append(Dist(key, kind, float(low), float(high)))
+    if not found:
+        raise OverrideError("give at least one --space KEY=DIST")
+    return found
+
+
+def sample(space: Sequence[Dist], trials: int, sampler: str, seed: int) -> list[dict[str, Any]]:
+    """`trials` points of the space, each {key: value}, from `sampler` seeded by `seed`."""
+    if trials < 1:
+        raise ConfigError(f"--trials {trials}: must be >= 1")
+    d = len(space)
+    if sampler == "sobol":
+        try:
+            from scipy.stats import qmc
+        except ImportError:
+            raise ConfigError("--sampler sobol needs SciPy: pip install 'backprop[search]'") from None
+        engine = qmc.Sobol(d, scramble=True, seed=seed)
+        # Sobol points are balanced in blocks of powers of two: draw that many, keep `trials`
+        u = engine.random(2 ** max(0, math.ceil(math.log2(trials))))[:trials]
+    elif sampler == "random":
+        u = np.random.default_rng(seed).random((trials, d))
+    else:
+        raise ConfigError(f"--sampler {sampler}: one of {', '.join(SAMPLERS)}")
+    columns = [dist.map(u[:, j]) for j, dist in enumerate(space)]
+    return [{dist.key: columns[j][t] for j, dist in enumerate(space)} for t in range(trials)]
