@@ -330,3 +330,15 @@ def test_early_stopping_on_a_metric_the_run_does_not_record_is_refused(cli, tmp_
         f"Error: {CONFIGS / 'sine.yaml'}: training.early_stopping.monitor: 'accuracy' is not recorded by this run "
         "(regression); it records loss, mae, r2, val_loss, val_mae, val_r2\n"
     )
+
+
+def test_many_models_take_the_contiguous_path_and_still_equal_plain_runs():
+    # from 16 models on, the forward pass multiplies by contiguous copies of W^T and the bias
+    # gradient is a product with a row of ones: the same numbers as a plain run, to 1e-12
+    from backprop_cli.network import CONTIGUOUS_FROM
+
+    cfg = xor(training__epochs=200, training__optimizer="momentum", training__learning_rate=0.3)
+    rates = list(np.geomspace(0.05, 2.0, CONTIGUOUS_FROM + 4))
+    entries = sweep_learning_rates(cfg, dataset(cfg, "x"), rates)
+    for e in entries[::5]:
+        np.testing.assert_allclose(e.params(), plain(cfg, learning_rate=e.value), rtol=1e-12, atol=1e-14)
