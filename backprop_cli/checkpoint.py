@@ -80,21 +80,23 @@ class Checkpoint:
         es = meta.get("early_stopping")
         if es is not None:
             best = es["best"]
+            if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float))):
+                raise ValueError(f"early_stopping.best: {best!r} is not a number")
             early = EarlyState(
                 float(best) if best is not None else None,
-                int(es["best_epoch"]),
-                int(es["wait"]),
+                _count(es["best_epoch"], "early_stopping.best_epoch", 2**31),
+                _count(es["wait"], "early_stopping.wait", 2**31),
                 arrays.get("early_stopping.best_theta"),
             )
             monitor = str(es["monitor"])
         order = meta.get("batch_order")
-        if order is not None and not isinstance(order, dict):
-            raise TypeError("batch_order is not an object")
+        if order is not None:
+            _check_order(order)
         return cls(
-            epoch=int(meta["epoch"]),
+            epoch=_count(meta["epoch"], "epoch", 2**31),
             theta=arrays["theta"],
             optimizer=str(meta["optimizer"]),
-            step=int(meta["step"]),
+            step=_count(meta["step"], "step", 2**53),
             moments=moments,
             batch_order=order,
             early=early,
@@ -105,3 +107,23 @@ class Checkpoint:
 def _finite(x: float) -> Optional[float]:
     """inf (nothing seen yet) and NaN are not JSON: None."""
     return float(x) if np.isfinite(x) else None
+
+
+def _count(value: object, name: str, limit: int) -> int:
+    """A whole number in [0, limit) from JSON (not a bool, a float or a string)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
+        raise ValueError(f"{name}: {value!r:.40} is not a count (a whole number from 0)")
+    return value
+
+
+def _check_order(order: object) -> None:
+    """A PCG64 bit generator's state, as NumPy's `bit_generator.state` gives it."""
+    if not isinstance(order, dict) or order.get("bit_generator") != "PCG64":
+        raise ValueError("batch_order: not the state of a PCG64 generator")
+    state = order.get("state")
+    if not isinstance(state, dict):
+        raise ValueError("batch_order.state: not an object")
+    for key in ("state", "inc"):
+        _count(state.get(key), f"batch_order.state.{key}", 2**128)
+    _count(order.get("has_uint32"), "batch_order.has_uint32", 2)
+    _count(order.get("uinteger"), "batch_order.uinteger", 2**32)

@@ -65,6 +65,8 @@ def parse_grid(items: Sequence[str]) -> dict[str, list]:
     `0.5`, `tanh`, `[2, 3, 1]`), the list as a YAML flow sequence."""
     grid: dict[str, list] = {}
     for item in items:
+        if not item.isprintable() or _not_utf8(item):
+            raise OverrideError(f"--grid {item!r}: not printable UTF-8 text")
         key, sep, values_text = item.partition("=")
         key = key.strip()
         if not sep or not key or not values_text.strip():
@@ -83,6 +85,15 @@ def parse_grid(items: Sequence[str]) -> dict[str, list]:
             raise OverrideError(f"--grid {key}: value {text(twice[0])} is given twice")
         grid[key] = values
     return grid
+
+
+def _not_utf8(text: str) -> bool:
+    """A command-line argument with bytes that are not UTF-8 (Python keeps them as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def spaced(key: str, spec: str) -> list:
@@ -289,7 +300,9 @@ def find_study(root: Path, name: Optional[str], asked: dict, kind: str = "grid")
     if name:
         for path in sorted(Path(root).glob(f"{glob.escape(safe_name(name))}-{kind}-*"), reverse=True):
             try:
-                if read_json(path / GRID_FILE) == _json_round_trip(asked):
+                # the same grid asked under the same name ('a b' and 'a/b' share a folder name)
+                same = read_json(path / GRID_FILE) == _json_round_trip(asked)
+                if same and read_json(path / "summary.json").get("name") == name:
                     return path
             except Exception:  # an unreadable folder is not the one asked for
                 continue
@@ -615,10 +628,15 @@ def folders_for(policy: str, cells: Cells, rows: list[dict], sort: str) -> list[
     return [int(r["run"].split("_")[1]) - 1 for r in sort_rows(rows, sort)[:n]]  # cell_0417 -> 416
 
 
-def parse_run_folders(value: Optional[str], n_cells: int) -> str:
-    """--run-folders all|none|best:N (default: all up to 64 cells, else none)."""
+def parse_run_folders(value: Optional[str], n_cells: int, every: int = 1) -> str:
+    """--run-folders all|none|best:N (default: all up to 64 cells, else none; none when the
+    store keeps only every Nth epoch, which a run folder's history.csv cannot be made of)."""
     if value is None:
-        return "all" if n_cells <= RUN_FOLDERS_UP_TO else "none"
+        return "all" if n_cells <= RUN_FOLDERS_UP_TO and every == 1 else "none"
+    if every != 1 and value != "none":
+        raise OverrideError(
+            f"--run-folders {value}: a run folder needs every epoch's history; not with --history every:{every}"
+        )
     if value in ("all", "none"):
         return value
     head, _, n = value.partition(":")

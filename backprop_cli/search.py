@@ -48,6 +48,10 @@ def parse_space(items: Sequence[str]) -> list[Dist]:
     """`KEY=DIST` items as distributions; a malformed one is an OverrideError naming it."""
     found: list[Dist] = []
     for item in items:
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError:
+            raise OverrideError(f"--space {item!r}: not UTF-8 text") from None
         key, sep, spec = item.partition("=")
         key, spec = key.strip(), spec.strip()
         kind, _, rest = spec.partition(":")

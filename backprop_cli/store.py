@@ -231,8 +231,18 @@ class Store:
     def __init__(self, folder: Path, layout: Layout, mode: str) -> None:
         self.folder, self.layout = Path(folder), layout
         self.arrays: dict[str, np.ndarray] = {}
-        for name in layout.arrays():
+        for name, (shape, dtype) in layout.arrays().items():
             path = self.folder / f"{name}.npy"
+            # a truncated file must not be memory-mapped for writing: NumPy would extend it with zeros
+            need = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            try:
+                size = path.stat().st_size
+            except OSError as e:
+                raise RunError(f"{path}: cannot read the study's store: {e.strerror}") from None
+            if size < need:
+                raise RunError(
+                    f"{path}: truncated ({size:,} bytes, at least {need:,} expected): the study's store is damaged"
+                )
             try:
                 self.arrays[name] = np.load(path, mmap_mode=mode, allow_pickle=False)  # type: ignore[arg-type]
             except (OSError, ValueError) as e:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -392,3 +393,121 @@ def test_a_space_key_that_is_not_a_config_key_is_refused(cli, tmp_path):
     result = cli("search", CONFIGS / "xor.yaml", "--space", "training.learnig_rate=log:0.1:1", "--runs-dir", tmp_path)
     assert result.exit_code == 2
     assert "learnig_rate" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# -- what a hostile round found in the new code -------------------------------------------------
+
+
+def test_a_truncated_store_is_refused_on_resume_not_zero_filled(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 10"))
+    args = ["sweep", path, "--grid", "training.learning_rate=log:0.1:1:70", "--name", "t", "--runs-dir", tmp_path, "-q"]
+    assert cli(*args).exit_code == 0
+    folder = _study(tmp_path)
+    with open(folder / "store" / "weights.npy", "r+b") as f:
+        f.truncate(200)
+    result = cli(*args)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {folder / 'store' / 'weights.npy'}: truncated (200 bytes, at least ")
+    assert (folder / "store" / "weights.npy").stat().st_size == 200  # left as it was found
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda m: m.update(step=-1), "step: -1 is not a count (a whole number from 0)"),
+        (lambda m: m.update(epoch="30"), "epoch: '30' is not a count (a whole number from 0)"),
+        (lambda m: m.update(epoch=True), "epoch: True is not a count (a whole number from 0)"),
+        (lambda m: m["batch_order"].update(bit_generator="MT19937"), "batch_order: not the state of a PCG64 generator"),
+        (lambda m: m["batch_order"]["state"].update(state="abc"), "batch_order.state.state: 'abc' is not a count"),
+    ],
+)
+def test_a_corrupt_checkpoint_value_is_one_line_exit_1(cli, tmp_path, edit, message):
+    sets = ["--set", "training.optimizer=adam", "--set", "training.batch_size=2"]
+    first = cli("train", CONFIGS / "xor.yaml", "--epochs", "30", *sets, "--runs-dir", tmp_path / "a", "-q")
+    run = Path(first.stdout.strip())
+    meta = json.loads((run / "checkpoint.json").read_text())
+    edit(meta)
+    (run / "checkpoint.json").write_text(json.dumps(meta))
+    result = cli("train", CONFIGS / "xor.yaml", "--epochs", "5", *sets, "--from", run, "--runs-dir", tmp_path / "b")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {run / 'checkpoint.json'}: corrupt checkpoint: {message}")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_continuing_with_another_optimizer_says_what_is_dropped(cli, tmp_path):
+    first = cli(
+        "train",
+        CONFIGS / "xor.yaml",
+        "--epochs",
+        "20",
+        "--set",
+        "training.optimizer=adam",
+        "--runs-dir",
+        tmp_path,
+        "-q",
+    )
+    run = Path(first.stdout.strip())
+    result = cli("train", CONFIGS / "xor.yaml", "--epochs", "5", "--from", run, "--runs-dir", tmp_path / "b")
+    assert result.exit_code == 0
+    assert " ".join(result.stderr.split()) == (
+        f"Warning: {run}: trained otherwise: continuing with the optimizer (adam before, sgd now; adam's state "
+        "dropped) starting afresh"
+    )
+
+
+def test_hostile_study_options_are_refused_before_training(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    root = tmp_path / "r"
+    cases = [
+        (["sweep", path, "--grid", "model.activation=tanh,\udcff"], "Error: --grid 'model.activation=tanh,\\udcff': not printable UTF-8 text\n"),
+        (["search", path, "--space", "training.learning_rate=log:1e-3:1", "--trials", "100000000000"], None),
+        (["sweep", path, "--grid", "training.learning_rate=0.1", "--memory", "100000"], None),
+        (["sweep", path, "--grid", "training.learning_rate=0.1", "--history", "every:10", "--run-folders", "all"],
+         "Error: --run-folders all: a run folder needs every epoch's history; not with --history every:10\n"),
+        (["sweep", path, "--grid", "training.learning_rate=0.1", "--name", "n" * 300], None),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = cli(*args, "--runs-dir", root)
+        assert result.exit_code == 2, (args, result.output)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        if message is not None:
+            assert result.stderr == message
+    assert not root.exists() or not any(root.iterdir())
+
+
+def test_names_that_make_one_folder_name_never_share_a_study(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 10"))
+    grid = ["--grid", "training.learning_rate=0.1"]
+    for name in ("a b", "a/b", "."):
+        assert cli("sweep", path, *grid, "--name", name, "--runs-dir", tmp_path / "r", "-q").exit_code == 0
+    names = sorted(p.name.split("-grid-")[0] for p in (tmp_path / "r").iterdir())
+    assert names == ["_", "a_b", "a_b"]  # two studies, not one resumed; no hidden folder
+
+
+def test_a_damaged_grid_json_is_named_exit_1(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 10"))
+    assert (
+        cli(
+            "sweep",
+            path,
+            "--grid",
+            "training.learning_rate=0.1,0.2,0.3,0.4",
+            "--run-folders",
+            "none",
+            "--runs-dir",
+            tmp_path,
+            "-q",
+        ).exit_code
+        == 0
+    )
+    folder = _study(tmp_path)
+    spec = json.loads((folder / "grid.json").read_text())
+    spec["grid"]["training.learning_rate"] = [0.1, 0.2]
+    (folder / "grid.json").write_text(json.dumps(spec))
+    result = cli("runs", "export", folder, "3")
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {folder / 'grid.json'}: asks for 2 cells; the study's store holds 4\n"
+    spec["grid"]["training.learning_rate"] = [0.1, "abc", 0.3, 0.4]
+    (folder / "grid.json").write_text(json.dumps(spec))
+    result = cli("runs", "export", folder, "3")
+    assert result.exit_code == 1 and result.stderr.startswith(f"Error: {folder / 'grid.json'}: corrupt: grid cell ")

@@ -135,6 +135,11 @@ def cli_errors(fn: F) -> F:
             where = f"{e.filename}: " if e.filename else ""
             err.print(f"Error: {where}{e.strerror or e}", soft_wrap=True)
             raise typer.Exit(1) from None
+        except MemoryError:
+            if _debug["on"]:
+                raise
+            err.print("Error: out of memory (a smaller study, --memory or --chunk needs less)", soft_wrap=True)
+            raise typer.Exit(1) from None
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

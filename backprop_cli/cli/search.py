@@ -86,6 +86,9 @@ def search(
         trials * (len(seed_list) if seed_list else 1), name, sort, plots, run_folders, history, memory, chunk_models,
         workers, executor, scheduler, quiet,
     )  # fmt: skip
+    most = g.max_cells(options.budget) // (len(seed_list) if seed_list else 1)
+    if trials > most:
+        raise UsageError(f"--trials {trials:,}: at most {most:,} fit this machine (see --memory)")
     points = sample(dists, trials, sampler, search_seed)
     overrides = {"training.epochs": (epochs, "--epochs")}
     cells = Trials(config, points, seed_list, overrides, sets or [], limit=g.max_cells(options.budget))

@@ -128,7 +128,10 @@ def study_options(
     if sort not in g.SORTABLE:
         raise UsageError(f"--sort {sort}: not a column of grid.csv; one of {', '.join(g.SORTABLE)}")
     every = g.parse_history(history)
-    policy = g.parse_run_folders(run_folders, n_cells)
+    policy = g.parse_run_folders(run_folders, n_cells, every)
+    machine = g.memory_budget(1.0)
+    if memory is not None and memory * GiB > machine:
+        raise UsageError(f"--memory {memory:g}: this machine has {machine / GiB:.1f} GiB")
     budget = int(memory * GiB) if memory is not None else g.memory_budget()
     return StudyOptions(name, sort, plots, policy, every, budget, chunk_models, workers, executor, scheduler, quiet)
 
@@ -199,7 +202,7 @@ def run_study(
             if not quiet:
                 err.print("stopping: the chunk in progress is kept where it finished...")
         rows, warnings = g.write_results(
-            folder, cells, store, cells.grid, asked, sort, cells.name, painter(ctx), started, len(jobs), interrupted,
+            folder, cells, store, cells.grid, asked, sort, name or cells.name, painter(ctx), started, len(jobs), interrupted,
             o.policy, kind,
         )  # fmt: skip
         warn(warnings)

@@ -110,7 +110,8 @@ class Cells:
             return load_config(self.config, cell_overrides, tuple(self.sets))
         except BackpropError as e:
             where = ", ".join(f"{k}={text(v)}" for k, v in values.items())
-            raise ConfigError(f"grid cell {where}{f', seed={seed}' if seed is not None else ''}: {e}") from None
+            what = "search trial" if isinstance(self, Trials) else "grid cell"
+            raise ConfigError(f"{what} {where}{f', seed={seed}' if seed is not None else ''}: {e}") from None
 
     def __len__(self) -> int:
         return self.n
@@ -160,10 +161,11 @@ class Cells:
         combo = self.combo(i)
         cfg = combo.cfg.model_copy(deep=True)
         values = self.values(i)
-        cfg.training.learning_rate = self.learning_rate(i)
+        rate = self.learning_rate(i)  # numbers as the config holds them: floats (a YAML 2 is an int)
+        cfg.training.learning_rate = [float(r) for r in rate] if isinstance(rate, list) else float(rate)
         for key in self.per_model:
             if not key.startswith("training.learning_rate"):
-                setattr(cfg.training, key.split(".", 1)[1], values[key])
+                setattr(cfg.training, key.split(".", 1)[1], float(values[key]))
         cfg.seed = self.seed(i)
         cfg.name = f"{self.name}-{folder_name(i, self.n)}"
         return cfg
@@ -206,6 +208,21 @@ class Cells:
         if spec.get("trials") is not None:
             return Trials(Path(spec["config"]), spec["trials"], spec.get("seeds"), overrides, spec.get("set") or [])
         return cls(Path(spec["config"]), spec["grid"], spec.get("seeds"), overrides, spec.get("set") or [])
+
+    @classmethod
+    def of_study(cls, study: Path, n_stored: Optional[int] = None) -> Cells:
+        """The cells of a study folder; a grid.json that is damaged (or asks for another number
+        of cells than the store holds) is a RunError naming it."""
+        path = Path(study) / GRID_FILE
+        try:
+            cells = cls.from_spec(read_json(path))
+        except RunError:
+            raise
+        except (BackpropError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise RunError(f"{path}: corrupt: {e}") from None
+        if n_stored is not None and len(cells) != n_stored:
+            raise RunError(f"{path}: asks for {len(cells):,} cells; the study's store holds {n_stored:,}")
+        return cells
 
 
 class Trials(Cells):
@@ -332,7 +349,7 @@ def export_cell(study: Path, i: int, target: Optional[Path] = None, plots: bool 
     if not Store.exists(study):
         raise RunNotFoundError(f"{study}: not a study with a store")
     store = Store.open(study)
-    cells = Cells.from_spec(read_json(study / GRID_FILE))
+    cells = Cells.of_study(study, store.layout.cells)
     if not 0 <= i < len(cells):
         n = len(cells)
         raise RunNotFoundError(f"{study}: has cells {folder_name(0, n)} to {folder_name(n - 1, n)}; no cell {i + 1}")

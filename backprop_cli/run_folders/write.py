@@ -89,10 +89,17 @@ def versions() -> dict:
     return {"backprop": __version__, "numpy": np.__version__, "python": platform.python_version(), "blas": blas}
 
 
+MAX_NAME = 100  # characters of a run or study name: a folder name adds a time stamp to it
+
+
 def safe_name(name: str) -> str:
     """A run or study name as its folder is named: letters, digits, '-', '_' and '.' kept,
-    anything else '_' (the one rule, for creating folders and for finding them again)."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "run"
+    anything else '_', and no leading dot (no hidden folders): the one rule, for creating
+    folders and for finding them again. A name over MAX_NAME characters is a ConfigError."""
+    if len(name) > MAX_NAME:
+        raise ConfigError(f"--name {name[:20]}...: {len(name)} characters; at most {MAX_NAME}")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "run"
+    return "_" + safe[1:] if safe.startswith(".") else safe
 
 
 def create_run_dir(root: Path, name: str) -> Path:
@@ -193,6 +200,15 @@ def continue_from(path: Path, cfg: Config, net: Network) -> Continuation:
     if saved is not None:
         if saved.optimizer != cfg.training.optimizer:
             saved.moments, saved.step = {}, 0
+        else:
+            from backprop_cli.training import make_optimizer
+
+            expected = set(make_optimizer(cfg.training, (1, 1), np.dtype("float64")).moments())
+            if set(saved.moments) != expected:
+                raise RunError(
+                    f"{previous.path / CHECKPOINT_ARRAYS}: corrupt checkpoint: optimizer state "
+                    f"{sorted(saved.moments)}, {saved.optimizer} keeps {sorted(expected)}"
+                )
         net.theta[0] = saved.theta
         start_epoch = saved.epoch
     else:
@@ -219,8 +235,10 @@ def _restarts(cfg: Config, previous: LoadedRun, saved: Optional[Checkpoint]) -> 
     """What a continuation of `previous` under `cfg` cannot carry over and starts afresh."""
     t = cfg.training
     fresh = []
-    if saved is None or (saved.optimizer != t.optimizer and t.optimizer != "sgd"):
+    if saved is None:
         fresh.append(f"the {t.optimizer} optimizer's state" if t.optimizer != "sgd" else "")
+    elif saved.optimizer != t.optimizer:
+        fresh.append(f"the optimizer ({saved.optimizer} before, {t.optimizer} now; {saved.optimizer}'s state dropped)")
     if saved is None and t.batch_size:
         fresh.append("the minibatch order")
     if t.early_stopping is not None and (saved is None or saved.monitor != t.early_stopping.monitor):
