@@ -285,6 +285,11 @@ def _first_error(e: ValidationError):
     for err in errors:
         grouped.setdefault(_clean_loc(err["loc"]), []).append(err)
     loc, errs = next(iter(grouped.items()))
+    # a field that takes a number or a list of them (learning_rate): a number given is judged
+    # as a number, not also as a list it never meant to be
+    scalar = [err for err in errs if err["type"] != "list_type"]
+    if scalar and len(scalar) < len(errs) and not isinstance(errs[0].get("input"), (list, str)):
+        errs = scalar
     messages = list(dict.fromkeys(_message(err) for err in errs))
     hint = ""
     if any(isinstance(err.get("input"), bool) and err["type"] in _NOT_BOOL for err in errs):
