@@ -74,7 +74,9 @@ class History:
         if validation is not None:
             self.columns += ["val_loss"] + ["val_" + name for name in validation[2].names]
         self.capacity = min(epochs, 4096)
-        self.data = {c: np.full((self.capacity, K), np.nan) for c in self.columns}
+        # every row up to the epochs run is written for all K models, so the buffers need no
+        # filling (finish() puts NaN past each model's end): np.empty, not np.full
+        self.data = {c: np.empty((self.capacity, K)) for c in self.columns}
         self._bind()
 
     def _bind(self) -> None:
@@ -86,7 +88,7 @@ class History:
         """Double the rows (up to the configured epochs); called when epoch index == capacity."""
         old, self.capacity = self.capacity, min(self.epochs, 2 * self.capacity)
         for c in self.columns:
-            self.data[c] = np.concatenate([self.data[c], np.full((self.capacity - old, self.K), np.nan)])
+            self.data[c] = np.concatenate([self.data[c], np.empty((self.capacity - old, self.K))])
         self._bind()
 
     def validate(self, e: int, net: Network) -> None:

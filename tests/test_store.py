@@ -88,6 +88,8 @@ def test_a_large_study_keeps_cells_in_the_store_and_commands_take_a_cell(cli, wr
     assert predicted.exit_code == 0, predicted.output
     assert (folder / "cell_017" / "summary.json").exists()
     assert cli("explain", folder / "cell_017" / "config.yaml", "--epoch", "2").exit_code == 0
+    assert not (folder / "cell_018").exists()
+    assert cli("explain", folder / "cell_018", "--epoch", "2").exit_code == 0  # a cell, as a run
     assert cli("runs", "show", folder / "cell_017").exit_code == 0
     import backprop_cli as bp
 

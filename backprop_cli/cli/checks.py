@@ -97,10 +97,23 @@ def gradcheck(
         raise typer.Exit(1)
 
 
+def run_config(path: Path) -> Path:
+    """A config file, or the config.yaml of a run folder or of a study's cell (`STUDY/cell_0417`,
+    whose folder is written from the study's store when first asked for)."""
+    from backprop_cli.run_folders.cells import resolve_cell
+
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        return path
+    folder = path if path.is_dir() else resolve_cell(path)
+    return folder / "config.yaml" if folder is not None and (folder / "config.yaml").exists() else path
+
+
 @app.command()
 @cli_errors
 def explain(
-    config: ConfigFile,
+    config: Annotated[
+        Path, typer.Argument(metavar="CONFIG", help="YAML config file, or a run folder or a study's cell.")
+    ],
     epoch: Annotated[
         int, typer.Option("--epoch", metavar="N", min=1, help="Which training step to explain (1 = the first).")
     ] = 1,
@@ -126,6 +139,7 @@ def explain(
     """
     if output is not None and out_format is None:
         out_format = TableFormat.csv if output.suffix == ".csv" else TableFormat.markdown
+    config = run_config(config)
     cfg = load(config, sets=sets)
     data = load_data(cfg, config)
     if sample > len(data.X):
