@@ -90,6 +90,14 @@ class Entry:
         return self.result.net.theta[self.model]
 
 
+def running(callback: Optional[Callable], offset: int) -> Optional[Callable]:
+    """The callback of one of several passes in a row, which sees one running epoch count
+    (pass i's epoch k is offset + k), so a progress display can span them all."""
+    if callback is None:
+        return None
+    return lambda epoch, loss, seen: callback(offset + epoch, loss, seen)
+
+
 def sweep_learning_rates(
     cfg: Config, data: Dataset, rates: Sequence[float], chain: bool = False, callback: Optional[Callable] = None
 ) -> list[Entry]:
@@ -109,13 +117,7 @@ def sweep_learning_rates(
         if previous is not None:
             net.set_params(previous)
         start = net.get_params(0)
-        offset = i * cfg.training.epochs
-        step = (
-            None
-            if callback is None
-            else (lambda epoch, loss, seen, offset=offset: callback(offset + epoch, loss, seen))
-        )
-        result = fit(cfg, data, net, learning_rates=[rate], callback=step)
+        result = fit(cfg, data, net, learning_rates=[rate], callback=running(callback, i * cfg.training.epochs))
         entries.append(Entry(rate, result, 0, start))
         previous = net.get_params(0)
         if result.status[0] == "interrupted":
@@ -141,13 +143,7 @@ def seed_study(
         mine.seed = seed
         net = network(mine)
         start = net.get_params(0)
-        offset = i * cfg.training.epochs
-        step = (
-            None
-            if callback is None
-            else (lambda epoch, loss, seen, offset=offset: callback(offset + epoch, loss, seen))
-        )
-        result = fit(mine, dataset(mine, source), net, callback=step)
+        result = fit(mine, dataset(mine, source), net, callback=running(callback, i * cfg.training.epochs))
         entries.append(Entry(seed, result, 0, start))
         if result.status[0] == "interrupted":
             break

@@ -342,3 +342,13 @@ def test_many_models_take_the_contiguous_path_and_still_equal_plain_runs():
     entries = sweep_learning_rates(cfg, dataset(cfg, "x"), rates)
     for e in entries[::5]:
         np.testing.assert_allclose(e.params(), plain(cfg, learning_rate=e.value), rtol=1e-12, atol=1e-14)
+
+
+def test_a_seed_means_the_configs_seed_in_train_seeds_too():
+    # moons draws its data and split from the seed: each seed trains in its own pass, exactly
+    # as `train --seed N` does
+    cfg = config(CONFIGS / "moons.yaml", training__epochs=20)
+    entries = seed_study(cfg, dataset(cfg, "x"), [3, 4])
+    for e in entries:
+        assert np.array_equal(e.params(), plain(cfg, seed=e.value))
+    assert entries[0].result is not entries[1].result
