@@ -198,12 +198,11 @@ def build_report(folder: Path) -> str:
         f"{escape(str((summary.get('versions') or {}).get('backprop', '')))}</p>",
     ]
     if kind:
-        table = folder / f"{kind}.csv"
+        cells = kind in ("grid", "search")  # a store's cells, in grid.csv
+        table = folder / ("grid.csv" if cells else f"{kind}.csv")
         out.append("<h2>Results</h2>")
         if table.exists():
-            out.append(
-                _grid_table(table, str(summary.get("sort", "final_loss"))) if kind == "grid" else _csv_table(table)
-            )
+            out.append(_grid_table(table, str(summary.get("sort", "final_loss"))) if cells else _csv_table(table))
     out.append("<h2>Summary</h2>")
     skip = {"models"} if kind else set()
     out.append(_table(["key", "value"], [(k, v) for k, v in summary.items() if k not in skip], 2, keyed=True))
