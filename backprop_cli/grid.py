@@ -244,6 +244,11 @@ class Job:
     source: str
     target: float
     every: int
+    # successive halving: continue each cell from its checkpoint after `start` epochs, for
+    # `stop_after` more (the schedule still runs over all of training.epochs)
+    start: int = 0
+    resume: Optional[list] = None
+    stop_after: Optional[int] = None
 
 
 def plan(
@@ -287,8 +292,62 @@ def train_job(job: Job) -> Chunk:
     for key, values in job.scalars.items():
         optimizer.per_model(key, np.array(values))
     started = time.time()
-    result = fit(cfg, data, net, learning_rates=job.rates, optimizer=optimizer)
+    result = fit(
+        cfg, data, net, learning_rates=job.rates, optimizer=optimizer, start_epoch=job.start, resume=job.resume,
+        stop_after=job.stop_after, horizon=cfg.training.epochs if job.resume is not None else None,
+    )  # fmt: skip
     return Chunk.from_result(job.cells, result, job.every, started, job.target)
+
+
+def rungs(min_epochs: int, eta: int, epochs: int) -> list[int]:
+    """The epochs each rung of successive halving trains its trials to: min_epochs, times eta
+    each rung, the last one all of training.epochs."""
+    found, e = [], max(1, min_epochs)
+    while e < epochs:
+        found.append(e)
+        e *= eta
+    return found + [epochs]
+
+
+def halving_plan(
+    cells: Cells, store: Store, survivors: Sequence[int], start: int, stop: int, jobs: Sequence[Job]
+) -> list[Job]:
+    """A rung's chunks: `jobs` (the trials' chunks, as planned) narrowed to the survivors and
+    continued from their checkpoints in the store after `start` epochs, to `stop`."""
+    keep = set(int(i) for i in survivors)
+    found = []
+    for job in jobs:
+        mine = [k for k, i in enumerate(job.cells) if i in keep]
+        if not mine:
+            continue
+        cells_ = [job.cells[k] for k in mine]
+        es = job.cfg.training.early_stopping
+        resume = (
+            [store.checkpoint(i, job.cfg.training.optimizer, es.monitor if es else None) for i in cells_]
+            if start
+            else None
+        )
+        found.append(
+            Job(
+                job.cfg, cells_, [job.rates[k] for k in mine], {key: [v[k] for k in mine] for key, v in job.scalars.items()},
+                None if job.seeds is None else [job.seeds[k] for k in mine], job.source, job.target, job.every,
+                start, resume, stop - start,
+            )
+        )  # fmt: skip
+    return found
+
+
+def survivors_of(store: Store, alive: Sequence[int], metric: str, eta: int) -> list[int]:
+    """The best 1/eta (at least one) of the trials alive, by a metric's last value (lower is
+    better but for scores); diverged trials go first."""
+    values = np.asarray(store.arrays[f"final.{metric}"])[list(alive)]
+    status = store.field("status")[list(alive)]
+    sign = -1.0 if is_score(metric) else 1.0
+    order = np.lexsort(
+        (sign * np.where(np.isfinite(values), values, np.inf * sign), status != STATUSES.index("completed"))
+    )
+    keep = max(1, math.ceil(len(alive) / eta))
+    return sorted(int(alive[k]) for k in order[:keep])
 
 
 # -- running ----------------------------------------------------------------------------------

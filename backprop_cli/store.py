@@ -64,6 +64,7 @@ FIELDS = {
     "best_loss": np.float64,
     "epochs_to_target": np.int32,
     "batched_with": np.int32,
+    "n_params": np.int32,
 }
 
 
@@ -139,6 +140,7 @@ class Chunk:
     best_theta: Optional[np.ndarray]
     fields: dict[str, np.ndarray]
     batch_order: np.ndarray  # (k, 6)
+    start: int = 0  # the epochs its cells had run before this chunk (a continuation)
 
     @classmethod
     def from_result(cls, cells: Sequence[int], result: TrainResult, every: int, started: float, target: float) -> Chunk:
@@ -184,6 +186,7 @@ class Chunk:
             "best_loss": best,
             "epochs_to_target": reached.astype(np.int32),
             "batched_with": np.full(K, K, np.int32),
+            "n_params": np.full(K, result.net.n_params, np.int32),
         }
         if early is not None:
             fields["early_best"] = np.where(np.isfinite(early.best), early.best, np.nan)
@@ -201,6 +204,7 @@ class Chunk:
             None if early is None or early.best_theta is None else early.best_theta.copy(),
             fields,
             order,
+            s.start_epoch,
         )
 
 
@@ -287,10 +291,19 @@ class Store:
     def write(self, chunk: Chunk) -> None:
         """A chunk's rows, flushed, then its cells marked done (flushed): never half a chunk."""
         a, rows = self.arrays, chunk.cells
+        at = chunk.start // self.layout.every  # a continued chunk (successive halving) extends its cells' histories
+        if at:
+            old_best, old_reached = a["cell.best_loss"][rows], a["cell.epochs_to_target"][rows]
+            chunk.fields["best_loss"] = np.fmin(old_best, chunk.fields["best_loss"])
+            chunk.fields["epochs_to_target"] = np.where(old_reached >= 0, old_reached, chunk.fields["epochs_to_target"])
+            chunk.fields["epochs_run"] = chunk.fields["epochs_run"] + chunk.start
+            chunk.fields["start_epoch"] = a["cell.start_epoch"][rows]
+            chunk.fields["duration_s"] = chunk.fields["duration_s"] + a["cell.duration_s"][rows]
+            chunk.fields["started"] = a["cell.started"][rows]
         for column, values in chunk.history.items():
-            width = min(values.shape[0], self.layout.rows)
+            width = min(values.shape[0], self.layout.rows - at)
             target = a[f"history.{column}"]
-            target[rows, :width] = values[:width].T
+            target[rows, at : at + width] = values[:width].T
             a[f"final.{column}"][rows] = chunk.finals[column]
         P = chunk.weights.shape[1]
         a["weights"][rows, :P] = chunk.weights
@@ -374,6 +387,31 @@ class Store:
             restored_epoch=[None if restored == NONE else restored],
             saved=[checkpoint],
         )
+
+    def checkpoint(self, i: int, optimizer: str, monitor: Optional[str]) -> Checkpoint:
+        """Cell i's state after its last epoch, to continue it (successive halving)."""
+        f = self.arrays
+        P = self.n_params(i)
+        early = None
+        if monitor is not None:
+            best = float(f["cell.early_best"][i])
+            theta = np.array(f["early.best_theta"][i, :P]) if "early.best_theta" in f else None
+            early = EarlyState(
+                None if np.isnan(best) else best, int(f["cell.best_epoch"][i]), int(f["cell.early_wait"][i]), theta
+            )
+        return Checkpoint(
+            epoch=int(f["cell.start_epoch"][i]) + int(f["cell.epochs_run"][i]),
+            theta=np.array(f["last"][i, :P]),
+            optimizer=optimizer,
+            step=int(f["cell.step"][i]),
+            moments={m: np.array(f[f"optimizer.{m}"][i, :P]) for m in self.layout.moments if _used(optimizer, m)},
+            batch_order=_unpack_order(np.asarray(f["cell.batch_order"][i])),
+            early=early,
+            monitor=monitor,
+        )
+
+    def n_params(self, i: int) -> int:
+        return int(self.arrays["cell.n_params"][i])
 
     def size_on_disk(self) -> int:
         """Bytes the store's files take on disk (allocated blocks)."""

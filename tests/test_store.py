@@ -513,3 +513,39 @@ def test_a_damaged_grid_json_is_named_exit_1(cli, write_config, tmp_path):
     (folder / "grid.json").write_text(json.dumps(spec))
     result = cli("runs", "export", folder, "3")
     assert result.exit_code == 1 and result.stderr.startswith(f"Error: {folder / 'grid.json'}: corrupt: grid cell ")
+
+
+def test_successive_halving_continues_trials_exactly_and_keeps_the_best(cli, tmp_path):
+    args = ["search", CONFIGS / "moons.yaml", "--space", "training.learning_rate=log:0.001:0.5", "--trials", "9"]
+    result = cli(*args, "--halving", "--eta", "3", "--min-epochs", "10", "--epochs", "90", "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "rung 1 of 3: 9 trials trained to epoch 10" in result.stderr
+    assert "rung 2 of 3: 3 trials trained to epoch 30" in result.stderr
+    assert "rung 3 of 3: 1 trials trained to epoch 90" in result.stderr
+    folder = next(p for p in tmp_path.iterdir() if "-search-" in p.name)
+    cells, store = Cells.from_spec(json.loads((folder / "grid.json").read_text())), Store.open(folder)
+    ran = store.field("epochs_run")
+    assert sorted(ran.tolist()) == [10] * 6 + [30] * 2 + [90]
+    # the survivors of each rung were the best by val_loss at its end
+    at_10 = {i: store.history(i)[1]["val_loss"][9] for i in range(9)}
+    assert set(np.flatnonzero(ran >= 30)) == set(sorted(at_10, key=at_10.get)[:3])
+    for i in range(9):  # a trial continued over rungs is a plain run of the same epochs
+        cfg = cells.cfg(i)
+        net = network(cfg)
+        plain = fit(cfg, dataset(cfg, "x"), net, stop_after=int(ran[i]))
+        epochs, history = store.history(i)
+        assert np.array_equal(epochs, plain.epochs)
+        np.testing.assert_allclose(history["loss"], plain.history["loss"][:, 0], rtol=1e-12)
+        np.testing.assert_allclose(store.arrays["last"][i, : net.n_params], net.theta[0], rtol=1e-12, atol=1e-15)
+
+
+def test_halving_options_are_checked(cli, tmp_path):
+    base = ["search", CONFIGS / "xor.yaml", "--space", "training.learning_rate=log:0.1:1", "--runs-dir", tmp_path]
+    cases = [
+        (["--halving", "--metric", "accuracy2"], "Error: --metric accuracy2: the trials record loss, accuracy\n"),
+        (["--min-epochs", "5"], "Error: --min-epochs and --metric go with --halving\n"),
+        (["--halving", "--name", "x"], "Error: --halving: a halving search is not resumed; run it without --name\n"),
+    ]
+    for args, message in cases:
+        result = cli(*base, *args)
+        assert result.exit_code == 2 and result.stderr == message, result.output

@@ -3,6 +3,7 @@ allows, into the same study store, table and plots as `backprop sweep`."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import List, Optional
 
@@ -50,6 +51,20 @@ def search(
     seeds: Annotated[
         Optional[str], typer.Option("--seeds", metavar="SEEDS", help="Train every trial once per seed: START:STOP.")
     ] = None,
+    halving: Annotated[
+        bool, typer.Option("--halving", help="Successive halving: rungs that keep the best 1/eta of the trials.")
+    ] = False,
+    eta: Annotated[int, typer.Option("--eta", metavar="N", min=2, help="With --halving: keep 1/N each rung.")] = 3,
+    min_epochs: Annotated[
+        Optional[int],
+        typer.Option("--min-epochs", metavar="N", min=1, help="With --halving: the first rung's epochs."),
+    ] = None,
+    metric: Annotated[
+        Optional[str],
+        typer.Option(
+            "--metric", metavar="COLUMN", help="With --halving: what ranks trials (default val_loss, else loss)."
+        ),
+    ] = None,
     workers: Workers = None,
     executor: ExecutorOption = Executor.local,
     scheduler: Scheduler = None,
@@ -89,6 +104,14 @@ def search(
     most = g.max_cells(options.budget) // (len(seed_list) if seed_list else 1)
     if trials > most:
         raise UsageError(f"--trials {trials:,}: at most {most:,} fit this machine (see --memory)")
+    if not halving and (min_epochs is not None or metric is not None):
+        raise UsageError("--min-epochs and --metric go with --halving")
+    if halving:
+        if name is not None:
+            raise UsageError("--halving: a halving search is not resumed; run it without --name")
+        if options.every != 1:
+            raise UsageError("--halving: rungs continue every trial's history; not with --history every:N")
+        options.halving = (eta, min_epochs or 0, metric)
     points = sample(dists, trials, sampler, search_seed)
     overrides = {"training.epochs": (epochs, "--epochs")}
     cells = Trials(config, points, seed_list, overrides, sets or [], limit=g.max_cells(options.budget))
@@ -102,4 +125,9 @@ def search(
         "set": list(sets or []),
         "overrides": {k: v for k, (v, _) in overrides.items() if v is not None},
     }
+    if halving:
+        epochs_all = cells.combos[0].cfg.training.epochs
+        first = min_epochs or max(1, epochs_all // eta ** max(1, round(math.log(max(trials, 2), eta)) - 1))
+        options.halving = (eta, first, metric)
+        asked["halving"] = {"eta": eta, "min_epochs": first, "metric": metric}
     run_study(ctx, config, cells, asked, "search", runs_dir, options)

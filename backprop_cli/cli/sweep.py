@@ -151,6 +151,7 @@ class StudyOptions:
     executor: Executor
     scheduler: Optional[str]
     quiet: bool
+    halving: Optional[tuple[int, int, Optional[str]]] = None  # eta, min_epochs, metric (search --halving)
 
 
 def run_study(
@@ -166,6 +167,14 @@ def run_study(
     name, sort, quiet = o.name, o.sort, o.quiet
     target = default_target(cells.combos[0].cfg)
     shape = g.layout(cells, o.every)
+    if o.halving is not None:
+        eta, min_epochs, metric = o.halving
+        metric = metric or ("val_loss" if "val_loss" in shape.columns else "loss")
+        if metric not in shape.columns:
+            raise UsageError(f"--metric {metric}: the trials record {', '.join(shape.columns)}")
+        if len({c.cfg.training.epochs for c in cells.combos}) > 1:
+            raise UsageError("--halving: every trial must train the same training.epochs")
+        o.halving = (eta, min_epochs, metric)
     found = g.find_study(runs_dir, name, asked, kind)
     if found is None or not Store.exists(found):
         g.check_disk(shape, runs_dir, max(c.cfg.training.epochs for c in cells.combos))
@@ -189,14 +198,17 @@ def run_study(
                     f"{skipped}: {folder}",
                     soft_wrap=True,
                 )
-            with Counter("models trained", len(todo), quiet) as progress:
-                trained = 0
-                for chunk in g.execute(jobs, n_workers, o.executor.value, o.scheduler):
-                    store.write(chunk)
-                    trained += len(chunk.cells)
-                    progress(trained)
-                    if g.interrupted(chunk):  # Ctrl-C inside training
-                        raise KeyboardInterrupt
+            if o.halving is None:
+                with Counter("models trained", len(todo), quiet) as progress:
+                    trained = 0
+                    for chunk in g.execute(jobs, n_workers, o.executor.value, o.scheduler):
+                        store.write(chunk)
+                        trained += len(chunk.cells)
+                        progress(trained)
+                        if g.interrupted(chunk):  # Ctrl-C inside training
+                            raise KeyboardInterrupt
+            else:
+                _halving(cells, store, jobs, todo, o, n_workers)
         except KeyboardInterrupt:
             interrupted = True
             if not quiet:
@@ -230,6 +242,37 @@ def run_study(
     if rows and all(r["status"] == "diverged" for r in rows):
         err.print(f"Error: every cell diverged: {folder}", soft_wrap=True)
         raise typer.Exit(1)
+
+
+def _halving(cells: Any, store: Any, jobs: list, todo: list[int], o: StudyOptions, n_workers: int) -> None:
+    """Successive halving: every rung trains the trials alive as batched passes, continuing
+    each from its checkpoint in the store, then keeps the best 1/eta by the metric."""
+    from backprop_cli import grid as g
+
+    assert o.halving is not None
+    eta, min_epochs, metric = o.halving
+    epochs = cells.combos[0].cfg.training.epochs
+    steps = g.rungs(min_epochs, eta, epochs)
+    alive, start = list(todo), 0
+    sizes = [len(todo)]
+    for _ in steps[1:]:
+        sizes.append(max(1, -(-sizes[-1] // eta)))
+    with Counter("trial rungs trained", sum(sizes), o.quiet) as progress:
+        trained = 0
+        for r, stop in enumerate(steps):
+            for chunk in g.execute(
+                g.halving_plan(cells, store, alive, start, stop, jobs), n_workers, o.executor.value, o.scheduler
+            ):
+                store.write(chunk)
+                trained += len(chunk.cells)
+                progress(trained)
+                if g.interrupted(chunk):
+                    raise KeyboardInterrupt
+            if not o.quiet:
+                err.print(f"rung {r + 1} of {len(steps)}: {len(alive):,} trials trained to epoch {stop:,}")
+            if stop == epochs:
+                break
+            alive, start = g.survivors_of(store, alive, metric or "loss", eta), stop
 
 
 def _table(rows: list[dict], keys: list[str], sort: str, total: int) -> None:
