@@ -670,7 +670,37 @@ def case_study(repeats, _):
         report("study", f"engine 16-16-1 tanh, K={K:,} in chunks of {min(chunk, K)}", times, "us/m-ep", 1e6)
 
 
+def case_halving(repeats, _):
+    print("halving: successive halving against the full search of the same trials (best val_loss, model-epochs)")
+    import csv as csv_module
+    import tempfile
+
+    def best_and_cost(folder):
+        rows = list(csv_module.DictReader((folder / "grid.csv").open()))
+        losses = [float(r["val_loss"]) for r in rows if r["val_loss"]]
+        return min(losses), sum(int(r["epochs_run"]) for r in rows)
+
+    for config, epochs in (("moons.yaml", 270), ("iris.yaml", 270)):
+        ratios, costs = [], []
+        for seed in range(5):
+            with tempfile.TemporaryDirectory() as tmp:
+                args = ["search", str(ROOT / "configs" / config), "--space", "training.learning_rate=log:0.0003:0.3"]
+                args += ["--trials", "81", "--search-seed", str(seed), "--epochs", str(epochs), "-q"]
+                _command([*args, "--runs-dir", str(Path(tmp) / "full")], tmp)()
+                _command([*args, "--halving", "--eta", "3", "--runs-dir", str(Path(tmp) / "half")], tmp)()
+                (full,) = (Path(tmp) / "full").iterdir()
+                (half,) = (Path(tmp) / "half").iterdir()
+                (b_full, c_full), (b_half, c_half) = best_and_cost(full), best_and_cost(half)
+                ratios.append(b_half / b_full)
+                costs.append(c_half / c_full)
+                print(f"  {config} search seed {seed}: best val_loss {b_half:.5g} (halving) vs {b_full:.5g} (full), "
+                      f"model-epochs {c_half:,} vs {c_full:,}", flush=True)  # fmt: skip
+        report("halving", f"{config}: halving's best val_loss / the full search's", ratios, "x", 1)
+        report("halving", f"{config}: halving's model-epochs / the full search's", costs, "x", 1)
+
+
 CASES = {
+    "halving": case_halving,
     "study": case_study,
     "process": case_process,
     "grid": case_grid,
@@ -703,6 +733,7 @@ def main():
         "animate": (5, 10000),
         "grid": (5, None),
         "study": (5, None),
+        "halving": (1, None),
     }
     if args.quick:
         plan = {
@@ -716,6 +747,7 @@ def main():
             "animate": (3, 5000),
             "grid": (3, None),
             "study": (3, None),
+            "halving": (1, None),
         }
     core = os.environ.get("OPENBLAS_CORETYPE")
     blas = f"OPENBLAS_CORETYPE={core} from the environment" if core else "OpenBLAS's own choice of kernels"
