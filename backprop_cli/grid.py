@@ -12,7 +12,7 @@ always computes the same numbers, whatever runs it.
 
 A study folder `<name>-grid-<time>/` holds `grid.json` (what was asked), `store/` (every
 cell's history, weights and state as a few arrays, filled chunk by chunk: see `store`), then
-`grid.csv`, the plots and `summary.json`, written last. Small studies (up to 64 cells) also
+`grid.csv`, the plots and `summary.json`, written last (by `results`). Small studies (up to 64 cells) also
 get one complete run folder per cell (`cell_001/`, ...); larger ones on demand. Run again with
 the same grid and `--name`, a study trains only the cells its store does not hold.
 """
@@ -34,30 +34,21 @@ import numpy as np
 from backprop_cli.config import Config, parse_value
 from backprop_cli.errors import ConfigError, OverrideError, RunError
 from backprop_cli.experiment import GiB, check_memory, dataset, fit, known_samples, memory_needed, network, recorded
-from backprop_cli.files import atomic_write, read_json, write_json
-from backprop_cli.metrics import SCORES_AND_ERRORS, is_score
-from backprop_cli.painter import Job as PlotJob
-from backprop_cli.painter import Painter
-from backprop_cli.run_folders import create_run_dir, csv_text, now_iso, number
+from backprop_cli.files import read_json, write_json
+from backprop_cli.metrics import is_score
+from backprop_cli.results import RUN_FOLDERS_UP_TO
+from backprop_cli.run_folders import create_run_dir, now_iso
 from backprop_cli.run_folders.cells import (
     GRID_FILE,
     Cells,
-    export_cell,
-    folder_name,
     optimizer_moments,
-    spec,
     text,
 )
 from backprop_cli.run_folders.write import safe_name
 from backprop_cli.store import STATUSES, Chunk, Layout, Store
-from backprop_cli.studies import default_target, study_status
 from backprop_cli.training import make_optimizer
 
-# the columns of grid.csv a study can be sorted by
-SORTABLE = ("final_loss", "best_loss", *SCORES_AND_ERRORS, "epochs_to_target", "epochs_run")
-RUN_FOLDERS_UP_TO = 64  # studies this small get a run folder per cell unless told otherwise
 CACHE_BYTES = 2 * 2**20  # a pass's per-batch buffers that stay fast (about the L2 cache)
-TOP = 20  # rows the terminal shows of a large study
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list]:
@@ -442,251 +433,6 @@ def _dask(jobs: Sequence[Job], workers: int, scheduler: Optional[str]) -> Iterat
 # -- results ----------------------------------------------------------------------------------
 
 
-def table(cells: Cells, store: Store, which: Optional[Sequence[int]] = None) -> list[dict]:
-    """grid.csv's rows (of `which`, default every cell with numbers): values, seed, losses,
-    final metrics, epochs to the target, epochs run, status and the cell's folder name."""
-    done = store.done() | (store.field("status") > 0)
-    columns = [c for c in store.layout.columns if c != "loss"]
-    finals = {c: np.asarray(store.arrays[f"final.{c}"]) for c in store.layout.columns}
-    best = store.field("best_loss")
-    reached = store.field("epochs_to_target")
-    ran = store.field("epochs_run")
-    status = store.field("status")
-    rows = []
-    for i in np.flatnonzero(done) if which is None else which:
-        i = int(i)
-        row: dict[str, Any] = {**cells.values(i), "seed": cells.seed(i)}
-        row["final_loss"] = _num(finals["loss"][i])
-        row["best_loss"] = _num(best[i])
-        for c in columns:
-            v = _num(finals[c][i])
-            if v is not None:
-                row[c] = v
-        row["epochs_to_target"] = int(reached[i]) if reached[i] >= 0 else None
-        row.update(epochs_run=int(ran[i]), status=STATUSES[int(status[i])], run=folder_name(i, len(cells)))
-        rows.append(row)
-    return rows
-
-
-def _num(x: Any) -> Optional[float]:
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def by_value(rows: list[dict], grid: dict[str, list]) -> list[tuple[str, str, int, int, Optional[float]]]:
-    """For each value of each grid key with several (up to 24): (key, value, cells that reached
-    the target, cells, median epochs to reach it)."""
-    found = []
-    for key, values in grid.items():
-        if not 2 <= len(values) <= 24:
-            continue
-        mine: dict[str, list] = {text(v): [] for v in values}
-        for r in rows:
-            mine[text(r[key])].append(r.get("epochs_to_target"))
-        for value in values:
-            got = mine[text(value)]
-            hits = [h for h in got if h is not None]
-            found.append((key, text(value), len(hits), len(got), float(np.median(hits)) if hits else None))
-    return found
-
-
-def sort_rows(rows: list[dict], by: str) -> list[dict]:
-    """Rows best first by `by` (losses, errors and epochs ascending, scores such as accuracy
-    and R^2 descending); rows without a value last."""
-    sign = -1.0 if is_score(by) else 1.0
-    have = [r for r in rows if isinstance(r.get(by), (int, float)) and np.isfinite(r[by])]
-    rest = [r for r in rows if not (isinstance(r.get(by), (int, float)) and np.isfinite(r[by]))]
-    return sorted(have, key=lambda r: sign * r[by]) + rest
-
-
-def csv_columns(rows: list[dict], keys: Sequence[str]) -> list[str]:
-    columns = list(keys) + ["seed", "final_loss", "best_loss"]
-    columns += [c for c in SCORES_AND_ERRORS if any(c in r for r in rows)]
-    return columns + ["epochs_to_target", "epochs_run", "status", "run"]
-
-
-def grid_csv(rows: list[dict], keys: Sequence[str]) -> str:
-    columns = csv_columns(rows, keys)
-    lines: list[list[Any]] = [columns]
-    for r in sorted(rows, key=lambda r: r["run"]):
-        cells = []
-        for c in columns:
-            v = r.get(c)
-            cells.append(
-                text(v)
-                if isinstance(v, (list, dict))
-                else number(v)
-                if isinstance(v, float)
-                else ("" if v is None else v)
-            )
-        lines.append(cells)
-    return csv_text(lines)
-
-
-def parquet_job(path: Path, rows: list[dict], keys: Sequence[str]) -> list[PlotJob]:
-    """grid.parquet beside grid.csv, where pyarrow is installed (the `parquet` extra): the same
-    table with typed columns, as a painter job (see `tables`)."""
-    from backprop_cli.tables import have_parquet
-
-    if not have_parquet():
-        return []
-    columns = csv_columns(rows, keys)
-    ordered = sorted(rows, key=lambda r: r["run"])
-    data = {c: [text(r.get(c)) if isinstance(r.get(c), (list, dict)) else r.get(c) for r in ordered] for c in columns}
-    return [(path, "tables.parquet", (data,))]
-
-
-def search_jobs(folder: Path, rows: list[dict], asked: dict, metric: str, name: str) -> list[PlotJob]:
-    """search.png: each trial's metric against each key of the space."""
-    usable = [r for r in rows if isinstance(r.get(metric), (int, float)) and np.isfinite(r[metric])]
-    if not usable:
-        return []
-    panels = {}
-    for item in asked.get("space") or []:
-        key, _, dist = item.partition("=")
-        xs = [r[key] if isinstance(r[key], (int, float)) else text(r[key]) for r in usable]
-        panels[key] = (xs, [r[metric] for r in usable], dist.startswith("log:"))
-    return [(folder / "search.png", "search_plot", (panels, metric, name))]
-
-
-def _numeric(values: list) -> bool:
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-
-
-def landscape_job(folder: Path, cells: Cells, store: Store, grid: dict, keys: list, name: str) -> PlotJob:
-    """landscape.png: the trainability map of two numeric keys with many values (the mean
-    over seeds of each cell's mean loss over training; diverged where any seed diverged)."""
-    a, b = keys
-    n_a, n_b = len(grid[a]), len(grid[b])
-    loss = np.asarray(store.arrays["history.loss"])
-    ran = store.field("epochs_run")
-    status = store.field("status")
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        # each cell's mean loss over its finite epochs, in log space (a geometric mean): the
-        # last losses of a run that diverges are huge and would drown the rest
-        kept = np.isfinite(loss) & (loss > 0) & (np.arange(loss.shape[1]) < ran[:, None])
-        logs = np.where(kept, np.log(np.where(kept, loss, 1.0)), 0.0)
-        counts = kept.sum(axis=1)
-        mean = np.where(counts > 0, np.exp(logs.sum(axis=1) / np.maximum(counts, 1)), np.nan)
-    sums, seen = np.zeros((n_a, n_b)), np.zeros((n_a, n_b))
-    diverged = np.zeros((n_a, n_b), bool)
-    ia, ib = cells.keys.index(a), cells.keys.index(b)
-    for i in range(len(cells)):
-        at, _ = cells.position(i)
-        r, c = at[ia], at[ib]
-        if np.isfinite(mean[i]):
-            sums[r, c] += np.log(mean[i])
-            seen[r, c] += 1
-        diverged[r, c] |= status[i] == STATUSES.index("diverged")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.where(seen > 0, np.exp(sums / np.maximum(seen, 1)), np.nan)  # over seeds, geometric too
-    return (folder / "landscape.png", "landscape", (means, diverged, (grid[a], grid[b]), (a, b), name))
-
-
-def plot_jobs(
-    folder: Path,
-    rows: list[dict],
-    grid: dict[str, list],
-    metric: str,
-    title: str,
-    cells: Optional[Cells] = None,
-    store: Optional[Store] = None,
-) -> list[PlotJob]:
-    """heatmap.png (two grid keys: the metric's mean over seeds in each cell, one pixel a cell
-    for large grids) and box.png (per grid key with at most 16 values, the metric over seeds
-    and the other keys, one box per value)."""
-    jobs: list[PlotJob] = []
-    keys = [k for k, v in grid.items() if len(v) > 1]
-    usable = [r for r in rows if isinstance(r.get(metric), (int, float)) and np.isfinite(r[metric])]
-    if not usable:
-        return jobs
-    if len(keys) == 2:
-        a, b = keys
-        where_a = {text(v): i for i, v in enumerate(grid[a])}
-        where_b = {text(v): j for j, v in enumerate(grid[b])}
-        sums = np.zeros((len(grid[a]), len(grid[b])))
-        counts = np.zeros_like(sums)
-        for r in usable:
-            i, j = where_a[text(r[a])], where_b[text(r[b])]
-            sums[i, j] += r[metric]
-            counts[i, j] += 1
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-        labels = ([text(v) for v in grid[a]], [text(v) for v in grid[b]])
-        jobs.append((folder / "heatmap.png", "heatmap", (means, labels, (a, b), metric, title)))
-    if (
-        len(keys) == 2
-        and cells is not None
-        and store is not None
-        and all(_numeric(grid[k]) and len(grid[k]) >= 16 for k in keys)
-    ):
-        jobs.append(landscape_job(folder, cells, store, grid, keys, title.split(":")[0]))
-    boxed = [k for k in keys if len(grid[k]) <= 16]
-    if boxed:
-        groups_ = {}
-        for k in boxed:
-            found: dict[str, list] = {text(v): [] for v in grid[k]}
-            for r in usable:
-                found[text(r[k])].append(r[metric])
-            groups_[k] = list(found.items())
-        jobs.append((folder / "box.png", "box_plots", (groups_, metric, title)))
-    return jobs
-
-
-def write_results(
-    folder: Path,
-    cells: Cells,
-    store: Store,
-    grid: dict,
-    asked: dict,
-    metric: str,
-    name: str,
-    painter: Optional[Painter],
-    started: str,
-    chunks_run: int,
-    interrupted: bool,
-    run_folders: str,
-    kind: str = "grid",
-) -> tuple[list[dict], list[str]]:
-    """grid.csv (and grid.parquet with pyarrow), the plots and summary.json (last) of a grid
-    study; returns the rows and plot warnings. summary.json's size does not grow with the
-    cells (a study of at most 64 cells also lists them under `models`, as it always did)."""
-    rows = table(cells, store)
-    atomic_write(folder / "grid.csv", grid_csv(rows, list(grid)))
-    jobs = parquet_job(folder / "grid.parquet", rows, list(grid))
-    if kind == "search":
-        jobs += search_jobs(folder, rows, asked, metric, name)
-    else:
-        jobs += plot_jobs(folder, rows, grid, metric, f"{name}: {metric}", cells, store)
-    warnings = (painter or Painter(background=False)).draw(jobs)
-    parquet = (folder / "grid.parquet").exists()
-    statuses = [r["status"] for r in rows]
-    counts = {s: statuses.count(s) for s in STATUSES[1:] if s in statuses}
-    best = sort_rows(rows, metric)[0] if rows else None
-    summary: dict[str, Any] = {
-        "name": name, "kind": kind, "status": study_status(statuses, interrupted),
-        **({"grid": grid} if kind == "grid" else {"space": asked.get("space"), "sampler": asked.get("sampler")}),
-        "seeds": asked.get("seeds"), "cells": len(cells), "trained": int(store.done().sum()), "statuses": counts,
-        "groups": len(cells.groups()), "chunks": chunks_run, "sort": metric, "best": best,
-        "run_folders": run_folders, "store": {"folder": "store", "bytes": store.layout.nbytes(),
-        "history_every": store.layout.every}, "parquet": parquet, "started_at": started, "finished_at": now_iso(),
-    }  # fmt: skip
-    if len(cells) <= RUN_FOLDERS_UP_TO:
-        summary["models"] = [{"run": r["run"], "status": r["status"], "final_loss": r.get("final_loss")} for r in rows]
-    write_json(folder / "summary.json", summary)
-    return rows, warnings
-
-
-def folders_for(policy: str, cells: Cells, rows: list[dict], sort: str) -> list[int]:
-    """The cells that get a run folder under `--run-folders` policy all, none or best:N."""
-    if policy == "all":
-        return list(range(len(cells)))
-    if policy == "none":
-        return []
-    n = int(policy.split(":", 1)[1])
-    return [int(r["run"].split("_")[1]) - 1 for r in sort_rows(rows, sort)[:n]]  # cell_0417 -> 416
-
-
 def parse_run_folders(value: Optional[str], n_cells: int, every: int = 1) -> str:
     """--run-folders all|none|best:N (default: all up to 64 cells, else none; none when the
     store keeps only every Nth epoch, which a run folder's history.csv cannot be made of)."""
@@ -712,28 +458,3 @@ def parse_history(value: Optional[str]) -> int:
     if head == "every" and n.isdigit() and int(n) >= 1:
         return int(n)
     raise OverrideError(f"--history {value}: expected all or every:N (e.g. every:10)")
-
-
-def write_folders(folder: Path, which: Sequence[int], plots: bool) -> None:
-    """Complete run folders of cells `which`, from the store (the same as `runs export`)."""
-    for i in which:
-        export_cell(folder, i, plots=plots)
-
-
-__all__ = [
-    "Cells",
-    "Job",
-    "SORTABLE",
-    "by_value",
-    "count_cells",
-    "default_target",
-    "execute",
-    "plan",
-    "sort_rows",
-    "spec",
-    "find_study",
-    "new_study",
-    "table",
-    "train_job",
-    "write_results",
-]

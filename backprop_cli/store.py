@@ -26,7 +26,6 @@ included), and a resumed study trains exactly the cells not marked done.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -357,23 +356,6 @@ class Store:
         reason = REASONS[int(f["cell.stop_reason"][i])]
         diverged = int(f["cell.diverged_at"][i])
         restored = int(f["cell.restored_epoch"][i])
-        early = None
-        if monitor is not None:
-            best = float(f["cell.early_best"][i])
-            theta = f["early.best_theta"][i, :P].copy() if "early.best_theta" in f else None
-            early = EarlyState(
-                None if np.isnan(best) else best, int(f["cell.best_epoch"][i]), int(f["cell.early_wait"][i]), theta
-            )
-        checkpoint = Checkpoint(
-            epoch=int(f["cell.start_epoch"][i]) + int(f["cell.epochs_run"][i]),
-            theta=np.array(f["last"][i, :P]),
-            optimizer=optimizer,
-            step=int(f["cell.step"][i]),
-            moments={m: np.array(f[f"optimizer.{m}"][i, :P]) for m in self.layout.moments if _used(optimizer, m)},
-            batch_order=_unpack_order(np.asarray(f["cell.batch_order"][i])),
-            early=early,
-            monitor=monitor,
-        )
         return TrainResult(
             net=net,
             history={c: v[:, None] for c, v in columns.items()},
@@ -385,7 +367,7 @@ class Store:
             best_epoch=[int(f["cell.best_epoch"][i])],
             duration_s=float(f["cell.duration_s"][i]),
             restored_epoch=[None if restored == NONE else restored],
-            saved=[checkpoint],
+            saved=[self.checkpoint(i, optimizer, monitor)],
         )
 
     def checkpoint(self, i: int, optimizer: str, monitor: Optional[str]) -> Checkpoint:
@@ -412,10 +394,6 @@ class Store:
 
     def n_params(self, i: int) -> int:
         return int(self.arrays["cell.n_params"][i])
-
-    def size_on_disk(self) -> int:
-        """Bytes the store's files take on disk (allocated blocks)."""
-        return sum(os.stat(p).st_blocks * 512 for p in self.folder.iterdir())
 
 
 def _used(optimizer: str, moment: str) -> bool:

@@ -23,7 +23,7 @@ STUDIES += ["tests/test_report.py", "tests/test_first_hour.py"]
 
 T, P, O, C = "training.py", "policies.py", "optimizers.py", "schedules.py"
 N, ST, SW, G, R, A = "network.py", "studies.py", "sweep.py", "grid.py", "report.py", "api.py"
-S, CE, X = "store.py", "run_folders/cells.py", "experiment.py"
+S, CE, X, RS = "store.py", "run_folders/cells.py", "experiment.py", "results.py"
 
 # (id, file under backprop_cli/, text, replacement, tests)
 MUTANTS = [
@@ -77,18 +77,17 @@ MUTANTS = [
      "                if False:\n                    scalars[key] = values", STUDIES),
     ("g3", G, 'chunk.fields["status"] == STATUSES.index("interrupted")',
      'chunk.fields["status"] == STATUSES.index("diverged")', STUDIES),
-    ("g5", G, "    sign = -1.0 if is_score(by) else 1.0", "    sign = 1.0", STUDIES),
+    ("g5", RS, "    sign = -1.0 if is_score(by) else 1.0", "    sign = 1.0", STUDIES),
     ("g6", G, "                future.cancel()", "                pass", STUDIES),
     ("g7", G, "            cluster.close()", "            pass", STUDIES),
-    ("g8", G, "float(np.median(hits)) if hits else None))", "float(np.mean(hits)) if hits else None))", STUDIES),
-    ("g10", G, '    for r in sorted(rows, key=lambda r: r["run"]):', "    for r in rows:", STUDIES),
+    ("g8", RS, "float(np.median(hits)) if hits else None))", "float(np.mean(hits)) if hits else None))", STUDIES),
     ("g11", G, "    if need > 0.9 * free:", "    if need > 10 * free:", STUDIES),
-    ("g12", G, '    return [int(r["run"].split("_")[1]) - 1 for r in sort_rows(rows, sort)[:n]]',
+    ("g12", RS, '    return [int(r["run"].split("_")[1]) - 1 for r in sort_rows(rows, sort)[:n]]',
      '    return [int(r["run"].split("_")[1]) - 1 for r in rows[:n]]', STUDIES),
     ("g13", G, "    return values[:1] if low == high else values", "    return values[:-1]", STUDIES),
     ("st1", S, "        a[\"cell.done\"][rows[ended]] = True", "        a[\"cell.done\"][rows] = True", STUDIES),
     ("st2", S, "v[np.maximum(ran - 1, 0), models]", "v[np.maximum(ran - 2, 0), models]", STUDIES),
-    ("st3", S, "            target[rows, :width] = values[:width].T", "            target[rows, :width] = values[:width].T[::-1]",
+    ("st3", S, "            target[rows, at : at + width] = values[:width].T", "            target[rows, at : at + width] = values[:width].T[::-1]",
      STUDIES),
     ("st4", S, "result.epochs[hit.argmax(axis=0)]", "result.epochs[hit.argmax(axis=0)] + 1", STUDIES),
     ("ce1", CE, "(combo // stride) % size", "(combo % stride) % size", STUDIES),

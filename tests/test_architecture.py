@@ -29,7 +29,7 @@ TIERS = [
     ["plots", "painter", "pictures", "animation", "tables"],
     ["sweep", "gradcheck", "explain", "search"],
     ["store", "run_folders"],
-    ["studies", "grid"],
+    ["studies", "results", "grid"],
     ["api", "report"],
     ["cli"],
     ["launch"],

@@ -9,6 +9,7 @@ import pytest
 from conftest import CONFIGS, XOR_YAML
 
 from backprop_cli import grid as g
+from backprop_cli import results
 from backprop_cli.config import load_config
 from backprop_cli.experiment import dataset, fit, network
 from backprop_cli.run_folders.cells import Cells
@@ -199,7 +200,7 @@ def test_cell_plots_only_when_asked(cli, write_config, tmp_path):
 def test_sort_by_epochs_to_target_puts_the_fastest_first_and_an_unknown_column_is_refused(cli, write_config, tmp_path):
     path = write_config(XOR_YAML)
     args = ["--grid", "training.learning_rate=0.5,2,1", "--runs-dir", tmp_path / "runs", "--workers", "1"]
-    rows = g.sort_rows(
+    rows = results.sort_rows(
         [
             {"epochs_to_target": 30, "run": "a"},
             {"epochs_to_target": None, "run": "b"},
@@ -209,7 +210,7 @@ def test_sort_by_epochs_to_target_puts_the_fastest_first_and_an_unknown_column_i
     )
     assert [r["run"] for r in rows] == ["c", "a", "b"]
     assert [
-        r["run"] for r in g.sort_rows([{"accuracy": 0.5, "run": "a"}, {"accuracy": 1.0, "run": "b"}], "accuracy")
+        r["run"] for r in results.sort_rows([{"accuracy": 0.5, "run": "a"}, {"accuracy": 1.0, "run": "b"}], "accuracy")
     ] == ["b", "a"]
     result = cli("sweep", path, *args, "--sort", "speed")
     assert result.exit_code == 2

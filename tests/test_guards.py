@@ -179,3 +179,12 @@ def test_an_ambiguous_keyword_is_refused_not_guessed():
     with pytest.raises(ConfigError) as e:
         config(CONFIGS / "xor.yaml", target=0.5)
     assert str(e.value) == "target: a config field in data, sweep; write it as section__target"
+
+
+def test_each_values_summary_is_the_median_epoch_of_the_cells_that_reached_the_target():
+    from backprop_cli.results import by_value
+
+    rows = [{"k": "a", "epochs_to_target": e} for e in (10, 20, 90)] + [{"k": "a", "epochs_to_target": None}]
+    rows += [{"k": "b", "epochs_to_target": None}]
+    # a: three of four reached it, median 20 (the mean would be 40); b: none
+    assert by_value(rows, {"k": ["a", "b"]}) == [("k", "a", 3, 4, 20.0), ("k", "b", 0, 1, None)]

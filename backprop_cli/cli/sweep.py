@@ -121,12 +121,13 @@ def study_options(
 ) -> StudyOptions:
     """The shared options, checked (before any cell is built)."""
     from backprop_cli import grid as g
+    from backprop_cli import results
     from backprop_cli.experiment import GiB
 
     if scheduler is not None and executor is not Executor.dask:
         raise UsageError("--scheduler goes with --executor dask")
-    if sort not in g.SORTABLE:
-        raise UsageError(f"--sort {sort}: not a column of grid.csv; one of {', '.join(g.SORTABLE)}")
+    if sort not in results.SORTABLE:
+        raise UsageError(f"--sort {sort}: not a column of grid.csv; one of {', '.join(results.SORTABLE)}")
     every = g.parse_history(history)
     policy = g.parse_run_folders(run_folders, n_cells, every)
     machine = g.memory_budget(1.0)
@@ -160,7 +161,9 @@ def run_study(
     """Train a study's cells into its store (resuming a folder asked the same), write its
     results and print its table: the one code path of `sweep` and `search`."""
     from backprop_cli import grid as g
+    from backprop_cli import results
     from backprop_cli.run_folders import guarded, now_iso
+    from backprop_cli.run_folders.cells import export_cell
     from backprop_cli.store import Store
     from backprop_cli.studies import default_target
 
@@ -213,24 +216,24 @@ def run_study(
             interrupted = True
             if not quiet:
                 err.print("stopping: the chunk in progress is kept where it finished...")
-        rows, warnings = g.write_results(
+        rows, warnings = results.write_results(
             folder, cells, store, cells.grid, asked, sort, name or cells.name, painter(ctx), started, len(jobs), interrupted,
             o.policy, kind,
         )  # fmt: skip
         warn(warnings)
-        which = g.folders_for(o.policy, cells, rows, sort)
+        which = results.folders_for(o.policy, cells, rows, sort)
         if which and not interrupted:
             with Counter("run folders written", len(which), quiet) as written:
                 for n, i in enumerate(which, 1):
                     if store.done()[i]:
-                        g.export_cell(folder, i, plots=o.plots)
+                        export_cell(folder, i, plots=o.plots)
                     written(n)
     if quiet:
         out.print(str(folder), soft_wrap=True)
     else:
-        ranked = g.sort_rows(rows, sort)
-        _table(ranked if len(rows) <= g.RUN_FOLDERS_UP_TO else ranked[: g.TOP], keys, sort, len(rows))
-        for key, value, reached, n, median in g.by_value(rows, cells.grid):
+        ranked = results.sort_rows(rows, sort)
+        _table(ranked if len(rows) <= results.RUN_FOLDERS_UP_TO else ranked[: results.TOP], keys, sort, len(rows))
+        for key, value, reached, n, median in results.by_value(rows, cells.grid):
             when = f" (median epochs to reach it: {median:g})" if median is not None else ""
             out.print(f"{key}={value}: {reached} of {n} cells reached loss {target:g}{when}")
         out.print(f"{kind} folder: {folder}", soft_wrap=True)

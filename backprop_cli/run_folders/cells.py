@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional, Sequence
+from typing import Annotated, Any, Optional, Sequence
 
 from backprop_cli.config import Config, config_to_yaml, load_config
 from backprop_cli.errors import BackpropError, ConfigError, RunError, RunNotFoundError
@@ -197,9 +197,6 @@ class Cells:
             j = self.keys.index(dotted)
             return [self.grid[dotted][self.position(i)[0][j]] for i in cells]
         return [getattr(self.combo(cells[0]).cfg.training, key)] * len(cells)
-
-    def iter(self) -> Iterator[int]:
-        return iter(range(self.n))
 
     @classmethod
     def from_spec(cls, spec: dict) -> Cells:
