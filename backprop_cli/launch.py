@@ -7,8 +7,12 @@ that imports matplotlib (see `painter`) starts before all of that, so its import
 other core by the time training ends.
 """
 
+import atexit
+import os
 import signal
 import sys
+import threading
+from typing import NoReturn, Union
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -27,6 +31,27 @@ def main() -> None:
         from backprop_cli.cli import main as cli_main
 
         cli_main()
+    except SystemExit as e:  # how Typer ends every command
+        leave(e.code)
     except KeyboardInterrupt:  # before (or after) the command's own handling
         sys.stderr.write("Interrupted.\n")
-        sys.exit(130)
+        leave(130)
+    leave(0)
+
+
+def leave(code: Union[int, str, None]) -> NoReturn:
+    """Exit with `code` as sys.exit would. When nothing is left to do at exit (no handler
+    registered, no other thread), skip the interpreter's teardown of the ~500 modules a command
+    imports: about 50 ms, a tenth of what `train configs/xor.yaml` waits for."""
+    if isinstance(code, str):
+        sys.stderr.write(code + "\n")
+        code = 1
+    idle = getattr(atexit, "_ncallbacks", lambda: 1)() == 0 and threading.active_count() == 1
+    if not idle:
+        sys.exit(code)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe: what Python's own exit would report
+        sys.exit(code)
+    os._exit(code or 0)

@@ -3,7 +3,8 @@ on the second core while the parent trains, then draws and writes the PNGs it is
 
 A job is (path, name of a `plots` function, its arguments: arrays, numbers and strings).
 The worker is `python -m backprop_cli.painter`, reading pickled jobs on stdin and answering
-one line of JSON per job on stdout (null, or the error). It ignores Ctrl-C (the parent
+one line of JSON per job on stdout (null, or the error), in order. It draws one job per core
+at once, each in a process forked from it after the slow import. It ignores Ctrl-C (the parent
 decides what an interrupt means and still saves the run) and ends at end of input, so it
 never outlives its parent. If the worker cannot start or dies, the parent draws the
 remaining jobs itself: a plot costs time, never a run.
@@ -19,7 +20,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import IO, Any, Optional, Union
 
 from backprop_cli.files import atomic_write
 
@@ -62,7 +63,7 @@ class Painter:
             assert self.worker.stdin is not None
             self.used = self.used or bool(jobs)
             for job in jobs:
-                pickle.dump(job, self.worker.stdin)
+                self.worker.stdin.write(frame(job))
             self.worker.stdin.flush()
             self.sent += len(jobs)
         except (OSError, pickle.PicklingError):
@@ -150,8 +151,73 @@ def _start(warm: tuple[str, ...] = ()) -> Optional[subprocess.Popen[bytes]]:
         return None
 
 
-def serve(jobs: IO[bytes], answers: IO[str]) -> None:
-    """The worker: draw each pickled job from `jobs`, answer a JSON line each, until end of input."""
+def _slots() -> int:
+    """How many plots the worker draws at once: one per core (at most 4), each in a process
+    forked from the worker once matplotlib is imported, so none pays for the import again.
+    One where there is no fork (Windows): the jobs are drawn in turn."""
+    if not hasattr(os, "fork"):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores))
+
+
+class _Drawing:
+    """One job drawn in a forked process; its answer arrives on a pipe, as JSON."""
+
+    def __init__(self, job: Job) -> None:
+        read, write = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: draw, answer, and leave without the interpreter's teardown
+            code = 0
+            try:
+                os.close(read)
+                os.write(write, json.dumps(draw(job)).encode())
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write)
+        self.fd, self.path, self.chunks = read, job[0], b""
+        self.answer: Optional[str] = None
+        self.done = False
+
+    def read(self) -> None:
+        """Take what the child wrote; at end of file, the answer (or why there is none)."""
+        data = os.read(self.fd, 1 << 16)
+        if data:
+            self.chunks += data
+            return
+        os.close(self.fd)
+        _, status = os.waitpid(self.pid, 0)
+        try:
+            self.answer = json.loads(self.chunks) if status == 0 else None
+            if status != 0:
+                raise ValueError
+        except ValueError:
+            self.answer = f"{self.path}: plot not written: the drawing process ended ({status})"
+        self.done = True
+
+
+class _Drawn:
+    """A job drawn here, in turn."""
+
+    def __init__(self, job: Job) -> None:
+        self.answer, self.done = draw(job), True
+
+
+FRAME = 8  # every job is sent as its pickle's length (8 bytes, big-endian), then the pickle
+
+
+def frame(job: Job) -> bytes:
+    data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+    return len(data).to_bytes(FRAME, "big") + data
+
+
+def serve(jobs: int, answers: IO[str], slots: int = 1) -> None:
+    """The worker: draw the jobs framed on file descriptor `jobs`, `slots` at a time, and
+    answer a JSON line each (null, or the warning) in the order they came, until end of input."""
+    import select
+
     import matplotlib.backends.backend_agg  # noqa: F401  (the slow import, done while the parent trains)
     import matplotlib.figure  # noqa: F401
 
@@ -163,18 +229,36 @@ def serve(jobs: IO[bytes], answers: IO[str]) -> None:
         except ImportError:  # an optional extra not installed: its job says so when it comes
             pass
 
-    while True:
-        try:
-            job = pickle.load(jobs)
-        except EOFError:
-            return
-        answers.write(json.dumps(draw(job)) + "\n")
-        answers.flush()
+    received, waiting = bytearray(), list[Job]()
+    order: list[Union[_Drawing, _Drawn]] = []  # started, in the order the jobs came
+    reading = True
+    while reading or waiting or order:
+        while waiting and sum(not d.done for d in order) < slots:
+            job = waiting.pop(0)
+            order.append(_Drawing(job) if slots > 1 else _Drawn(job))
+        while order and order[0].done:
+            answers.write(json.dumps(order.pop(0).answer) + "\n")
+            answers.flush()
+        running = {d.fd: d for d in order if isinstance(d, _Drawing) and not d.done}
+        if not (reading or running or waiting):
+            continue
+        ready, _, _ = select.select([jobs] * reading + list(running), [], [])
+        for fd in ready:
+            if fd in running:
+                running[fd].read()
+                continue
+            data = os.read(jobs, 1 << 20)
+            reading = bool(data)
+            received += data
+            while len(received) >= FRAME and len(received) >= FRAME + int.from_bytes(received[:FRAME], "big"):
+                size = int.from_bytes(received[:FRAME], "big")
+                waiting.append(pickle.loads(received[FRAME : FRAME + size]))
+                del received[: FRAME + size]
 
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    serve(sys.stdin.buffer, sys.stdout)
+    serve(sys.stdin.fileno(), sys.stdout, _slots())
     # every file is written and synced: skip the interpreter's slow teardown of matplotlib
     sys.stdout.flush()
     os._exit(0)

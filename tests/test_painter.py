@@ -84,3 +84,38 @@ def test_no_worker_outlives_its_command(cli, write_config, tmp_path, args):
     result = cli(*args, "--runs-dir", tmp_path / "runs")
     assert result.exit_code in (0, 2)
     assert _children() == []
+
+
+def _worker_answers(jobs) -> list:
+    """Send `jobs` to a worker of its own (`python -m backprop_cli.painter`) and read its answers."""
+    import json
+    import subprocess
+    import sys
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "backprop_cli.painter"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    out, _ = worker.communicate(b"".join(painter_module.frame(job) for job in jobs), timeout=120)
+    assert worker.returncode == 0
+    return [json.loads(line) for line in out.decode().splitlines()]
+
+
+@pytest.mark.skipif(painter_module._slots() < 2, reason="one core: the worker draws in turn")
+def test_answers_come_in_the_order_of_the_jobs_though_drawn_at_once(tmp_path):
+    # a slow plot first (a large image), then one that fails at once: the failure is finished
+    # first, and still answered second
+    values = np.arange(144.0).reshape(12, 12) + 1
+    names = [f"{v:g}" for v in range(12)]
+    slow = (tmp_path / "slow.png", "heatmap", (values, (names, names), ("a", "b"), "loss", "slow"))
+    bad = (tmp_path / "bad.png", "loss_plot", ({"x": (None, None)}, "broken"))
+    answers = _worker_answers([slow, bad, *_jobs(tmp_path)])
+    assert answers[0] is None and answers[1].startswith(f"{tmp_path / 'bad.png'}: plot not written: ")
+    assert answers[2:] == [None, None] and (tmp_path / "slow.png").exists()
+
+
+@pytest.mark.skipif(painter_module._slots() < 2, reason="one core: the worker draws in turn")
+def test_a_drawing_process_that_dies_is_a_warning_and_the_rest_is_drawn(tmp_path):
+    dies = (tmp_path / "dies.png", "launch.leave", (5,))  # ends its process at once, answering nothing
+    answers = _worker_answers([dies, *_jobs(tmp_path)])
+    assert answers[0].startswith(f"{tmp_path / 'dies.png'}: plot not written: the drawing process ended")
+    assert answers[1:] == [None, None] and (tmp_path / "loss.png").exists()

@@ -105,6 +105,26 @@ def test_a_signal_while_starting_up_is_interrupted_not_a_traceback(tmp_path, sig
     assert proc.returncode == 130 and proc.stderr == "Interrupted.\n", proc.stderr
 
 
+@pytest.mark.parametrize(
+    "code, handler, expect",
+    [
+        ("3", False, (3, "")),
+        ("3", True, (3, "ran")),
+        ("'a message'", False, (1, "a message\n")),
+        ("None", True, (0, "ran")),
+    ],
+    ids=["fast", "a handler runs", "a message", "None is 0"],
+)
+def test_leaving_keeps_exit_codes_output_and_exit_handlers(code, handler, expect):
+    # the fast exit skips the interpreter's teardown only when no handler would run at exit
+    script = "import atexit, sys\n"
+    script += "atexit.register(lambda: sys.stderr.write('ran'))\n" if handler else ""
+    script += f"print('out', end='')\nfrom backprop_cli.launch import leave\nleave({code})\n"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # output buffered, as by default
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert (proc.returncode, proc.stderr) == expect and proc.stdout == "out"
+
+
 def test_atomic_write_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeypatch):
     target = tmp_path / "summary.json"
     target.write_text("old")

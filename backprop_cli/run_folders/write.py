@@ -325,6 +325,16 @@ def finish_run(
     summary.setdefault("started_at", now_iso())
     summary.setdefault("finished_at", now_iso())
     with no_interrupts():
+        jobs = plot_jobs(run, cfg, data, result, model) if plots else []
+        if snapshots is not None:
+            from backprop_cli.animation import gif_job
+
+            jobs.append(
+                gif_job(run / "training.gif", run.name, result, data, snapshots, summary["saved_weights"].get("loss"))
+            )
+        # the plots are drawn (by the painter's worker) while the files are written
+        drawer = painter or Painter(background=False)
+        drawer.submit(jobs)
         try:
             rows = result.epochs_run[model]
             atomic_write(run / "history.csv", history_csv(result.epochs[:rows], result.history, model))
@@ -334,6 +344,7 @@ def finish_run(
             if checkpoint is not None:
                 write_checkpoint(run, checkpoint)
         except OSError as e:
+            drawer.collect()
             summary["status"] = "failed"
             summary["error"] = f"cannot write: {e.strerror}"
             try:
@@ -341,15 +352,8 @@ def finish_run(
             except OSError:
                 pass
             raise RunError(f"{run}: cannot write the run files: {e.strerror}") from None
-        jobs = plot_jobs(run, cfg, data, result, model) if plots else []
-        if snapshots is not None:
-            from backprop_cli.animation import gif_job
-
-            jobs.append(
-                gif_job(run / "training.gif", run.name, result, data, snapshots, summary["saved_weights"].get("loss"))
-            )
         # with no plots of its own, do not wait for whatever else the painter is drawing
-        warnings = (painter or Painter(background=False)).draw(jobs) if jobs else []
+        warnings = drawer.collect() if jobs else []
         write_json(run / "summary.json", summary)
     return summary, warnings
 
