@@ -213,7 +213,11 @@ class Network:
                 for W_T, WTc, b, act, z, out in zip(self.WT, self.WTc, self.b, self.acts, nets, ws.A)
             ]
             for l in range(self.n_layers - 1, -1, -1):
-                back = (self.W[l], ws.D[l - 1], self.acts[l - 1].grad, ws.S[l - 1]) if l else None
+                # a layer of one unit takes its delta back by an outer product: with many models, a
+                # broadcast multiply gives the same numbers (no sums) about twice as fast as matmul
+                outer = self.K >= CONTIGUOUS_FROM and self.sizes[l + 1] == 1
+                product = np.multiply if outer else np.matmul
+                back = (product, self.W[l], ws.D[l - 1], self.acts[l - 1].grad, ws.S[l - 1]) if l else None
                 ws.backward.append((ws.D[l], ws.DT[l], self.gW[l], self.gb[l], ws.A[l - 1] if l else None, back))
             if self.K >= CONTIGUOUS_FROM:
                 ws.ones = np.ones((1, n), self.dtype)
@@ -253,8 +257,8 @@ class Network:
                     np.matmul(ones, D, out=gb)
             if back is not None:
                 # delta[l-1] = (delta[l] @ W[l]) * f'(z[l-1]), f' computed from a[l-1]
-                W, D_prev, grad_fn, S_prev = back
-                np.matmul(D, W, out=D_prev)
+                product, W, D_prev, grad_fn, S_prev = back
+                product(D, W, out=D_prev)
                 D_prev *= grad_fn(A_prev, S_prev)
         return value
 

@@ -627,7 +627,8 @@ def case_study(repeats, _):
     import tempfile
 
     xor = str(ROOT / "configs" / "xor.yaml")
-    for n_rates, seeds in ((256, 4), (2500, 4)):
+    fixed = None  # what a one-cell study pays besides its loop: start-up, the store's files, exit
+    for n_rates, seeds in ((1, 1), (256, 4), (2500, 4)):
         rates = ",".join(f"{r:.8g}" for r in np.geomspace(0.01, 10.0, n_rates))
         cells = n_rates * seeds
         whole, loops = [], []
@@ -641,8 +642,16 @@ def case_study(repeats, _):
                 shutil.rmtree(runs)
         report("study", f"sweep xor: {cells:,} cells x 2,000 epochs, --workers 1, training loop", loops, "s", 1)
         report("study", "the same, whole process", whole, "s", 1, loops)
-        extra = [(w - l) / cells for w, l in zip(whole, loops)]
-        report("study", "  process minus loop, per cell (bookkeeping + start-up)", extra, "ms", 1e3)
+        extra = [w - l for w, l in zip(whole, loops)]
+        if fixed is None:
+            fixed = float(np.median(extra))
+            report("study", "  process minus loop: the fixed cost", extra, "s", 1)
+            continue
+        report(
+            "study", "  process minus loop, per cell (bookkeeping + start-up)", [x / cells for x in extra], "ms", 1e3
+        )
+        per_cell = [(x - fixed) / (cells - 1) for x in extra]
+        report("study", "  the same less the one-cell study's fixed cost: bookkeeping per cell", per_cell, "ms", 1e3)
     # the engine alone, in the chunks a study trains: a 16-16-1 tanh net, 16 samples, full batch
     from backprop_cli.api import config
     from backprop_cli.grid import chunk_size
