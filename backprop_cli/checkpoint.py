@@ -40,6 +40,7 @@ class Checkpoint:
     step: int  # the optimizer's step count (adam's t)
     moments: dict[str, np.ndarray] = field(default_factory=dict)  # optimizer state, each (P,)
     batch_order: Optional[dict] = None  # the minibatch stream's bit generator state
+    dropout_order: Optional[dict] = None  # the dropout masks' stream's state
     early: Optional[EarlyState] = None
     monitor: Optional[str] = None  # the early-stopping column `early` watched
 
@@ -66,6 +67,7 @@ class Checkpoint:
             "optimizer": self.optimizer,
             "step": self.step,
             "batch_order": self.batch_order,
+            "dropout_order": self.dropout_order,
             "early_stopping": early,
         }
 
@@ -89,9 +91,11 @@ class Checkpoint:
                 arrays.get("early_stopping.best_theta"),
             )
             monitor = str(es["monitor"])
-        order = meta.get("batch_order")
+        order, masks = meta.get("batch_order"), meta.get("dropout_order")
         if order is not None:
-            _check_order(order)
+            _check_order(order, "batch_order")
+        if masks is not None:
+            _check_order(masks, "dropout_order")
         return cls(
             epoch=_count(meta["epoch"], "epoch", 2**31),
             theta=arrays["theta"],
@@ -99,6 +103,7 @@ class Checkpoint:
             step=_count(meta["step"], "step", 2**53),
             moments=moments,
             batch_order=order,
+            dropout_order=masks,
             early=early,
             monitor=monitor,
         )
@@ -116,14 +121,14 @@ def _count(value: object, name: str, limit: int) -> int:
     return value
 
 
-def _check_order(order: object) -> None:
+def _check_order(order: object, name: str) -> None:
     """A PCG64 bit generator's state, as NumPy's `bit_generator.state` gives it."""
     if not isinstance(order, dict) or order.get("bit_generator") != "PCG64":
-        raise ValueError("batch_order: not the state of a PCG64 generator")
+        raise ValueError(f"{name}: not the state of a PCG64 generator")
     state = order.get("state")
     if not isinstance(state, dict):
-        raise ValueError("batch_order.state: not an object")
+        raise ValueError(f"{name}.state: not an object")
     for key in ("state", "inc"):
-        _count(state.get(key), f"batch_order.state.{key}", 2**128)
-    _count(order.get("has_uint32"), "batch_order.has_uint32", 2)
-    _count(order.get("uinteger"), "batch_order.uinteger", 2**32)
+        _count(state.get(key), f"{name}.state.{key}", 2**128)
+    _count(order.get("has_uint32"), f"{name}.has_uint32", 2)
+    _count(order.get("uinteger"), f"{name}.uinteger", 2**32)

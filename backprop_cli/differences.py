@@ -65,10 +65,16 @@ class FiniteDifferences:
         base: np.ndarray,
         params: Optional[Sequence[int] | np.ndarray] = None,
         progress: Optional[Progress] = None,
+        dropout: Optional[Sequence[np.ndarray]] = None,
+        l1: float = 0.0,
+        l2: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Differences of the loss for `params` (default: all) of every model.
 
-        `base` is the loss (K,) at the current weights (the forward formula needs it). Returns
+        `base` is the loss (K,) at the current weights (the forward formula needs it). With
+        `dropout` (one mask (1, n, units) per hidden layer) every evaluation uses those masks;
+        with `l1` or `l2` the loss differenced is L + l1 sum |theta| + l2 / 2 sum theta^2, and a
+        parameter whose stencil crosses 0 under l1 (the kink of |theta|) is a kink. Returns
         the gradient (K, len(params)) and the kink flags (K, len(params)), all False unless
         the object watches kinks.
         """
@@ -91,7 +97,16 @@ class FiniteDifferences:
                 k, p = k_of[start:stop], p_of[start:stop]
                 probe.theta[:c] = net.theta[k]
                 probe.theta[rows[:c], p] = net.theta[k, p] + step_of[start:stop]
-                losses[start:stop] = probe.loss_only(X, Y, loss, ws)[:c]
+                if dropout is None:
+                    losses[start:stop] = probe.loss_only(X, Y, loss, ws)[:c]
+                else:
+                    losses[start:stop] = loss.value(probe.forward_dropped(X, ws, dropout), Y, ws.Z)[:c]
+                if l1 or l2:
+                    nudged = probe.theta[:c]
+                    losses[start:stop] += l1 * np.abs(nudged).sum(axis=1) + l2 / 2 * (nudged * nudged).sum(axis=1)
+                if l1 and self.kinks:
+                    at = net.theta[k, p]
+                    kinked[start:stop] |= (at == 0) | (np.sign(at) != np.sign(at + step_of[start:stop]))
                 if masks is not None:
                     for l, mask in zip(self.watched, masks):
                         changed = (ws.A[l][:c] > 0) != mask[k]

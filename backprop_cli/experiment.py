@@ -6,7 +6,7 @@ to the sections and plain values that `data` and `train` take, for the modules a
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from backprop_cli.checkpoint import Checkpoint
 from backprop_cli.data import Dataset, load_data
@@ -90,11 +90,17 @@ def check_monitor(cfg: Config, data: Dataset, source: str) -> None:
 
 def seeds_share_a_pass(cfg: Config) -> bool:
     """Whether models with different seeds may train in one pass: only when the seed decides
-    nothing but the initial weights (no generated data, no validation split, full batch)."""
+    nothing but the initial weights (no generated data, no validation split, full batch, no
+    dropout)."""
     from backprop_cli.datasets import GENERATORS
 
     d = cfg.data
-    return d.builtin not in GENERATORS and not d.validation and cfg.training.batch_size is None
+    return (
+        d.builtin not in GENERATORS
+        and not d.validation
+        and cfg.training.batch_size is None
+        and not any(cfg.model.dropout_rates)
+    )
 
 
 def network(cfg: Config, n_models: int = 1, seeds: Optional[Sequence[int]] = None) -> Network:
@@ -126,8 +132,10 @@ def fit(
     resume: Optional[Sequence[Optional[Checkpoint]]] = None,
     stop_after: Optional[int] = None,
     horizon: Optional[int] = None,
+    per_model: Optional[Mapping[str, Sequence[Any]]] = None,
 ) -> TrainResult:
     """Train `net` in place as the config's training section says (see `training.train`)."""
     return train(
-        cfg.training, data, net, cfg.seed, learning_rates, callback, start_epoch, optimizer, resume, stop_after, horizon
-    )
+        cfg.training, data, net, cfg.seed, learning_rates, callback, start_epoch, optimizer, resume, stop_after,
+        horizon, cfg.model.dropout_rates, per_model,
+    )  # fmt: skip

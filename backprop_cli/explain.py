@@ -12,16 +12,19 @@ import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
+from backprop_cli.checkpoint import Checkpoint
 from backprop_cli.data import Dataset
 from backprop_cli.errors import ConfigError, DivergedError
 from backprop_cli.experiment import fit, network, require_completed
 from backprop_cli.files import atomic_write
+from backprop_cli.initializers import random_streams
 from backprop_cli.losses import LOSSES
-from backprop_cli.network import frozen_mask, neuron_names
+from backprop_cli.network import Network, frozen_mask, neuron_names
+from backprop_cli.regularization import Dropout, GradientTerms, column
 from backprop_cli.training import make_optimizer, make_schedule, rate_array
 
 if TYPE_CHECKING:
@@ -40,8 +43,8 @@ class Section:
 
 
 def g(x) -> str:
-    """At least 6 significant digits: enough to check a hand calculation."""
-    return f"{float(x):.9g}"
+    """At least 6 significant digits: enough to check a hand calculation (and 0, never -0)."""
+    return f"{float(x) + 0.0:.9g}"
 
 
 def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
@@ -89,24 +92,38 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
     X, Y = data.X, data.Y
     ws = probe.workspace(len(X))
     loss_fn = LOSSES[cfg.training.loss]
+    masks = _step_masks(cfg, probe, before, len(X))
     with np.errstate(over="ignore"):
-        loss = float(probe.loss_and_grad(X, Y, loss_fn, ws)[0])
+        if masks is None:
+            loss = float(probe.loss_and_grad(X, Y, loss_fn, ws)[0])
+        else:
+            loss = float(probe.loss_and_grad_dropped(X, Y, loss_fn, ws, masks)[0])
     grad = probe.grad[0].copy()
-    zs, acts = probe.trace(X)
+    zs, acts = _trace(probe, X, masks)
     i = sample - 1
     names = neuron_names(probe.sizes)
     sections = []
     fwd = Section(
         f"forward pass (sample {sample}: inputs {', '.join(g(v) for v in X[i])})",
-        ["layer", "neuron", "z (net input)", "a (activation)"],
+        ["layer", "neuron", "z (net input)", "a (activation)", *(["dropout mask", "a x mask"] if masks else [])],
         "forward",
     )
     for n, v in zip(names[0], X[i]):
-        fwd.rows.append(["input", n, "", g(v)])
+        fwd.rows.append(["input", n, "", g(v), *(["", ""] if masks else [])])
     for l in range(probe.n_layers):
         kind = "output" if l == probe.n_layers - 1 else f"hidden {l + 1}"
-        for n, z, a in zip(names[l + 1], zs[l][i], acts[l + 1][i]):
-            fwd.rows.append([f"{kind} ({probe.activations[l]})", n, g(z), g(a)])
+        for j, (n, z, a) in enumerate(zip(names[l + 1], zs[l][i], acts[l + 1][i])):
+            dropped = []
+            if masks is not None:
+                kept = masks[l][0, i, j] if l < probe.n_layers - 1 else None
+                dropped = ["", ""] if kept is None else [g(kept), g(a * kept)]
+            fwd.rows.append([f"{kind} ({probe.activations[l]})", n, g(z), g(a), *dropped])
+    if masks is not None:
+        rates_said = ", ".join(g(v) for v in cfg.model.dropout_rates)
+        fwd.note = (
+            f"dropout {rates_said} (by hidden layer): a unit is kept with probability 1 - P, its mask 1 / (1 - P), "
+            f"dropped: 0; the next layer takes a x mask, and the deltas flowing back are multiplied by the mask"
+        )
     sections.append(fwd)
     sample_loss = float(loss_fn.value(acts[-1][i : i + 1][None], Y[i : i + 1], zs[-1][i : i + 1][None])[0])
     lossec = Section(f"loss ({cfg.training.loss})", ["neuron", "output", "target"], "loss")
@@ -132,9 +149,19 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
         said = f"learning rates by layer {', '.join(g(r) for r in first)}"
     else:
         said = f"learning rate {g(rates[0])}"
+    terms, clipped = _gradient_terms(t, old, grad, frozen)
     upd = Section(
         f"gradients and update ({said}, optimizer {t.optimizer})",
-        ["parameter", "connects", "old", "dL/dparam", *(["learning_rate"] if per_layer else []), *state, "new"],
+        [
+            "parameter",
+            "connects",
+            "old",
+            "dL/dparam",
+            *terms,
+            *(["learning_rate"] if per_layer else []),
+            *state,
+            "new",
+        ],
         "update",
     )
     for p, (pname, layer, _kind, row, col) in enumerate(probe.param_names()):
@@ -142,10 +169,13 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
         connects = f"{names[layer][col]} -> {to}" if col is not None else f"bias of {to}"
         label = f"{pname} (frozen)" if frozen[p] else pname
         rate = [g(rates[p])] if per_layer else []
+        extra = [g(v[p]) for v in terms.values()]
         upd.rows.append(
-            [label, connects, g(old[0, p]), g(grad[p]), *rate, *(g(v[p]) for v in state.values()), g(new[0, p])]
+            [label, connects, g(old[0, p]), g(grad[p]), *extra, *rate, *(g(v[p]) for v in state.values()), g(new[0, p])]
         )
-    upd.note = update_rule(t, optimizer.t or epoch) + (
+    if clipped is not None:
+        upd.note = clipped + "; "
+    upd.note += update_rule(t, optimizer.t or epoch) + (
         "; frozen parameters keep their values (training.freeze)" if frozen.any() else ""
     )
     if step_cfg is not cfg:
@@ -157,9 +187,74 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
     return sections, (probe.get_params(0), old, new)
 
 
+def _step_masks(cfg: Config, probe: Network, before: Optional[Checkpoint], n: int) -> Optional[list[np.ndarray]]:
+    """The dropout masks the step draws (None without dropout): the mask stream as the run
+    left it at the start of the step, one draw for the step's full batch."""
+    rates = cfg.model.dropout_rates
+    if not any(rates):
+        return None
+    drop = Dropout(np.array([rates]), probe.sizes[1:-1], probe.dtype, random_streams(cfg.seed)[3])
+    if before is not None and before.dropout_order is not None:
+        drop.rng.bit_generator.state = before.dropout_order
+    return [m.copy() for m in drop.masks(n)]
+
+
+def _trace(probe: Network, X: np.ndarray, masks: Optional[list[np.ndarray]]) -> tuple[list, list]:
+    """Net inputs and activations of model 0 ([z1..zL], [a0=X, a1..aL]); with dropout, each
+    layer's z from the previous layer's activations times their masks (a is before the mask)."""
+    if masks is None:
+        return probe.trace(X)
+    zs: list[np.ndarray] = []
+    As = [X]
+    a = X
+    with np.errstate(over="ignore"):
+        for l in range(probe.n_layers):
+            w, b = probe.W[l][0], probe.b[l]
+            z = a @ w.T + (b[0] if b is not None else 0.0)
+            h = probe.acts[l].forward(z, np.empty_like(z))
+            zs.append(z)
+            As.append(h)
+            a = h * masks[l][0] if l < probe.n_layers - 1 else h
+    return zs, As
+
+
+def _gradient_terms(
+    t: TrainingConfig, old: np.ndarray, grad: np.ndarray, frozen: np.ndarray
+) -> tuple[dict, Optional[str]]:
+    """The update table's columns between dL/dparam and the optimizer (l1's term, the clipped
+    gradient), and a note on the clipping; computed by the loop's own `GradientTerms`."""
+    columns: dict[str, np.ndarray] = {}
+    if t.l1:
+        columns["l1 * sign(old)"] = t.l1 * np.sign(old[0])
+    if t.clip_grad_value is None and t.clip_grad_norm is None:
+        return columns, None
+    g_ = grad[None].copy()
+    terms = GradientTerms(
+        column([t.l1], g_.dtype),
+        column([t.clip_grad_value], g_.dtype, np.inf),
+        column([t.clip_grad_norm], g_.dtype, np.inf),
+        frozen if frozen.any() else None,
+        g_.shape,
+        g_.dtype,
+    )
+    unclipped = g_[0] + (t.l1 * np.sign(old[0]) if t.l1 else 0.0)
+    terms.apply(old.copy(), g_)
+    columns["g (clipped)"] = g_[0]
+    how = []
+    if t.clip_grad_value is not None:
+        how.append(f"each to [-{g(t.clip_grad_value)}, {g(t.clip_grad_value)}]")
+    if t.clip_grad_norm is not None:
+        how.append(f"then scaled by min(1, {g(t.clip_grad_norm)} / (norm + 1e-6))")
+    norm = float(np.sqrt(np.sum(unclipped**2)))
+    said = f"gradient clipped {', '.join(how)} (its norm before clipping: {g(norm)})"
+    return columns, said
+
+
 def update_rule(t: TrainingConfig, step: int) -> str:
     """The update the optimizer made at `step` (1-based), in the names of the update table's columns."""
-    g_ = "dL/dparam + weight_decay * old" if t.weight_decay else "dL/dparam"
+    first = "g (clipped)" if t.clip_grad_value is not None or t.clip_grad_norm is not None else None
+    first = first or ("dL/dparam + l1 * sign(old)" if t.l1 else "dL/dparam")
+    g_ = f"{first} + weight_decay * old" if t.weight_decay else first
     if t.optimizer == "momentum":
         rule = (
             f"v = momentum * v_previous + g; new = old - learning_rate * {'(g + momentum * v)' if t.nesterov else 'v'}"

@@ -1,6 +1,12 @@
 """Gradient checks: the analytic gradient (the training code path, `Network.loss_and_grad`)
 against finite differences, judged per layer.
 
+With dropout, both use the masks training draws for the first batch of the checked epoch,
+held fixed across the difference steps; with l1 or weight_decay, both are gradients of the
+penalised loss (L + l1 sum |w| + weight_decay / 2 sum w^2, what training descends), and a
+parameter whose difference steps cross 0 under l1 is a kink. Clipping is not a gradient: it is
+not checked.
+
 Parameters whose difference stencil moves a relu unit across its kink are counted as "kink"
 and not judged: the loss has no derivative there to compare with. On a net the size of digits,
 differences for every parameter cost more than training, so a seeded sample of each layer's
@@ -18,8 +24,10 @@ from backprop_cli.data import Dataset
 from backprop_cli.differences import FiniteDifferences, Progress
 from backprop_cli.errors import ConfigError
 from backprop_cli.experiment import fit, network, require_completed
+from backprop_cli.initializers import random_streams
 from backprop_cli.losses import LOSSES
 from backprop_cli.network import Network
+from backprop_cli.regularization import Dropout
 
 if TYPE_CHECKING:
     from backprop_cli.config import Config
@@ -109,9 +117,16 @@ def check_gradients(
     sample: Optional[int] = None,
     seed: int = 0,
     progress: Optional[Progress] = None,
+    dropout: Optional[list[np.ndarray]] = None,
+    l1: float = 0.0,
+    l2: float = 0.0,
 ) -> GradCheck:
     """Compare the analytic gradient (or `analytic`, if given) with finite differences at the
     weights of net's model 0.
+
+    With `dropout` (one mask per hidden layer, as training draws them) both use those masks,
+    held fixed across the difference steps; with `l1` and `l2` (weight_decay) both are of the
+    penalised loss L + l1 sum |w| + l2 / 2 sum w^2, whose gradient training follows.
 
     The default five-point central difference has error O(h^4) and round-off about
     eps * |L| / h: near 1e-12 with h = 1e-4, where the classic two-point formula needs
@@ -121,12 +136,17 @@ def check_gradients(
     X, Y = data.X.astype(np.float64), data.Y.astype(np.float64)
     ws = net.workspace(len(X))
     with np.errstate(over="ignore"):
-        value = net.loss_and_grad(X, Y, loss_fn, ws)
-    grad = net.grad[0].copy() if analytic is None else np.asarray(analytic, float)
+        if dropout is None:
+            value = net.loss_and_grad(X, Y, loss_fn, ws)
+        else:
+            value = net.loss_and_grad_dropped(X, Y, loss_fn, ws, dropout)
+    theta = net.theta[0]
+    value = value + l1 * np.abs(theta).sum() + l2 / 2 * (theta * theta).sum()
+    grad = net.grad[0] + l1 * np.sign(theta) + l2 * theta if analytic is None else np.asarray(analytic, float)
     layers_idx = _checked_params(net, sample, seed)
     params = np.concatenate(layers_idx)
     fd = FiniteDifferences(net, len(X), method, eps, kinks=True)
-    numeric, kinked = fd.gradient(X, Y, loss_fn, value, params, progress)
+    numeric, kinked = fd.gradient(X, Y, loss_fn, value, params, progress, dropout, l1, l2)
     numeric, kinked = numeric[0], kinked[0]
     names = net.param_names()
     rel = relative_error(grad[params], numeric, noise_floor(float(value[0]), eps, threshold))
@@ -184,12 +204,15 @@ def gradcheck(
     )  # fmt: skip
     eps = DEFAULT_STEP[method] if eps is None else eps
     net = network(cfg)
+    t = cfg.training
+    rates = cfg.model.dropout_rates
+    masks = Dropout(np.array([rates]), net.sizes[1:-1], net.dtype, random_streams(cfg.seed)[3]) if any(rates) else None
 
     def check(epoch: int) -> GradCheck:
         return check_gradients(
             net,
             data,
-            cfg.training.loss,
+            t.loss,
             epoch,
             eps,
             threshold,
@@ -197,6 +220,10 @@ def gradcheck(
             sample=sample,
             seed=cfg.seed,
             progress=progress,
+            # the masks of the first batch of epoch + 1, as training would draw them
+            dropout=None if masks is None else [m.copy() for m in masks.masks(len(data.X))],
+            l1=t.l1,
+            l2=t.weight_decay,
         )
 
     reports = [check(0)]
@@ -204,5 +231,8 @@ def gradcheck(
         # the config's own training, stopped after `epochs` (its schedule runs over all of them)
         result = fit(cfg, data, net, stop_after=epochs)
         require_completed(result, f"the check after {epochs} epochs")
+        saved = result.checkpoint(0)
+        if masks is not None and saved is not None and saved.dropout_order is not None:
+            masks.rng.bit_generator.state = saved.dropout_order
         reports.append(check(result.epochs_run[0]))
     return reports

@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
@@ -38,12 +38,7 @@ from backprop_cli.files import read_json, write_json
 from backprop_cli.metrics import is_score
 from backprop_cli.results import RUN_FOLDERS_UP_TO
 from backprop_cli.run_folders import create_run_dir, now_iso
-from backprop_cli.run_folders.cells import (
-    GRID_FILE,
-    Cells,
-    optimizer_moments,
-    text,
-)
+from backprop_cli.run_folders.cells import GRID_FILE, REGULARIZATION_KEYS, Cells, optimizer_moments, text
 from backprop_cli.run_folders.write import safe_name
 from backprop_cli.store import STATUSES, Chunk, Layout, Store
 from backprop_cli.training import make_optimizer
@@ -183,7 +178,9 @@ def layout(cells: Cells, every: int) -> Layout:
         optimizers.append(cfg.training.optimizer)
         es = cfg.training.early_stopping
         early = early or (es is not None and es.restore_best)
-    return Layout(len(cells), columns, rows, n_params, optimizer_moments(sorted(set(optimizers))), early, every)
+    dropout = "model.dropout" in cells.per_model or any(any(c.cfg.model.dropout_rates) for c in cells.combos)
+    moments = optimizer_moments(sorted(set(optimizers)))
+    return Layout(len(cells), columns, rows, n_params, moments, early, every, dropout)
 
 
 def check_disk(shape: Layout, root: Path, epochs: int) -> None:
@@ -240,6 +237,8 @@ class Job:
     start: int = 0
     resume: Optional[list] = None
     stop_after: Optional[int] = None
+    # regularization settings that differ within the chunk (`training.train`'s per_model)
+    per_model: dict[str, list] = field(default_factory=dict)
 
 
 def plan(
@@ -264,7 +263,12 @@ def plan(
                 if len(set(values)) > 1:
                     scalars[key] = values
             seeds = [cells.seed(i) for i in part]
-            jobs.append(Job(cfg, part, rates, scalars, seeds if len(set(seeds)) > 1 else None, source, target, every))
+            job = Job(cfg, part, rates, scalars, seeds if len(set(seeds)) > 1 else None, source, target, every)
+            for key in REGULARIZATION_KEYS:
+                values = cells.per_model_values(part, key)
+                if len({text(v) for v in values}) > 1:
+                    job.per_model[key.split(".")[1]] = values
+            jobs.append(job)
     return jobs
 
 
@@ -286,6 +290,7 @@ def train_job(job: Job) -> Chunk:
     result = fit(
         cfg, data, net, learning_rates=job.rates, optimizer=optimizer, start_epoch=job.start, resume=job.resume,
         stop_after=job.stop_after, horizon=cfg.training.epochs if job.resume is not None else None,
+        per_model=job.per_model,
     )  # fmt: skip
     return Chunk.from_result(job.cells, result, job.every, started, job.target)
 

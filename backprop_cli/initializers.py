@@ -58,12 +58,13 @@ INITIALIZERS: dict[str, Callable[[Generator, int, int], tuple[np.ndarray, np.nda
 
 
 def random_streams(seed: int) -> list[Generator]:
-    """Independent generators for (data, initial weights, shuffling), all derived from `seed`.
+    """Independent generators for (data, initial weights, shuffling, dropout masks), all
+    derived from `seed` (each stream's numbers do not depend on how many streams there are).
 
     Separate streams mean that, for example, changing the batch size never changes the
     initial weights.
     """
-    return [default_rng(s) for s in SeedSequence(seed).spawn(3)]
+    return [default_rng(s) for s in SeedSequence(seed).spawn(4)]
 
 
 def init_params(name: str, sizes: Sequence[int], rng: Generator, bias: bool = True) -> list[Params]:

@@ -114,6 +114,7 @@ class Workspace:
     forward: list = field(default_factory=list)
     backward: list = field(default_factory=list)
     ones: Optional[np.ndarray] = None  # (1, n): sums over samples by a product (many models)
+    dropped: list = field(default_factory=list)  # with dropout: hidden activations times their masks
 
 
 class Network:
@@ -261,6 +262,48 @@ class Network:
                 product(D, W, out=D_prev)
                 D_prev *= grad_fn(A_prev, S_prev)
         return value
+
+    def loss_and_grad_dropped(
+        self, X: np.ndarray, Y: np.ndarray, loss: Loss, ws: Workspace, masks: Sequence[np.ndarray]
+    ) -> np.ndarray:
+        """`loss_and_grad` with inverted dropout (see `regularization`): hidden layer l's
+        activations times masks[l] (K, n, units) feed layer l + 1, and the deltas flowing back
+        into layer l are multiplied by the same mask before its activation's derivative."""
+        value = loss.delta(self.forward_dropped(X, ws, masks), Y, ws.Z, self.acts[-1], ws.D[-1], ws.S[-1])
+        ones = ws.ones
+        for i, (D, DT, gW, gb, A_prev, back) in enumerate(ws.backward):
+            l = self.n_layers - 1 - i
+            np.matmul(DT, X if l == 0 else ws.dropped[l - 1], out=gW)
+            if gb is not None:
+                if ones is None:
+                    np.add.reduce(D, axis=1, keepdims=True, out=gb)
+                else:
+                    np.matmul(ones, D, out=gb)
+            if back is not None:
+                product, W, D_prev, grad_fn, S_prev = back
+                product(D, W, out=D_prev)
+                D_prev *= masks[l - 1]
+                D_prev *= grad_fn(A_prev, S_prev)
+        return value
+
+    def forward_dropped(self, X: np.ndarray, ws: Workspace, masks: Sequence[np.ndarray]) -> np.ndarray:
+        """`forward_into` with hidden layer l's activations (ws.A[l]) times masks[l] (K or 1, n,
+        units) as the next layer's inputs (ws.dropped[l]); returns the outputs (K, n, n_out)."""
+        if not ws.dropped:
+            ws.dropped = [np.empty_like(a) for a in ws.A[:-1]]
+        a = X
+        for l, (W_T, WTc, b, forward, z, out) in enumerate(ws.forward):
+            if WTc is not None:
+                np.copyto(WTc, W_T)
+                W_T = WTc
+            np.matmul(a, W_T, out=z)
+            if b is not None:
+                z += b
+            forward(z, out)
+            a = out
+            if l < self.n_layers - 1:
+                a = np.multiply(out, masks[l], out=ws.dropped[l])
+        return a
 
     def loss_only(self, X: np.ndarray, Y: np.ndarray, loss: Loss, ws: Workspace) -> np.ndarray:
         """Forward pass and loss (K,) without gradients."""

@@ -14,6 +14,7 @@ of its cells are a handful of arrays with a row per cell. `<study>/store/` holds
 | `final.<column>.npy` | (cells,) float64 | each history column's last value (the table's `final_loss`, `accuracy`, ...) |
 | `cell.<field>.npy` | (cells,) | per cell: `done`, `status`, `stop_reason`, `epochs_run`, `start_epoch`, `diverged_at`, `best_epoch`, `restored_epoch`, `step`, `early_best`, `early_wait`, `duration_s`, `started`, `finished` (Unix seconds), `best_loss`, `epochs_to_target`, `batched_with` (-1 or NaN: none) |
 | `cell.batch_order.npy` | (cells, 6) uint64 | the minibatch stream's PCG64 state (state and increment as two 64-bit halves each, has_uint32, uinteger) |
+| `cell.dropout_order.npy` | (cells, 6) uint64 | with dropout: the masks' stream's PCG64 state, likewise |
 
 Cells of different architectures share the arrays: a cell's parameters fill the first P_k
 columns of a row, zeros after; a cell's history rows past its epochs run are NaN (or zero
@@ -78,6 +79,7 @@ class Layout:
     moments: list[str] = field(default_factory=list)  # optimizer state arrays
     early: bool = False  # early_stopping with restore_best somewhere: best_theta kept
     every: int = 1  # history: every Nth epoch kept (1, 1 + N, 1 + 2N, ...)
+    dropout: bool = False  # dropout somewhere: each cell's mask stream kept
 
     def arrays(self) -> dict[str, tuple[tuple[int, ...], Any]]:
         """Every array's file stem -> (shape, dtype)."""
@@ -92,6 +94,8 @@ class Layout:
         for name, dtype in FIELDS.items():
             found[f"cell.{name}"] = ((self.cells,), dtype)
         found["cell.batch_order"] = ((self.cells, 6), np.uint64)
+        if self.dropout:
+            found["cell.dropout_order"] = ((self.cells, 6), np.uint64)
         return found
 
     def nbytes(self) -> int:
@@ -108,6 +112,7 @@ class Layout:
             "moments": self.moments,
             "early": self.early,
             "every": self.every,
+            "dropout": self.dropout,
         }
 
     @classmethod
@@ -122,6 +127,7 @@ class Layout:
             [str(m) for m in data["moments"]],
             bool(data["early"]),
             int(data["every"]),
+            bool(data.get("dropout", False)),  # stores written before dropout have none
         )
 
 
@@ -140,6 +146,7 @@ class Chunk:
     fields: dict[str, np.ndarray]
     batch_order: np.ndarray  # (k, 6)
     start: int = 0  # the epochs its cells had run before this chunk (a continuation)
+    dropout_order: Optional[np.ndarray] = None  # (k, 6), with dropout
 
     @classmethod
     def from_result(cls, cells: Sequence[int], result: TrainResult, every: int, started: float, target: float) -> Chunk:
@@ -204,6 +211,7 @@ class Chunk:
             fields,
             order,
             s.start_epoch,
+            None if s.dropout_order is None else np.tile(_pack_order(s.dropout_order), (K, 1)),
         )
 
 
@@ -315,6 +323,8 @@ class Store:
             if name != "done":
                 a[f"cell.{name}"][rows] = values
         a["cell.batch_order"][rows] = chunk.batch_order
+        if "cell.dropout_order" in a:
+            a["cell.dropout_order"][rows] = 0 if chunk.dropout_order is None else chunk.dropout_order
         for name, array in a.items():
             if name != "cell.done":
                 _flush(array)
@@ -388,6 +398,7 @@ class Store:
             step=int(f["cell.step"][i]),
             moments={m: np.array(f[f"optimizer.{m}"][i, :P]) for m in self.layout.moments if _used(optimizer, m)},
             batch_order=_unpack_order(np.asarray(f["cell.batch_order"][i])),
+            dropout_order=_unpack_order(np.asarray(f["cell.dropout_order"][i])) if "cell.dropout_order" in f else None,
             early=early,
             monitor=monitor,
         )

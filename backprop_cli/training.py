@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from math import isfinite
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from backprop_cli.metrics import Metrics
 from backprop_cli.network import Network, Workspace, frozen_mask
 from backprop_cli.optimizers import OPTIMIZERS, Optimizer
 from backprop_cli.policies import Divergence, EarlyStopping, History, Interruption, Models, Policy, StopAtLoss
+from backprop_cli.regularization import Dropout, GradientTerms, column
 from backprop_cli.schedules import SCHEDULES, Schedule
 
 if TYPE_CHECKING:
@@ -137,6 +138,7 @@ class TrainResult:
             step=s.optimizer.t,
             moments=moments,
             batch_order=s.batch_order,
+            dropout_order=s.dropout_order,
             early=early,
             monitor=s.early.monitor if s.early is not None else None,
         )
@@ -162,6 +164,7 @@ class _State:
     early: Optional[EarlyStopping]
     start_epoch: int
     exact: bool
+    dropout_order: Optional[dict] = None
 
 
 class _Batches:
@@ -213,9 +216,16 @@ def train(
     resume: Optional[Sequence[Optional[Checkpoint]]] = None,
     stop_after: Optional[int] = None,
     horizon: Optional[int] = None,
+    dropout: Sequence[float] = (),
+    per_model: Optional[Mapping[str, Sequence[Any]]] = None,
 ) -> TrainResult:
     """Train the K models of `net` in place on `data` for `training.epochs` epochs (at most
     `stop_after`); model k uses learning_rates[k].
+
+    `dropout` is the hidden layers' dropout probabilities (model.dropout, one per hidden
+    layer); `per_model` gives each model its own `l1`, `clip_grad_norm`, `clip_grad_value` or
+    `dropout` (K values each, a dropout value one probability or one per hidden layer) in place
+    of the config's (see `regularization`).
 
     `seed` drives the minibatch order; `optimizer` (default: the configured one, new) lets a
     caller read its state afterwards. Epochs are numbered from `start_epoch` + 1, and the
@@ -265,6 +275,40 @@ def train(
             if c.moments or c.step:
                 opt.restore(k, c.moments, c.step)
     frozen = frozen_mask(net.sizes, net.bias, t.freeze) if t.freeze else None
+    settings = per_model or {}
+
+    def each(key: str, default: Any) -> list:
+        return list(settings.get(key, [default] * K))
+
+    terms: Optional[GradientTerms] = GradientTerms(
+        column(each("l1", t.l1), dtype),
+        column(each("clip_grad_value", t.clip_grad_value), dtype, np.inf),
+        column(each("clip_grad_norm", t.clip_grad_norm), dtype, np.inf),
+        frozen,
+        theta.shape,
+        dtype,
+    )
+    if terms is not None and terms.l1 is None and terms.clip_value is None and terms.clip_norm is None:
+        terms = None
+    hidden = net.sizes[1:-1]
+    rates = np.array(
+        [np.broadcast_to(np.asarray(r, float), len(hidden)) for r in each("dropout", list(dropout) or 0.0)]
+    )
+    drop = None
+    if hidden and rates.any():
+        if t.gradient == "numerical":
+            raise ValueError("model.dropout needs training.gradient: analytic")
+        drop = Dropout(rates.reshape(K, len(hidden)), hidden, dtype, random_streams(seed)[3])
+        masks = next((c.dropout_order for c in saved if c.dropout_order is not None), None)
+        if masks is not None:  # a continuation: the mask stream goes on where it stopped
+            drop.rng.bit_generator.state = masks
+        dropped = net.loss_and_grad_dropped
+        mask = drop.masks
+
+        def gradient(X: np.ndarray, Y: np.ndarray, loss: Loss, ws: Workspace) -> np.ndarray:
+            return dropped(X, Y, loss, ws, mask(len(X)))
+
+    apply_terms = terms.apply if terms is not None else None
     kept = theta[:, frozen] if frozen is not None else None  # frozen parameters' values (a copy)
     snaps = [theta.copy(), theta.copy()]  # weights at the start of the last two epochs
     models = Models(theta, lr, E)
@@ -311,6 +355,8 @@ def train(
                 for Xb, Yb, ws in batches.epoch() if minibatch else full:
                     # forward, loss and backward: the gradients land in net.grad
                     batch_loss = gradient(Xb, Yb, loss_fn, ws)
+                    if apply_terms is not None:  # l1 and clipping (see regularization)
+                        apply_terms(theta, grad)
                     loss = loss + batch_loss if minibatch else batch_loss
                     if metric_sums is not None:
                         part = metric_sums(ws.A[-1], Yb)
@@ -360,7 +406,9 @@ def train(
         best_epoch=early.best_epoch if early is not None else [0] * K,
         duration_s=duration,
         restored_epoch=early.restored if early is not None else [None] * K,
-        state=_State(last, opt, t.optimizer, batches.order(), early, start_epoch, exact),
+        state=_State(
+            last, opt, t.optimizer, batches.order(), early, start_epoch, exact, drop.state() if drop else None
+        ),
     )
 
 

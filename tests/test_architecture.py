@@ -24,7 +24,7 @@ TIERS = [
     ["datasets"],
     ["config"],
     ["data"],
-    ["policies", "training"],
+    ["policies", "regularization", "training"],
     ["experiment"],
     ["plots", "painter", "pictures", "animation", "tables"],
     ["sweep", "gradcheck", "explain", "search"],

@@ -84,9 +84,17 @@ def gradcheck(
         out.print(table)
         if rep.sampled:
             out.print(f"checked a sample of {sample} parameters per layer (seed {cfg.seed}); --all checks every one")
+        said = []
+        if cfg.training.l1 or cfg.training.weight_decay:
+            said.append("of the penalised loss (loss + l1 sum |w| + weight_decay / 2 sum w^2)")
+        if any(cfg.model.dropout_rates):
+            said.append("with the dropout masks training draws at that step, held fixed")
+        if said:
+            out.print(f"gradients {' and '.join(said)}")
         if any(layer.kinks for layer in rep.layers):
+            what = "a relu unit" + (" or the parameter itself (training.l1's |w|)" if cfg.training.l1 else "")
             out.print(
-                "kinks: parameters whose difference steps move a relu unit across 0, where the loss has no derivative"
+                f"kinks: parameters whose difference steps move {what} across 0, where the loss has no derivative"
             )
     if all(rep.passed for rep in reports):
         out.print("gradient check passed")

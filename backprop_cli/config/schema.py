@@ -43,6 +43,16 @@ class ModelConfig(_Strict):
         None, description="explicit initial weights, one out x in matrix per layer"
     )
     biases: Optional[list[list[float]]] = Field(None, description="explicit initial biases, one list per layer")
+    dropout: Union[Fraction, list[Fraction]] = Field(
+        0.0,
+        description="inverted dropout of hidden units while training: a probability P in [0, 1), or one per hidden layer",
+    )
+
+    @property
+    def dropout_rates(self) -> list[float]:
+        """One dropout probability per hidden layer."""
+        p = self.dropout
+        return [float(v) for v in p] if isinstance(p, list) else [float(p)] * (len(self.layers) - 2)
 
     @property
     def activations(self) -> list[str]:
@@ -76,6 +86,11 @@ class TrainingConfig(_Strict):
     beta2: Fraction = Field(0.999, description="adam: second-moment decay")
     eps: PosFloat = Field(1e-8, description="rmsprop and adam: denominator guard")
     weight_decay: Annotated[float, Field(ge=0)] = Field(0.0, description="L2 penalty added to every gradient")
+    l1: Annotated[float, Field(ge=0)] = Field(0.0, description="L1 penalty: l1 * sign(w) added to every gradient")
+    clip_grad_norm: Optional[PosFloat] = Field(
+        None, description="scale each model's gradient down to this global norm when above it"
+    )
+    clip_grad_value: Optional[PosFloat] = Field(None, description="clip every gradient to [-V, V]")
     lr_schedule: Literal[tuple(SCHEDULES)] = Field("constant", description="learning-rate schedule")  # type: ignore[valid-type]
     lr_step_size: PosInt = Field(100, description="step: epochs between decays")
     lr_gamma: Annotated[float, Field(gt=0, le=1)] = Field(0.5, description="step and exponential: decay factor")
@@ -185,6 +200,15 @@ def check_consistency(cfg: Config) -> None:
             raise Problem(
                 path, f"'{name}' is only allowed as output_activation (hidden: {', '.join(HIDDEN_ACTIVATIONS)})"
             )
+    if isinstance(m.dropout, list) and len(m.dropout) != n_hidden:
+        where = " (no dropout on the output layer)" if len(m.dropout) == len(m.layers) - 1 else ""
+        raise Problem(
+            ("model", "dropout"), f"needs one probability per hidden layer: {n_hidden} (got {len(m.dropout)}){where}"
+        )
+    if n_hidden == 0 and m.dropout:
+        raise Problem(("model", "dropout"), "the network has no hidden layer to drop units from")
+    if any(m.dropout_rates) and t.gradient == "numerical":
+        raise Problem(("model", "dropout"), "needs training.gradient: analytic (finite differences of a random mask)")
     out = m.output_activation
     if out == "softmax" and m.layers[-1] < 2:
         raise Problem(("model", "layers"), "softmax output needs at least 2 output units")

@@ -4,7 +4,7 @@ from the study's store on demand.
 
 Cell i (0-based) is a point of the product of the grid's values in grid order (the last key
 fastest), then a seed: i = combination * seeds + seed index. Its folder name is
-`cell_{i + 1:03d}`. Keys that one K-model pass can vary per model (`PER_MODEL`) are checked
+`cell_{i + 1:03d}`. Keys that one K-model pass can vary per model (`PER_MODEL_KEYS`) are checked
 value by value; every combination of the other keys is validated as a whole config.
 """
 
@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional, Sequence
 
+import numpy as np
+
 from backprop_cli.config import Config, config_to_yaml, load_config
 from backprop_cli.errors import BackpropError, ConfigError, RunError, RunNotFoundError
 from backprop_cli.experiment import dataset, network, seeds_share_a_pass
@@ -25,10 +27,10 @@ from backprop_cli.files import atomic_write, read_json
 from backprop_cli.optimizers import OPTIMIZERS, Optimizer
 
 GRID_FILE = "grid.json"
-# what one K-model pass can vary per model, besides the seed: the learning rate and the
-# optimizers' scalar hyperparameters, each a (K, 1) column
-PER_MODEL = ("learning_rate", *Optimizer.SCALARS)
-PER_MODEL_KEYS = tuple(f"training.{k}" for k in PER_MODEL)
+# what one K-model pass can vary per model, besides the seed: the learning rate, the
+# optimizers' scalar hyperparameters and the regularization settings, each a (K, 1) column
+REGULARIZATION_KEYS = ("training.l1", "training.clip_grad_norm", "training.clip_grad_value", "model.dropout")
+PER_MODEL_KEYS = ("training.learning_rate", *(f"training.{k}" for k in Optimizer.SCALARS), *REGULARIZATION_KEYS)
 LAYER_RATE = re.compile(r"training\.learning_rate\.(\d+)")  # one layer's rate: per model too
 
 
@@ -92,7 +94,8 @@ class Cells:
         for index, combo in enumerate(itertools.product(*(grid[k] for k in self.structural))):
             values = {**first, **dict(zip(self.structural, combo))}
             cfg = self._validate(values, self.seeds[0] if self.seeds else None)
-            self.combos.append(Combo(index, dict(zip(self.structural, combo)), cfg, seeds_share_a_pass(cfg)))
+            shared = seeds_share_a_pass(cfg) and not self.drops_per_model()
+            self.combos.append(Combo(index, dict(zip(self.structural, combo)), cfg, shared))
         # each per-model value on its own (a number with a range), and a whole config only for
         # one that fails, so the message is the config's own
         for key in self.per_model:
@@ -165,7 +168,8 @@ class Cells:
         cfg.training.learning_rate = [float(r) for r in rate] if isinstance(rate, list) else float(rate)
         for key in self.per_model:
             if not key.startswith("training.learning_rate"):
-                setattr(cfg.training, key.split(".", 1)[1], float(values[key]))
+                section, name = key.split(".", 1)
+                setattr(getattr(cfg, section), name, _number(values[key]))
         cfg.seed = self.seed(i)
         cfg.name = f"{self.name}-{folder_name(i, self.n)}"
         return cfg
@@ -189,14 +193,22 @@ class Cells:
         return rate
 
     def per_model_values(self, cells: Sequence[int], key: str) -> list:
-        """The values of a per-model config key (`learning_rate`, `momentum`, ...) for `cells`."""
+        """The values of a per-model config key (`learning_rate`, `momentum`, ... for training's,
+        or dotted: `model.dropout`) for `cells`."""
         if key == "learning_rate":
             return [self.learning_rate(i) for i in cells]
-        dotted = f"training.{key}"
+        dotted = key if "." in key else f"training.{key}"
         if dotted in self.per_model:
             j = self.keys.index(dotted)
             return [self.grid[dotted][self.position(i)[0][j]] for i in cells]
-        return [getattr(self.combo(cells[0]).cfg.training, key)] * len(cells)
+        section, name = dotted.split(".", 1)
+        return [getattr(getattr(self.combo(cells[0]).cfg, section), name)] * len(cells)
+
+    def drops_per_model(self) -> bool:
+        """Whether cells of one combination differ in model.dropout with some above 0: their
+        masks come from each cell's seed, so seeds no longer share a pass."""
+        values = self.grid.get("model.dropout", []) if "model.dropout" in self.per_model else []
+        return any(np.any(np.asarray(v, float)) for v in values)
 
     @classmethod
     def from_spec(cls, spec: dict) -> Cells:
@@ -268,9 +280,8 @@ class Trials(Cells):
                 values = {**first, **{k: p[k] for k in self.structural}}
                 cfg = self._validate(values, self.seeds[0] if self.seeds else None)
                 found[key] = len(self.combos)
-                self.combos.append(
-                    Combo(len(self.combos), {k: p[k] for k in self.structural}, cfg, seeds_share_a_pass(cfg))
-                )
+                shared = seeds_share_a_pass(cfg) and not self.drops_per_model()
+                self.combos.append(Combo(len(self.combos), {k: p[k] for k in self.structural}, cfg, shared))
             self._combo_of.append(found[key])
         for key in self.per_model:
             check = _field_check(key)
@@ -289,14 +300,20 @@ class Trials(Cells):
         return self.combos[self._combo_of[i // self.n_seeds]]
 
 
+def _number(value: Any) -> Any:
+    """A per-model value as a config holds it: a float, or a list of floats (model.dropout per layer)."""
+    return [float(v) for v in value] if isinstance(value, list) else float(value)
+
+
 def _field_check(key: str) -> Any:
-    """Whether a value is valid for a per-model training key, by its field's own strict
+    """Whether a value is valid for a per-model key, by its field's own strict
     validator (no config around it: these keys take part in no check across fields)."""
     from pydantic import TypeAdapter, ValidationError
 
-    from backprop_cli.config.schema import TrainingConfig
+    from backprop_cli.config.schema import ModelConfig, TrainingConfig
 
-    info = TrainingConfig.model_fields[key.split(".")[1]]  # training.learning_rate.N: the rate's own type
+    section, name = key.split(".")[:2]  # training.learning_rate.N: the rate's own type
+    info = (ModelConfig if section == "model" else TrainingConfig).model_fields[name]
     parts = (info.annotation, *info.metadata)
     hint: Any = Annotated[parts] if info.metadata else info.annotation
     adapter: TypeAdapter = TypeAdapter(hint)
