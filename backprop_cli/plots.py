@@ -112,10 +112,17 @@ def loss_plot(curves: Curves, title: str, ylabel: str = "loss") -> bytes:
     return png_bytes(fig)
 
 
+VALIDATION = " (validation)"  # a curve named `<name> (validation)` is <name>'s validation curve
+
+
 def _curves(ax: Any, curves: Curves, ylabel: str) -> None:
     all_values = np.concatenate([np.asarray(v, float) for _, v in curves.values()]) if curves else np.array([])
+    drawn: dict[str, Any] = {}
     for label, (epochs, values) in curves.items():
-        ax.plot(epochs, values, label=label, linewidth=1.2 if len(curves) < 10 else 0.6)
+        # `<name> (validation)` beside `<name>`: the same colour, dashed
+        twin = drawn.get(label.removesuffix(VALIDATION))
+        style = {"color": twin.get_color(), "linestyle": "--"} if twin is not None else {}
+        (drawn[label],) = ax.plot(epochs, values, label=label, linewidth=1.2 if len(curves) < 10 else 0.6, **style)
     if spans_decades(all_values):
         log_y(ax)
     _few_ticks(ax)

@@ -18,7 +18,8 @@ masks come from their own random stream of the seed (`initializers.random_stream
 with dropout is reproducible and changing P changes no other randomness. One uniform draw per
 hidden layer and batch, (samples x units), is shared by the pass's models (they share a seed:
 see `experiment.seeds_share_a_pass`) and compared with each model's own P, so every model's
-masks are the ones its plain run would draw.
+masks are the ones its plain run would draw. The draw is `rng.random((samples, units))`,
+layer by layer, a batch at a time.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class Dropout:
 
     def __init__(self, rates: np.ndarray, units: Sequence[int], dtype: np.dtype, rng: Generator) -> None:
         K = rates.shape[0]
-        self.keep_scale = [(1.0 - rates[:, l]).reshape(K, 1, 1) for l in range(len(units))]
+        # 1 / (1 - P), divided once: keep * it is bit for bit keep / (1 - P), and cheaper
+        self.keep_scale = [(1.0 / (1.0 - rates[:, l])).reshape(K, 1, 1) for l in range(len(units))]
         self.p = [rates[:, l].reshape(K, 1, 1) for l in range(len(units))]
         self.units, self.dtype, self.rng, self.K = list(units), dtype, rng, K
         self._buffers: dict[int, tuple[list, list, list]] = {}
@@ -53,7 +55,7 @@ class Dropout:
         for u, keep, mask, p, scale in zip(*buffers, self.p, self.keep_scale):
             self.rng.random(out=u)
             np.greater_equal(u, p, out=keep)
-            np.divide(keep, scale, out=mask)
+            np.multiply(keep, scale, out=mask)
         return buffers[2]
 
     def state(self) -> dict:

@@ -288,6 +288,17 @@ def test_shipped_configs_reach_their_figures(config, metric, minimum):
     assert result.final(metric) >= minimum
 
 
+def test_overfit_memorises_and_regularization_generalises():
+    # the README's lesson: the figures of configs/overfit.yaml without and with dropout and l1
+    cfg, data = _load(CONFIGS / "overfit.yaml")
+    plain = fit(cfg, data, network(cfg))
+    assert plain.final("loss") < 1e-4 and plain.final("accuracy") == 1.0
+    assert plain.final("val_loss") > 2.5 and plain.final("val_accuracy") == pytest.approx(0.875)
+    cfg.model.dropout, cfg.training.l1 = 0.3, 0.003
+    regular = fit(cfg, data, network(cfg))
+    assert regular.final("val_loss") < 0.35 and regular.final("val_accuracy") == pytest.approx(0.925)
+
+
 def test_validation_csv_and_several_target_columns(write_config, tmp_path):
     rows = lambda xs: "a,b,y1,y2\n" + "".join(f"{x},{2 * x},{x + 1},{-x}\n" for x in xs)  # noqa: E731
     (tmp_path / "train.csv").write_text(rows([0.0, 0.5, 1.0, 1.5]))

@@ -29,8 +29,8 @@ def net_config(**overrides):
 
 def reference(cfg, epochs):
     """The same training written out: tanh hidden layers with inverted dropout (masks from the
-    seed's fourth stream, one uniform draw per hidden layer and batch, kept where u >= P, scaled
-    by 1 / (1 - P)), sigmoid outputs, mse, then g + l1 sign(w), clip to [-V, V], scale to norm
+    seed's fourth stream, one uniform draw per hidden layer and batch, kept where u >= P,
+    scaled by 1 / (1 - P)), sigmoid outputs, mse, then g + l1 sign(w), clip to [-V, V], scale to norm
     C, and plain SGD. Parameters are [(W (out x in), b)], as weights.json holds them."""
     net = network(cfg)
     params = [(w.copy(), b.copy()) for w, b in net.get_params(0)]

@@ -239,3 +239,27 @@ def test_options_that_do_not_go_together_exit_2(cli, tmp_path, args, message):
     result = cli("train", CONFIGS / "xor.yaml", "--runs-dir", tmp_path / "r", *args)
     assert result.exit_code == 2 and result.stderr == message
     assert not (tmp_path / "r").exists()
+
+
+def test_runs_compare_names_activations_and_regularization_and_plots_validation(tmp_path):
+    from backprop_cli.api import config
+    from backprop_cli.run_folders import compare_runs
+    from backprop_cli.run_folders.read import describe
+
+    iris = describe(config(CONFIGS / "iris.yaml"))
+    assert iris["activation"] == "tanh/softmax" and iris["regularization"] == "weight_decay 0.005"
+    assert describe(config(CONFIGS / "xor.yaml"))["regularization"] == "none"
+    cfg = config(CONFIGS / "overfit.yaml", model__dropout=[0.3, 0.1], training__l1=0.003, training__clip_grad_norm=1.0)
+    assert describe(cfg)["regularization"] == "dropout 0.3/0.1, l1 0.003, clip_grad_norm 1"
+    runs = []
+    for p in (0.0, 0.3):
+        run = bp_train(config(CONFIGS / "overfit.yaml", model__dropout=p, training__epochs=5), tmp_path)
+        runs.append(run)
+    _, curves = compare_runs(runs)
+    assert sorted(curves["cross_entropy"]) == sorted([r.name for r in runs] + [f"{r.name} (validation)" for r in runs])
+
+
+def bp_train(cfg, tmp_path):
+    import backprop_cli as bp
+
+    return bp.train(cfg, runs_dir=tmp_path / "runs").path

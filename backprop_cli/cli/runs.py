@@ -182,6 +182,7 @@ def runs_compare(
         "architecture",
         "activation",
         "optimizer",
+        "regularization",
         "status",
         "stop_reason",
         "last_epoch",

@@ -268,18 +268,32 @@ def latest_completed(root: Path) -> Path:
 def describe(cfg: Config) -> dict[str, Any]:
     """What sets runs apart besides their numbers: loss, architecture, activations, optimizer."""
     t, m = cfg.training, cfg.model
+    hidden = ", ".join(dict.fromkeys(m.activations[:-1]))
+    terms = [
+        f"{name} {value:g}" if isinstance(value, (int, float)) else f"{name} {'/'.join(f'{v:g}' for v in value)}"
+        for name, value in (
+            ("dropout", m.dropout),
+            ("l1", t.l1),
+            ("weight_decay", t.weight_decay),
+            ("clip_grad_value", t.clip_grad_value),
+            ("clip_grad_norm", t.clip_grad_norm),
+        )
+        if value is not None and (any(value) if isinstance(value, list) else value)
+    ]
     return {
         "loss": t.loss,
         "architecture": "-".join(map(str, m.layers)),
-        "activation": ", ".join(dict.fromkeys(m.activations)) + f" / {m.output_activation}",
+        "activation": f"{hidden}/{m.output_activation}" if hidden else m.output_activation,
         "optimizer": t.optimizer,
+        "regularization": ", ".join(terms) or "none",
     }
 
 
 def compare_runs(paths: list[Path]) -> tuple[list[dict], dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]]:
     """Each run's summary with what its config says (`describe`), and the runs' loss curves at
     their own epochs (a run continued with --from starts where its origin ended), grouped by
-    loss function: an sse and a bce curve share no axis. {loss: {run name: (epochs, values)}}"""
+    loss function: an sse and a bce curve share no axis. {loss: {run name: (epochs, values)}},
+    with `<run name> (validation)` for a run's validation loss."""
     summaries: list[dict] = []
     curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for path in paths:
@@ -294,4 +308,8 @@ def compare_runs(paths: list[Path]) -> tuple[list[dict], dict[str, dict[str, tup
         epochs, columns = read_history(path)
         if "loss" in columns:
             curves.setdefault(summary["loss"], {})[path.name] = (epochs, columns["loss"])
+        if "val_loss" in columns:
+            from backprop_cli.plots import VALIDATION
+
+            curves[summary["loss"]][path.name + VALIDATION] = (epochs, columns["val_loss"])
     return summaries, curves

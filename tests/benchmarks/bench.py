@@ -379,6 +379,53 @@ def case_medium(repeats, epochs):
         report("medium", "scikit-learn MLPClassifier float64", t["sklearn"], "s/epoch", per, t["numpy"])
 
 
+def case_regularization(repeats, epochs):
+    import tempfile
+
+    print(
+        f"regularization: the medium net ({epochs} epochs, per epoch) and XOR with dropout, l1 and clipping "
+        "against the same loop without them"
+    )
+    tmpdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    cfg, data = medium_setup(tmpdir, epochs, "float64")
+    dropout = cfg.model_copy(deep=True)
+    dropout.model.dropout = 0.5
+    terms = cfg.model_copy(deep=True)
+    terms.training.l1, terms.training.clip_grad_norm, terms.training.clip_grad_value = 1e-4, 1.0, 0.5
+    xor, xor_data = xor_setup(20000)
+
+    def engine(c, d):
+        return lambda: fit(c, d, network(c)).duration_s
+
+    def hand():
+        (W1, b1), (W2, b2) = network(xor).get_params(0)
+        t = time.perf_counter()
+        plain_xor(xor_data.X, xor_data.Y, W1, b1, W2, b2, 0.1, 20000, True)
+        return time.perf_counter() - t
+
+    fns = {
+        "off": engine(cfg, data),
+        "dropout": engine(dropout, data),
+        "terms": engine(terms, data),
+        "xor hand": hand,
+        "xor off": engine(xor, xor_data),
+    }
+    t = interleave(fns, repeats)
+    per = 1.0 / epochs
+    report("regular", "medium net, all off", t["off"], "s/epoch", per)
+    report("regular", "medium net, dropout 0.5 (target <= 1.3x)", t["dropout"], "s/epoch", per, t["off"])
+    report("regular", "medium net, l1 + clip_grad_value + clip_grad_norm", t["terms"], "s/epoch", per, t["off"])
+    report("regular", "XOR hand-written loop (loss + accuracy)", t["xor hand"], "us/epoch", 1e6 / 20000)
+    report(
+        "regular",
+        "XOR backprop, all off (target 1.00x of before)",
+        t["xor off"],
+        "us/epoch",
+        1e6 / 20000,
+        t["xor hand"],
+    )
+
+
 def torch_medium(torch, data, params, epochs, dtype):
     X, Y = torch.tensor(data.X, dtype=dtype), torch.tensor(data.Y, dtype=dtype)
     ps = [torch.tensor(a, dtype=dtype, requires_grad=True) for w, b in params for a in (w, b)]
@@ -719,6 +766,7 @@ CASES = {
     "display": case_display,
     "sweep": case_sweep,
     "medium": case_medium,
+    "regularization": case_regularization,
     "startup": case_startup,
 }
 
@@ -736,6 +784,7 @@ def main():
         "display": (7, 20000),
         "sweep": (5, 50000),
         "medium": (7, 3),
+        "regularization": (7, 3),
         "startup": (7, None),
         "process": (5, None),
         "numerical": (5, 10000),
@@ -750,6 +799,7 @@ def main():
             "display": (3, 5000),
             "sweep": (3, 5000),
             "medium": (3, 1),
+            "regularization": (3, 1),
             "startup": (3, None),
             "process": (3, None),
             "numerical": (3, 2000),
