@@ -118,10 +118,10 @@ class History:
     def finish(self, epochs_run: list[int]) -> dict[str, np.ndarray]:
         """The columns trimmed to the epochs run, metrics finished, NaN past each model's end."""
         names = self.metrics.names
-        if names:
-            for name, values in zip(names, self.metrics.finish([self.data[c] for c in names])):
-                self.data[name] = values
         rows = max(epochs_run)
+        if names:  # the rows written only: past them the buffers hold whatever np.empty found
+            for name, values in zip(names, self.metrics.finish([self.data[c][:rows] for c in names])):
+                self.data[name] = values
         for k, ran in enumerate(epochs_run):
             if ran < rows:  # a model that stopped early: nothing recorded past its end
                 for column in self.data.values():

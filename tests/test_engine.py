@@ -269,3 +269,23 @@ def test_one_models_prediction_equals_its_slice_of_the_batched_one():
     batched = net.predict(X)
     for k in range(5):
         assert np.array_equal(net.predict(X, k), batched[k])
+
+
+def test_history_finishes_only_the_rows_written():
+    # the buffers are np.empty: rows past the epochs run hold whatever memory held (here the
+    # worst case, a signalling NaN, which makes any arithmetic on it warn "invalid value"), and
+    # finishing the metrics must neither read them nor warn
+    from backprop_cli.metrics import Metrics
+    from backprop_cli.policies import History
+
+    Y = np.array([[0.0], [1.0], [3.0]])
+    history = History(2, 10, Metrics(Y, classification=False))
+    signalling = np.frombuffer(np.array([0x7FF0000000000001], np.uint64).tobytes(), np.float64)[0]
+    for column in history.data.values():
+        column[...] = signalling
+    for e in range(3):
+        history.record(e, np.array([1.0, 2.0]), [np.array([0.3, 0.6]), np.array([0.1, 0.2])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        done = history.finish([3, 3])
+    assert done["loss"].shape == (3, 2) and np.all(np.isfinite(done["r2"]))
