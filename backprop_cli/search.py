@@ -6,20 +6,27 @@ A space is `KEY=DIST` items: `log:A:B` (log-uniform on [A, B]), `uniform:A:B`, `
 sequence (`sobol`, through SciPy's `scipy.stats.qmc`: the `search` extra), one point of the
 unit cube per trial mapped through each key's distribution. The trials then train as a grid's
 cells do: trials that share a batchable group are models of one pass.
+
+`tpe` (Optuna's Tree-structured Parzen Estimator: the `optuna` extra) is adaptive: `adaptive`
+asks Optuna's ask-and-tell interface for a generation of trials at a time, has them trained
+(as the models of batched passes) and tells their results back before asking for the next,
+with the Optuna study in an SQLite file that `optuna-dashboard` and Optuna's plots can open.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from backprop_cli.config import parse_value
 from backprop_cli.errors import ConfigError, OverrideError
 
-SAMPLERS = ("random", "sobol")
+SAMPLERS = ("random", "sobol", "tpe")
+OPTUNA_FILE = "optuna.db"  # the Optuna study of a tpe search, in the search's folder
 
 
 @dataclass
@@ -102,7 +109,77 @@ def sample(space: Sequence[Dist], trials: int, sampler: str, seed: int) -> list[
         u = engine.random(2 ** max(0, math.ceil(math.log2(trials))))[:trials]
     elif sampler == "random":
         u = np.random.default_rng(seed).random((trials, d))
+    elif sampler == "tpe":
+        raise ConfigError("--sampler tpe is adaptive: its trials come from `adaptive`, a generation at a time")
     else:
         raise ConfigError(f"--sampler {sampler}: one of {', '.join(SAMPLERS)}")
     columns = [dist.map(u[:, j]) for j, dist in enumerate(space)]
     return [{dist.key: columns[j][t] for j, dist in enumerate(space)} for t in range(trials)]
+
+
+def optuna_distributions(space: Sequence[Dist]) -> dict[str, Any]:
+    """The space as Optuna's distributions (ConfigError where Optuna cannot hold a choice)."""
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("--sampler tpe needs Optuna: pip install 'backprop[optuna]'") from None
+    found: dict[str, Any] = {}
+    for d in space:
+        if d.kind == "log":
+            found[d.key] = optuna.distributions.FloatDistribution(d.low, d.high, log=True)
+        elif d.kind == "uniform":
+            found[d.key] = optuna.distributions.FloatDistribution(d.low, d.high)
+        elif d.kind == "int":
+            found[d.key] = optuna.distributions.IntDistribution(int(d.low), int(d.high))
+        else:
+            if not all(v is None or isinstance(v, (bool, int, float, str)) for v in d.choices):
+                raise ConfigError(f"--space {d.key}: --sampler tpe takes choices of numbers and names only")
+            found[d.key] = optuna.distributions.CategoricalDistribution(d.choices)
+    return found
+
+
+Trainer = Callable[[list[dict[str, Any]]], list[Optional[float]]]
+
+
+def adaptive(
+    space: Sequence[Dist],
+    trials: int,
+    generation: int,
+    seed: int,
+    storage: Path,
+    maximize: bool,
+    train: Trainer,
+) -> tuple[list[dict[str, Any]], bool]:
+    """`trials` points chosen by Optuna's TPE sampler (seeded by `seed`), `generation` at a
+    time: `train` gets a generation's points and returns each one's result (None: it did not
+    train to a finite value, told to Optuna as failed). The Optuna study is kept in the SQLite
+    file `storage`. Returns every point asked, in order, and whether a Ctrl-C (a
+    KeyboardInterrupt from `train`) ended the search early; that generation's trials are told
+    failed."""
+    distributions = optuna_distributions(space)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name="backprop",
+        storage=f"sqlite:///{storage}",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        direction="maximize" if maximize else "minimize",
+    )
+    points: list[dict[str, Any]] = []
+    while len(points) < trials:
+        asked = [study.ask(distributions) for _ in range(min(generation, trials - len(points)))]
+        batch = [{d.key: t.params[d.key] for d in space} for t in asked]
+        points += batch
+        try:
+            values = train(batch)
+        except KeyboardInterrupt:
+            for t in asked:
+                study.tell(t, state=optuna.trial.TrialState.FAIL)
+            return points, True
+        for t, value in zip(asked, values):
+            if value is None or not math.isfinite(value):
+                study.tell(t, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(t, value)
+    return points, False

@@ -363,6 +363,82 @@ def test_sobol_trials_cover_the_space_evenly():
     assert len({int(v * 64) for v in randoms}) < 64
 
 
+def test_tpe_asks_a_generation_at_a_time_and_tells_it_back(tmp_path):
+    pytest.importorskip("optuna")
+    import optuna
+
+    from backprop_cli.search import adaptive, parse_space
+
+    space = parse_space(["training.learning_rate=log:0.01:1", "model.activation=choice:sigmoid,tanh"])
+    seen = []
+
+    def train(points):
+        seen.append(len(points))
+        return [
+            None if p["model.activation"] == "tanh" and i == 0 else p["training.learning_rate"]
+            for i, p in enumerate(points)
+        ]
+
+    points, interrupted = adaptive(space, 10, 4, 0, tmp_path / "o.db", False, train)
+    assert seen == [4, 4, 2] and len(points) == 10 and not interrupted
+    study = optuna.load_study(study_name="backprop", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    assert [t.params for t in study.trials] == points  # told back in the order asked
+    for t, p in zip(study.trials, points):
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert t.value == p["training.learning_rate"]
+        else:
+            assert t.state == optuna.trial.TrialState.FAIL
+    # a later generation is drawn from what was told: TPE, not random (seeded: the same again)
+    again, _ = adaptive(space, 10, 4, 0, tmp_path / "p.db", False, train)
+    assert again == points
+
+    def stop(points):
+        raise KeyboardInterrupt
+
+    points, interrupted = adaptive(space, 10, 4, 0, tmp_path / "q.db", False, stop)
+    assert interrupted and len(points) == 4
+
+
+def test_a_tpe_search_trains_generations_into_one_store_beside_its_optuna_study(cli, tmp_path):
+    pytest.importorskip("optuna")
+    import optuna
+
+    args = ["search", CONFIGS / "xor.yaml", "--space", "training.learning_rate=log:0.05:5", "--sampler", "tpe"]
+    args += ["--trials", "12", "--generation", "5", "--epochs", "200", "--seeds", "0:2", "--runs-dir", tmp_path, "-q"]
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    folder = next(p for p in tmp_path.iterdir() if "-search-" in p.name)
+    spec = json.loads((folder / "grid.json").read_text())
+    assert len(spec["trials"]) == 12 and spec["sampler"] == "tpe" and spec["generation"] == 5
+    study = optuna.load_study(study_name="backprop", storage=f"sqlite:///{folder / 'optuna.db'}")
+    assert [t.params for t in study.trials] == spec["trials"]
+    cells = Cells.from_spec(spec)
+    store = Store.open(folder)
+    assert store.done().all() and len(cells) == 24
+    final = store.arrays["final.loss"]
+    for t, trial in enumerate(study.trials):  # told: the mean final loss over the trial's seeds
+        assert trial.value == pytest.approx(float(np.mean(final[2 * t : 2 * t + 2])), rel=1e-12)
+    for i in (0, 13, 23):  # every cell as a plain run of its config
+        cfg = cells.cfg(i)
+        net = network(cfg)
+        fit(cfg, dataset(cfg, "x"), net)
+        np.testing.assert_allclose(store.arrays["weights"][i], net.theta[0], rtol=1e-12, atol=1e-15)
+    assert json.loads((folder / "summary.json").read_text())["status"] == "completed"
+
+
+def test_tpe_without_optuna_names_the_extra(cli, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    args = ["--space", "training.learning_rate=log:0.1:1", "--sampler", "tpe", "--runs-dir", tmp_path / "r"]
+    result = cli("search", CONFIGS / "xor.yaml", *args)
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --sampler tpe needs Optuna: pip install 'backprop[optuna]'\n"
+    assert not (tmp_path / "r").exists()
+    result = cli("search", CONFIGS / "xor.yaml", *args, "--halving")
+    assert result.stderr == "Error: --halving goes with the random and sobol samplers (tpe chooses its trials itself)\n"
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -377,7 +453,7 @@ def test_sobol_trials_cover_the_space_evenly():
         (["--space", "training.learning_rate=log:0.1:1", "--trials", "0"], "Error: --trials 0: must be >= 1\n"),
         (
             ["--space", "training.learning_rate=log:0.1:1", "--sampler", "grid"],
-            "Error: --sampler grid: one of random, sobol\n",
+            "Error: --sampler grid: one of random, sobol, tpe\n",
         ),
         ([], "Error: give at least one --space KEY=DIST\n"),
         (["--space", "training.learning_rate=log:0.1:1", "--sort", "speed"], None),
@@ -543,7 +619,9 @@ def test_halving_options_are_checked(cli, tmp_path):
     base = ["search", CONFIGS / "xor.yaml", "--space", "training.learning_rate=log:0.1:1", "--runs-dir", tmp_path]
     cases = [
         (["--halving", "--metric", "accuracy2"], "Error: --metric accuracy2: the trials record loss, accuracy\n"),
-        (["--min-epochs", "5"], "Error: --min-epochs and --metric go with --halving\n"),
+        (["--min-epochs", "5"], "Error: --min-epochs goes with --halving\n"),
+        (["--metric", "loss"], "Error: --metric goes with --halving or --sampler tpe\n"),
+        (["--generation", "8"], "Error: --generation goes with --sampler tpe\n"),
         (["--halving", "--name", "x"], "Error: --halving: a halving search is not resumed; run it without --name\n"),
     ]
     for args, message in cases:

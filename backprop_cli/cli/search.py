@@ -4,13 +4,15 @@ allows, into the same study store, table and plots as `backprop sweep`."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional, Sequence
 
 import typer
 from typing_extensions import Annotated
 
-from backprop_cli.cli.app import UsageError, app, cli_errors
+from backprop_cli.cli.app import UsageError, app, cli_errors, out
+from backprop_cli.cli.display import Counter
 from backprop_cli.cli.options import ConfigFile, Epochs, Executor, Quiet, RunsDir, Sets, parse_seeds
 from backprop_cli.cli.sweep import (
     CellPlots,
@@ -22,6 +24,7 @@ from backprop_cli.cli.sweep import (
     Scheduler,
     Sort,
     StudyName,
+    StudyOptions,
     Workers,
     run_study,
     study_options,
@@ -43,8 +46,19 @@ def search(
     ] = None,
     trials: Annotated[int, typer.Option("--trials", metavar="N", help="How many points of the space to train.")] = 64,
     sampler: Annotated[
-        str, typer.Option("--sampler", metavar="NAME", help="random, or sobol (quasi-random; needs the search extra).")
+        str,
+        typer.Option(
+            "--sampler",
+            metavar="NAME",
+            help="random; sobol (quasi-random; the search extra); tpe (Optuna's, adaptive; the optuna extra).",
+        ),
     ] = "random",
+    generation: Annotated[
+        int,
+        typer.Option(
+            "--generation", metavar="N", min=1, help="With --sampler tpe: trials asked and trained at a time."
+        ),
+    ] = 32,
     search_seed: Annotated[
         int, typer.Option("--search-seed", metavar="N", min=0, help="The seed the trials are drawn with.")
     ] = 0,
@@ -62,7 +76,9 @@ def search(
     metric: Annotated[
         Optional[str],
         typer.Option(
-            "--metric", metavar="COLUMN", help="With --halving: what ranks trials (default val_loss, else loss)."
+            "--metric",
+            metavar="COLUMN",
+            help="With --halving or --sampler tpe: what ranks trials (default val_loss, else loss).",
         ),
     ] = None,
     workers: Workers = None,
@@ -104,16 +120,37 @@ def search(
     most = g.max_cells(options.budget) // (len(seed_list) if seed_list else 1)
     if trials > most:
         raise UsageError(f"--trials {trials:,}: at most {most:,} fit this machine (see --memory)")
-    if not halving and (min_epochs is not None or metric is not None):
-        raise UsageError("--min-epochs and --metric go with --halving")
+    if not halving and min_epochs is not None:
+        raise UsageError("--min-epochs goes with --halving")
+    if not halving and metric is not None and sampler != "tpe":
+        raise UsageError("--metric goes with --halving or --sampler tpe")
+    if sampler == "tpe" and halving:
+        raise UsageError("--halving goes with the random and sobol samplers (tpe chooses its trials itself)")
+    if generation != 32 and sampler != "tpe":
+        raise UsageError("--generation goes with --sampler tpe")
     if halving:
         if name is not None:
             raise UsageError("--halving: a halving search is not resumed; run it without --name")
         if options.every != 1:
             raise UsageError("--halving: rungs continue every trial's history; not with --history every:N")
         options.halving = (eta, min_epochs or 0, metric)
-    points = sample(dists, trials, sampler, search_seed)
     overrides = {"training.epochs": (epochs, "--epochs")}
+    if sampler == "tpe":
+        asked_base = {
+            "config": str(Path(config).resolve()),
+            "space": list(space or []),
+            "sampler": sampler,
+            "search_seed": search_seed,
+            "generation": generation,
+            "metric": metric,
+            "set": list(sets or []),
+            "overrides": {k: v for k, (v, _) in overrides.items() if v is not None},
+        }
+        return _tpe(
+            ctx, config, dists, trials, generation, search_seed, seed_list, overrides, sets or [], metric, name,
+            asked_base, runs_dir, options,
+        )  # fmt: skip
+    points = sample(dists, trials, sampler, search_seed)
     cells = Trials(config, points, seed_list, overrides, sets or [], limit=g.max_cells(options.budget))
     asked = {
         "config": str(Path(config).resolve()),
@@ -131,3 +168,78 @@ def search(
         options.halving = (eta, first, metric)
         asked["halving"] = {"eta": eta, "min_epochs": first, "metric": metric}
     run_study(ctx, config, cells, asked, "search", runs_dir, options)
+
+
+def _tpe(
+    ctx: typer.Context,
+    config: Path,
+    dists: list,
+    trials: int,
+    generation: int,
+    search_seed: int,
+    seed_list: Optional[Sequence[int]],
+    overrides: dict,
+    sets: list[str],
+    metric: Optional[str],
+    name: Optional[str],
+    asked: dict,
+    runs_dir: Path,
+    options: StudyOptions,
+) -> None:
+    """An adaptive search: Optuna's TPE asks for a generation of trials, they train as batched
+    passes (the chunks kept in memory), their results are told back; then the study is written
+    as any search's. Not resumed: every run is a new folder."""
+    import numpy as np
+
+    from backprop_cli import grid as g
+    from backprop_cli.metrics import is_score
+    from backprop_cli.run_folders.cells import Trials
+    from backprop_cli.search import OPTUNA_FILE, adaptive, optuna_distributions
+    from backprop_cli.studies import default_target
+
+    optuna_distributions(dists)  # the extra and the choices, before a folder is made
+    n_seeds = len(seed_list) if seed_list else 1
+    first = Trials(config, [{d.key: _probe(d) for d in dists}], seed_list, overrides, sets)
+    columns = g.layout(first, 1).columns
+    metric = metric or ("val_loss" if "val_loss" in columns else "loss")
+    if metric not in columns:
+        raise UsageError(f"--metric {metric}: the trials record {', '.join(columns)}")
+    target = default_target(first.combos[0].cfg)
+    folder = g.new_study(runs_dir, first.name, name, asked, "search")
+    chunks: list = []
+    done = [0]
+    n_workers = options.workers or os.cpu_count() or 1
+    with Counter("models trained", trials * n_seeds, options.quiet) as progress:
+
+        def train(points: list[dict]) -> list[Optional[float]]:
+            offset = done[0]
+            cells = Trials(config, points, seed_list, overrides, sets, limit=g.max_cells(options.budget))
+            jobs = g.plan(cells, range(len(cells)), str(config), target, options.every, options.budget)
+            found: list[list[float]] = [[] for _ in points]
+            for chunk in g.execute(jobs, n_workers, options.executor.value, options.scheduler):
+                for row, cell in enumerate(chunk.cells):
+                    found[int(cell) // n_seeds].append(float(chunk.finals[metric][row]))
+                chunk.cells = chunk.cells + offset
+                chunks.append(chunk)
+                done[0] += len(chunk.cells)
+                progress(done[0])
+                if g.interrupted(chunk):
+                    raise KeyboardInterrupt
+            done[0] = offset + len(cells)
+            return [float(np.mean(v)) if v and np.all(np.isfinite(v)) else None for v in found]
+
+        points, interrupted = adaptive(
+            dists, trials, generation, search_seed, folder / OPTUNA_FILE, is_score(metric), train
+        )
+    cells = Trials(config, points, seed_list, overrides, sets)
+    run_study(ctx, config, cells, {**asked, "trials": points, "seeds": list(seed_list) if seed_list else None}, "search", runs_dir, options,
+              adaptive=(folder, chunks, interrupted))  # fmt: skip
+    if not options.quiet:
+        out.print(
+            f"Optuna study: {folder / OPTUNA_FILE} (optuna-dashboard sqlite:///{folder / OPTUNA_FILE})", soft_wrap=True
+        )
+
+
+def _probe(d: Any) -> Any:
+    """A value of a distribution, to validate and lay out the config before the first generation."""
+    return d.choices[0] if d.kind == "choice" else (int(d.low) if d.kind == "int" else d.low)

@@ -156,10 +156,18 @@ class StudyOptions:
 
 
 def run_study(
-    ctx: typer.Context, config: Path, cells: Any, asked: dict, kind: str, runs_dir: Path, o: StudyOptions
+    ctx: typer.Context,
+    config: Path,
+    cells: Any,
+    asked: dict,
+    kind: str,
+    runs_dir: Path,
+    o: StudyOptions,
+    adaptive: Optional[tuple[Path, list, bool]] = None,
 ) -> None:
     """Train a study's cells into its store (resuming a folder asked the same), write its
-    results and print its table: the one code path of `sweep` and `search`."""
+    results and print its table: the one code path of `sweep` and `search`. `adaptive` is an
+    adaptive search's (folder, chunks trained, interrupted): its cells are written, not trained."""
     from backprop_cli import grid as g
     from backprop_cli import results
     from backprop_cli.run_folders import guarded, now_iso
@@ -178,19 +186,24 @@ def run_study(
         if len({c.cfg.training.epochs for c in cells.combos}) > 1:
             raise UsageError("--halving: every trial must train the same training.epochs")
         o.halving = (eta, min_epochs, metric)
-    found = g.find_study(runs_dir, name, asked, kind)
+    found = g.find_study(runs_dir, name, asked, kind) if adaptive is None else adaptive[0]
     if found is None or not Store.exists(found):
         g.check_disk(shape, runs_dir, max(c.cfg.training.epochs for c in cells.combos))
     folder = found or g.new_study(runs_dir, cells.name, name, asked, kind)
+    if adaptive is not None:
+        from backprop_cli.files import write_json
+
+        write_json(folder / g.GRID_FILE, asked)  # the trials, now that they are known
     keys = list(cells.grid)
     with guarded(folder), g.locked(folder):
         store = Store.open(folder, writable=True) if Store.exists(folder) else Store.create(folder, shape)
         done = store.done()
         todo = [i for i in range(len(cells)) if not done[i]]
-        jobs = g.plan(cells, todo, str(config), target, o.every, o.budget, o.chunk_models)
+        jobs = g.plan(cells, todo, str(config), target, o.every, o.budget, o.chunk_models) if adaptive is None else []
         n_workers = o.workers or os.cpu_count() or 1
         skipped = f"; {len(cells) - len(todo):,} finished before, skipped" if len(todo) < len(cells) else ""
-        skipped += f"; {len(jobs):,} chunk{'s' if len(jobs) != 1 else ''} to train"
+        if adaptive is None:
+            skipped += f"; {len(jobs):,} chunk{'s' if len(jobs) != 1 else ''} to train"
         started = now_iso()
         interrupted = False
         try:  # from the first line printed on, Ctrl-C keeps what finished
@@ -201,7 +214,11 @@ def run_study(
                     f"{skipped}: {folder}",
                     soft_wrap=True,
                 )
-            if o.halving is None:
+            if adaptive is not None:
+                for chunk in adaptive[1]:
+                    store.write(chunk)
+                interrupted = adaptive[2]
+            elif o.halving is None:
                 with Counter("models trained", len(todo), quiet) as progress:
                     trained = 0
                     for chunk in g.execute(jobs, n_workers, o.executor.value, o.scheduler):
