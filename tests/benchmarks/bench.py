@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import platform
 import statistics
@@ -736,14 +737,16 @@ def case_halving(repeats, _):
         losses = [float(r["val_loss"]) for r in rows if r["val_loss"]]
         return min(losses), sum(int(r["epochs_run"]) for r in rows)
 
-    for config, epochs in (("moons.yaml", 270), ("iris.yaml", 270)):
+    # the default protocol (eta 3: rungs of 10, 30, 90 and 270 epochs), and one that starts later
+    protocols = (["--halving", "--eta", "3"], ["--halving", "--eta", "3", "--min-epochs", "30"])
+    for (config, epochs), halving in itertools.product((("sine.yaml", 270), ("iris.yaml", 270)), protocols):
         ratios, costs = [], []
         for seed in range(5):
             with tempfile.TemporaryDirectory() as tmp:
                 args = ["search", str(ROOT / "configs" / config), "--space", "training.learning_rate=log:0.0003:0.3"]
                 args += ["--trials", "81", "--search-seed", str(seed), "--epochs", str(epochs), "-q"]
                 _command([*args, "--runs-dir", str(Path(tmp) / "full")], tmp)()
-                _command([*args, "--halving", "--eta", "3", "--runs-dir", str(Path(tmp) / "half")], tmp)()
+                _command([*args, *halving, "--runs-dir", str(Path(tmp) / "half")], tmp)()
                 (full,) = (Path(tmp) / "full").iterdir()
                 (half,) = (Path(tmp) / "half").iterdir()
                 (b_full, c_full), (b_half, c_half) = best_and_cost(full), best_and_cost(half)
@@ -751,8 +754,9 @@ def case_halving(repeats, _):
                 costs.append(c_half / c_full)
                 print(f"  {config} search seed {seed}: best val_loss {b_half:.5g} (halving) vs {b_full:.5g} (full), "
                       f"model-epochs {c_half:,} vs {c_full:,}", flush=True)  # fmt: skip
-        report("halving", f"{config}: halving's best val_loss / the full search's", ratios, "x", 1)
-        report("halving", f"{config}: halving's model-epochs / the full search's", costs, "x", 1)
+        said = " ".join(halving[1:])
+        report("halving", f"{config} ({said}): halving's best val_loss / the full search's", ratios, "x", 1)
+        report("halving", f"{config} ({said}): halving's model-epochs / the full search's", costs, "x", 1)
 
 
 CASES = {
