@@ -258,3 +258,31 @@ def test_evaluate_without_validation_data_uses_the_training_data_and_says_so(cli
     scores = json.loads(cli("evaluate", "--runs-dir", root, "--json", "--no-save").stdout)
     assert scores["data"] == "training data (the run held none out for validation)" and scores["samples"] == 4
     assert not (next(root.iterdir()) / "evaluation.json").exists()  # --no-save
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"training.optimizer": "adam"},
+        {"model.dropout": 0.3, "training.l1": 0.001, "training.clip_grad_norm": 1.0, "training.optimizer": "momentum"},
+    ],
+    ids=["adam", "dropout, l1, clipping, momentum"],
+)
+def test_explain_never_cuts_a_number_at_80_columns(cli, narrow, monkeypatch, settings):
+    # every value of every table appears whole on one line of an 80-column terminal
+    from backprop_cli.api import config
+    from backprop_cli.cli import checks
+    from backprop_cli.experiment import dataset
+    from backprop_cli.explain import explain_step
+
+    monkeypatch.setattr(checks, "out", narrow)
+    args = [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
+    result = cli("explain", CONFIGS / "xor.yaml", "--epoch", "3", *args)
+    assert result.exit_code == 0, result.output
+    lines = narrow.file.getvalue().splitlines()
+    assert max(map(len, lines)) <= 80
+    cfg = config(CONFIGS / "xor.yaml", **{k.replace(".", "__"): v for k, v in settings.items()})
+    sections, _ = explain_step(cfg, dataset(cfg, "x"), epoch=3)
+    values = {v for s in sections for row in s.rows for v in row if v}
+    missing = [v for v in values if not any(v in line for line in lines)]
+    assert not missing, missing[:5]

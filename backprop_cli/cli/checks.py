@@ -11,8 +11,10 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from backprop_cli.cli.app import UsageError, app, cli_errors, err, out
-from backprop_cli.cli.display import Steps, emit, fmt
+from backprop_cli.cli.display import Column, Steps, emit, fmt, print_table
 from backprop_cli.cli.options import ConfigFile, Method, Sets, TableFormat, load, load_data
+
+TEXT = ("layer", "neuron", "parameter", "connects")  # explain's columns of names, not numbers
 
 
 @app.command()
@@ -167,14 +169,13 @@ def explain(
         if cfg.training.batch_size:
             out.print("note: explain shows a full-batch step (training.batch_size is ignored here)")
         for s in sections:
-            table = Table(title=f"epoch {epoch}: {s.title}", title_justify="left")
-            for h in s.headers:
-                # numbers wrap at a narrow terminal rather than lose digits to an ellipsis
-                left = h in ("layer", "neuron", "parameter", "connects")
-                table.add_column(h, justify="left" if left else "right", overflow="fold")
-            for row in s.rows:
-                table.add_row(*row)
-            out.print(table)
+            # too wide for the terminal, a table is printed in parts that repeat the row's key
+            # (the layer and neuron, or the parameter): a number is never cut
+            columns = [
+                Column(h, "left" if h in TEXT else "right", keep=h in ("layer", "neuron", "parameter"))
+                for h in s.headers
+            ]
+            print_table(f"epoch {epoch}: {s.title}", columns, s.rows)
             if s.note:
                 out.print(s.note)
     if diagram is not None:
