@@ -737,8 +737,12 @@ def case_halving(repeats, _):
         losses = [float(r["val_loss"]) for r in rows if r["val_loss"]]
         return min(losses), sum(int(r["epochs_run"]) for r in rows)
 
-    # the default protocol (eta 3: rungs of 10, 30, 90 and 270 epochs), and one that starts later
-    protocols = (["--halving", "--eta", "3"], ["--halving", "--eta", "3", "--min-epochs", "30"])
+    # the default protocol (eta 3: rungs of 10, 30, 90 and 270 epochs), and two that start later
+    protocols = (
+        ["--halving", "--eta", "3"],
+        ["--halving", "--eta", "3", "--min-epochs", "30"],
+        ["--halving", "--eta", "2", "--min-epochs", "30"],
+    )
     for (config, epochs), halving in itertools.product((("sine.yaml", 270), ("iris.yaml", 270)), protocols):
         ratios, costs = [], []
         for seed in range(5):
