@@ -221,11 +221,16 @@ def test_unwritable_runs_root(cli, write_config, tmp_path, monkeypatch):
     assert result.stderr == f"Error: {root}: cannot create the runs folder: Permission denied\n"
 
 
-def test_debug_shows_the_traceback(cli, write_config):
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(cli, write_config):
     path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 0"))
+    plain = cli("train", path)
     result = cli("--debug", "train", path)
-    assert result.exit_code != 0
-    assert result.exception is not None and type(result.exception).__name__ == "ConfigError"
+    assert plain.exit_code == result.exit_code == 2
+    assert result.stderr.startswith("Traceback (most recent call last):")
+    assert "backprop_cli.errors.ConfigError" in result.stderr and result.stderr.endswith(plain.stderr)
+    missing = cli("--debug", "predict", "nope")
+    assert missing.exit_code == 2 and "Traceback" in missing.stderr
+    assert missing.stderr.endswith("Error: nope: no such run folder\n")
 
 
 def test_empty_inline_data(cli, write_config):

@@ -109,6 +109,15 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _traceback() -> None:
+    """With --debug, the traceback of the exception being handled, on stderr: it only adds to
+    the one-line error, never changes the exit code."""
+    if _debug["on"]:
+        import traceback
+
+        err.file.write(traceback.format_exc())
+
+
 def cli_errors(fn: F) -> F:
     """Map core exceptions to `Error: ...` on stderr and an exit code; Ctrl-C/SIGTERM to 130."""
 
@@ -122,22 +131,19 @@ def cli_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except BackpropError as e:
-            if _debug["on"]:
-                raise
+            _traceback()
             err.print(f"Error: {e}", soft_wrap=True)
             raise typer.Exit(exit_code(e)) from None
         except KeyboardInterrupt:
             err.print("Interrupted.")
             raise typer.Exit(130) from None
         except OSError as e:
-            if _debug["on"]:
-                raise
+            _traceback()
             where = f"{e.filename}: " if e.filename else ""
             err.print(f"Error: {where}{e.strerror or e}", soft_wrap=True)
             raise typer.Exit(1) from None
         except MemoryError:
-            if _debug["on"]:
-                raise
+            _traceback()
             err.print("Error: out of memory (a smaller study, --memory or --chunk needs less)", soft_wrap=True)
             raise typer.Exit(1) from None
         finally:
