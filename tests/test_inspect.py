@@ -372,3 +372,21 @@ def test_gradcheck_all_checks_every_parameter(cli):
     assert result.exit_code == 0, result.output
     assert "4160 of" not in result.stdout and " 4160 " in result.stdout
     assert "checked a sample" not in result.stdout
+
+
+def test_explain_writes_its_diagram_whatever_happens_to_standard_output(tmp_path):
+    # `backprop explain ... --diagram d.png | head -1`: the reader goes away after one line
+    import subprocess
+    import sys
+
+    diagram = tmp_path / "d.png"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backprop_cli", "explain", str(CONFIGS / "xor.yaml"), "--diagram", str(diagram)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    proc.wait(timeout=60)
+    assert diagram.read_bytes()[:4] == b"\x89PNG"

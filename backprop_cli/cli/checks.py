@@ -163,6 +163,11 @@ def explain(
             f"(at most {pictures.MAX_DIAGRAM_NEURONS} can be drawn)"
         )
     sections, weights = explain_step(cfg, data, epoch, sample)
+    if diagram is not None:  # first: written whatever then happens to standard output (| head)
+        from backprop_cli.run_folders import check_output
+
+        check_output(diagram)
+        write_diagram(diagram, cfg, weights[0], epoch)
     if out_format is not None:
         emit(render(sections, out_format.value), output, f"epoch {epoch}'s step")
     else:
@@ -179,8 +184,4 @@ def explain(
             if s.note:
                 out.print(s.note)
     if diagram is not None:
-        from backprop_cli.run_folders import check_output
-
-        check_output(diagram)
-        write_diagram(diagram, cfg, weights[0], epoch)
         out.print(f"wrote {diagram}")
