@@ -90,7 +90,15 @@ class Dataset:
             "classification": self.classification,
             "n_outputs": int(self.Y.shape[1]),
             "scaling": self.scaler.to_json(),
+            # each input's smallest and largest training value: predict warns beyond them
+            "input_range": None
+            if self.X_raw is None
+            else [[float(lo), float(hi)] for lo, hi in zip(*_span(self.X_raw))],
         }
+
+
+def _span(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return (X.min(axis=0), X.max(axis=0)) if len(X) else (np.zeros(X.shape[1]), np.zeros(X.shape[1]))
 
 
 # -- reading --------------------------------------------------------------------------------

@@ -134,7 +134,9 @@ def test_predict_defaults_to_the_latest_completed_run(cli, write_config, tmp_pat
         cli("train", write_config(diverging, "bad.yaml"), "--runs-dir", root, "--quiet", "--name", "bad").exit_code == 1
     )
     result = cli("predict", "--runs-dir", root, "--input", "0,1")
-    assert result.exit_code == 0 and result.stderr == ""  # not the newer, diverged run
+    assert result.exit_code == 0  # not the newer, diverged run: no warning, and the run named
+    assert result.stderr.startswith(f"run: {root / 'good-'}") and result.stderr.endswith(" (latest)\n")
+    assert len(result.stderr.splitlines()) == 1
     assert "good-" in cli("predict", "--runs-dir", root, input="q\n").stdout
 
 

@@ -3,9 +3,10 @@
 import csv
 import io
 import json
+from pathlib import Path
 
 import pytest
-from conftest import XOR_YAML
+from conftest import CONFIGS, XOR_YAML
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +169,29 @@ def test_csv_output_quotes_class_names_with_commas(cli, write_config, tmp_path):
     rows = list(csv.reader(io.StringIO(result.stdout)))
     assert rows[0] == ["x1", "x2", "big, square", "small, round", "class"]  # outputs named by class
     assert [r[-1] for r in rows[1:]] == ["small, round", "big, square"]
+
+
+def test_predict_says_which_run_latest_is_and_warns_beyond_the_training_inputs(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    trained = cli("train", path, "--runs-dir", tmp_path, "--quiet")
+    assert trained.exit_code == 0
+    run = Path(trained.stdout.strip())
+    assert json.loads((run / "data.json").read_text())["input_range"] == [[0.0, 1.0], [0.0, 1.0]]
+    inside = cli("predict", "latest", "--runs-dir", tmp_path, "--input", "0,1")
+    assert inside.exit_code == 0 and inside.stderr == f"run: {run} (latest)\n"
+    named = cli("predict", run, "--input", "0,1")
+    assert named.exit_code == 0 and named.stderr == ""
+    beyond = cli("predict", run, "--input", "5,1", "--input", "-2,0.5", "--input", "5,0")
+    assert beyond.exit_code == 0
+    assert beyond.stderr == (
+        "Warning: x1 -2, 5: outside the values it was trained on (0 to 1); the network extrapolates\n"
+    )
+
+
+def test_a_truth_table_of_a_run_not_trained_on_0_1_inputs_warns(cli, tmp_path):
+    result = cli("train", CONFIGS / "iris.yaml", "--epochs", "5", "--runs-dir", tmp_path, "--quiet")
+    assert result.exit_code == 0
+    table = cli("predict", result.stdout.strip(), "--truth-table")
+    assert table.exit_code == 0
+    lines = table.stderr.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("Warning: sepal_length 0, 1: outside the values it was trained on (")

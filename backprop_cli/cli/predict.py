@@ -6,7 +6,7 @@ import itertools
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -93,6 +93,7 @@ def _interactive(loaded: LoadedRun) -> None:
                     values += parse_row(text, 1, names[len(values)])
             except UsageError as e:
                 err.print(f"{e} (try again, or q to quit)")
+        _warn_outside(loaded, [values])
         record = loaded.records([values])[0]
         if loaded.by_class:
             answer = ", ".join(f"{name} {output(v)}" for name, v in zip(loaded.output_names, record["output"]))
@@ -105,11 +106,18 @@ def _interactive(loaded: LoadedRun) -> None:
         out.print(answer)
 
 
+def _warn_outside(loaded: LoadedRun, rows: Any) -> None:
+    for line in loaded.outside(rows):
+        err.print(f"Warning: {line}", soft_wrap=True)
+
+
 def _load(run: Optional[Path], runs_dir: Path) -> LoadedRun:
     """The run named (or the latest completed one), with a warning when it did not complete."""
     from backprop_cli.run_folders import latest_completed, load_run, resolve_run
 
     loaded = load_run(resolve_run(run, runs_dir) if run is not None else latest_completed(runs_dir))
+    if run is None or str(run) == "latest":
+        err.print(f"run: {loaded.path} (latest)", soft_wrap=True)
     status = loaded.summary.get("status")
     if status != "completed":
         at = loaded.summary.get("diverged_at_epoch")
@@ -153,13 +161,18 @@ def predict(
         if n > MAX_TRUTH_TABLE_INPUTS:
             raise UsageError(f"--truth-table: the network has {n} inputs (at most {MAX_TRUTH_TABLE_INPUTS})")
         rows = [list(map(float, bits)) for bits in itertools.product([0, 1], repeat=n)]
+        _warn_outside(loaded, rows)
         _show(loaded, loaded.records(rows), as_json)
     elif inputs:
-        _show(loaded, loaded.records([parse_row(text, n, f"--input {text}") for text in inputs]), as_json)
+        rows = [parse_row(text, n, f"--input {text}") for text in inputs]
+        _warn_outside(loaded, rows)
+        _show(loaded, loaded.records(rows), as_json)
     elif csv_file is not None:
         from backprop_cli.data import read_inputs_csv
 
-        records = loaded.records(read_inputs_csv(csv_file, loaded.feature_names).tolist())
+        rows = read_inputs_csv(csv_file, loaded.feature_names).tolist()
+        _warn_outside(loaded, rows)
+        records = loaded.records(rows)
         if as_json:
             _show(loaded, records, True)
         else:

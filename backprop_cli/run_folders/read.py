@@ -64,6 +64,23 @@ class LoadedRun:
         """Whether each output is one class's probability (softmax over named classes)."""
         return self.output_names == [str(name) for name in self.class_names or []]
 
+    def outside(self, rows: Any) -> list[str]:
+        """For each input with values outside what the run was trained on (data.json's
+        input_range; runs written before it have none), one line saying so."""
+        span = self.meta.get("input_range")
+        X = np.asarray(rows, float)
+        if not span or X.size == 0 or len(span) != X.shape[1]:
+            return []
+        found = []
+        for name, (lo, hi), column in zip(self.feature_names, span, X.T):
+            beyond = np.unique(column[(column < lo) | (column > hi)])
+            if beyond.size:
+                shown = ", ".join(f"{v:g}" for v in beyond[:3]) + (", ..." if beyond.size > 3 else "")
+                found.append(
+                    f"{name} {shown}: outside the values it was trained on ({lo:g} to {hi:g}); the network extrapolates"
+                )
+        return found
+
     def predict(self, X: Any) -> np.ndarray:
         """Outputs (n, n_out) for raw inputs (n, n_in), scaled as in training."""
         return self.net.predict(self.scaler.apply(np.asarray(X, float)))[0]

@@ -58,6 +58,7 @@ class DataMeta(_File):
     classification: bool = False
     n_outputs: Optional[int] = None
     scaling: Scaling = Scaling()
+    input_range: Optional[list[list[float]]] = None  # [smallest, largest] training value per input
 
 
 class Layer(_File):
