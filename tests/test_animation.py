@@ -2,6 +2,7 @@
 starts from; the GIF has the frames asked for and shows the boundary forming."""
 
 import numpy as np
+import pytest
 from conftest import CONFIGS, XOR_YAML
 from PIL import Image, ImageSequence
 
@@ -49,6 +50,7 @@ def test_chain_calls_every_callback_in_order():
     assert seen == [("a", 3), ("b", 3)]
 
 
+@pytest.mark.slow
 def test_train_moons_animate_writes_a_gif_of_the_boundary_forming(cli, tmp_path):
     root = tmp_path / "runs"
     result = cli("train", CONFIGS / "moons.yaml", "--animate", "--runs-dir", root, "-q")
@@ -63,6 +65,7 @@ def test_train_moons_animate_writes_a_gif_of_the_boundary_forming(cli, tmp_path)
     assert "animate: true" in (run / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_frames_option_and_its_errors(cli, write_config, tmp_path):
     path = write_config(XOR_YAML)
     root = tmp_path / "runs"
@@ -73,6 +76,7 @@ def test_frames_option_and_its_errors(cli, write_config, tmp_path):
     assert len(_frames(next(root.iterdir()) / "training.gif")) == 13  # 12 and the final weights'
 
 
+@pytest.mark.slow
 def test_a_sweep_animates_one_panel_per_rate_up_to_a_limit(cli, write_config, tmp_path):
     path = write_config(XOR_YAML)
     root = tmp_path / "runs"

@@ -20,6 +20,7 @@ def _readme_session() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_the_readme_session_runs_as_written(tmp_path):
     (tmp_path / "configs").symlink_to(CONFIGS)
     done = subprocess.run(
@@ -36,6 +37,7 @@ def test_the_readme_session_runs_as_written(tmp_path):
     assert (tmp_path / "runs").is_dir() and len(list((tmp_path / "runs").glob("xor-*/training.gif"))) == 1
 
 
+@pytest.mark.slow
 def test_api_train_equals_the_command_line(cli, write_config, tmp_path):
     path = write_config(XOR_YAML)
     run = bp.train(path, runs_dir=tmp_path / "api", progress=False, epochs=150, learning_rate=0.7)

@@ -17,6 +17,7 @@ def _only_run(root):
     return runs[0]
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_folder(cli, write_config, tmp_path):
     path = write_config(XOR_YAML)
     root = tmp_path / "runs"
@@ -46,6 +47,7 @@ def test_train_writes_a_complete_run_folder(cli, write_config, tmp_path):
     assert [len(l["biases"]) for l in weights["layers"]] == [2, 1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("coretype", ["SkylakeX", None])
 def test_summary_records_numpys_blas_and_its_core_type(cli, write_config, tmp_path, monkeypatch, coretype):
     # the BLAS kernels decide the last bits of every matrix product: reruns compare only alike
@@ -61,6 +63,7 @@ def test_summary_records_numpys_blas_and_its_core_type(cli, write_config, tmp_pa
     assert (blas["name"], blas["version"]) == (config["name"], config["version"])
 
 
+@pytest.mark.slow
 def test_weights_round_trip_exactly(cli, write_config, tmp_path):
     from backprop_cli.run_folders import load_run
 
@@ -79,6 +82,7 @@ def test_weights_round_trip_exactly(cli, write_config, tmp_path):
     assert np.array_equal(loaded.net.theta, net.theta)
 
 
+@pytest.mark.slow
 def test_quiet_prints_only_the_run_path(cli, write_config, tmp_path):
     root = tmp_path / "runs"
     result = cli("train", write_config(XOR_YAML), "--runs-dir", root, "--quiet")
@@ -86,6 +90,7 @@ def test_quiet_prints_only_the_run_path(cli, write_config, tmp_path):
     assert result.stdout == f"{_only_run(root)}\n"
 
 
+@pytest.mark.slow
 def test_divergence_exits_1_and_marks_the_run(cli, write_config, tmp_path):
     text = XOR_YAML.replace("output_activation: sigmoid", "output_activation: identity").replace(
         "learning_rate: 0.1", "learning_rate: 1.0e+300"
@@ -103,6 +108,7 @@ def test_divergence_exits_1_and_marks_the_run(cli, write_config, tmp_path):
     assert (run / "weights.json").exists()
 
 
+@pytest.mark.slow
 def test_non_terminal_output_uses_plain_progress_lines(cli, write_config, tmp_path):
     result = cli("train", write_config(XOR_YAML), "--runs-dir", tmp_path / "r")
     assert "epoch 1/200 (0%)  loss " in result.stdout

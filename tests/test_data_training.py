@@ -100,6 +100,7 @@ def test_learning_rate_schedules(write_config, schedule, epoch, factor):
 # -- data -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_csv_with_class_names_round_trips_through_predict(cli, write_config, tmp_path):
     rows = ["a,b,kind"] + [f"{x},{1 - x},{'cat' if x > 0.5 else 'dog'}" for x in np.linspace(0, 1, 20)]
     (tmp_path / "pets.csv").write_text("\n".join(rows) + "\n")
@@ -270,6 +271,7 @@ def test_float32_trains_in_float32():
     assert result.status == ["completed"] and result.final("val_accuracy") > 0.8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "config,metric,minimum",
     [
@@ -288,6 +290,7 @@ def test_shipped_configs_reach_their_figures(config, metric, minimum):
     assert result.final(metric) >= minimum
 
 
+@pytest.mark.slow
 def test_overfit_memorises_and_regularization_generalises():
     # the README's lesson: the figures of configs/overfit.yaml without and with dropout and l1
     cfg, data = _load(CONFIGS / "overfit.yaml")
@@ -423,6 +426,7 @@ training:
 # -- the numbers of the saved weights ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_summary_reports_the_restored_weights_own_numbers(cli, tmp_path):
     root = tmp_path / "runs"
     result = cli("train", CONFIGS / "digits.yaml", "--runs-dir", root)
@@ -443,6 +447,7 @@ def test_summary_reports_the_restored_weights_own_numbers(cli, tmp_path):
     assert line.startswith(f"restored the weights of epoch {saved['epoch']} (restore_best): loss ")
 
 
+@pytest.mark.slow
 def test_summary_reports_the_final_weights_own_numbers(cli, write_config, tmp_path):
     from backprop_cli.losses import LOSSES
 

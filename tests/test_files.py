@@ -28,6 +28,7 @@ def umask():
     os.umask(old)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_run_files_follow_the_umask(cli, write_config, tmp_path, umask, mask, mode):
     umask(mask)
@@ -77,6 +78,7 @@ def test_cli_refuses_a_device_as_output(cli, tmp_path):
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
+@pytest.mark.slow
 def test_predict_output_may_not_overwrite_the_run(cli, write_config, tmp_path):
     root = tmp_path / "runs"
     assert cli("train", write_config(XOR_YAML), "--runs-dir", root, "--quiet").exit_code == 0
@@ -161,6 +163,7 @@ def _patch(path, **changes):
     path.write_text(json.dumps(data))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "file,changes,command,message",
     [
@@ -212,6 +215,7 @@ def test_a_run_file_of_the_wrong_shape_is_one_line_and_exit_1(cli, iris_run, fil
     assert result.stderr == f"Error: {run / file}: {message}\n"
 
 
+@pytest.mark.slow
 def test_a_broken_summary_is_marked_in_the_listing_and_skipped_by_predict(cli, iris_run, tmp_path):
     root, good = iris_run
     (root / "bad").mkdir()
@@ -225,6 +229,7 @@ def test_a_broken_summary_is_marked_in_the_listing_and_skipped_by_predict(cli, i
     assert result.exit_code == 0 and json.loads(result.stdout)[0]["class"] == "setosa"
 
 
+@pytest.mark.slow
 def test_a_running_run_whose_process_is_gone_is_stale(cli, iris_run):
     import platform
     import subprocess
@@ -240,6 +245,7 @@ def test_a_running_run_whose_process_is_gone_is_stale(cli, iris_run):
     assert [cell.strip() for cell in row.split("│")][3] == "running"
 
 
+@pytest.mark.slow
 def test_a_run_records_its_process_while_it_runs(cli, write_config, tmp_path, monkeypatch):
     from backprop_cli.run_folders import write as runs_write
 
@@ -255,6 +261,7 @@ def test_a_run_records_its_process_while_it_runs(cli, write_config, tmp_path, mo
     assert seen["status"] == "running" and seen["pid"] == os.getpid() and isinstance(seen["host"], str)
 
 
+@pytest.mark.slow
 def test_predict_on_a_diverged_run_says_so(cli, write_config, tmp_path):
     text = (
         XOR_YAML.replace("output_activation: sigmoid", "output_activation: identity")

@@ -22,6 +22,7 @@ def iris_run(tmp_path_factory):
     return next(root.iterdir())
 
 
+@pytest.mark.slow
 def test_predict_names_outputs_by_class(cli, iris_run, tmp_path):
     row = "6.3,2.9,5.6,1.8"
     record = json.loads(cli("predict", iris_run, "--input", row, "--json").stdout)[0]
@@ -37,6 +38,7 @@ def test_predict_names_outputs_by_class(cli, iris_run, tmp_path):
     assert f"setosa {record['output'][0]:.4f}, versicolor {record['output'][1]:.4f}" in prompt
 
 
+@pytest.mark.slow
 def test_one_output_keeps_its_name(cli, write_config, tmp_path):
     root = tmp_path / "runs"
     assert cli("train", write_config(XOR_YAML), "--runs-dir", root, "--quiet").exit_code == 0
@@ -107,6 +109,7 @@ def test_regression_scores_by_hand():
     assert s["r2"] == pytest.approx(1 - 2 / 8)  # mean 3: sst = 4 + 0 + 4
 
 
+@pytest.mark.slow
 def test_evaluate_a_run_on_its_validation_data(cli, iris_run):
     result = cli("evaluate", iris_run)
     assert result.exit_code == 0, result.output
@@ -143,6 +146,7 @@ def test_evaluate_reads_a_csv_by_column_names(cli, iris_run, tmp_path):
     assert result.stderr == f"Error: {bad}: 2 input columns, but the network takes 4 inputs\n"
 
 
+@pytest.mark.slow
 def test_evaluate_regression(cli, tmp_path):
     root = tmp_path / "runs"
     assert cli("train", CONFIGS / "sine.yaml", "--epochs", "200", "--runs-dir", root, "-q").exit_code == 0
@@ -157,6 +161,7 @@ def test_evaluate_regression(cli, tmp_path):
 # -- progress, options, tables -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_progress_lines_show_validation_numbers(cli, tmp_path):
     result = cli("train", CONFIGS / "iris.yaml", "--epochs", "20", "--runs-dir", tmp_path)
     first = result.stdout.splitlines()[0]
@@ -172,6 +177,7 @@ def test_debug_works_after_the_subcommand():
     assert hoist_debug(["train", "--", "--debug"]) == ["train", "--", "--debug"]
 
 
+@pytest.mark.slow
 def test_debug_after_the_subcommand_shows_the_traceback(tmp_path):
     import subprocess
     import sys
@@ -220,6 +226,7 @@ def test_wide_tables_print_in_parts_that_keep_the_key(narrow):
         assert f" w{i} " in text and f"{-0.123456789 * i:.9g}" in text
 
 
+@pytest.mark.slow
 def test_runs_listing_at_80_columns_keeps_whole_names(cli, narrow, tmp_path):
     root = tmp_path / "runs"
     cfg = tmp_path / "a_rather_long_config_name_for_xor.yaml"
@@ -230,6 +237,7 @@ def test_runs_listing_at_80_columns_keeps_whole_names(cli, narrow, tmp_path):
     assert next(root.iterdir()).name in text and "…" not in text
 
 
+@pytest.mark.slow
 def test_compare_labels_runs_by_loss(cli, write_config, tmp_path):
     root = tmp_path / "runs"
     sse = write_config(XOR_YAML)
@@ -252,6 +260,7 @@ def test_run_config_yaml_has_one_style(cli, iris_run):
     assert "  layers: [4, 8, 3]\n" in text and "\n  builtin: iris\n" in text
 
 
+@pytest.mark.slow
 def test_evaluate_without_validation_data_uses_the_training_data_and_says_so(cli, write_config, tmp_path):
     root = tmp_path / "runs"
     assert cli("train", write_config(XOR_YAML), "--runs-dir", root, "-q").exit_code == 0

@@ -37,6 +37,7 @@ def test_rates_and_seeds_share_one_pass_other_keys_do_not(write_config):
     assert [len(group) for group in moons.groups()] == [2, 2]
 
 
+@pytest.mark.slow
 def test_every_cell_equals_a_plain_run_of_it(cli, write_config, tmp_path):
     path = write_config(XOR_YAML)
     root = tmp_path / "runs"
@@ -87,6 +88,7 @@ def test_optimizer_scalars_share_a_pass_and_equal_plain_runs(write_config, tmp_p
         assert np.allclose(chunk.weights[k], alone.net.theta[0], rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.slow
 def test_workers_and_executors_change_no_bit(cli, write_config, tmp_path):
     path = write_config(XOR_YAML)
     args = ["--grid", "model.activation=sigmoid,tanh,relu", "--grid", "model.layers=[2,2,1],[2,4,1]", "-q"]
@@ -109,6 +111,7 @@ def test_workers_and_executors_change_no_bit(cli, write_config, tmp_path):
     assert len(runs) == 3, "dask.distributed is in the test extra: the LocalCluster run must not be skipped"
 
 
+@pytest.mark.slow
 def test_a_grid_resumes_where_it_stopped(cli, write_config, tmp_path):
     path = write_config(XOR_YAML)
     root = tmp_path / "runs"
@@ -153,6 +156,7 @@ def test_a_bad_cell_is_named_before_anything_trains(cli, write_config, tmp_path)
     )
 
 
+@pytest.mark.slow
 def test_the_table_is_sorted_by_the_chosen_column(cli, tmp_path):
     args = ["--grid", "training.learning_rate=0.005,0.02", "--epochs", "30", "--sort", "val_accuracy"]
     result = cli("sweep", CONFIGS / "iris.yaml", *args, "--runs-dir", tmp_path, "--workers", "1")
@@ -164,6 +168,7 @@ def test_the_table_is_sorted_by_the_chosen_column(cli, tmp_path):
     assert accuracies == sorted(accuracies, reverse=True) and len(rows) == 2
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_cells_and_exits_130(write_config, tmp_path):
     import os
     import signal
@@ -185,6 +190,7 @@ def test_ctrl_c_keeps_finished_cells_and_exits_130(write_config, tmp_path):
     assert json.loads((folder / "summary.json").read_text())["status"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_cell_plots_only_when_asked(cli, write_config, tmp_path):
     path = write_config(XOR_YAML)
     for flag, root in (("--no-plots", tmp_path / "bare"), ("--plots", tmp_path / "drawn")):
@@ -218,6 +224,7 @@ def test_sort_by_epochs_to_target_puts_the_fastest_first_and_an_unknown_column_i
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_running_dask_scheduler_gets_the_groups(cli, write_config, tmp_path):
     distributed = pytest.importorskip("dask.distributed", reason="the [dask] extra is not installed")
     path = write_config(XOR_YAML)

@@ -50,6 +50,7 @@ def test_resume_retrains_interrupted_cells_only(write_config, tmp_path):
     assert [len(j.cells) for j in g.plan(cells, np.flatnonzero(~store.done()), str(path), 0.01, 1, 2**30)] == [1]
 
 
+@pytest.mark.slow
 def test_a_grid_whose_every_cell_diverged_is_marked_diverged(cli, write_config, tmp_path):
     path = write_config(XOR_YAML.replace("learning_rate: 0.1", "learning_rate: 1.0e+6"))
     args = ["--grid", "model.activation=relu,tanh", "--set", "model.output_activation=identity"]
@@ -93,6 +94,7 @@ def test_the_pool_cancels_queued_groups_when_the_grid_stops(monkeypatch, tmp_pat
     assert [f.cancelled() for f in pool.futures] == [False, True, True, True]
 
 
+@pytest.mark.slow
 def test_the_local_dask_cluster_is_closed(monkeypatch, write_config, tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     made = []
@@ -130,6 +132,7 @@ def test_snapshots_count_epochs_from_a_continued_runs_start():
 HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(2)>", "q\"uo'te"]
 
 
+@pytest.mark.slow
 def test_report_escapes_names_classes_and_config(tmp_path):
     text = f"""
         name: '{HOSTILE[0]}'

@@ -57,6 +57,7 @@ def test_yaml_booleans_get_a_hint(cli, write_config):
     )
 
 
+@pytest.mark.slow
 def test_every_seed_diverging_exits_1(cli, tmp_path):
     over = ["--set", "model.output_activation=identity", "--lr", "1e300"]
     result = cli("train", CONFIGS / "xor.yaml", "--seeds", "0:3", *over, "--runs-dir", tmp_path / "r", "--quiet")
@@ -66,6 +67,7 @@ def test_every_seed_diverging_exits_1(cli, tmp_path):
     assert json.loads((study / "summary.json").read_text())["status"] == "diverged"
 
 
+@pytest.mark.slow
 def test_rates_that_read_alike_get_their_own_folders(cli, tmp_path):
     root = tmp_path / "r"
     result = cli("sweep-lr", CONFIGS / "xor.yaml", "--lrs", "0.1,0.1000001", "--epochs", "10", "--runs-dir", root, "-q")
@@ -125,6 +127,7 @@ def test_deep_nesting_and_recursive_anchors_are_refused(cli, write_config):
     assert result.stderr == f"Error: {loop}:1: a recursive alias (an anchor used inside itself)\n"
 
 
+@pytest.mark.slow
 def test_a_large_inline_data_set_loads(write_config):
     from backprop_cli.config import load_config
 

@@ -288,6 +288,7 @@ def test_gradcheck_samples_each_layer_unless_asked_for_all():
     assert not small.sampled and [l.checked for l in small.layers] == [6, 3]
 
 
+@pytest.mark.slow
 def test_gradcheck_cli_says_it_sampled_and_why_it_failed(cli, monkeypatch):
     result = cli("gradcheck", CONFIGS / "digits.yaml")
     assert result.exit_code == 0, result.output
@@ -367,6 +368,7 @@ def test_gradcheck_passes_where_outputs_saturate(write_config, model, loss, targ
     assert report.loss > 15 and report.passed, [(l.max_rel, l.worst) for l in report.layers]
 
 
+@pytest.mark.slow
 def test_gradcheck_all_checks_every_parameter(cli):
     result = cli("gradcheck", CONFIGS / "spirals.yaml", "--all")
     assert result.exit_code == 0, result.output
@@ -374,6 +376,7 @@ def test_gradcheck_all_checks_every_parameter(cli):
     assert "checked a sample" not in result.stdout
 
 
+@pytest.mark.slow
 def test_explain_writes_its_diagram_whatever_happens_to_standard_output(tmp_path):
     # `backprop explain ... --diagram d.png | head -1`: the reader goes away after one line
     import subprocess

@@ -38,6 +38,7 @@ def _children() -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_the_worker_draws_what_this_process_would(tmp_path):
     (tmp_path / "here").mkdir()
     (tmp_path / "there").mkdir()
@@ -50,6 +51,7 @@ def test_the_worker_draws_what_this_process_would(tmp_path):
     assert _children() == []
 
 
+@pytest.mark.slow
 def test_a_plot_that_fails_in_the_worker_is_a_warning(tmp_path):
     bad = (tmp_path / "bad.png", "loss_plot", ({"x": (None, None)}, "broken"))
     with Painter() as worker:
@@ -74,6 +76,7 @@ def test_no_worker_falls_back_to_drawing_here(tmp_path, monkeypatch):
     assert (tmp_path / "loss.png").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [["train", "XOR"], ["sweep-lr", str(CONFIGS / "worked_example.yaml"), "--lrs", "0.5,1"], ["train", "missing.yaml"]],
@@ -100,6 +103,7 @@ def _worker_answers(jobs) -> list:
     return [json.loads(line) for line in out.decode().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(painter_module._slots() < 2, reason="one core: the worker draws in turn")
 def test_answers_come_in_the_order_of_the_jobs_though_drawn_at_once(tmp_path):
     # a slow plot first (a large image), then one that fails at once: the failure is finished
@@ -113,6 +117,7 @@ def test_answers_come_in_the_order_of_the_jobs_though_drawn_at_once(tmp_path):
     assert answers[2:] == [None, None] and (tmp_path / "slow.png").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(painter_module._slots() < 2, reason="one core: the worker draws in turn")
 def test_a_drawing_process_that_dies_is_a_warning_and_the_rest_is_drawn(tmp_path):
     dies = (tmp_path / "dies.png", "launch.leave", (5,))  # ends its process at once, answering nothing

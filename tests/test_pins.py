@@ -31,6 +31,7 @@ def iris_run(tmp_path_factory):
     return root, next(root.iterdir())
 
 
+@pytest.mark.slow
 def test_predict_applies_the_saved_input_scaling(cli, iris_run):
     root, run = iris_run
     meta = json.loads((run / "data.json").read_text())
@@ -110,6 +111,7 @@ def test_ctrl_c_mid_epoch_keeps_the_weights_the_epoch_started_from(monkeypatch):
     np.testing.assert_array_equal(result.net.theta, expected)
 
 
+@pytest.mark.slow
 def test_a_crashed_run_is_marked_failed(cli, write_config, tmp_path, monkeypatch):
     from backprop_cli.run_folders import write as runs_write
 
@@ -124,6 +126,7 @@ def test_a_crashed_run_is_marked_failed(cli, write_config, tmp_path, monkeypatch
     assert summary["status"] == "failed" and summary["error"] == "a bug"
 
 
+@pytest.mark.slow
 def test_predict_defaults_to_the_latest_completed_run(cli, write_config, tmp_path):
     root = tmp_path / "runs"
     assert cli("train", write_config(XOR_YAML), "--runs-dir", root, "--quiet", "--name", "good").exit_code == 0
@@ -140,6 +143,7 @@ def test_predict_defaults_to_the_latest_completed_run(cli, write_config, tmp_pat
     assert "good-" in cli("predict", "--runs-dir", root, input="q\n").stdout
 
 
+@pytest.mark.slow
 def test_non_finite_weights_are_refused_at_load(cli, iris_run, tmp_path):
     import shutil
 

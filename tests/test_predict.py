@@ -31,6 +31,7 @@ def _expected(run, x):
     return load_run(run).predict([x])[0]
 
 
+@pytest.mark.slow
 def test_prompt_asks_each_input_by_name(cli, xor_run):
     root, run = xor_run
     result = cli("predict", run, input="0\n1\n")
@@ -149,6 +150,7 @@ def test_corrupt_weights_exit_1(cli, xor_run, content, message, tmp_path):
     assert result.stderr == f"Error: {weights}: {message}\n"
 
 
+@pytest.mark.slow
 def test_csv_output_quotes_class_names_with_commas(cli, write_config, tmp_path):
     # class names with a comma must stay one CSV cell
     path = write_config(
@@ -171,6 +173,7 @@ def test_csv_output_quotes_class_names_with_commas(cli, write_config, tmp_path):
     assert [r[-1] for r in rows[1:]] == ["small, round", "big, square"]
 
 
+@pytest.mark.slow
 def test_predict_says_which_run_latest_is_and_warns_beyond_the_training_inputs(cli, write_config, tmp_path):
     path = write_config(XOR_YAML)
     trained = cli("train", path, "--runs-dir", tmp_path, "--quiet")
@@ -188,6 +191,7 @@ def test_predict_says_which_run_latest_is_and_warns_beyond_the_training_inputs(c
     )
 
 
+@pytest.mark.slow
 def test_a_truth_table_of_a_run_not_trained_on_0_1_inputs_warns(cli, tmp_path):
     result = cli("train", CONFIGS / "iris.yaml", "--epochs", "5", "--runs-dir", tmp_path, "--quiet")
     assert result.exit_code == 0

@@ -51,6 +51,7 @@ def _matches(shown, printed):
     return printed[: len(head)] == head and printed[len(printed) - len(tail) :] == tail
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "command",
     [
@@ -68,6 +69,7 @@ def test_console_examples_print_what_the_readme_shows(shell, command):
     assert _matches(shown, printed), "\n".join(printed)
 
 
+@pytest.mark.slow
 def test_the_predict_example(shell):
     shell("backprop train configs/xor.yaml -q")
     shown = _example("printf '0\\n1\\n' | backprop predict")

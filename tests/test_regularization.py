@@ -249,6 +249,7 @@ def test_dropout_on_a_network_without_hidden_layers_is_refused(cli, write_config
     assert result.stderr == f"Error: {path}:2: model.dropout: the network has no hidden layer to drop units from\n"
 
 
+@pytest.mark.slow
 def test_a_run_with_dropout_records_its_settings_and_trains_from_its_own_config(cli, write_config, tmp_path):
     path = write_config((CONFIGS / "moons.yaml").read_text())
     args = ["--set", "model.dropout=0.3", "--set", "training.l1=0.001", "--set", "training.clip_grad_norm=1"]

@@ -35,6 +35,7 @@ def _start_training(tmp_path, epochs=50_000_000):
     return proc, folders[0].parent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_mid_training_saves_an_interrupted_run(tmp_path, sig):
     proc, run = _start_training(tmp_path)
@@ -51,6 +52,7 @@ def test_signal_mid_training_saves_an_interrupted_run(tmp_path, sig):
     assert f"Interrupted after epoch {summary['epochs_run']}" in err
 
 
+@pytest.mark.slow
 def test_second_ctrl_c_during_the_save_does_not_corrupt_it(tmp_path, monkeypatch):
     proc, run = _start_training(tmp_path)
     proc.send_signal(signal.SIGINT)
@@ -62,6 +64,7 @@ def test_second_ctrl_c_during_the_save_does_not_corrupt_it(tmp_path, monkeypatch
     json.loads((run / "weights.json").read_text())
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_save_names_the_saved_run(cli, write_config, tmp_path, monkeypatch):
     real = runs_module.write_json
 
@@ -165,6 +168,7 @@ def test_writing_to_dev_full_fails_cleanly():
     assert info.value.errno == errno.ENOSPC
 
 
+@pytest.mark.slow
 def test_full_disk_while_saving_a_run_exits_1_and_marks_it_failed(cli, write_config, tmp_path, monkeypatch):
     real = runs_module.atomic_write
 

@@ -23,6 +23,7 @@ def xor_run(tmp_path_factory):
     return next((root / "runs").iterdir())
 
 
+@pytest.mark.slow
 def test_the_report_is_one_self_contained_page(cli, xor_run):
     result = cli("report", xor_run)
     assert result.exit_code == 0, result.output
@@ -41,6 +42,7 @@ def test_the_report_is_one_self_contained_page(cli, xor_run):
     assert "loss: sse" in page  # the config
 
 
+@pytest.mark.slow
 def test_a_study_report_has_its_table(cli, write_config, tmp_path):
     root = tmp_path / "runs"
     path = write_config(XOR_YAML)
@@ -69,6 +71,7 @@ def _colour_share(png):
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BROWSER is None, reason="no headless browser installed (Debian: apt-get install chromium)")
 def test_the_report_renders_in_a_headless_browser_with_every_image(cli, xor_run, tmp_path):
     assert cli("report", xor_run).exit_code == 0
@@ -93,6 +96,7 @@ def test_the_report_renders_in_a_headless_browser_with_every_image(cli, xor_run,
     assert rendered > 0.01 and shot(broken, "broken.png") < 0.002, rendered
 
 
+@pytest.mark.slow
 def test_open_hands_the_page_to_the_web_browser(cli, xor_run, monkeypatch):
     import webbrowser
 

@@ -32,6 +32,7 @@ def _rates(n, low=0.05, high=5.0):
     return ",".join(f"{r:.6g}" for r in np.geomspace(low, high, n))
 
 
+@pytest.mark.slow
 def test_the_store_holds_what_plain_runs_give(cli, write_config, tmp_path):
     path = write_config(XOR_YAML)
     args = ["--grid", "model.activation=sigmoid,tanh", "--grid", "training.learning_rate=0.5,2", "--seeds", "3:5"]
@@ -50,6 +51,7 @@ def test_the_store_holds_what_plain_runs_give(cli, write_config, tmp_path):
         np.testing.assert_allclose(store.arrays["weights"][i], net.theta[0], rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.slow
 def test_the_folder_is_the_size_of_its_arrays(cli, write_config, tmp_path):
     path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 1000"))
     args = ["--grid", f"training.learning_rate={_rates(64)}", "--seeds", "0:4", "--runs-dir", tmp_path, "-q"]
@@ -60,6 +62,7 @@ def test_the_folder_is_the_size_of_its_arrays(cli, write_config, tmp_path):
     assert store.layout.nbytes() > 4_000_000 and blocks <= 1.2 * store.layout.nbytes()
 
 
+@pytest.mark.slow
 def test_a_cell_exported_is_byte_for_byte_the_folder_the_study_wrote(cli, write_config, tmp_path):
     path = write_config(XOR_YAML)
     assert cli("sweep", path, "--grid", "training.learning_rate=0.5,1,2", "--runs-dir", tmp_path, "-q").exit_code == 0
@@ -73,6 +76,7 @@ def test_a_cell_exported_is_byte_for_byte_the_folder_the_study_wrote(cli, write_
     assert {p.name: p.read_bytes() for p in (tmp_path / "cli").iterdir()} == written
 
 
+@pytest.mark.slow
 def test_a_large_study_keeps_cells_in_the_store_and_commands_take_a_cell(cli, write_config, tmp_path):
     path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 50"))
     result = cli("sweep", path, "--grid", f"training.learning_rate={_rates(65)}", "--runs-dir", tmp_path)
@@ -101,6 +105,7 @@ def test_a_large_study_keeps_cells_in_the_store_and_commands_take_a_cell(cli, wr
     assert missing.stderr == f"Error: {folder}: has cells cell_001 to cell_065; no cell 99\n"
 
 
+@pytest.mark.slow
 def test_run_folders_best_n_and_none(cli, write_config, tmp_path):
     path = write_config(XOR_YAML)
     args = ["--grid", "training.learning_rate=0.1,0.5,2", "-q"]
@@ -115,6 +120,7 @@ def test_run_folders_best_n_and_none(cli, write_config, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_history_every_n_keeps_every_nth_epoch_and_the_final_values(cli, write_config, tmp_path):
     path = write_config(XOR_YAML)
     args = ["--grid", "training.learning_rate=0.5,2", "--history", "every:10", "--run-folders", "none", "-q"]
@@ -148,6 +154,7 @@ def test_a_store_that_would_not_fit_the_disk_is_refused_before_training(cli, wri
     assert not any(root.iterdir())  # nothing trained, no study folder left
 
 
+@pytest.mark.slow
 def test_grid_parquet_has_the_table_with_types(cli, write_config, tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     path = write_config(XOR_YAML)
@@ -160,6 +167,7 @@ def test_grid_parquet_has_the_table_with_types(cli, write_config, tmp_path):
     assert isinstance(table[0]["epochs_run"], int)
 
 
+@pytest.mark.slow
 def test_a_study_killed_with_sigkill_resumes_from_its_last_chunk(write_config, tmp_path):
     path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 3000"))
     root = tmp_path / "runs"
@@ -189,6 +197,7 @@ def test_a_study_killed_with_sigkill_resumes_from_its_last_chunk(write_config, t
     assert Store.open(folder).done().all()
 
 
+@pytest.mark.slow
 def test_two_resumes_of_one_study_at_once_are_refused(cli, write_config, tmp_path):
     path = write_config(XOR_YAML)
     args = ["sweep", path, "--grid", "training.learning_rate=0.5", "--name", "same", "--runs-dir", tmp_path, "-q"]
@@ -216,6 +225,7 @@ def test_folder_names_widen_with_the_study():
     assert folder_name(0, 60) == "cell_001" and folder_name(416, 1024) == "cell_0417"
 
 
+@pytest.mark.slow
 def test_interrupting_a_chunk_kept_and_counted_from_the_store(write_config, tmp_path):
     path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 3000000"))
     env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
@@ -230,6 +240,7 @@ def test_interrupting_a_chunk_kept_and_counted_from_the_store(write_config, tmp_
     assert "Interrupted; 0 of 4 cells finished." in stderr and "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_a_dask_worker_killed_mid_study_loses_nothing_and_counts_nothing_twice(write_config, tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 30000"))
@@ -258,6 +269,7 @@ def test_a_dask_worker_killed_mid_study_loses_nothing_and_counts_nothing_twice(w
     assert summary["trained"] == 8 and summary["statuses"] == {"completed": 8}
 
 
+@pytest.mark.slow
 def test_per_layer_learning_rates_batched_equal_plain_runs_and_explain_shows_each_rows_rate(cli, tmp_path):
     from backprop_cli.api import config
     from backprop_cli.explain import explain_step
@@ -297,6 +309,7 @@ def test_per_layer_learning_rates_batched_equal_plain_runs_and_explain_shows_eac
     )
 
 
+@pytest.mark.slow
 def test_the_trainability_map_colours_follow_the_cells_statuses(cli, tmp_path):
     from PIL import Image
 
@@ -324,6 +337,7 @@ def test_the_trainability_map_colours_follow_the_cells_statuses(cli, tmp_path):
         assert is_red == (r["status"] == "diverged"), (r["run"], r["status"], pixel)
 
 
+@pytest.mark.slow
 def test_a_search_trains_its_trials_as_plain_runs_and_resumes(cli, tmp_path):
     from backprop_cli.search import parse_space, sample
 
@@ -352,6 +366,7 @@ def test_a_search_trains_its_trials_as_plain_runs_and_resumes(cli, tmp_path):
     assert len([p for p in tmp_path.iterdir() if "-search-" in p.name]) == 1
 
 
+@pytest.mark.slow
 def test_sobol_trials_cover_the_space_evenly():
     from backprop_cli.search import parse_space, sample
 
@@ -363,6 +378,7 @@ def test_sobol_trials_cover_the_space_evenly():
     assert len({int(v * 64) for v in randoms}) < 64
 
 
+@pytest.mark.slow
 def test_tpe_asks_a_generation_at_a_time_and_tells_it_back(tmp_path):
     pytest.importorskip("optuna")
     import optuna
@@ -399,6 +415,7 @@ def test_tpe_asks_a_generation_at_a_time_and_tells_it_back(tmp_path):
     assert interrupted and len(points) == 4
 
 
+@pytest.mark.slow
 def test_a_tpe_search_trains_generations_into_one_store_beside_its_optuna_study(cli, tmp_path):
     pytest.importorskip("optuna")
     import optuna
@@ -476,6 +493,7 @@ def test_a_space_key_that_is_not_a_config_key_is_refused(cli, tmp_path):
 # -- what a hostile round found in the new code -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_truncated_store_is_refused_on_resume_not_zero_filled(cli, write_config, tmp_path):
     path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 10"))
     args = ["sweep", path, "--grid", "training.learning_rate=log:0.1:1:70", "--name", "t", "--runs-dir", tmp_path, "-q"]
@@ -489,6 +507,7 @@ def test_a_truncated_store_is_refused_on_resume_not_zero_filled(cli, write_confi
     assert (folder / "store" / "weights.npy").stat().st_size == 200  # left as it was found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "edit,message",
     [
@@ -512,6 +531,7 @@ def test_a_corrupt_checkpoint_value_is_one_line_exit_1(cli, tmp_path, edit, mess
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_continuing_with_another_optimizer_says_what_is_dropped(cli, tmp_path):
     first = cli(
         "train",
@@ -553,6 +573,7 @@ def test_hostile_study_options_are_refused_before_training(cli, write_config, tm
     assert not root.exists() or not any(root.iterdir())
 
 
+@pytest.mark.slow
 def test_names_that_make_one_folder_name_never_share_a_study(cli, write_config, tmp_path):
     path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 10"))
     grid = ["--grid", "training.learning_rate=0.1"]
@@ -562,6 +583,7 @@ def test_names_that_make_one_folder_name_never_share_a_study(cli, write_config, 
     assert names == ["_", "a_b", "a_b"]  # two studies, not one resumed; no hidden folder
 
 
+@pytest.mark.slow
 def test_a_damaged_grid_json_is_named_exit_1(cli, write_config, tmp_path):
     path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 10"))
     assert (
@@ -591,6 +613,7 @@ def test_a_damaged_grid_json_is_named_exit_1(cli, write_config, tmp_path):
     assert result.exit_code == 1 and result.stderr.startswith(f"Error: {folder / 'grid.json'}: corrupt: grid cell ")
 
 
+@pytest.mark.slow
 def test_successive_halving_continues_trials_exactly_and_keeps_the_best(cli, tmp_path):
     args = ["search", CONFIGS / "moons.yaml", "--space", "training.learning_rate=log:0.001:0.5", "--trials", "9"]
     result = cli(*args, "--halving", "--eta", "3", "--min-epochs", "10", "--epochs", "90", "--runs-dir", tmp_path)

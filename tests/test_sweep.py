@@ -86,6 +86,7 @@ def test_a_diverging_rate_is_frozen_while_the_others_go_on(write_config):
     assert np.all(np.isfinite(diverged.params()))
 
 
+@pytest.mark.slow
 def test_sweep_cli_writes_the_sweep_folder(cli, tmp_path):
     root = tmp_path / "runs"
     result = cli("sweep-lr", CONFIGS / "worked_example.yaml", "--runs-dir", root, "--lrs", "0.1,0.5,2")
@@ -111,6 +112,7 @@ def test_sweep_cli_writes_the_sweep_folder(cli, tmp_path):
     assert "final weights and outputs" in result.stdout
 
 
+@pytest.mark.slow
 def test_all_rates_diverging_exits_1(cli, write_config, tmp_path):
     text = XOR_YAML.replace("output_activation: sigmoid", "output_activation: identity").replace(
         "loss: sse", "loss: mse"
@@ -144,6 +146,7 @@ def test_log_range():
     assert _parse_rates(None, None, cfg) == RATES
 
 
+@pytest.mark.slow
 def test_seed_study(cli, write_config, tmp_path):
     root = tmp_path / "runs"
     result = cli("train", CONFIGS / "xor.yaml", "--seeds", "0:6", "--runs-dir", root, "--target", "0.05")
@@ -177,6 +180,7 @@ def test_a_non_positive_target_is_refused(cli, tmp_path, command):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("plots,pngs", [(None, []), ("all", ["loss.png", "network.png"])], ids=["summary", "all"])
 def test_per_rate_plots_are_drawn_only_with_plots_all(cli, tmp_path, plots, pngs):
     root = tmp_path / "r"

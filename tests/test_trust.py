@@ -88,6 +88,7 @@ def test_cosine_floor_is_each_models_own():
     np.testing.assert_allclose(rates * last, [[0.02], [0.02]], rtol=1e-15)
 
 
+@pytest.mark.slow
 def test_a_sweep_rate_folder_reproduces_from_its_own_config(cli, tmp_path):
     path = tmp_path / "cosine.yaml"
     path.write_text((CONFIGS / "xor.yaml").read_text().replace("epochs: 10000", "epochs: 300"))
@@ -223,6 +224,7 @@ ADAM_MINIBATCH = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_from_a_run_folder_continues_exactly(cli, tmp_path):
     path = CONFIGS / "xor.yaml"
     first = _train_cli(cli, path, tmp_path / "a", "--epochs", "100", *ADAM_MINIBATCH)
@@ -239,6 +241,7 @@ def test_from_a_run_folder_continues_exactly(cli, tmp_path):
     assert json.loads((second / "summary.json").read_text())["continued"] == "exactly"
 
 
+@pytest.mark.slow
 def test_an_older_run_folder_continues_from_weights_with_a_warning(cli, tmp_path):
     path = CONFIGS / "xor.yaml"
     first = _train_cli(cli, path, tmp_path / "a", "--epochs", "50", *ADAM_MINIBATCH)
@@ -253,6 +256,7 @@ def test_an_older_run_folder_continues_from_weights_with_a_warning(cli, tmp_path
     )
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_is_a_one_line_error(cli, tmp_path):
     path = CONFIGS / "xor.yaml"
     first = _train_cli(cli, path, tmp_path / "a", "--epochs", "20")
@@ -263,6 +267,7 @@ def test_a_damaged_checkpoint_is_a_one_line_error(cli, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_an_interrupted_cosine_run_continues_the_same_curve(tmp_path):
     """Ctrl-C at epoch 100 of 200, then 100 more from the run: the cosine curve of 200 epochs."""
     sets = dict(training__lr_schedule="cosine", training__lr_min=0.05, training__epochs=200, training__batch_size=3)

@@ -20,6 +20,7 @@ def two_runs(cli, write_config, tmp_path):
     return root, runs
 
 
+@pytest.mark.slow
 def test_runs_lists_newest_first(cli, two_runs):
     root, runs = two_runs
     result = cli("runs", "--runs-dir", root)
@@ -30,6 +31,7 @@ def test_runs_lists_newest_first(cli, two_runs):
     assert runs[0].name in lines[1]
 
 
+@pytest.mark.slow
 def test_runs_show(cli, two_runs):
     root, runs = two_runs
     result = cli("runs", "show", runs[0].name, "--runs-dir", root)
@@ -41,6 +43,7 @@ def test_runs_show(cli, two_runs):
     assert result.exit_code == 2 and result.stderr == f"Error: {root / 'nope'}: not a run folder (no summary.json)\n"
 
 
+@pytest.mark.slow
 def test_runs_compare_writes_one_plot(cli, two_runs, tmp_path):
     root, runs = two_runs
     plot = tmp_path / "cmp.png"
@@ -75,6 +78,7 @@ def test_init_templates_are_valid_configs(cli, tmp_path, template):
     assert again.exit_code == 2 and again.stderr == f"Error: {path}: already exists (use --force to overwrite)\n"
 
 
+@pytest.mark.slow
 def test_train_from_a_run_continues_the_epoch_count(cli, write_config, tmp_path):
     root = tmp_path / "runs"
     path = write_config(XOR_YAML)
@@ -93,6 +97,7 @@ def test_train_from_a_run_continues_the_epoch_count(cli, write_config, tmp_path)
     assert json.loads((second / "weights.json").read_text()) == json.loads((straight / "weights.json").read_text())
 
 
+@pytest.mark.slow
 def test_from_a_run_of_another_shape_is_refused(cli, write_config, tmp_path):
     root = tmp_path / "runs"
     assert cli("train", write_config(XOR_YAML), "--runs-dir", root, "--quiet").exit_code == 0
@@ -106,6 +111,7 @@ def test_from_a_run_of_another_shape_is_refused(cli, write_config, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_summary_shows_the_loss_curve_as_a_chart(cli, write_config, tmp_path):
     result = cli("train", write_config(XOR_YAML), "--runs-dir", tmp_path / "r")
     assert "loss curve: " in result.stdout or "loss curve (log scale): " in result.stdout
@@ -120,6 +126,7 @@ def test_sparkline_shape():
 # -- README promises, one test each -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_runs_lists_sweeps_and_seed_studies(cli, tmp_path):
     root = tmp_path / "runs"
     assert (
@@ -135,6 +142,7 @@ def test_runs_lists_sweeps_and_seed_studies(cli, tmp_path):
     assert "(sweep)" in listing and "2 rates" in listing and "(seeds)" in listing
 
 
+@pytest.mark.slow
 def test_seed_list_form(cli, tmp_path):
     root = tmp_path / "runs"
     result = cli("train", CONFIGS / "xor.yaml", "--seeds", "4,7", "--epochs", "20", "--runs-dir", root)
@@ -151,6 +159,7 @@ def test_gradcheck_classic_central_method(cli):
     assert result.exit_code == 0 and "central" in result.stdout and "gradient check passed" in result.stdout
 
 
+@pytest.mark.slow
 def test_sweep_quiet_and_chain_folder(cli, tmp_path):
     root = tmp_path / "runs"
     result = cli(
@@ -163,6 +172,7 @@ def test_sweep_quiet_and_chain_folder(cli, tmp_path):
     assert json.loads((folder / "summary.json").read_text())["protocol"] == "chain"
 
 
+@pytest.mark.slow
 def test_predict_csv_to_stdout(cli, write_config, tmp_path):
     root = tmp_path / "runs"
     assert cli("train", write_config(XOR_YAML), "--runs-dir", root, "--quiet").exit_code == 0
@@ -182,6 +192,7 @@ def test_init_default_path(cli, tmp_path, monkeypatch):
     assert result.stdout == "wrote regression.yaml; train it with: backprop train regression.yaml\n"
 
 
+@pytest.mark.slow
 def test_name_override_names_the_run_folder(cli, write_config, tmp_path):
     root = tmp_path / "runs"
     assert cli("train", write_config(XOR_YAML), "--name", "my net", "--runs-dir", root, "--quiet").exit_code == 0
@@ -198,6 +209,7 @@ def test_validate_line_as_the_readme_shows_it(cli):
     )
 
 
+@pytest.mark.slow
 def test_compare_draws_a_continued_run_at_its_own_epochs(cli, write_config, tmp_path):
     from backprop_cli.run_folders import compare_runs
 
@@ -214,6 +226,7 @@ def test_compare_draws_a_continued_run_at_its_own_epochs(cli, write_config, tmp_
     assert curves[second.name][0].tolist() == list(range(101, 151))  # not drawn over epochs 1-50
 
 
+@pytest.mark.slow
 def test_runs_are_found_by_name_and_as_latest(cli, two_runs):
     root, runs = two_runs
     newest = max(runs, key=lambda p: json.loads((p / "summary.json").read_text())["started_at"] + p.name)
@@ -241,6 +254,7 @@ def test_options_that_do_not_go_together_exit_2(cli, tmp_path, args, message):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_runs_compare_names_activations_and_regularization_and_plots_validation(tmp_path):
     from backprop_cli.api import config
     from backprop_cli.run_folders import compare_runs
