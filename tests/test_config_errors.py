@@ -234,3 +234,28 @@ def test_name_defaults_to_file_stem(write_config):
 def test_config_error_is_the_only_exception(write_config):
     with pytest.raises(ConfigError):
         load_config(write_config("model: {layers: [2, 1]}\ndata: {builtin: xor}\nfoo: 1\n"))
+
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("epochs=3", "epochs (from --set epochs): unknown key 'epochs' (did you mean 'training.epochs'?)"),
+        (
+            "training.layers=[2,2,1]",
+            "training.layers (from --set training.layers): unknown key 'layers' (did you mean 'model.layers'?)",
+        ),
+        (
+            "model.seed=3",
+            "model.seed (from --set model.seed): unknown key 'seed' (did you mean 'seed' at the top level?)",
+        ),
+        (
+            "training.epoch=3",
+            "training.epoch (from --set training.epoch): unknown key 'epoch' (did you mean 'epochs'?)",
+        ),
+    ],
+)
+def test_a_key_of_another_section_is_named_where_it_belongs(write_config, cli, assignment, message):
+    path = write_config(BASE)
+    result = cli("train", path, "--set", assignment)
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {path}: {message}\n"

@@ -280,7 +280,14 @@ def _first_error(e: ValidationError):
         parent = ".".join(str(p) for p in loc[:-1] if not isinstance(p, int))
         model = SECTIONS.get(parent)
         choices = model.model_fields if model else []
-        return loc, f"unknown key {_key(loc[-1])}{suggest(loc[-1], choices)}", True
+        # a key of another section (`epochs` at the top): name where it belongs
+        elsewhere = [
+            f"'{name}.{loc[-1]}'" if name else f"'{loc[-1]}' at the top level"
+            for name, section in SECTIONS.items()
+            if name != parent and loc[-1] in section.model_fields
+        ]
+        hint = f" (did you mean {elsewhere[0]}?)" if elsewhere else suggest(loc[-1], choices)
+        return loc, f"unknown key {_key(loc[-1])}{hint}", True
     grouped: dict[tuple, list] = {}
     for err in errors:
         grouped.setdefault(_clean_loc(err["loc"]), []).append(err)
