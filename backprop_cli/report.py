@@ -181,18 +181,30 @@ def _weights(run: LoadedRun) -> str:
     return "".join(parts)
 
 
+KINDS = {  # what the page says a study is
+    "chain": "a chained learning-rate sweep: each rate continued from the previous rate's final weights, "
+    "so later rates start ahead (not a fair comparison)",
+    "sweep": "a learning-rate sweep",
+    "seeds": "a seed study",
+    "grid": "a grid study",
+    "search": "a search",
+}
+
+
 def build_report(folder: Path) -> str:
     """The page for a run or study folder, as HTML text."""
     folder = Path(folder)
     summary = read_summary(folder)
     kind = summary.get("kind")
+    if kind == "sweep" and summary.get("protocol") == "chain":
+        kind = "chain"
     name = folder.name
     status = str(summary.get("status", "unknown"))
     out = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{escape(name)}: backprop report</title><style>{STYLE}</style></head><body>",
         f"<h1>{escape(name)}</h1>",
-        f"<p class='meta'>{'a ' + escape(kind) + ' study' if kind else 'a training run'}, "
+        f"<p class='meta'>{escape(KINDS.get(kind, f'a {kind} study')) if kind else 'a training run'}, "
         f"<span class='status-{escape(status)}'>{escape(status)}</span>; "
         f"started {escape(str(summary.get('started_at', '-')))}; written by backprop "
         f"{escape(str((summary.get('versions') or {}).get('backprop', '')))}</p>",

@@ -106,12 +106,13 @@ def write_study(
         names = value_names([e.value for e in entries])
         curves = {f"{label}={name}": (e.result.epochs[: len(e.losses)], e.losses) for name, e in zip(names, entries)}
         title = f"{cfg.name}: {cfg.training.loss} loss"
+        chained = " (chained)" if extra.get("protocol") == "chain" else ""  # the report says what that means
         values = [float(e.value) for e in entries]
         jobs: list[Job] = [
-            (folder / "loss_curves.png", "study_plot", (curves, values, label, f"{title} by {label}", target))
+            (folder / "loss_curves.png", "study_plot", (curves, values, label, f"{title} by {label}{chained}", target))
         ]
         if per_model_runs:
-            jobs.append((folder / "loss_grid.png", "loss_grid", (curves, title)))
+            jobs.append((folder / "loss_grid.png", "loss_grid", (curves, title + chained)))
         if snapshots is not None:
             short = "lr" if label == "learning_rate" else label
             titles = [f"{short}={name}" for name in names]

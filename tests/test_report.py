@@ -108,3 +108,29 @@ def test_open_hands_the_page_to_the_web_browser(cli, xor_run, monkeypatch):
     result = cli("report", xor_run, "--open")
     assert result.exit_code == 0
     assert result.stderr == f"Warning: no web browser found; open {xor_run / 'report.html'} yourself\n"
+
+
+@pytest.mark.parametrize("chain", [False, True], ids=["batched", "chained"])
+def test_a_chained_sweep_says_so_in_its_titles_and_its_report(cli, write_config, tmp_path, monkeypatch, chain):
+    from backprop_cli.painter import Painter
+
+    titles = []
+    submit = Painter.submit
+
+    def record(self, jobs):
+        titles.extend(
+            str(job[2][-2] if job[1] == "study_plot" else job[2][-1]) for job in jobs if "loss" in job[0].name
+        )
+        return submit(self, jobs)
+
+    monkeypatch.setattr(Painter, "submit", record)
+    args = ["sweep-lr", write_config(XOR_YAML), "--lrs", "0.5,1", "--runs-dir", tmp_path, "-q"]
+    result = cli(*args, *(["--chain"] if chain else []))
+    assert result.exit_code == 0, result.output
+    study = next(p for p in tmp_path.iterdir() if p.is_dir())
+    said = [t for t in titles if "by learning_rate" in t or t.endswith("loss") or "(chained)" in t]
+    assert said and all(t.endswith("(chained)") == chain for t in said), titles
+    page = cli("report", study)
+    assert page.exit_code == 0
+    html = (study / "report.html").read_text()
+    assert ("a chained learning-rate sweep" in html) == chain and ("a learning-rate sweep" in html) != chain
