@@ -93,9 +93,11 @@ def train_run(
     progress: Progress = None,
     from_run: Optional[Union[str, Path]] = None,
     painter: Optional[Painter] = None,
+    notice: Optional[Callable[[str], None]] = None,
 ) -> Trained:
     """Train one run of `cfg` and write its folder (with training.gif when it animates):
-    the one code path of `backprop train` and `bp.train`."""
+    the one code path of `backprop train` and `bp.train`. `notice` hears what a wait after
+    training is for (drawing the animation's frames)."""
     net = network(cfg)
     start_epoch, extra, resume, notes = 0, dict[str, Any](), None, []
     if from_run is not None:
@@ -109,6 +111,8 @@ def train_run(
         shots = Snapshots(net.theta, t.epochs, start_epoch, t.frames) if t.animate else None
         with (progress or _silent)(t.epochs, start_epoch, "training") as report:
             result = fit(cfg, data, net, callback=chain(report, shots), start_epoch=start_epoch, resume=resume)
+        if shots is not None and notice is not None:
+            notice(f"drawing training.gif ({shots.frames} frames)...")
         try:
             summary, warnings = finish_run(run, cfg, data, result, extra=extra, painter=painter, snapshots=shots)
         except KeyboardInterrupt:  # deferred until the files were written: they are complete

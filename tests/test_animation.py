@@ -91,3 +91,12 @@ def test_a_sweep_animates_one_panel_per_rate_up_to_a_limit(cli, write_config, tm
         "Error: --animate draws one panel per model, at most 9; this study has 10 learning rates: "
         "animate fewer, or train one of them with --animate\n"
     )
+
+
+@pytest.mark.slow
+def test_the_wait_for_the_animation_says_what_it_is(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    shown = cli("train", path, "--animate", "--frames", "8", "--runs-dir", tmp_path / "a")
+    assert shown.exit_code == 0 and "drawing training.gif (8 frames)...\n" in shown.stderr
+    quiet = cli("train", path, "--animate", "--frames", "8", "--runs-dir", tmp_path / "b", "--quiet")
+    assert quiet.exit_code == 0 and quiet.stderr == ""

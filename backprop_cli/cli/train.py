@@ -96,7 +96,11 @@ def _train_one(
     def progress(epochs: int, start: int, label: str) -> Reporter:
         return Reporter(epochs, start, quiet, label)
 
-    trained = train_run(cfg, data, runs_dir, progress, from_run, worker)
+    def notice(text: str) -> None:
+        if not quiet:
+            err.print(text)
+
+    trained = train_run(cfg, data, runs_dir, progress, from_run, worker, notice)
     result, summary, warnings, run = trained.result, trained.summary, trained.warnings, trained.run
     start_epoch = trained.start_epoch
     if trained.interrupted_while_saving:
