@@ -237,7 +237,9 @@ def _gradient_terms(
         g_.shape,
         g_.dtype,
     )
-    unclipped = g_[0] + (t.l1 * np.sign(old[0]) if t.l1 else 0.0)
+    before = g_[0] + (t.l1 * np.sign(old[0]) if t.l1 else 0.0)
+    if t.clip_grad_value is not None:  # the norm clip_grad_norm sees: after the value clipping
+        before = np.clip(before, -t.clip_grad_value, t.clip_grad_value)
     terms.apply(old.copy(), g_)
     columns["g (clipped)"] = g_[0]
     how = []
@@ -245,8 +247,10 @@ def _gradient_terms(
         how.append(f"each to [-{g(t.clip_grad_value)}, {g(t.clip_grad_value)}]")
     if t.clip_grad_norm is not None:
         how.append(f"then scaled by min(1, {g(t.clip_grad_norm)} / (norm + 1e-6))")
-    norm = float(np.sqrt(np.sum(unclipped**2)))
-    said = f"gradient clipped {', '.join(how)} (its norm before clipping: {g(norm)})"
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = float(np.sqrt(np.sum(before**2)))
+    which = "after clipping each value" if t.clip_grad_value is not None else "before clipping"
+    said = f"gradient clipped {', '.join(how)}" + (f" (its norm {which}: {g(norm)})" if t.clip_grad_norm else "")
     return columns, said
 
 

@@ -320,3 +320,19 @@ def test_gradcheck_checks_the_penalised_gradient_through_fixed_masks():
     for wrong in (no_masks, no_penalty):
         report = check_gradients(net, data, "mse", 0, 1e-4, 1e-6, analytic=wrong, dropout=masks, l1=0.01, l2=0.02)
         assert not report.passed
+
+
+def test_explain_names_the_norm_clip_grad_norm_scaled_by():
+    import re
+
+    from backprop_cli.explain import explain_step
+
+    cfg = net_config(training__l1=0.01, training__clip_grad_value=0.05, training__clip_grad_norm=0.1)
+    sections, _ = explain_step(cfg, dataset(cfg, "x"), epoch=3)
+    upd = sections[-1]
+    norm = float(re.search(r"its norm after clipping each value: ([0-9.e+-]+)\)", upd.note).group(1))
+    scale = min(1.0, 0.1 / (norm + 1e-6))
+    for row in upd.rows[:6]:
+        r = dict(zip(upd.headers, row))
+        raw = float(r["dL/dparam"]) + float(r["l1 * sign(old)"])
+        assert float(r["g (clipped)"]) == pytest.approx(np.clip(raw, -0.05, 0.05) * scale, rel=1e-7, abs=1e-12)

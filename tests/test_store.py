@@ -650,3 +650,20 @@ def test_halving_options_are_checked(cli, tmp_path):
     for args, message in cases:
         result = cli(*base, *args)
         assert result.exit_code == 2 and result.stderr == message, result.output
+
+
+def test_tpe_tells_diverged_trials_failed_and_leaves_nothing_for_a_refused_one(cli, tmp_path):
+    pytest.importorskip("optuna")
+    import optuna
+
+    args = ["search", CONFIGS / "sine.yaml", "--set", "training.optimizer=sgd", "--sampler", "tpe"]
+    args += ["--space", "training.learning_rate=log:1e3:1e4", "--trials", "4", "--generation", "2", "--epochs", "50"]
+    result = cli(*args, "--runs-dir", tmp_path / "a", "-q")
+    assert result.exit_code == 1 and "diverged" in result.stderr
+    (folder,) = (tmp_path / "a").iterdir()
+    study = optuna.load_study(study_name="backprop", storage=f"sqlite:///{folder / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 4
+    bad = ["search", CONFIGS / "moons.yaml", "--space", "model.dropout=uniform:0.9:1.5", "--sampler", "tpe"]
+    refused = cli(*bad, "--trials", "4", "--generation", "2", "--runs-dir", tmp_path / "b")
+    assert refused.exit_code == 2 and "model.dropout" in refused.stderr
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())

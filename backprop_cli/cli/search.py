@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
@@ -195,6 +196,7 @@ def _tpe(
     from backprop_cli.metrics import is_score
     from backprop_cli.run_folders.cells import Trials
     from backprop_cli.search import OPTUNA_FILE, adaptive, optuna_distributions
+    from backprop_cli.store import STATUSES
     from backprop_cli.studies import default_target
 
     optuna_distributions(dists)  # the extra and the choices, before a folder is made
@@ -216,9 +218,12 @@ def _tpe(
             cells = Trials(config, points, seed_list, overrides, sets, limit=g.max_cells(options.budget))
             jobs = g.plan(cells, range(len(cells)), str(config), target, options.every, options.budget)
             found: list[list[float]] = [[] for _ in points]
+            diverged = STATUSES.index("diverged")
             for chunk in g.execute(jobs, n_workers, options.executor.value, options.scheduler):
                 for row, cell in enumerate(chunk.cells):
-                    found[int(cell) // n_seeds].append(float(chunk.finals[metric][row]))
+                    # a diverged trial is told failed, whatever its last finite value
+                    value = np.nan if chunk.fields["status"][row] == diverged else chunk.finals[metric][row]
+                    found[int(cell) // n_seeds].append(float(value))
                 chunk.cells = chunk.cells + offset
                 chunks.append(chunk)
                 done[0] += len(chunk.cells)
@@ -228,9 +233,14 @@ def _tpe(
             done[0] = offset + len(cells)
             return [float(np.mean(v)) if v and np.all(np.isfinite(v)) else None for v in found]
 
-        points, interrupted = adaptive(
-            dists, trials, generation, search_seed, folder / OPTUNA_FILE, is_score(metric), train
-        )
+        try:
+            points, interrupted = adaptive(
+                dists, trials, generation, search_seed, folder / OPTUNA_FILE, is_score(metric), train
+            )
+        except BaseException as e:  # a trial refused (or anything else): nothing half-made is left
+            if not isinstance(e, KeyboardInterrupt):
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
     cells = Trials(config, points, seed_list, overrides, sets)
     run_study(ctx, config, cells, {**asked, "trials": points, "seeds": list(seed_list) if seed_list else None}, "search", runs_dir, options,
               adaptive=(folder, chunks, interrupted))  # fmt: skip

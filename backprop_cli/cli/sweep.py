@@ -256,6 +256,9 @@ def run_study(
         out.print(f"{kind} folder: {folder}", soft_wrap=True)
     if interrupted:
         finished = int(store.done().sum())
+        if adaptive is not None:
+            err.print(f"Interrupted; {finished} of {len(cells)} cells finished (a tpe search is not resumed).")
+            raise typer.Exit(130)
         again = "the same command with --name to go on" if name else f"with --name NAME to make a {kind} resumable"
         err.print(f"Interrupted; {finished} of {len(cells)} cells finished. Run {again}.")
         raise typer.Exit(130)
