@@ -280,16 +280,14 @@ def train(
     def each(key: str, default: Any) -> list:
         return list(settings.get(key, [default] * K))
 
-    terms: Optional[GradientTerms] = GradientTerms(
+    l1, clip_value, clip_norm = (
         column(each("l1", t.l1), dtype),
         column(each("clip_grad_value", t.clip_grad_value), dtype, np.inf),
         column(each("clip_grad_norm", t.clip_grad_norm), dtype, np.inf),
-        frozen,
-        theta.shape,
-        dtype,
     )
-    if terms is not None and terms.l1 is None and terms.clip_value is None and terms.clip_norm is None:
-        terms = None
+    terms = None
+    if l1 is not None or clip_value is not None or clip_norm is not None:  # else the loop pays nothing
+        terms = GradientTerms(l1, clip_value, clip_norm, frozen, theta.shape, dtype)
     hidden = net.sizes[1:-1]
     rates = np.array(
         [np.broadcast_to(np.asarray(r, float), len(hidden)) for r in each("dropout", list(dropout) or 0.0)]

@@ -136,33 +136,22 @@ def search(
             raise UsageError("--halving: rungs continue every trial's history; not with --history every:N")
         options.halving = (eta, min_epochs or 0, metric)
     overrides = {"training.epochs": (epochs, "--epochs")}
-    if sampler == "tpe":
-        asked_base = {
-            "config": str(Path(config).resolve()),
-            "space": list(space or []),
-            "sampler": sampler,
-            "search_seed": search_seed,
-            "generation": generation,
-            "metric": metric,
-            "set": list(sets or []),
-            "overrides": {k: v for k, (v, _) in overrides.items() if v is not None},
-        }
-        return _tpe(
-            ctx, config, dists, trials, generation, search_seed, seed_list, overrides, sets or [], metric, name,
-            asked_base, runs_dir, options,
-        )  # fmt: skip
-    points = sample(dists, trials, sampler, search_seed)
-    cells = Trials(config, points, seed_list, overrides, sets or [], limit=g.max_cells(options.budget))
-    asked = {
+    asked: dict = {  # what the search asked for, in grid.json (a resume asks the same)
         "config": str(Path(config).resolve()),
         "space": list(space or []),
         "sampler": sampler,
         "search_seed": search_seed,
-        "trials": points,
-        "seeds": seed_list,
         "set": list(sets or []),
         "overrides": {k: v for k, (v, _) in overrides.items() if v is not None},
     }
+    if sampler == "tpe":
+        return _tpe(
+            ctx, config, dists, trials, generation, search_seed, seed_list, overrides, sets or [], metric, name,
+            {**asked, "generation": generation, "metric": metric}, runs_dir, options,
+        )  # fmt: skip
+    points = sample(dists, trials, sampler, search_seed)
+    cells = Trials(config, points, seed_list, overrides, sets or [], limit=g.max_cells(options.budget))
+    asked.update(trials=points, seeds=seed_list)
     if halving:
         epochs_all = cells.combos[0].cfg.training.epochs
         first = min_epochs or max(1, epochs_all // eta ** max(1, round(math.log(max(trials, 2), eta)) - 1))
