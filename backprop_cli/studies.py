@@ -128,6 +128,7 @@ def write_study(
             run_cfg.training.learning_rate = float(e.value)
             run_cfg.name = f"{cfg.name}-lr{name}"
             run_cfg.model.weights = [w.tolist() for w, _ in e.start_params]
+            run_cfg.model.init_from = None  # the weights above are where it started
             if cfg.model.bias:
                 run_cfg.model.biases = [b.tolist() for _, b in e.start_params]
             run = folder / f"lr_{name}"

@@ -54,7 +54,7 @@ def build_network(
     """A network with K = n_models copies of the initial weights drawn from `seed`.
 
     With `seeds`, model k is initialized from seed k's stream instead (a seed study); explicit
-    `model.weights`/`model.biases` override the initializer for every model.
+    `model.weights`/`model.biases` (or `model.init_from`'s layers) override the initializer for every model.
     """
     K = len(seeds) if seeds is not None else n_models
     net = Network(model.layers, model.activations, model.bias, K, np.dtype(dtype))
@@ -63,6 +63,8 @@ def build_network(
         if s not in drawn:
             drawn[s] = init_params(model.init, model.layers, random_streams(s)[1], model.bias)
         layers = drawn[s]
+        if model.imported is not None:  # model.init_from's layers
+            layers = model.imported
         if model.weights is not None:
             layers = [(np.asarray(w, float), b) for w, (_, b) in zip(model.weights, layers)]
         if model.biases is not None:

@@ -22,6 +22,7 @@ TIERS = [
     ["network", "metrics", "checkpoint"],
     ["differences", "evaluation"],
     ["datasets"],
+    ["exchange"],
     ["config"],
     ["data"],
     ["policies", "regularization", "training"],

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import yaml
 from pydantic import ValidationError
 
-from backprop_cli.config.schema import SECTIONS, Config, Problem, check_consistency, suggest
+from backprop_cli.config.schema import SECTIONS, Config, ModelConfig, Problem, check_consistency, suggest
 from backprop_cli.errors import ConfigError, OverrideError
 from backprop_cli.files import MiB, read_text
 
@@ -377,13 +377,14 @@ def validate(data: Any, loc: Located) -> Config:
     return cfg
 
 
-def load_config(path, overrides: Optional[dict] = None, sets: tuple = ()) -> Config:
+def load_config(path, overrides: Optional[dict] = None, sets: tuple = (), initial: bool = True) -> Config:
     """Read, override and validate a config file.
 
     `overrides` maps dotted keys to already-typed values with their flag name as origin
     ({"training.epochs": (500, "--epochs")}); `sets` holds raw `dotted.key=value` strings.
     The config's `name` defaults to the file's stem; relative data paths are made absolute
-    against the config file's folder.
+    against the config file's folder. `initial=False` leaves model.init_from's file unread (a
+    run folder's config, whose final weights are loaded instead).
     """
     path = Path(path)
     data, lines = parse_yaml(read_text(path, "config file", ConfigError, CONFIG_LIMIT), str(path))
@@ -400,7 +401,7 @@ def load_config(path, overrides: Optional[dict] = None, sets: tuple = ()) -> Con
             if value is not None:
                 _set_dotted(data, key, value)
                 overridden[tuple(key.split("."))] = flag
-    return _finish(data, Located(str(path), lines, overridden), path.stem, path.resolve().parent)
+    return _finish(data, Located(str(path), lines, overridden), path.stem, path.resolve().parent, initial)
 
 
 def config_from_dict(data: dict, overrides: Optional[dict] = None, source: str = "config", base: Any = None) -> Config:
@@ -418,7 +419,7 @@ def config_from_dict(data: dict, overrides: Optional[dict] = None, source: str =
     return _finish(data, Located(source, {}, overridden), source, Path(base or ".").resolve())
 
 
-def _finish(data: Any, loc: Located, default_name: str, base: Path) -> Config:
+def _finish(data: Any, loc: Located, default_name: str, base: Path, initial: bool = True) -> Config:
     cfg = validate(data, loc)
     if cfg.name is None:
         cfg.name = default_name
@@ -426,7 +427,28 @@ def _finish(data: Any, loc: Located, default_name: str, base: Path) -> Config:
         value = getattr(cfg.data, key)
         if value is not None:
             setattr(cfg.data, key, str((base / value).resolve()))
+    if cfg.model.init_from is not None:
+        cfg.model.init_from = str((base / cfg.model.init_from).resolve())
+        if initial:
+            cfg.model._imported = _imported(cfg.model, loc)
     return cfg
+
+
+def _imported(m: ModelConfig, loc: Located) -> list:
+    """The layers of model.init_from, checked against model.layers and model.bias."""
+    from backprop_cli.exchange import LayoutError, check_shapes, read_layers
+
+    path = str(m.init_from)
+    try:
+        layers = read_layers(Path(path))
+    except LayoutError as e:
+        raise loc.error(("model", "init_from"), f"{path}: {e}") from None
+    except ConfigError as e:  # not there, not a file, or a missing extra
+        raise loc.error(("model", "init_from"), str(e)) from None
+    problem = check_shapes(layers, m.layers, m.bias)
+    if problem is not None:
+        raise loc.error(("model", "init_from"), f"{path}: {problem}")
+    return layers
 
 
 def config_to_yaml(cfg: Config) -> str:

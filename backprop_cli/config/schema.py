@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from typing_extensions import Annotated
 
 from backprop_cli.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
@@ -43,10 +43,23 @@ class ModelConfig(_Strict):
         None, description="explicit initial weights, one out x in matrix per layer"
     )
     biases: Optional[list[list[float]]] = Field(None, description="explicit initial biases, one list per layer")
+    init_from: Optional[str] = Field(
+        None,
+        description="initial weights from a file (.onnx, .safetensors, .npz, in backprop export's layouts) or a run "
+        "folder, relative to the config file",
+    )
     dropout: Union[Fraction, list[Fraction]] = Field(
         0.0,
         description="inverted dropout of hidden units while training: a probability P in [0, 1), or one per hidden layer",
     )
+
+    # the layers read from init_from when the config was loaded (see config.loader)
+    _imported: Optional[list] = PrivateAttr(None)
+
+    @property
+    def imported(self) -> Optional[list]:
+        """init_from's layers [(weights out x in, biases or None), ...], read and checked at load."""
+        return self._imported
 
     @property
     def dropout_rates(self) -> list[float]:
@@ -226,6 +239,9 @@ def check_consistency(cfg: Config) -> None:
             if len(w) != n_out or any(len(row) != n_in for row in w):
                 got = f"{len(w)} x {'/'.join(sorted({str(len(r)) for r in w})) or 0}"
                 raise Problem(("model", "weights", l), f"layer {l + 1} needs {n_out} x {n_in} (out x in), got {got}")
+    if m.init_from is not None and (m.weights is not None or m.biases is not None):
+        given = "weights" if m.weights is not None else "biases"
+        raise Problem(("model", "init_from"), f"give init_from or model.{given}, not both")
     if m.biases is not None:
         if not m.bias:
             raise Problem(("model", "biases"), "given but model.bias is false")

@@ -18,6 +18,7 @@ from backprop_cli.checkpoint import Checkpoint
 from backprop_cli.config import Config, load_config
 from backprop_cli.data import Scaler
 from backprop_cli.errors import BackpropError, RunError, RunNotFoundError
+from backprop_cli.exchange import Portable
 from backprop_cli.experiment import network
 from backprop_cli.files import RUN_FILE_LIMIT, check_file, read_json
 from backprop_cli.metrics import class_name, output_names
@@ -81,6 +82,19 @@ class LoadedRun:
                 )
         return found
 
+    def portable(self) -> Portable:
+        """The network as every export layout holds it (see `exchange`)."""
+        scaler = self.scaler
+        return Portable(
+            layers=self.net.get_params(0),
+            activations=self.cfg.model.activations,
+            shift=scaler.shift if scaler.kind != "none" else None,
+            factor=scaler.factor if scaler.kind != "none" else None,
+            feature_names=[str(name) for name in self.feature_names],
+            output_names=self.output_names,
+            name=str(self.cfg.name or self.path.name),
+        )
+
     def predict(self, X: Any) -> np.ndarray:
         """Outputs (n, n_out) for raw inputs (n, n_in), scaled as in training."""
         return self.net.predict(self.scaler.apply(np.asarray(X, float)))[0]
@@ -134,7 +148,8 @@ def load_run(path: Path) -> LoadedRun:
     if not path.is_dir() or not (path / "config.yaml").exists():
         raise RunNotFoundError(f"{path}: not a run folder (no config.yaml)")
     try:
-        cfg = load_config(path / "config.yaml")
+        # its final weights replace the initial ones: init_from's file need not be there any more
+        cfg = load_config(path / "config.yaml", initial=False)
     except BackpropError as e:
         raise RunError(f"corrupt run: {e}") from None
     weights_path = path / "weights.json"
@@ -318,7 +333,7 @@ def compare_runs(paths: list[Path]) -> tuple[list[dict], dict[str, dict[str, tup
             raise RunNotFoundError(f"{path}: not a run folder (no summary.json and history.csv)")
         summary = read_dict(path / "summary.json", Summary)
         try:
-            summary.update(describe(load_config(path / "config.yaml")))
+            summary.update(describe(load_config(path / "config.yaml", initial=False)))
         except BackpropError as e:
             raise RunError(f"corrupt run: {e}") from None
         summaries.append(summary)

@@ -216,6 +216,7 @@ def continue_from(path: Path, cfg: Config, net: Network) -> Continuation:
     start = net.get_params(0)
     # the new run's config.yaml records its starting weights, so it reproduces on its own
     cfg.model.weights = [w.tolist() for w, _ in start]
+    cfg.model.init_from = None
     cfg.model.biases = [b.tolist() for _, b in start if b is not None] if cfg.model.bias else None
     extra: dict[str, Any] = {"started_from": str(previous.path), "start_epoch": start_epoch}
     restored = previous.summary.get("saved_weights", {}).get("weights") == "restored"

@@ -1,0 +1,373 @@
+"""A network in other tools' layouts, and back: ONNX graphs, safetensors under the keys of the
+equivalent `torch.nn.Sequential`, NumPy `.npz` files.
+
+The layouts are written once here, for export and import alike:
+
+- onnx: opset 17; one input `input` (n x inputs) and one output `output` (n x outputs); the
+  input scaling as `Sub` and `Div` nodes first, so raw inputs give what `backprop predict`
+  gives; each layer a `Gemm` (weights out x in, transB=1) and its activation node. The feature
+  and output names are the model's metadata (`feature_names`, `output_names`, as JSON).
+- safetensors: `0.weight` (out x in), `0.bias`, `2.weight`, ...: layer l is module 2l of the
+  Sequential, its activation module 2l + 1 (identity included, so the numbering never shifts);
+  the activations, scaling and names are JSON in the file's metadata under `backprop`.
+- npz: `W1, b1, W2, b2, ...` (out x in, as in weights.json), `activations`, and where the run
+  scales its inputs `scale_shift` and `scale_factor` (x_scaled = (x - shift) / factor).
+
+Reading (`model.init_from`) takes any file in those layouts, whoever wrote it, or a run folder.
+onnx and safetensors need the `export` extra; npz needs only NumPy.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from backprop_cli.activations import LEAKY_SLOPE
+from backprop_cli.errors import BackpropError, ConfigError
+from backprop_cli.files import RUN_FILE_LIMIT, check_file, read_json
+
+FORMATS = {"onnx": ".onnx", "safetensors": ".safetensors", "npz": ".npz"}
+OPSET = 17
+EXTRA = "pip install 'backprop[export]'"
+Layer = tuple[np.ndarray, Optional[np.ndarray]]  # weights (out x in), biases (out,) or None
+
+# each activation as a torch.nn module and as ONNX nodes (op, attributes); identity has no node
+TORCH_MODULES = {
+    "sigmoid": "nn.Sigmoid()",
+    "tanh": "nn.Tanh()",
+    "relu": "nn.ReLU()",
+    "leaky_relu": f"nn.LeakyReLU({LEAKY_SLOPE})",
+    "identity": "nn.Identity()",
+    "softmax": "nn.Softmax(dim=1)",
+}
+ONNX_OPS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softmax": "Softmax"}
+
+
+class LayoutError(ValueError):
+    """A file that is not a network in one of the layouts (the caller names the file)."""
+
+
+@dataclass(frozen=True)
+class Portable:
+    """What every layout holds of a trained network: its layers, activations, input scaling
+    (None: raw inputs) and the names of its inputs and outputs."""
+
+    layers: list[Layer]
+    activations: list[str]
+    shift: Optional[np.ndarray]
+    factor: Optional[np.ndarray]
+    feature_names: list[str]
+    output_names: list[str]
+    name: str = "backprop"
+
+    @property
+    def sizes(self) -> list[int]:
+        return [self.layers[0][0].shape[1]] + [w.shape[0] for w, _ in self.layers]
+
+    def card(self) -> dict[str, Any]:
+        """The JSON-ready description the onnx and safetensors files carry as metadata."""
+        return {
+            "layers": self.sizes,
+            "activations": self.activations,
+            "scaling": None
+            if self.shift is None or self.factor is None
+            else {"shift": self.shift.tolist(), "factor": self.factor.tolist()},
+            "feature_names": self.feature_names,
+            "output_names": self.output_names,
+        }
+
+
+def torch_key(layer: int, kind: str) -> str:
+    """The state_dict key of layer `layer`'s (0-based) `weight` or `bias` in the Sequential."""
+    return f"{2 * layer}.{kind}"
+
+
+def _need(module: str, what: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"{what} needs the {module.split('.')[0]} package: {EXTRA}") from None
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def to_npz(p: Portable, dtype: str = "float64") -> bytes:
+    arrays: dict[str, np.ndarray] = {}
+    for l, (w, b) in enumerate(p.layers):
+        arrays[f"W{l + 1}"] = w.astype(dtype)
+        if b is not None:
+            arrays[f"b{l + 1}"] = b.astype(dtype)
+    arrays["activations"] = np.array(p.activations)
+    if p.shift is not None and p.factor is not None:
+        arrays["scale_shift"], arrays["scale_factor"] = p.shift.astype(dtype), p.factor.astype(dtype)
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **arrays)
+    return buffer.getvalue()
+
+
+def to_safetensors(p: Portable, dtype: str = "float64") -> bytes:
+    st = _need("safetensors.numpy", "--format safetensors")
+    tensors = {}
+    for l, (w, b) in enumerate(p.layers):
+        tensors[torch_key(l, "weight")] = np.ascontiguousarray(w, dtype)
+        if b is not None:
+            tensors[torch_key(l, "bias")] = np.ascontiguousarray(b, dtype)
+    data: bytes = st.save(tensors, metadata={"format": "pt", "backprop": json.dumps(p.card())})
+    return data
+
+
+def to_onnx(p: Portable, dtype: str = "float64") -> bytes:
+    onnx = _need("onnx", "--format onnx")
+    from onnx import helper, numpy_helper
+
+    elem = onnx.TensorProto.DOUBLE if dtype == "float64" else onnx.TensorProto.FLOAT
+    inits, nodes = [], []
+
+    def constant(name: str, values: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(values, dtype), name))
+        return name
+
+    x = "input"
+    if p.shift is not None and p.factor is not None:
+        nodes.append(helper.make_node("Sub", [x, constant("scale_shift", p.shift)], ["shifted"], name="scale_sub"))
+        nodes.append(helper.make_node("Div", ["shifted", constant("scale_factor", p.factor)], ["x"], name="scale_div"))
+        x = "x"
+    last = len(p.layers) - 1
+    for l, ((w, b), act) in enumerate(zip(p.layers, p.activations)):
+        n = l + 1
+        args = [x, constant(f"W{n}", w)] + ([constant(f"b{n}", b)] if b is not None else [])
+        z, a = f"z{n}", "output" if l == last else f"a{n}"
+        nodes.append(helper.make_node("Gemm", args, [z], name=f"layer{n}", transB=1))
+        if act == "identity":
+            nodes.append(helper.make_node("Identity", [z], [a], name=f"identity{n}"))
+        elif act == "leaky_relu" and dtype == "float64":
+            # onnxruntime keeps LeakyRelu's alpha as a 32-bit float (8e-10 off in float64):
+            # max(z, 0.01 z), as the engine computes it
+            nodes.append(helper.make_node("Mul", [z, constant(f"slope{n}", np.array(LEAKY_SLOPE))], [f"s{n}"]))
+            nodes.append(helper.make_node("Max", [z, f"s{n}"], [a], name=f"leaky_relu{n}"))
+        elif act == "leaky_relu":
+            nodes.append(helper.make_node("LeakyRelu", [z], [a], name=f"leaky_relu{n}", alpha=LEAKY_SLOPE))
+        else:
+            attributes: dict[str, Any] = {"axis": 1} if act == "softmax" else {}
+            nodes.append(helper.make_node(ONNX_OPS[act], [z], [a], name=f"{act}{n}", **attributes))
+        x = a
+    sizes = p.sizes
+    graph = helper.make_graph(
+        nodes,
+        p.name,
+        [helper.make_tensor_value_info("input", elem, ["n", sizes[0]])],
+        [helper.make_tensor_value_info("output", elem, ["n", sizes[-1]])],
+        inits,
+        doc_string=f"inputs: {', '.join(p.feature_names)}; outputs: {', '.join(p.output_names)}",
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="backprop", doc_string=p.name
+    )
+    model.ir_version = 8  # what opset 17 needs; readable by onnxruntime 1.12 and later
+    helper.set_model_props(
+        model, {key: json.dumps(value) for key, value in p.card().items() if key in ("feature_names", "output_names")}
+    )
+    onnx.checker.check_model(model, full_check=True)
+    data: bytes = model.SerializeToString()
+    return data
+
+
+def torch_code(p: Portable, path: str, dtype: str = "float64") -> str:
+    """The PyTorch lines that build the Sequential, load the safetensors file at `path` and
+    predict from raw inputs, with the run's scaling."""
+    modules = []
+    for (w, b), act in zip(p.layers, p.activations):
+        n_out, n_in = w.shape
+        modules.append(f"nn.Linear({n_in}, {n_out}{'' if b is not None else ', bias=False'}),")
+        modules.append(f"{TORCH_MODULES[act]},")
+    torch_dtype = "torch.float64" if dtype == "float64" else "torch.float32"
+    lines = [
+        "import torch",
+        "from safetensors.torch import load_file",
+        "from torch import nn",
+        "",
+        "model = nn.Sequential(",
+        *(f"    {m}" for m in modules),
+        f").to({torch_dtype})",
+        f"model.load_state_dict(load_file({path!r}))",
+        "model.eval()",
+    ]
+    if p.shift is not None and p.factor is not None:
+        lines += [
+            f"shift = torch.tensor({p.shift.tolist()!r}, dtype={torch_dtype})",
+            f"factor = torch.tensor({p.factor.tolist()!r}, dtype={torch_dtype})",
+            "",
+            "",
+            "def predict(x):",
+            f'    """Outputs ({", ".join(p.output_names)}) for raw inputs ({", ".join(p.feature_names)})."""',
+            f"    return model((torch.as_tensor(x, dtype={torch_dtype}) - shift) / factor)",
+        ]
+    else:
+        lines += [
+            "",
+            "",
+            "def predict(x):",
+            f'    """Outputs ({", ".join(p.output_names)}) for inputs ({", ".join(p.feature_names)})."""',
+            f"    return model(torch.as_tensor(x, dtype={torch_dtype}))",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+WRITERS = {"onnx": to_onnx, "safetensors": to_safetensors, "npz": to_npz}
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def read_layers(path: Path) -> list[Layer]:
+    """The layers [(weights out x in, biases or None), ...] of a file in one of the layouts (by
+    its suffix) or of a run folder's weights.json. Raises LayoutError (what is wrong, the
+    caller adds the path) or ConfigError (a missing extra)."""
+    path = Path(path)
+    if path.is_dir():
+        return _from_run(path / "weights.json")
+    suffix = path.suffix.lower()
+    readers = {".npz": _from_npz, ".safetensors": _from_safetensors, ".onnx": _from_onnx, ".json": _from_run}
+    if suffix not in readers:
+        raise LayoutError(f"unknown format '{suffix or path.name}': give a .onnx, .safetensors or .npz file, or a run")
+    check_file(path, "weights file", ConfigError, RUN_FILE_LIMIT)
+    layers = readers[suffix](path)
+    if not layers:
+        raise LayoutError("holds no layers")
+    for l, (w, b) in enumerate(layers):
+        if w.ndim != 2 or (b is not None and b.shape != (w.shape[0],)):
+            shape = "x".join(map(str, b.shape if b is not None and w.ndim == 2 else w.shape))
+            raise LayoutError(f"layer {l + 1}: {'biases' if w.ndim == 2 else 'weights'} of shape {shape}")
+        for kind, values in (("weights", w), ("biases", b)):
+            if values is not None and not np.all(np.isfinite(values)):
+                raise LayoutError(f"layer {l + 1}: non-finite {kind}")
+    return [(w.astype(float), None if b is None else b.astype(float)) for w, b in layers]
+
+
+def _numbered(names: list[str], pattern: str) -> dict[int, str]:
+    found = {}
+    for name in names:
+        m = re.fullmatch(pattern, name)
+        if m:
+            found[int(m.group(1))] = name
+    return found
+
+
+def _from_npz(path: Path) -> list[Layer]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise LayoutError(f"not a readable .npz file ({e})") from None
+    weights, biases = _numbered(list(arrays), r"W(\d+)"), _numbered(list(arrays), r"b(\d+)")
+    if not weights:
+        raise LayoutError(f"no W1, W2, ... arrays (it holds {', '.join(sorted(arrays)) or 'nothing'})")
+    if sorted(weights) != list(range(1, len(weights) + 1)):
+        raise LayoutError(f"weights {', '.join(weights[i] for i in sorted(weights))}: expected W1 to W{len(weights)}")
+    layers = []
+    for i in range(1, len(weights) + 1):
+        w, b = arrays[weights[i]], arrays[biases[i]] if i in biases else None
+        if w.dtype.kind != "f" or (b is not None and b.dtype.kind != "f"):
+            raise LayoutError(f"W{i}/b{i}: expected floating-point numbers, got {w.dtype}")
+        layers.append((w, b))
+    return layers
+
+
+def _from_safetensors(path: Path) -> list[Layer]:
+    st = _need("safetensors.numpy", "model.init_from (a .safetensors file)")
+    try:
+        tensors = st.load_file(str(path))
+    except Exception as e:  # safetensors raises its own SafetensorError and others for bad headers
+        raise LayoutError(
+            f"not a readable safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
+    weights = _numbered(list(tensors), r"(?:.*\.)?(\d+)\.weight")
+    if not weights:
+        raise LayoutError(f"no 0.weight, 2.weight, ... tensors (it holds {', '.join(sorted(tensors)) or 'nothing'})")
+    layers = []
+    for i in sorted(weights):
+        key = weights[i]
+        bias = key[: -len("weight")] + "bias"
+        layers.append((tensors[key], tensors.get(bias)))
+    return layers
+
+
+def _from_onnx(path: Path) -> list[Layer]:
+    onnx = _need("onnx", "model.init_from (an .onnx file)")
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load_model_from_string(path.read_bytes())
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise LayoutError(f"not a readable ONNX model ({type(e).__name__})") from None
+    graph = model.graph
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:  # weights held as Constant nodes rather than initializers
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    layers: list[Layer] = []
+    nodes = list(graph.node)
+    for i, node in enumerate(nodes):
+        if node.op_type == "Gemm":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            if node.input[1] not in values:
+                raise LayoutError(f"Gemm node {node.name or i}: its weights {node.input[1]} are not a constant")
+            w = values[node.input[1]]
+            w = w if attrs.get("transB", 0) else w.T
+            b = values.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            layers.append((w * attrs.get("alpha", 1.0), None if b is None else b.reshape(-1) * attrs.get("beta", 1.0)))
+        elif node.op_type == "MatMul" and node.input[1] in values:
+            w, b = values[node.input[1]].T, None
+            after = [n for n in nodes if n.op_type == "Add" and node.output[0] in n.input]
+            if after:
+                other = [name for name in after[0].input if name != node.output[0]]
+                b = values[other[0]].reshape(-1) if other and other[0] in values else None
+            layers.append((w, b))
+    if not layers:
+        raise LayoutError("no Gemm or MatMul nodes with constant weights")
+    return layers
+
+
+def _from_run(path: Path) -> list[Layer]:
+    try:
+        data = read_json(path)
+    except BackpropError as e:  # missing, too large or not JSON
+        raise LayoutError(str(e).removeprefix(f"{path}: ")) from None
+    try:
+        return [
+            (
+                np.asarray(layer["weights"], float),
+                None if layer.get("biases") is None else np.asarray(layer["biases"], float),
+            )
+            for layer in data["layers"]
+        ]
+    except (KeyError, TypeError, ValueError):
+        raise LayoutError(f"{path.name}: expected layers of weights and biases") from None
+
+
+def check_shapes(layers: list[Layer], sizes: list[int], bias: bool) -> Optional[str]:
+    """What keeps `layers` from being a network of `sizes` (None: they fit), naming the
+    tensor and both shapes."""
+    if len(layers) != len(sizes) - 1:
+        return f"holds {len(layers)} layers of weights; model.layers {sizes} has {len(sizes) - 1}"
+    for l, ((w, b), n_in, n_out) in enumerate(zip(layers, sizes, sizes[1:])):
+        if w.shape != (n_out, n_in):
+            return (
+                f"layer {l + 1}'s weights ({torch_key(l, 'weight')}, W{l + 1}) are {w.shape[0]} x {w.shape[1]}; "
+                f"model.layers {sizes} needs {n_out} x {n_in} (out x in)"
+            )
+        if bias and b is None:
+            return f"layer {l + 1} has no biases ({torch_key(l, 'bias')}, b{l + 1}); model.bias is true"
+        if not bias and b is not None and np.any(b):
+            return f"layer {l + 1} has biases ({torch_key(l, 'bias')}, b{l + 1}); model.bias is false"
+    return None
