@@ -26,6 +26,7 @@ from backprop_cli.config import Config, config_from_dict, load_config
 from backprop_cli.config.schema import SECTIONS
 from backprop_cli.data import Dataset
 from backprop_cli.errors import ConfigError
+from backprop_cli.events import Board
 from backprop_cli.experiment import dataset, fit, network
 from backprop_cli.painter import Painter
 from backprop_cli.run_folders import (
@@ -109,8 +110,15 @@ def train_run(
     with guarded(run):
         t = cfg.training
         shots = Snapshots(net.theta, t.epochs, start_epoch, t.frames) if t.animate else None
-        with (progress or _silent)(t.epochs, start_epoch, "training") as report:
-            result = fit(cfg, data, net, callback=chain(report, shots), start_epoch=start_epoch, resume=resume)
+        board = Board(Path(t.tensorboard) / run.name, t, net, start_epoch) if t.tensorboard else None
+        result = None
+        try:
+            with (progress or _silent)(t.epochs, start_epoch, "training") as report:
+                callback = chain(report, shots, board)
+                result = fit(cfg, data, net, callback=callback, start_epoch=start_epoch, resume=resume)
+        finally:
+            if board is not None:
+                board.close(result)
         if shots is not None and notice is not None:
             notice(f"drawing training.gif ({shots.frames} frames)...")
         try:

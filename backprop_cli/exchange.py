@@ -199,13 +199,15 @@ def torch_code(p: Portable, path: str, dtype: str = "float64") -> str:
         "model = nn.Sequential(",
         *(f"    {m}" for m in modules),
         f").to({torch_dtype})",
-        f"model.load_state_dict(load_file({path!r}))",
+        f"model.load_state_dict(load_file({json.dumps(path)}))",
         "model.eval()",
     ]
     if p.shift is not None and p.factor is not None:
         lines += [
-            f"shift = torch.tensor({p.shift.tolist()!r}, dtype={torch_dtype})",
-            f"factor = torch.tensor({p.factor.tolist()!r}, dtype={torch_dtype})",
+            *(
+                f"{name} = torch.tensor(\n    {values.tolist()!r},\n    dtype={torch_dtype},\n)"
+                for name, values in (("shift", p.shift), ("factor", p.factor))
+            ),
             "",
             "",
             "def predict(x):",

@@ -108,8 +108,9 @@ class History:
             for column, value in zip(self.metric_columns, sums):
                 column[e] = value
 
-    def value(self, column: str, e: int) -> np.ndarray:
-        """One epoch's values (K,) of a column, training metrics finished from their raw sums."""
+    def value(self, column: str, e: int | slice) -> np.ndarray:
+        """One epoch's values (K,) of a column (or a slice of epochs' rows), training metrics
+        finished from their raw sums."""
         names = self.metrics.names
         if column in names:
             return self.metrics.finish([self.data[c][e] for c in names])[names.index(column)]

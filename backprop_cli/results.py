@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -269,3 +269,19 @@ def folders_for(policy: str, cells: Cells, rows: list[dict], sort: str) -> list[
         return []
     n = int(policy.split(":", 1)[1])
     return [int(r["run"].split("_")[1]) - 1 for r in sort_rows(rows, sort)[:n]]  # cell_0417 -> 416
+
+
+def write_board(folder: Path, cells: Cells, store: Store) -> int:
+    """The study's trained cells as TensorBoard runs under `folder` (see `events`), in cell
+    order; returns how many were written."""
+    from backprop_cli.events import Cell, write_cells
+
+    weights = store.arrays["weights"]
+
+    def each() -> Iterator[Cell]:
+        for i in map(int, np.flatnonzero(store.done())):
+            epochs, columns = store.history(i)
+            yield Cell(folder_name(i, len(cells)), {**cells.values(i), "seed": cells.seed(i)}, epochs, columns,
+                       np.asarray(weights[i][: store.n_params(i)]), cells.combo(i).cfg.model)  # fmt: skip
+
+    return write_cells(folder, each())

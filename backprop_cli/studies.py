@@ -17,6 +17,7 @@ from backprop_cli.animation import Snapshots, gif_job
 from backprop_cli.config import Config, config_to_yaml
 from backprop_cli.data import Dataset
 from backprop_cli.differences import Progress
+from backprop_cli.events import Cell, write_cells
 from backprop_cli.files import atomic_write, write_json
 from backprop_cli.painter import Job, Painter
 from backprop_cli.run_folders import (
@@ -119,6 +120,20 @@ def write_study(
             title = f"{cfg.name} by {label}"
             jobs.append(gif_job(folder / "training.gif", title, entries[0].result, data, snapshots, names=titles))
         painter.submit(jobs)
+    if cfg.training.tensorboard:
+        short = "lr" if label == "learning_rate" else label
+        cells = (
+            Cell(
+                f"{short}_{name}",
+                {label: e.value},
+                e.result.epochs[: len(e.losses)],
+                {c: v[: len(e.losses), e.model] for c, v in e.result.history.items()},
+                e.result.net.theta[e.model],
+                cfg.model,
+            )
+            for name, e in zip(names, entries)
+        )
+        write_cells(Path(cfg.training.tensorboard) / folder.name, cells)
     warnings: list[str] = []
     if per_model_runs:
         if progress is not None:

@@ -29,7 +29,7 @@ TIERS = [
     ["experiment"],
     ["plots", "painter", "pictures", "animation", "tables"],
     ["sweep", "gradcheck", "explain", "search"],
-    ["store", "run_folders"],
+    ["store", "run_folders", "events"],
     ["studies", "results", "grid"],
     ["api", "report"],
     ["cli"],

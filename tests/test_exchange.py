@@ -3,6 +3,7 @@ predict's, the layouts are the documented ones, a round trip trains bit for bit,
 files are one-line errors."""
 
 import json
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -141,11 +142,9 @@ def _torch_forward(code: str, tensors: dict, X: np.ndarray) -> np.ndarray:
     }
     a = X
     if "shift = torch.tensor(" in code:
-        values = {
-            line.split(" = ")[0]: np.array(json.loads(line.split("torch.tensor(")[1].split(", dtype")[0]))
-            for line in code.splitlines()
-            if line.startswith(("shift =", "factor ="))
-        }
+        found = re.findall(r"^(shift|factor) = torch.tensor\(\s*(\[[^]]*\])", code, re.M)
+        values = {name: np.array(json.loads(numbers)) for name, numbers in found}
+        assert sorted(values) == ["factor", "shift"]
         a = (a - values["shift"]) / values["factor"]
     for i, module in enumerate(modules):
         if module.startswith("nn.Linear("):

@@ -74,3 +74,50 @@ def test_the_predict_example(shell):
     shell("backprop train configs/xor.yaml -q")
     shown = _example("printf '0\\n1\\n' | backprop predict")
     assert _matches(shown, shell("printf '0\\n1\\n' | backprop predict"))
+
+
+def _block(after: str, kind: str) -> str:
+    """The first ```kind block after the text `after`."""
+    start = README.index(f"```{kind}\n", README.index(after)) + len(f"```{kind}\n")
+    return README[start : README.index("```", start)]
+
+
+@pytest.mark.slow
+def test_taking_a_network_elsewhere(shell, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("safetensors")
+    section = "## Taking a network elsewhere"
+    commands = [line[2:] for line in _block(section, "console").splitlines() if line.startswith("$ ")]
+    for command in commands:
+        shown = _example(command)
+        done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True,
+                              env={"PATH": f"{sys.executable.rsplit('/', 1)[0]}:/usr/bin:/bin"})  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.splitlines() == shown, command  # the "wrote ..." lines are on stderr
+    # the onnxruntime lines print what the README shows
+    (tmp_path / "use.py").write_text(_block(section, "python"))
+    done = subprocess.run([sys.executable, "use.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == _block("print(probabilities.round(4).tolist())", "text")
+    # the PyTorch lines are the ones the command printed (run in PyTorch where it is installed)
+    torch_lines = _block("this is `iris_torch.py` from above", "python")
+    assert (tmp_path / "iris_torch.py").read_text() == torch_lines
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return
+    done = subprocess.run([sys.executable, "-c", torch_lines + "\nprint(predict([[5.1, 3.5, 1.4, 0.2]]))"],
+                          cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_the_init_from_example(shell, tmp_path):
+    pytest.importorskip("onnx")
+    shell("backprop train configs/iris.yaml -q && backprop export latest --format npz --output iris.npz 2>/dev/null")
+    block = _block("**Bringing one in.**", "console").splitlines()
+    command, shown = block[0][2:], block[1]
+    done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": f"{sys.executable.rsplit('/', 1)[0]}:/usr/bin:/bin", "PWD": str(tmp_path)})  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == shown.replace("/home/me", str(tmp_path))

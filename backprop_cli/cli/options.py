@@ -131,6 +131,36 @@ def load_data(cfg: Config, config: Path) -> Dataset:
     return dataset(cfg, str(config))
 
 
+TensorBoard = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--tensorboard",
+        metavar="DIR",
+        help="Also write TensorBoard event files under DIR (training.tensorboard); pip install 'backprop[tensorboard]'.",
+    ),
+]
+
+
+def tensorboard_option(cfg: Config, folder: Optional[Path]) -> None:
+    """--tensorboard into the config (training.tensorboard), refused at once without the extra."""
+    if folder is not None:
+        cfg.training.tensorboard = str(folder)
+    if cfg.training.tensorboard:
+        from backprop_cli.events import require
+
+        require()
+
+
+def board_option(folder: Optional[Path]) -> Optional[Path]:
+    """--tensorboard of a grid or search (its cells' configs may name one too), refused at
+    once without the extra."""
+    if folder is not None:
+        from backprop_cli.events import require
+
+        require()
+    return folder
+
+
 def animation_options(cfg: Config, animate: bool, frames: Optional[int]) -> None:
     """--animate and --frames into the config (training.animate, training.frames)."""
     if animate:

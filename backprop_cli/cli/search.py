@@ -14,7 +14,17 @@ from typing_extensions import Annotated
 
 from backprop_cli.cli.app import UsageError, app, cli_errors, out
 from backprop_cli.cli.display import Counter
-from backprop_cli.cli.options import ConfigFile, Epochs, Executor, Quiet, RunsDir, Sets, parse_seeds
+from backprop_cli.cli.options import (
+    ConfigFile,
+    Epochs,
+    Executor,
+    Quiet,
+    RunsDir,
+    Sets,
+    TensorBoard,
+    board_option,
+    parse_seeds,
+)
 from backprop_cli.cli.sweep import (
     CellPlots,
     Chunk,
@@ -96,6 +106,7 @@ def search(
     runs_dir: RunsDir = Path("runs"),
     quiet: Quiet = False,
     sets: Sets = None,
+    tensorboard: TensorBoard = None,
 ) -> None:
     """Train trials drawn at random (or from a Sobol sequence) over config keys and compare them.
 
@@ -118,6 +129,7 @@ def search(
         trials * (len(seed_list) if seed_list else 1), name, sort, plots, run_folders, history, memory, chunk_models,
         workers, executor, scheduler, quiet,
     )  # fmt: skip
+    options.tensorboard = board_option(tensorboard)
     most = g.max_cells(options.budget) // (len(seed_list) if seed_list else 1)
     if trials > most:
         raise UsageError(f"--trials {trials:,}: at most {most:,} fit this machine (see --memory)")

@@ -12,7 +12,17 @@ from typing_extensions import Annotated
 
 from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter
 from backprop_cli.cli.display import Column, Counter, fmt, metric, print_table, warn
-from backprop_cli.cli.options import ConfigFile, Epochs, Executor, Quiet, RunsDir, Sets, parse_seeds
+from backprop_cli.cli.options import (
+    ConfigFile,
+    Epochs,
+    Executor,
+    Quiet,
+    RunsDir,
+    Sets,
+    TensorBoard,
+    board_option,
+    parse_seeds,
+)
 
 # the options `sweep` and `search` share
 Workers = Annotated[
@@ -79,6 +89,7 @@ def sweep(
     runs_dir: RunsDir = Path("runs"),
     quiet: Quiet = False,
     sets: Sets = None,
+    tensorboard: TensorBoard = None,
 ) -> None:
     """Train every cell of a grid over config keys (and seeds) and compare them.
 
@@ -99,6 +110,7 @@ def sweep(
         g.count_cells(asked_grid, seed_list), name, sort, plots, run_folders, history, memory, chunk_models, workers,
         executor, scheduler, quiet,
     )  # fmt: skip
+    options.tensorboard = board_option(tensorboard)
     overrides = {"training.epochs": (epochs, "--epochs")}
     cells = Cells(config, asked_grid, seed_list, overrides, sets or [], limit=g.max_cells(options.budget))
     asked = spec(config, asked_grid, seed_list, sets or [], overrides)
@@ -153,6 +165,7 @@ class StudyOptions:
     scheduler: Optional[str]
     quiet: bool
     halving: Optional[tuple[int, int, Optional[str]]] = None  # eta, min_epochs, metric (search --halving)
+    tensorboard: Optional[Path] = None  # --tensorboard DIR, or the config's training.tensorboard
 
 
 def run_study(
@@ -177,6 +190,8 @@ def run_study(
 
     name, sort, quiet = o.name, o.sort, o.quiet
     target = default_target(cells.combos[0].cfg)
+    if o.tensorboard is None and cells.combos[0].cfg.training.tensorboard:
+        board_option(Path(cells.combos[0].cfg.training.tensorboard))  # the extra, before anything trains
     shape = g.layout(cells, o.every)
     if o.halving is not None:
         eta, min_epochs, metric = o.halving
@@ -238,6 +253,16 @@ def run_study(
             o.policy, kind,
         )  # fmt: skip
         warn(warnings)
+        board = o.tensorboard or cells.combos[0].cfg.training.tensorboard
+        if board:
+            from backprop_cli.events import STUDY_LIMIT
+
+            boards = results.write_board(Path(board) / folder.name, cells, store)
+            if not quiet:
+                more = (
+                    f" (the first {STUDY_LIMIT}; at most {STUDY_LIMIT} are written)" if len(rows) > STUDY_LIMIT else ""
+                )
+                err.print(f"TensorBoard: {boards} cells under {Path(board) / folder.name}{more}", soft_wrap=True)
         which = results.folders_for(o.policy, cells, rows, sort)
         if which and not interrupted:
             with Counter("run folders written", len(which), quiet) as written:

@@ -20,11 +20,13 @@ from backprop_cli.cli.options import (
     RunsDir,
     Seed,
     Sets,
+    TensorBoard,
     animation_options,
     load,
     load_data,
     parse_list,
     positive,
+    tensorboard_option,
 )
 
 if TYPE_CHECKING:
@@ -106,6 +108,7 @@ def sweep_lr(
     runs_dir: RunsDir = Path("runs"),
     quiet: Quiet = False,
     sets: Sets = None,
+    tensorboard: TensorBoard = None,
 ) -> None:
     """Compare learning rates: all train together from identical initial weights.
 
@@ -113,6 +116,7 @@ def sweep_lr(
     """
     cfg = load(config, epochs, None, seed, None, sets)
     animation_options(cfg, animate, frames)
+    tensorboard_option(cfg, tensorboard)
     rates = parse_rates(lrs, log_range, cfg)
     from backprop_cli.experiment import check_memory
 

@@ -19,11 +19,13 @@ from backprop_cli.cli.options import (
     RunsDir,
     Seed,
     Sets,
+    TensorBoard,
     animation_options,
     load,
     load_data,
     parse_seeds,
     positive,
+    tensorboard_option,
 )
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ def train(
         bool, typer.Option("--animate", help="Also write training.gif: the network learning (training.animate).")
     ] = False,
     frames: Frames = None,
+    tensorboard: TensorBoard = None,
     print_config: Annotated[
         bool, typer.Option("--print-config", help="Print the config as resolved (after --set and the flags) and exit.")
     ] = False,
@@ -72,6 +75,7 @@ def train(
     """
     cfg = load(config, epochs, lr, seed, name, sets)
     animation_options(cfg, animate, frames)
+    tensorboard_option(cfg, tensorboard)
     if print_config:
         from backprop_cli.config import config_to_yaml
 

@@ -119,6 +119,9 @@ class TrainingConfig(_Strict):
     )
     dtype: Literal["float64", "float32"] = Field("float64", description="floating-point precision")
     animate: bool = Field(False, description="write training.gif, the network learning frame by frame")
+    tensorboard: Optional[str] = Field(
+        None, description="TensorBoard event files under this folder (relative to the current folder), as training runs"
+    )
     frames: Annotated[int, Field(ge=2, le=1000)] = Field(
         60, description="animate: frames (evenly spaced epochs, log-spaced when the loss spans decades)"
     )

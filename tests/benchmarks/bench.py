@@ -763,7 +763,58 @@ def case_halving(repeats, _):
         report("halving", f"{config} ({said}): halving's model-epochs / the full search's", costs, "x", 1)
 
 
+def case_tensorboard(repeats, epochs):
+    """--tensorboard: the loop (duration_s) and the whole process, with and without it."""
+    import json
+    import tempfile
+
+    print(f"tensorboard: train xor.yaml --epochs {epochs} with --tensorboard against without, same rounds")
+    env = _env()
+    xor = str(ROOT / "configs" / "xor.yaml")
+    loops: dict = {"off": [], "on": []}
+
+    def run(variant, tmp):
+        extra = ["--tensorboard", str(Path(tmp) / "tb")] if variant == "on" else []
+        runs = Path(tmp) / variant
+
+        def go():
+            argv = [
+                sys.executable,
+                "-m",
+                "backprop_cli",
+                "train",
+                xor,
+                "--epochs",
+                str(epochs),
+                "--runs-dir",
+                str(runs),
+            ]
+            t = time.perf_counter()
+            subprocess.run(argv + ["--quiet", *extra], check=True, capture_output=True, env=env)
+            took = time.perf_counter() - t
+            newest = max(runs.iterdir(), key=lambda p: p.stat().st_mtime)
+            loops[variant].append(json.loads((newest / "summary.json").read_text())["duration_s"])
+            return took
+
+        return go
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = interleave({"off": run("off", tmp), "on": run("on", tmp)}, repeats)
+    report("tensorboard", "train xor, whole process", t["off"], "s", 1)
+    report("tensorboard", "train xor --tensorboard, whole process", t["on"], "s", 1, t["off"])
+    report("tensorboard", "training loop (duration_s)", loops["off"], "us/epoch", 1e6 / epochs)
+    report(
+        "tensorboard",
+        "training loop --tensorboard (target <= 1.05x)",
+        loops["on"],
+        "us/epoch",
+        1e6 / epochs,
+        loops["off"],
+    )
+
+
 CASES = {
+    "tensorboard": case_tensorboard,
     "halving": case_halving,
     "study": case_study,
     "process": case_process,
@@ -800,6 +851,7 @@ def main():
         "grid": (5, None),
         "study": (5, None),
         "halving": (1, None),
+        "tensorboard": (7, 50000),
     }
     if args.quick:
         plan = {
@@ -815,6 +867,7 @@ def main():
             "grid": (3, None),
             "study": (3, None),
             "halving": (1, None),
+            "tensorboard": (3, 10000),
         }
     core = os.environ.get("OPENBLAS_CORETYPE")
     blas = f"OPENBLAS_CORETYPE={core} from the environment" if core else "OpenBLAS's own choice of kernels"
