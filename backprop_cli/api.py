@@ -41,6 +41,7 @@ from backprop_cli.run_folders import (
     resolve_run,
     start_run,
 )
+from backprop_cli.run_folders.diagnosed import diagnose
 from backprop_cli.training import TrainResult
 
 ConfigSource = Union[str, Path, dict, Config]
@@ -201,6 +202,22 @@ class Run:
         cfg = self.config
         sections, _ = explain_step(cfg, dataset(cfg, str(self.path / "config.yaml")), epoch, sample)
         return render(sections, format)
+
+    @property
+    def diagnostics(self) -> Any:
+        """The per-layer diagnostics (diagnostics.csv: epoch, layer, quantity, value; one row
+        each) as a pandas DataFrame when pandas is installed, else a list of dicts; for a run
+        trained without them, one record of its saved weights at the end."""
+        from backprop_cli.diagnostics import rows
+
+        d = diagnose(self.path)
+        header, *body = rows(d.epochs, d.values)
+        return _table([dict(zip(header, [int(e), int(l), q, float(v)])) for e, l, q, v in body])
+
+    def diagnose(self) -> dict:
+        """What `backprop diagnose --json` prints: the per-layer table at the start, middle and
+        end, and the findings (or the healthy run's line)."""
+        return diagnose(self.path).to_json()
 
     def plots(self) -> list[str]:
         """The names of the run's plots (loss, accuracy, decision_boundary, ...)."""

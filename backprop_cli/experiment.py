@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from backprop_cli.checkpoint import Checkpoint
 from backprop_cli.data import Dataset, load_data
+from backprop_cli.diagnostics import Recorder
 from backprop_cli.errors import ConfigError, DivergedError
 from backprop_cli.initializers import random_streams
+from backprop_cli.losses import LOSSES
 from backprop_cli.metrics import Metrics
 from backprop_cli.network import Network
 from backprop_cli.optimizers import Optimizer
@@ -134,8 +136,27 @@ def fit(
     horizon: Optional[int] = None,
     per_model: Optional[Mapping[str, Sequence[Any]]] = None,
 ) -> TrainResult:
-    """Train `net` in place as the config's training section says (see `training.train`)."""
-    return train(
-        cfg.training, data, net, cfg.seed, learning_rates, callback, start_epoch, optimizer, resume, stop_after,
+    """Train `net` in place as the config's training section says (see `training.train`);
+    with training.diagnostics, the result carries their `Recorder`."""
+    t = cfg.training
+    recorder = None
+    if t.diagnose_every is not None:
+        epochs = t.epochs if stop_after is None else min(t.epochs, stop_after)
+        recorder = Recorder(net, data.X, data.Y, LOSSES[t.loss], t.diagnose_every, epochs, start_epoch)
+        if callback is not None:
+            inner, record = callback, recorder
+
+            def callback(epoch: int, loss: Any, seen: Any) -> None:
+                inner(epoch, loss, seen)
+                record(epoch, loss, seen)
+
+        else:
+            callback = recorder
+    result = train(
+        t, data, net, cfg.seed, learning_rates, callback, start_epoch, optimizer, resume, stop_after,
         horizon, cfg.model.dropout_rates, per_model,
     )  # fmt: skip
+    if recorder is not None:
+        recorder.finish(result.net.theta, result.epochs_run, result.restored_epoch)
+        result.diagnostics = recorder
+    return result

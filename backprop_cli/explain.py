@@ -23,7 +23,7 @@ from backprop_cli.experiment import fit, network, require_completed
 from backprop_cli.files import atomic_write
 from backprop_cli.initializers import random_streams
 from backprop_cli.losses import LOSSES
-from backprop_cli.network import Network, frozen_mask, neuron_names
+from backprop_cli.network import Network, frozen_mask, layer_kinds, neuron_names
 from backprop_cli.regularization import Dropout, GradientTerms, column
 from backprop_cli.training import make_optimizer, make_schedule, rate_array
 
@@ -110,8 +110,8 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
     )
     for n, v in zip(names[0], X[i]):
         fwd.rows.append(["input", n, "", g(v), *(["", ""] if masks else [])])
-    for l in range(probe.n_layers):
-        kind = "output" if l == probe.n_layers - 1 else f"hidden {l + 1}"
+    kinds = layer_kinds(probe.n_layers)
+    for l, kind in enumerate(kinds):
         for j, (n, z, a) in enumerate(zip(names[l + 1], zs[l][i], acts[l + 1][i])):
             dropped = []
             if masks is not None:
@@ -135,7 +135,7 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
     sections.append(lossec)
     back = Section(f"backward pass (sample {sample}): delta = dL/dz", ["layer", "neuron", "delta"], "backward")
     for l in range(probe.n_layers - 1, -1, -1):
-        kind = "output" if l == probe.n_layers - 1 else f"hidden {l + 1}"
+        kind = kinds[l]
         for n, d in zip(names[l + 1], ws.D[l][0, i]):
             back.rows.append([kind, n, g(d)])
     sections.append(back)
@@ -183,8 +183,25 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
             f"; the run trains in minibatches of {t.batch_size}: this is one full-batch step from its weights "
             f"and optimizer state at the start of epoch {epoch}"
         )
+    sections.append(_norms(probe, grad, kinds))
     sections.append(upd)
     return sections, (probe.get_params(0), old, new)
+
+
+def _norms(probe: Network, grad: np.ndarray, kinds: list[str]) -> Section:
+    """Each layer's gradient norm at this step (||dL/dW||, ||dL/db||): how far back the
+    gradient reaches (see `backprop diagnose`)."""
+    section = Section("gradient norm by layer", ["layer", "norm dL/dW", "norm dL/db"], "norms")
+    layer = np.array([p.layer for p in probe.param_names()])
+    bias = np.array([p.kind == "bias" for p in probe.param_names()])
+    for l, kind in enumerate(kinds):
+        w = grad[(layer == l) & ~bias]
+        b = grad[(layer == l) & bias]
+        section.rows.append(
+            [f"{kind} ({probe.activations[l]})", g(float(np.sqrt(w @ w))), g(float(np.sqrt(b @ b))) if b.size else ""]
+        )
+    section.note = "the Euclidean norm of the layer's dL/dparam column below, before any clipping or penalty"
+    return section
 
 
 def _step_masks(cfg: Config, probe: Network, before: Optional[Checkpoint], n: int) -> Optional[list[np.ndarray]]:
@@ -304,7 +321,7 @@ def render(sections: list[Section], fmt: str) -> str:
     for s in sections:
         for row in s.rows:
             cells = dict(zip(s.headers, row))
-            name = next(cells[h] for h in _NAMES if h in cells)
+            name = next((cells[h] for h in _NAMES if h in cells), "")
             layer = cells.get("layer", "output" if s.stage == "loss" else "")
             for quantity, value in cells.items():
                 if quantity in ("layer", "connects", *_NAMES) or value == "":

@@ -67,7 +67,7 @@ def metric_text(column: str, value: float) -> str:
     """A loss or metric in the one format every command and report uses: scores (accuracy,
     precision, recall, F1, R^2) with 4 decimals, so 1 and 0.9833 line up as 1.0000 and 0.9833;
     losses, errors and anything else in 6 significant digits."""
-    if is_score(column) and math.isfinite(value):
+    if is_score(column) and math.isfinite(value) and abs(value) < 1e6:  # an R^2 of -1e300: 6 digits, not 300
         return f"{value:.4f}"
     return f"{value:.6g}"
 

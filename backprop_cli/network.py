@@ -95,6 +95,16 @@ def neuron_names(sizes: Sequence[int]) -> list[list[str]]:
     return names
 
 
+def layer_kinds(n_layers: int) -> list[str]:
+    """["hidden 1", ..., "output"]: how every table and legend names the layers."""
+    return [f"hidden {l + 1}" for l in range(n_layers - 1)] + ["output"]
+
+
+def layer_names(activations: Sequence[str]) -> list[str]:
+    """["hidden 1 (sigmoid)", ..., "output (softmax)"]."""
+    return [f"{kind} ({act})" for kind, act in zip(layer_kinds(len(activations)), activations)]
+
+
 @dataclass
 class Workspace:
     """Buffers for one batch size, reused every step so the hot loop allocates nothing.
@@ -140,8 +150,8 @@ class Network:
         self.n_params = sum(o * i + (o if bias else 0) for o, i in shapes)
         self.theta = np.zeros((n_models, self.n_params), self.dtype)
         self.grad = np.zeros_like(self.theta)
-        self.W, self.b = self._views(self.theta)
-        self.gW, self.gb = self._views(self.grad)
+        self.W, self.b = self.views(self.theta)
+        self.gW, self.gb = self.views(self.grad)
         self.WT = [w.transpose(0, 2, 1) for w in self.W]
         # with many models, each forward pass first copies W^T into a contiguous (K, in, out)
         # buffer: NumPy's matmul runs about 3x faster on it than on the strided view into theta
@@ -153,7 +163,7 @@ class Network:
     def n_layers(self) -> int:
         return len(self.sizes) - 1
 
-    def _views(self, flat: np.ndarray) -> tuple[list[np.ndarray], list[Optional[np.ndarray]]]:
+    def views(self, flat: np.ndarray) -> tuple[list[np.ndarray], list[Optional[np.ndarray]]]:
         """Split a flat (K, P) array into per-layer weight and bias views."""
         K, off = flat.shape[0], 0
         W: list[np.ndarray] = []

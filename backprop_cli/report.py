@@ -218,6 +218,12 @@ def build_report(folder: Path) -> str:
     out.append("<h2>Summary</h2>")
     skip = {"models"} if kind else set()
     out.append(_table(["key", "value"], [(k, v) for k, v in summary.items() if k not in skip], 2, keyed=True))
+    diagnosed = summary.get("diagnostics")
+    if not kind and isinstance(diagnosed, dict):
+        found = [str(f) for f in diagnosed.get("findings") or []]
+        items = "".join(f"<li>{escape(f)}</li>" for f in found) or "<li>no problems found</li>"
+        out.append(f"<h2>Diagnostics</h2><ul>{items}</ul><p class='meta'>backprop diagnose {escape(folder.name)} "
+                   "prints the per-layer table; the numbers are in diagnostics.csv</p>")  # fmt: skip
     images = _images(folder)
     if images:
         out.append("<h2>Plots</h2>")

@@ -122,6 +122,8 @@ class TrainResult:
     state: Optional[_State] = field(default=None, repr=False)
     # or, for a result rebuilt from a study's store, each model's checkpoint as stored
     saved: Optional[list] = field(default=None, repr=False)
+    # with training.diagnostics: the `diagnostics.Recorder` that recorded them
+    diagnostics: Any = field(default=None, repr=False)
 
     def checkpoint(self, model: int = 0) -> Optional[Checkpoint]:
         """Model `model`'s state for continuing exactly (None where it cannot be: a second

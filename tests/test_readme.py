@@ -59,6 +59,12 @@ def _matches(shown, printed):
         "backprop train configs/iris.yaml -q && backprop evaluate latest",
         "backprop sweep configs/xor.yaml --grid model.activation=sigmoid,tanh --seeds 0:30",
         "backprop train configs/xor.yaml --seeds 0:30 --target 0.05",
+        "backprop train configs/deep_sigmoid.yaml -q && backprop diagnose latest",
+        "backprop train configs/deep_sigmoid.yaml --set model.activation=relu --set model.init=he -q && "
+        "backprop diagnose latest | tail -1",
+        "backprop train configs/dead_relu.yaml -q && backprop diagnose latest | tail -4",
+        "backprop train configs/lr_too_high.yaml -q && backprop diagnose latest | tail -3",
+        "backprop train configs/lr_too_high.yaml --lr 0.1 | tail -3",
     ],
 )
 def test_console_examples_print_what_the_readme_shows(shell, command):

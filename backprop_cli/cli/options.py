@@ -151,6 +151,25 @@ def tensorboard_option(cfg: Config, folder: Optional[Path]) -> None:
         require()
 
 
+Diagnose = Annotated[
+    bool, typer.Option("--diagnose", help="Record per-layer diagnostics (training.diagnostics); see backprop diagnose.")
+]
+DiagnoseEvery = Annotated[
+    Optional[int],
+    typer.Option("--diagnose-every", metavar="N", min=1, help="With --diagnose: record every N epochs (default 1)."),
+]
+
+
+def diagnose_options(cfg: Config, diagnose: bool, every: Optional[int]) -> None:
+    """--diagnose and --diagnose-every into the config (training.diagnostics)."""
+    from backprop_cli.config.schema import DiagnosticsConfig
+
+    if every is not None and not diagnose:
+        raise UsageError("--diagnose-every goes with --diagnose")
+    if diagnose:
+        cfg.training.diagnostics = DiagnosticsConfig(every=every or 1)
+
+
 def board_option(folder: Optional[Path]) -> Optional[Path]:
     """--tensorboard of a grid or search (its cells' configs may name one too), refused at
     once without the extra."""

@@ -190,6 +190,11 @@ def run_study(
 
     name, sort, quiet = o.name, o.sort, o.quiet
     target = default_target(cells.combos[0].cfg)
+    if any(c.cfg.training.diagnostics for c in cells.combos):
+        raise UsageError(
+            f"training.diagnostics: {kind} studies do not record diagnostics (their store has no room for them yet); "
+            "train one cell with backprop train CONFIG --diagnose, or compare rates with sweep-lr --diagnose"
+        )
     if o.tensorboard is None and cells.combos[0].cfg.training.tensorboard:
         board_option(Path(cells.combos[0].cfg.training.tensorboard))  # the extra, before anything trains
     shape = g.layout(cells, o.every)

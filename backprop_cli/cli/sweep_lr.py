@@ -13,6 +13,8 @@ from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter
 from backprop_cli.cli.display import Column, Reporter, Steps, fmt, print_table, study_table, value_text, warn
 from backprop_cli.cli.options import (
     ConfigFile,
+    Diagnose,
+    DiagnoseEvery,
     Epochs,
     Frames,
     PlotSet,
@@ -22,6 +24,7 @@ from backprop_cli.cli.options import (
     Sets,
     TensorBoard,
     animation_options,
+    diagnose_options,
     load,
     load_data,
     parse_list,
@@ -109,6 +112,8 @@ def sweep_lr(
     quiet: Quiet = False,
     sets: Sets = None,
     tensorboard: TensorBoard = None,
+    diagnose: Diagnose = False,
+    diagnose_every: DiagnoseEvery = None,
 ) -> None:
     """Compare learning rates: all train together from identical initial weights.
 
@@ -117,6 +122,7 @@ def sweep_lr(
     cfg = load(config, epochs, None, seed, None, sets)
     animation_options(cfg, animate, frames)
     tensorboard_option(cfg, tensorboard)
+    diagnose_options(cfg, diagnose, diagnose_every)
     rates = parse_rates(lrs, log_range, cfg)
     from backprop_cli.experiment import check_memory
 

@@ -13,6 +13,8 @@ from backprop_cli.cli.display import Reporter, fmt, metric, output, predictions_
 from backprop_cli.cli.options import (
     LR,
     ConfigFile,
+    Diagnose,
+    DiagnoseEvery,
     Epochs,
     Frames,
     Quiet,
@@ -21,6 +23,7 @@ from backprop_cli.cli.options import (
     Sets,
     TensorBoard,
     animation_options,
+    diagnose_options,
     load,
     load_data,
     parse_seeds,
@@ -65,6 +68,8 @@ def train(
     ] = False,
     frames: Frames = None,
     tensorboard: TensorBoard = None,
+    diagnose: Diagnose = False,
+    diagnose_every: DiagnoseEvery = None,
     print_config: Annotated[
         bool, typer.Option("--print-config", help="Print the config as resolved (after --set and the flags) and exit.")
     ] = False,
@@ -76,6 +81,7 @@ def train(
     cfg = load(config, epochs, lr, seed, name, sets)
     animation_options(cfg, animate, frames)
     tensorboard_option(cfg, tensorboard)
+    diagnose_options(cfg, diagnose, diagnose_every)
     if print_config:
         from backprop_cli.config import config_to_yaml
 
@@ -171,6 +177,11 @@ def _print_summary(cfg: Config, data: Dataset, result: TrainResult, summary: dic
         out.print(f"restored the weights of epoch {saved['epoch']} (restore_best): {numbers}")
     else:
         out.print(f"saved weights (after epoch {saved['epoch']}): {numbers}")
+    if "diagnostics" in summary:
+        from backprop_cli.run_folders.diagnosed import first_line
+
+        found = summary["diagnostics"]["findings"]
+        out.print(first_line(found, run) or "diagnose: no problems found", soft_wrap=True)
     out.print(f"run folder: {run}", soft_wrap=True)
 
 

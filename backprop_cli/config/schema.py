@@ -84,6 +84,10 @@ class EarlyStoppingConfig(_Strict):
     restore_best: bool = Field(True, description="end with the best epoch's weights")
 
 
+class DiagnosticsConfig(_Strict):
+    every: PosInt = Field(1, description="epochs between records (epoch 1 and the last are always recorded)")
+
+
 class TrainingConfig(_Strict):
     loss: Literal[tuple(LOSSES)] = Field("mse", description="loss function")  # type: ignore[valid-type]
     learning_rate: Union[PosFloat, list[PosFloat]] = Field(
@@ -119,12 +123,23 @@ class TrainingConfig(_Strict):
     )
     dtype: Literal["float64", "float32"] = Field("float64", description="floating-point precision")
     animate: bool = Field(False, description="write training.gif, the network learning frame by frame")
+    diagnostics: Union[bool, DiagnosticsConfig] = Field(
+        False,
+        description="record per-layer gradient norms, update sizes, activations, saturated and dead units "
+        "(true: every epoch; {every: N})",
+    )
     tensorboard: Optional[str] = Field(
         None, description="TensorBoard event files under this folder (relative to the current folder), as training runs"
     )
     frames: Annotated[int, Field(ge=2, le=1000)] = Field(
         60, description="animate: frames (evenly spaced epochs, log-spaced when the loss spans decades)"
     )
+
+    @property
+    def diagnose_every(self) -> Optional[int]:
+        """Epochs between diagnostics records, or None when none are recorded."""
+        d = self.diagnostics
+        return d.every if isinstance(d, DiagnosticsConfig) else (1 if d else None)
 
 
 class DataConfig(_Strict):

@@ -327,6 +327,11 @@ def finish_run(
     summary.setdefault("finished_at", now_iso())
     with no_interrupts():
         jobs = plot_jobs(run, cfg, data, result, model) if plots else []
+        if result.diagnostics is not None:
+            from backprop_cli.run_folders.diagnosed import write_diagnostics
+
+            diagnosis_jobs, summary["diagnostics"] = write_diagnostics(run, cfg, result, model, lr)
+            jobs += diagnosis_jobs if plots else []
         if snapshots is not None:
             from backprop_cli.animation import gif_job
 
@@ -449,6 +454,9 @@ RUN_FILES = (
     "fit.png",
     "network.png",
     "training.gif",
+    "diagnostics.csv",
+    "gradients.png",
+    "units.png",
 )
 
 

@@ -763,6 +763,30 @@ def case_halving(repeats, _):
         report("halving", f"{config} ({said}): halving's model-epochs / the full search's", costs, "x", 1)
 
 
+def case_diagnostics(repeats, epochs):
+    """training.diagnostics on the medium net: off, every epoch and every 10 epochs."""
+    import tempfile
+
+    from backprop_cli.config.schema import DiagnosticsConfig
+
+    print(f"diagnostics: the medium net ({epochs} epochs, per epoch) recording diagnostics, against without")
+    tmpdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    cfg, data = medium_setup(tmpdir, epochs, "float64")
+    every = {}
+    for n in (1, 10):
+        every[n] = cfg.model_copy(deep=True)
+        every[n].training.diagnostics = DiagnosticsConfig(every=n)
+
+    def engine(c):
+        return lambda: fit(c, data, network(c)).duration_s
+
+    t = interleave({"off": engine(cfg), "every 1": engine(every[1]), "every 10": engine(every[10])}, repeats)
+    per = 1.0 / epochs
+    report("diagnose", "medium net, diagnostics off", t["off"], "s/epoch", per)
+    report("diagnose", "medium net, every epoch (target <= 1.3x)", t["every 1"], "s/epoch", per, t["off"])
+    report("diagnose", "medium net, every 10 epochs (target <= 1.05x)", t["every 10"], "s/epoch", per, t["off"])
+
+
 def case_tensorboard(repeats, epochs):
     """--tensorboard: the loop (duration_s) and the whole process, with and without it."""
     import json
@@ -814,6 +838,7 @@ def case_tensorboard(repeats, epochs):
 
 
 CASES = {
+    "diagnostics": case_diagnostics,
     "tensorboard": case_tensorboard,
     "halving": case_halving,
     "study": case_study,
@@ -852,6 +877,7 @@ def main():
         "study": (5, None),
         "halving": (1, None),
         "tensorboard": (7, 50000),
+        "diagnostics": (5, 20),
     }
     if args.quick:
         plan = {
@@ -868,6 +894,7 @@ def main():
             "study": (3, None),
             "halving": (1, None),
             "tensorboard": (3, 10000),
+            "diagnostics": (3, 10),
         }
     core = os.environ.get("OPENBLAS_CORETYPE")
     blas = f"OPENBLAS_CORETYPE={core} from the environment" if core else "OpenBLAS's own choice of kernels"
