@@ -26,7 +26,7 @@ from backprop_cli.config import Config, config_from_dict, load_config
 from backprop_cli.config.schema import SECTIONS
 from backprop_cli.data import Dataset
 from backprop_cli.errors import ConfigError
-from backprop_cli.events import Board
+from backprop_cli.events import WAIT, Board
 from backprop_cli.experiment import dataset, fit, network
 from backprop_cli.painter import Painter
 from backprop_cli.run_folders import (
@@ -112,21 +112,32 @@ def train_run(
         t = cfg.training
         shots = Snapshots(net.theta, t.epochs, start_epoch, t.frames) if t.animate else None
         board = Board(Path(t.tensorboard) / run.name, t, net, start_epoch) if t.tensorboard else None
-        result = None
+        if board is not None and notice is not None:
+            notice(f"TensorBoard: {board.folder}")
         try:
             with (progress or _silent)(t.epochs, start_epoch, "training") as report:
                 callback = chain(report, shots, board)
                 result = fit(cfg, data, net, callback=callback, start_epoch=start_epoch, resume=resume)
-        finally:
+        except BaseException:
             if board is not None:
-                board.close(result)
+                board.abort()
+            raise
         if shots is not None and notice is not None:
             notice(f"drawing training.gif ({shots.frames} frames)...")
         try:
             summary, warnings = finish_run(run, cfg, data, result, extra=extra, painter=painter, snapshots=shots)
         except KeyboardInterrupt:  # deferred until the files were written: they are complete
+            if board is not None:
+                board.abort()
             summary = read_summary(run)
             return Trained(run, result, summary, notes, start_epoch, interrupted_while_saving=True)
+    if board is not None:  # the run is saved: a Ctrl-C now only cuts the event files short
+        try:
+            interrupted = result.status[0] == "interrupted"
+            warnings += board.close(result, wait=2.0 if interrupted else WAIT, notice=notice)
+        except KeyboardInterrupt:
+            board.abort()
+            return Trained(run, result, summary, notes + warnings, start_epoch, interrupted_while_saving=True)
     return Trained(run, result, summary, notes + warnings, start_epoch)
 
 

@@ -11,7 +11,8 @@ ignores Ctrl-C and ends at end of input, so it never outlives its parent.
 
 A study (`sweep`, `sweep-lr`, `search`, `train --seeds` with --tensorboard) writes, once its
 store is complete, one run per cell (DIR/<study>/<cell>, the first `STUDY_LIMIT` cells in the
-study's order) with the cell's history as scalars, its final weights as histograms and the
+study's order) with the cell's history as scalars (at most `STUDY_POINTS` epochs of it: every
+Nth and the last), its final weights as histograms and the
 HParams plugin's summaries (its grid values, seed or rate, and its final metrics), so
 TensorBoard's HParams tab compares the cells.
 
@@ -22,18 +23,20 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterable, Optional, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from backprop_cli.errors import ConfigError
+from backprop_cli.errors import ConfigError, OutputError
 
 if TYPE_CHECKING:
     from backprop_cli.config import TrainingConfig
@@ -41,6 +44,9 @@ if TYPE_CHECKING:
     from backprop_cli.training import TrainResult
 
 EXTRA = "pip install 'backprop[tensorboard]'"
+PENDING_LIMIT = 64 * 2**20  # bytes of hand-overs kept for a worker that falls behind
+WAIT = 30.0  # seconds `Board.close` waits for the worker after training
+STUDY_POINTS = 1000  # a study cell's history: at most this many epochs (every Nth, and the last)
 HISTOGRAMS = 100  # histogram epochs over a run
 STUDY_LIMIT = 256  # cells of a study written as TensorBoard runs
 FRAME = 8  # bytes of a message's length prefix
@@ -172,20 +178,29 @@ def _lower_priority() -> None:
 
 class Board:
     """The training callback of a run with --tensorboard: hands the worker the history rows
-    recorded since the last hand-over, and the histograms, every `every` epochs."""
+    recorded since the last hand-over, and the histograms, every `every` epochs. The loop never
+    waits for the worker: what the pipe does not take at once waits here (at most
+    `PENDING_LIMIT` bytes; past that, hand-overs are dropped, and `close` says so)."""
 
     def __init__(
         self, folder: Path, training: TrainingConfig, net: Network, start_epoch: int = 0, horizon: Optional[int] = None
     ) -> None:
         require()
+        prepare(folder)
         self.folder, self.net = folder, net
         self.every = histogram_every(training.epochs)
         self.sent = start_epoch  # epochs handed over
         self.start = start_epoch
+        self.dropped = False
         package_root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+        self.errors = tempfile.TemporaryFile()  # the worker's stderr: its traceback becomes one warning
         self.worker: Optional[subprocess.Popen[bytes]] = subprocess.Popen(
-            [sys.executable, "-m", "backprop_cli.events"], stdin=subprocess.PIPE, env=env, preexec_fn=_lower_priority
+            [sys.executable, "-m", "backprop_cli.events"],
+            stdin=subprocess.PIPE,
+            stderr=self.errors,
+            env=env,
+            preexec_fn=_lower_priority,
         )
         self.pending = bytearray()  # framed messages the pipe has not taken yet
         assert self.worker.stdin is not None
@@ -194,8 +209,10 @@ class Board:
         self._send(("open", str(folder), training, training.learning_rate, horizon))
 
     def _send(self, message: tuple) -> None:
-        """Queue a message and write what the pipe takes now: the loop never waits for the
-        worker (which starts while training does); `close` writes the rest."""
+        """Queue a message and write what the pipe takes now; `close` writes the rest."""
+        if len(self.pending) > PENDING_LIMIT:
+            self.dropped = True
+            return
         self.pending += frame(message)
         self._write()
 
@@ -209,8 +226,8 @@ class Board:
                 del self.pending[:n]
         except BlockingIOError:
             pass
-        except OSError:  # the worker died: training goes on without it
-            self.worker, self.pending = None, bytearray()
+        except OSError:  # the worker died: training goes on without it (close says so)
+            self.pending.clear()
 
     def __call__(self, epoch: int, loss: Any, seen: Any) -> None:
         if epoch % self.every == 0:
@@ -238,25 +255,84 @@ class Board:
                 arrays[f"layer{l + 1}/biases_grad"] = grad[0].copy()
         return arrays
 
-    def close(self, result: Optional[TrainResult] = None) -> None:
+    def close(
+        self, result: Optional[TrainResult] = None, wait: float = WAIT, notice: Optional[Callable[[str], None]] = None
+    ) -> list[str]:
         """Hand over the rows of `result` (the finished history) not yet sent, and wait for
-        the worker to write them."""
+        the worker to write them, at most `wait` seconds (then it is stopped); `notice` hears
+        that the wait has begun when it is not over at once. Returns warnings."""
+        worker = self.worker
+        if worker is None:
+            return []
         if result is not None and len(result.epochs):
             rows = slice(self.sent - self.start, len(result.epochs))
             columns = {c: np.array(values[rows, 0]) for c, values in result.history.items()}
             if len(next(iter(columns.values()), [])):
                 self._send(("scalars", self.sent + 1, columns))
-        if self.worker is not None and self.worker.stdin is not None:
-            os.set_blocking(self.worker.stdin.fileno(), True)
-            self._write()
+        deadline = time.monotonic() + wait
+        told = False
+        assert worker.stdin is not None
+        fd = worker.stdin.fileno()
+        try:
+            while self.pending and worker.poll() is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if not told and notice is not None and left < wait - 0.5:
+                    notice(f"TensorBoard: writing the last epochs to {self.folder}...")
+                    told = True
+                _, ready, _ = select.select([], [fd], [], min(left, 0.5))
+                if ready:
+                    self._write()
+            worker.stdin.close()
+        except OSError:
+            pass
+        try:
+            while worker.poll() is None and time.monotonic() < deadline:
+                if not told and notice is not None and time.monotonic() > deadline - wait + 0.5:
+                    notice(f"TensorBoard: writing the last epochs to {self.folder}...")
+                    told = True
+                time.sleep(0.02)
+        finally:
+            late = worker.poll() is None
+            if late:
+                worker.kill()
+                worker.wait()
+            self.worker = None
+        warnings = []
+        if late:
+            warnings.append(f"TensorBoard: the event writer did not finish within {wait:g} s and was stopped: "
+                            f"{self.folder} may lack the last epochs")  # fmt: skip
+        elif worker.returncode != 0:
+            self.errors.seek(0)
+            lines = self.errors.read().decode("utf-8", "replace").strip().splitlines()
+            why = lines[-1] if lines else f"exit status {worker.returncode}"
+            warnings.append(f"TensorBoard: the event writer failed ({why}): {self.folder} may be incomplete")
+        if self.dropped:
+            warnings.append(f"TensorBoard: the event writer fell behind; some epochs are missing from {self.folder}")
+        self.errors.close()
+        return warnings
+
+    def abort(self) -> None:
+        """Stop the worker now (a second Ctrl-C, or a failed run)."""
         if self.worker is not None:
-            worker, self.worker = self.worker, None
-            if worker.stdin is not None:
-                try:
-                    worker.stdin.close()
-                except OSError:
-                    pass
-            worker.wait()
+            self.worker.kill()
+            self.worker.wait()
+            self.worker = None
+
+
+def prepare(given: Union[str, Path]) -> None:
+    """Make the folder `given` (and its parents) for event files, or refuse it at once: exit 2,
+    before anything trains."""
+    folder = Path(given)
+    if not str(given).strip():
+        raise OutputError("--tensorboard: give a folder (an empty name is the current folder's files)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"--tensorboard {folder}: cannot make the folder: {e.strerror or e}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"--tensorboard {folder}: the folder is not writable")
 
 
 @dataclass
@@ -272,6 +348,14 @@ class Cell:
     model: Any  # its model section: the layers and biases that cut theta into layers
 
 
+def _thinned(n: int) -> np.ndarray:
+    """Which of a cell's n history rows a study writes: all up to STUDY_POINTS, else every
+    ceil(n / STUDY_POINTS)th and the last (TensorBoard shows 1,000 points a curve anyway)."""
+    step = -(-n // STUDY_POINTS)
+    rows = np.arange(0, n, step)
+    return rows if n == 0 or rows[-1] == n - 1 else np.append(rows, n - 1)
+
+
 def write_cells(folder: Path, cells: Iterable[Cell]) -> int:
     """Write a study's cells as TensorBoard runs under `folder` (folder/<cell name>), at most
     `STUDY_LIMIT`; returns how many. Each has its history as scalars, its final weights as
@@ -284,10 +368,11 @@ def write_cells(folder: Path, cells: Iterable[Cell]) -> int:
         if written == STUDY_LIMIT:
             break
         board = EventFile(folder / cell.name)
-        board.scalars(cell.epochs.tolist(), cell.columns)
+        kept = _thinned(len(cell.epochs))
+        board.scalars(cell.epochs[kept], {c: np.asarray(v)[kept] for c, v in cell.columns.items()})
         groups: dict[str, list[int]] = {}
         for j, p in enumerate(param_names(cell.model.layers, cell.model.bias)):
-            groups.setdefault(f"layer{p.layer + 1}/{p.kind}s", []).append(j)
+            groups.setdefault(f"layer{p.layer + 1}/{'weights' if p.kind == 'weight' else 'biases'}", []).append(j)
         last = int(cell.epochs[-1]) if len(cell.epochs) else 0
         board.histograms(last, {tag: cell.theta[at] for tag, at in groups.items()})
         metrics = {}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -182,46 +183,51 @@ def to_onnx(p: Portable, dtype: str = "float64") -> bytes:
     return data
 
 
-def torch_code(p: Portable, path: str, dtype: str = "float64") -> str:
+def torch_code(p: Portable, path: str, dtype: str = "float64", beside: Optional[Path] = None) -> str:
     """The PyTorch lines that build the Sequential, load the safetensors file at `path` and
-    predict from raw inputs, with the run's scaling."""
+    predict from raw inputs, with the run's scaling. With `beside` (the file the lines go to),
+    the safetensors file is found relative to that file, wherever it is run from. Names (of
+    features and classes, which come from users' files) appear only as Python literals."""
     modules = []
     for (w, b), act in zip(p.layers, p.activations):
         n_out, n_in = w.shape
         modules.append(f"nn.Linear({n_in}, {n_out}{'' if b is not None else ', bias=False'}),")
         modules.append(f"{TORCH_MODULES[act]},")
     torch_dtype = "torch.float64" if dtype == "float64" else "torch.float32"
+    if beside is not None:
+        relative = os.path.relpath(Path(path).resolve(), Path(beside).resolve().parent)
+        where = f"str(Path(__file__).parent / {json.dumps(relative)})"
+    else:
+        where = json.dumps(path)
     lines = [
+        *(["from pathlib import Path", ""] if beside is not None else []),
         "import torch",
         "from safetensors.torch import load_file",
         "from torch import nn",
         "",
+        # JSON's string escapes are Python's: the names are literals, whatever they hold
+        f"inputs = {json.dumps([str(n) for n in p.feature_names])}  # the columns of x, in order",
+        f"outputs = {json.dumps([str(n) for n in p.output_names])}  # the columns of predict(x)",
         "model = nn.Sequential(",
         *(f"    {m}" for m in modules),
         f").to({torch_dtype})",
-        f"model.load_state_dict(load_file({json.dumps(path)}))",
+        f"model.load_state_dict(load_file({where}))",
         "model.eval()",
     ]
+    scaled = p.shift is not None and p.factor is not None
     if p.shift is not None and p.factor is not None:
         lines += [
-            *(
-                f"{name} = torch.tensor(\n    {values.tolist()!r},\n    dtype={torch_dtype},\n)"
-                for name, values in (("shift", p.shift), ("factor", p.factor))
-            ),
-            "",
-            "",
-            "def predict(x):",
-            f'    """Outputs ({", ".join(p.output_names)}) for raw inputs ({", ".join(p.feature_names)})."""',
-            f"    return model((torch.as_tensor(x, dtype={torch_dtype}) - shift) / factor)",
+            f"{name} = torch.tensor(\n    {values.tolist()!r},\n    dtype={torch_dtype},\n)"
+            for name, values in (("shift", p.shift), ("factor", p.factor))
         ]
-    else:
-        lines += [
-            "",
-            "",
-            "def predict(x):",
-            f'    """Outputs ({", ".join(p.output_names)}) for inputs ({", ".join(p.feature_names)})."""',
-            f"    return model(torch.as_tensor(x, dtype={torch_dtype}))",
-        ]
+    x = f"torch.as_tensor(x, dtype={torch_dtype})"
+    lines += [
+        "",
+        "",
+        "def predict(x):",
+        f'    """The outputs for {"raw " if scaled else ""}inputs x (n x {len(p.feature_names)}), as backprop predict gives them."""',
+        f"    return model(({x} - shift) / factor)" if scaled else f"    return model({x})",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -234,22 +240,43 @@ WRITERS = {"onnx": to_onnx, "safetensors": to_safetensors, "npz": to_npz}
 def read_layers(path: Path) -> list[Layer]:
     """The layers [(weights out x in, biases or None), ...] of a file in one of the layouts (by
     its suffix) or of a run folder's weights.json. Raises LayoutError (what is wrong, the
-    caller adds the path) or ConfigError (a missing extra)."""
+    caller adds the path) or ConfigError (not there, not a file, a missing extra)."""
     path = Path(path)
-    if path.is_dir():
-        return _from_run(path / "weights.json")
-    suffix = path.suffix.lower()
-    readers = {".npz": _from_npz, ".safetensors": _from_safetensors, ".onnx": _from_onnx, ".json": _from_run}
-    if suffix not in readers:
-        raise LayoutError(f"unknown format '{suffix or path.name}': give a .onnx, .safetensors or .npz file, or a run")
-    check_file(path, "weights file", ConfigError, RUN_FILE_LIMIT)
-    layers = readers[suffix](path)
+    try:
+        if path.is_dir():
+            if not (path / "weights.json").exists():
+                raise LayoutError("a folder without weights.json: not a run folder (give a run, or a weights file)")
+            return _checked(_from_run(path / "weights.json"))
+        suffix = path.suffix.lower()
+        readers = {".npz": _from_npz, ".safetensors": _from_safetensors, ".onnx": _from_onnx, ".json": _from_run}
+        if suffix not in readers:
+            raise LayoutError(
+                f"unknown format '{suffix or path.name}': give a .onnx, .safetensors or .npz file, or a run"
+            )
+        check_file(path, "weights file", ConfigError, RUN_FILE_LIMIT)
+        return _checked(readers[suffix](path))
+    except (LayoutError, ConfigError):
+        raise
+    except (OSError, RuntimeError) as e:  # a symlink loop, an unreadable file
+        raise LayoutError(f"cannot read: {getattr(e, 'strerror', None) or e}") from None
+    except Exception as e:  # whatever else a malformed file makes a reader raise: one line, not a traceback
+        raise LayoutError(
+            f"not a network in the {path.suffix.lstrip('.') or 'expected'} layout ({type(e).__name__}: {e})"
+        ) from None
+
+
+def _checked(layers: list[Layer]) -> list[Layer]:
+    """Layers of finite floating-point numbers, weights 2-D, one bias per unit."""
     if not layers:
         raise LayoutError("holds no layers")
     for l, (w, b) in enumerate(layers):
-        if w.ndim != 2 or (b is not None and b.shape != (w.shape[0],)):
-            shape = "x".join(map(str, b.shape if b is not None and w.ndim == 2 else w.shape))
-            raise LayoutError(f"layer {l + 1}: {'biases' if w.ndim == 2 else 'weights'} of shape {shape}")
+        for kind, values in (("weights", w), ("biases", b)):
+            if values is not None and values.dtype.kind != "f":
+                raise LayoutError(f"layer {l + 1}: {kind} of dtype {values.dtype}; expected floating-point numbers")
+        if w.ndim != 2:
+            raise LayoutError(f"layer {l + 1}: weights of shape {' x '.join(map(str, w.shape))}; expected out x in")
+        if b is not None and b.shape != (w.shape[0],):
+            raise LayoutError(f"layer {l + 1}: {b.size} biases for its {w.shape[0]} units")
         for kind, values in (("weights", w), ("biases", b)):
             if values is not None and not np.all(np.isfinite(values)):
                 raise LayoutError(f"layer {l + 1}: non-finite {kind}")
@@ -265,7 +292,36 @@ def _numbered(names: list[str], pattern: str) -> dict[int, str]:
     return found
 
 
+def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Each array's shape and dtype from its .npy header, before any data is decompressed (a
+    small file may claim a 200000 x 200000 array)."""
+    found = {}
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            name = info.filename.removesuffix(".npy")
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            found[name] = (shape, dtype)
+    return found
+
+
 def _from_npz(path: Path) -> list[Layer]:
+    try:
+        headers = _npz_headers(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise LayoutError(f"not a readable .npz file ({e})") from None
+    for name, (shape, dtype) in headers.items():
+        if dtype.hasobject:
+            raise LayoutError(f"{name}: holds Python objects (pickled), which are never read; save numbers")
+        if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > RUN_FILE_LIMIT:
+            size = " x ".join(map(str, shape))
+            raise LayoutError(
+                f"{name}: {size} numbers, over the {RUN_FILE_LIMIT // 2**20} MiB limit for a weights file"
+            )
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
@@ -276,13 +332,7 @@ def _from_npz(path: Path) -> list[Layer]:
         raise LayoutError(f"no W1, W2, ... arrays (it holds {', '.join(sorted(arrays)) or 'nothing'})")
     if sorted(weights) != list(range(1, len(weights) + 1)):
         raise LayoutError(f"weights {', '.join(weights[i] for i in sorted(weights))}: expected W1 to W{len(weights)}")
-    layers = []
-    for i in range(1, len(weights) + 1):
-        w, b = arrays[weights[i]], arrays[biases[i]] if i in biases else None
-        if w.dtype.kind != "f" or (b is not None and b.dtype.kind != "f"):
-            raise LayoutError(f"W{i}/b{i}: expected floating-point numbers, got {w.dtype}")
-        layers.append((w, b))
-    return layers
+    return [(arrays[weights[i]], arrays[biases[i]] if i in biases else None) for i in range(1, len(weights) + 1)]
 
 
 def _from_safetensors(path: Path) -> list[Layer]:
@@ -313,6 +363,10 @@ def _from_onnx(path: Path) -> list[Layer]:
     except Exception as e:  # protobuf's DecodeError and friends
         raise LayoutError(f"not a readable ONNX model ({type(e).__name__})") from None
     graph = model.graph
+    for t in graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            raise LayoutError(f"initializer {t.name}: its numbers are in an external file, which is not read; "
+                              "save the model with its weights inside (onnx.save_model(..., save_as_external_data=False))")  # fmt: skip
     values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     for node in graph.node:  # weights held as Constant nodes rather than initializers
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
@@ -320,15 +374,32 @@ def _from_onnx(path: Path) -> list[Layer]:
     layers: list[Layer] = []
     nodes = list(graph.node)
     for i, node in enumerate(nodes):
+        label = f"{node.op_type} node {node.name or i}"
+        if node.op_type not in ("Gemm", "MatMul"):
+            continue
+        if len(node.input) < 2 or node.input[1] not in values:
+            raise LayoutError(f"{label}: its weights are not a constant of the graph")
         if node.op_type == "Gemm":
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-            if node.input[1] not in values:
-                raise LayoutError(f"Gemm node {node.name or i}: its weights {node.input[1]} are not a constant")
+            if attrs.get("transA", 0):
+                raise LayoutError(f"{label}: transA=1 (the layout takes samples along rows: transA=0)")
             w = values[node.input[1]]
             w = w if attrs.get("transB", 0) else w.T
             b = values.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-            layers.append((w * attrs.get("alpha", 1.0), None if b is None else b.reshape(-1) * attrs.get("beta", 1.0)))
-        elif node.op_type == "MatMul" and node.input[1] in values:
+            if len(node.input) > 2 and node.input[2] and b is None:
+                raise LayoutError(f"{label}: its biases are not a constant of the graph")
+            for kind, array in (("weights", w), ("biases", b)):
+                if array is not None and array.dtype.kind != "f":
+                    raise LayoutError(f"{label}: {kind} of dtype {array.dtype}; expected floating-point numbers")
+            w = w * attrs.get("alpha", 1.0)
+            if b is not None:  # C broadcasts: a scalar or (1, out) bias is one per unit
+                b = (
+                    np.broadcast_to(np.ravel(b), (w.shape[0],)) * attrs.get("beta", 1.0)
+                    if np.size(b) in (1, w.shape[0])
+                    else np.ravel(b)
+                )
+            layers.append((w, b))
+        else:
             w, b = values[node.input[1]].T, None
             after = [n for n in nodes if n.op_type == "Add" and node.output[0] in n.input]
             if after:

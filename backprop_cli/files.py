@@ -102,6 +102,14 @@ def atomic_write(path: Path, content: str | bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def writable(path: Path) -> None:
+    """Refuse, before anything is written, a path atomic_write could not write: one that is
+    not a regular file or new (OutputError), or in a folder this process cannot write to."""
+    _regular_or_new(path)
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: the folder {path.parent} is not writable")
+
+
 def _regular_or_new(path: Path) -> bool:
     """True for an existing regular file (not through a symlink); False for a new path; an
     OutputError for anything else."""

@@ -120,20 +120,6 @@ def write_study(
             title = f"{cfg.name} by {label}"
             jobs.append(gif_job(folder / "training.gif", title, entries[0].result, data, snapshots, names=titles))
         painter.submit(jobs)
-    if cfg.training.tensorboard:
-        short = "lr" if label == "learning_rate" else label
-        cells = (
-            Cell(
-                f"{short}_{name}",
-                {label: e.value},
-                e.result.epochs[: len(e.losses)],
-                {c: v[: len(e.losses), e.model] for c, v in e.result.history.items()},
-                e.result.net.theta[e.model],
-                cfg.model,
-            )
-            for name, e in zip(names, entries)
-        )
-        write_cells(Path(cfg.training.tensorboard) / folder.name, cells)
     warnings: list[str] = []
     if per_model_runs:
         if progress is not None:
@@ -187,6 +173,20 @@ def write_study(
     }
     with no_interrupts():
         write_json(folder / "summary.json", summary)
+    if cfg.training.tensorboard:
+        short = "lr" if label == "learning_rate" else label
+        cells = (
+            Cell(
+                f"{short}_{name}",
+                {label: e.value},
+                e.result.epochs[: len(e.losses)],
+                {c: v[: len(e.losses), e.model] for c, v in e.result.history.items()},
+                e.result.net.theta[e.model],
+                cfg.model,
+            )
+            for name, e in zip(value_names([e.value for e in entries]), entries)
+        )
+        write_cells(Path(cfg.training.tensorboard) / folder.name, cells)
     return warnings
 
 

@@ -158,3 +158,74 @@ def test_the_loop_hands_rows_over_while_it_trains(write_config, tmp_path):
     events = _read(tmp_path / "tb").Scalars("loss")
     assert [e.step for e in events] == list(range(1, 1001))  # every 10 epochs, up to 1000
     assert np.array_equal(np.float32([e.value for e in events]), result.history["loss"][:1000, 0].astype(np.float32))
+
+
+def _board(write_config, tmp_path, epochs=1005):
+    from backprop_cli.config import load_config
+    from backprop_cli.events import Board
+    from backprop_cli.experiment import dataset, fit, network
+
+    cfg = load_config(write_config(XOR_YAML.replace("epochs: 200", f"epochs: {epochs}")))
+    net, data = network(cfg), dataset(cfg, "test")
+    board = Board(tmp_path / "tb", cfg.training, net)
+    return board, fit(cfg, data, net, callback=board)
+
+
+def test_a_worker_that_dies_is_one_warning(write_config, tmp_path):
+    import os
+    import signal
+
+    board, result = _board(write_config, tmp_path)
+    os.kill(board.worker.pid, signal.SIGKILL)
+    board.worker.wait()
+    assert board.close(result) == [
+        f"TensorBoard: the event writer failed (exit status -9): {tmp_path / 'tb'} may be incomplete"
+    ]
+
+
+def test_a_stuck_worker_is_stopped_after_the_wait(write_config, tmp_path):
+    import os
+    import signal
+
+    board, result = _board(write_config, tmp_path)
+    os.kill(board.worker.pid, signal.SIGSTOP)  # it reads nothing more: the pipe fills, the wait ends
+    board.pending += b"\0" * (1 << 20)  # more than the pipe holds
+    heard = []
+    warnings = board.close(result, wait=1.0, notice=heard.append)
+    assert warnings == [
+        f"TensorBoard: the event writer did not finish within 1 s and was stopped: {tmp_path / 'tb'} may lack the last epochs"
+    ]
+    assert heard == [f"TensorBoard: writing the last epochs to {tmp_path / 'tb'}..."]
+    assert board.worker is None
+
+
+def test_a_folder_that_cannot_be_written_is_refused_before_training(cli, write_config, tmp_path):
+    (tmp_path / "afile").write_text("")
+    runs = tmp_path / "runs"
+    result = cli("train", write_config(XOR_YAML), "--runs-dir", runs, "--tensorboard", tmp_path / "afile" / "tb")
+    assert result.exit_code == 2
+    assert (
+        result.stderr == f"Error: --tensorboard {tmp_path / 'afile' / 'tb'}: cannot make the folder: Not a directory\n"
+    )
+    assert not runs.exists()
+    result = cli("sweep-lr", write_config(XOR_YAML), "--runs-dir", runs, "--set", "training.tensorboard=''")
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --tensorboard: give a folder (an empty name is the current folder's files)\n"
+
+
+@pytest.mark.slow
+def test_a_long_study_cell_keeps_a_thousand_points_and_the_last(cli, write_config, tmp_path):
+    config = write_config(XOR_YAML.replace("epochs: 200", "epochs: 2500"))
+    result = cli(
+        "sweep-lr", config, "--lrs", "0.5", "--runs-dir", tmp_path / "runs", "--tensorboard", tmp_path / "tb", "-q"
+    )
+    assert result.exit_code == 0, result.output
+    board = _read(_only(tmp_path / "tb") / "lr_0.5")
+    history = _history(_only(tmp_path / "runs") / "lr_0.5" / "history.csv")
+    events = board.Scalars("loss")
+    steps = [e.step for e in events]
+    assert steps == list(range(1, 2501, 3)) and steps[-1] == 2500  # every 3rd epoch, the last among them
+    assert np.array_equal(
+        np.float32([e.value for e in events]), history["loss"][np.array(steps) - 1].astype(np.float32)
+    )
+    assert sorted(board.Tags()["histograms"]) == ["layer1/biases", "layer1/weights", "layer2/biases", "layer2/weights"]

@@ -314,7 +314,7 @@ def test_export_command(cli, runs, tmp_path):
     assert result.exit_code == 0 and result.stdout.startswith("import torch\n")
     compile(result.stdout, "printed", "exec")
     result = cli("export", run.path, "-f", "safetensors", "-o", tmp_path / "i.safetensors", "--code", tmp_path / "m.py")
-    assert result.exit_code == 0 and result.stdout == "" and (tmp_path / "m.py").read_text().startswith("import torch")
+    assert result.exit_code == 0 and result.stdout == "" and "\nimport torch\n" in (tmp_path / "m.py").read_text()
     result = cli("export", run.path, "-f", "npz")
     assert result.exit_code == 0 and (run.path / "network.npz").exists()
     # bad input: exit 2, one line, nothing written
@@ -343,3 +343,86 @@ def test_a_missing_extra_names_it(cli, runs, tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert result.stderr == "Error: --format onnx needs the onnx package: pip install 'backprop[export]'\n"
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_names_from_users_files_are_only_literals_in_the_pytorch_lines(runs, tmp_path):
+    import ast
+    import dataclasses
+
+    hostile = ['a"""+__import__("os").system("echo PWNED")+"""', "b'\\n"]
+    p = dataclasses.replace(runs["xor"].portable(), feature_names=hostile, output_names=['c"""'])
+    code = torch_code(p, str(tmp_path / "net.safetensors"), beside=tmp_path / "sub" / "model.py")
+    tree = ast.parse(code)
+    literals = {t.targets[0].id: ast.literal_eval(t.value) for t in tree.body if isinstance(t, ast.Assign)
+                and isinstance(t.targets[0], ast.Name) and t.targets[0].id in ("inputs", "outputs")}  # fmt: skip
+    assert literals == {"inputs": hostile, "outputs": ['c"""']}
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+        n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+    }
+    assert "__import__" not in names and "system" not in names  # the text stayed inside string literals
+    # the file is found beside the code, wherever the code is run from
+    assert 'load_file(str(Path(__file__).parent / "../net.safetensors"))' in code
+
+
+def _onnx_with(nodes, inits, n_in=2, n_out=1):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.DOUBLE, ["n", n_in])],
+        [helper.make_tensor_value_info("output", TensorProto.DOUBLE, ["n", n_out])], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_onnx_graphs_the_layout_cannot_read_are_refused(tmp_path):
+    from onnx import helper, numpy_helper
+
+    W = numpy_helper.from_array(np.ones((1, 2)), "W")
+    transposed = _onnx_with([helper.make_node("Gemm", ["input", "W"], ["output"], transA=1, transB=1)], [W])
+    assert _bad(tmp_path, "t.onnx", transposed).endswith(
+        "Gemm node 0: transA=1 (the layout takes samples along rows: transA=0)"
+    )
+    free = _onnx_with([helper.make_node("MatMul", ["input", "input"], ["output"])], [])
+    assert _bad(tmp_path, "f.onnx", free).endswith("MatMul node 0: its weights are not a constant of the graph")
+    ints = _onnx_with([helper.make_node("Gemm", ["input", "W"], ["output"], transB=1)],
+                      [numpy_helper.from_array(np.ones((1, 2), np.int32), "W")])  # fmt: skip
+    assert _bad(tmp_path, "i.onnx", ints).endswith(
+        "Gemm node 0: weights of dtype int32; expected floating-point numbers"
+    )
+
+
+def test_safetensors_of_integers_and_npz_bombs_are_refused(tmp_path):
+    assert _bad(tmp_path, "i.safetensors", st.save({"0.weight": np.ones((2, 2), np.int8)})).endswith(
+        "layer 1: weights of dtype int8; expected floating-point numbers"
+    )
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:  # a header claiming 200000 x 200000 numbers, and no data
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": "<f8", "fortran_order": False, "shape": (200000, 200000)}
+        )
+        z.writestr("W1.npy", header.getvalue())
+    assert _bad(tmp_path, "bomb.npz", buffer.getvalue()).endswith(
+        "W1: 200000 x 200000 numbers, over the 256 MiB limit for a weights file"
+    )
+
+
+def test_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "notarun").mkdir()
+    with pytest.raises(ConfigError) as e:
+        load_config(_init_config(tmp_path, tmp_path / "notarun"))
+    assert str(e.value).endswith(
+        "notarun: a folder without weights.json: not a run folder (give a run, or a weights file)"
+    )
+
+
+def test_code_is_checked_before_anything_is_written(cli, runs, tmp_path):
+    (tmp_path / "dir.py").mkdir()
+    result = cli(
+        "export", runs["xor"].path, "-f", "safetensors", "-o", tmp_path / "x.safetensors", "--code", tmp_path / "dir.py"
+    )
+    assert result.exit_code == 2 and result.stderr.startswith(f"Error: {tmp_path / 'dir.py'}: is a folder")
+    assert not (tmp_path / "x.safetensors").exists()

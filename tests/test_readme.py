@@ -106,7 +106,7 @@ def test_taking_a_network_elsewhere(shell, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout == _block("print(probabilities.round(4).tolist())", "text")
     # the PyTorch lines are the ones the command printed (run in PyTorch where it is installed)
-    torch_lines = _block("this is `iris_torch.py` from above", "python")
+    torch_lines = _block("`iris_torch.py` from above", "python")
     assert (tmp_path / "iris_torch.py").read_text() == torch_lines
     try:
         import torch  # noqa: F401

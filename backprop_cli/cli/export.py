@@ -54,7 +54,7 @@ def export(
     Example: backprop export latest --format onnx --output xor.onnx
     """
     from backprop_cli.exchange import FORMATS, WRITERS, torch_code
-    from backprop_cli.files import atomic_write
+    from backprop_cli.files import atomic_write, writable
     from backprop_cli.run_folders import check_output, load_run, resolve_run
 
     by_suffix = {suffix: name for name, suffix in FORMATS.items()}
@@ -72,16 +72,21 @@ def export(
             check_output(target)
     portable = loaded.portable()
     data = WRITERS[chosen](portable, dtype.value)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = torch_code(portable, str(path), dtype.value, beside=code) if chosen == "safetensors" else ""
+    for target in (path, code):  # both places checked before either is written
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            writable(target)
     atomic_write(path, data)
     n = sum(w.size + (0 if b is None else b.size) for w, b in portable.layers)
     scaled = ", input scaling built in" if portable.shift is not None and chosen == "onnx" else ""
     err.print(f"wrote {path} ({chosen}, {dtype.value}, {n} parameters{scaled})", soft_wrap=True)
-    if chosen == "safetensors":
-        lines = torch_code(portable, str(path), dtype.value)
-        if code is not None:
-            code.parent.mkdir(parents=True, exist_ok=True)
+    if code is not None:
+        try:
             atomic_write(code, lines)
-            err.print(f"wrote {code} (the PyTorch lines that load it)", soft_wrap=True)
-        else:
-            out.print(lines, end="", soft_wrap=True)
+        except BaseException:
+            path.unlink(missing_ok=True)  # nothing half-done: the export goes with its code
+            raise
+        err.print(f"wrote {code} (the PyTorch lines that load it)", soft_wrap=True)
+    elif lines:
+        out.print(lines, end="", soft_wrap=True)

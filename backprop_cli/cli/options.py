@@ -145,10 +145,11 @@ def tensorboard_option(cfg: Config, folder: Optional[Path]) -> None:
     """--tensorboard into the config (training.tensorboard), refused at once without the extra."""
     if folder is not None:
         cfg.training.tensorboard = str(folder)
-    if cfg.training.tensorboard:
-        from backprop_cli.events import require
+    if cfg.training.tensorboard is not None:
+        from backprop_cli.events import prepare, require
 
         require()
+        prepare(cfg.training.tensorboard)
 
 
 Diagnose = Annotated[
@@ -174,9 +175,10 @@ def board_option(folder: Optional[Path]) -> Optional[Path]:
     """--tensorboard of a grid or search (its cells' configs may name one too), refused at
     once without the extra."""
     if folder is not None:
-        from backprop_cli.events import require
+        from backprop_cli.events import prepare, require
 
         require()
+        prepare(folder)
     return folder
 
 

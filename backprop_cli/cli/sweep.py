@@ -258,6 +258,13 @@ def run_study(
             o.policy, kind,
         )  # fmt: skip
         warn(warnings)
+        which = results.folders_for(o.policy, cells, rows, sort)
+        if which and not interrupted:
+            with Counter("run folders written", len(which), quiet) as written:
+                for n, i in enumerate(which, 1):
+                    if store.done()[i]:
+                        export_cell(folder, i, plots=o.plots)
+                    written(n)
         board = o.tensorboard or cells.combos[0].cfg.training.tensorboard
         if board:
             from backprop_cli.events import STUDY_LIMIT
@@ -268,13 +275,6 @@ def run_study(
                     f" (the first {STUDY_LIMIT}; at most {STUDY_LIMIT} are written)" if len(rows) > STUDY_LIMIT else ""
                 )
                 err.print(f"TensorBoard: {boards} cells under {Path(board) / folder.name}{more}", soft_wrap=True)
-        which = results.folders_for(o.policy, cells, rows, sort)
-        if which and not interrupted:
-            with Counter("run folders written", len(which), quiet) as written:
-                for n, i in enumerate(which, 1):
-                    if store.done()[i]:
-                        export_cell(folder, i, plots=o.plots)
-                    written(n)
     if quiet:
         out.print(str(folder), soft_wrap=True)
     else:

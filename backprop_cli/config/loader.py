@@ -7,6 +7,7 @@ line: `configs/xor.yaml:9: training.learning_rate: must be > 0 (got -0.1)`.
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -428,7 +429,7 @@ def _finish(data: Any, loc: Located, default_name: str, base: Path, initial: boo
         if value is not None:
             setattr(cfg.data, key, str((base / value).resolve()))
     if cfg.model.init_from is not None:
-        cfg.model.init_from = str((base / cfg.model.init_from).resolve())
+        cfg.model.init_from = os.path.abspath(base / cfg.model.init_from)  # not resolve(): a symlink loop raises
         if initial:
             cfg.model._imported = _imported(cfg.model, loc)
     return cfg
