@@ -4,7 +4,9 @@ A run (`train --tensorboard DIR`) writes DIR/<run folder name>/events.out.tfeven
 history column as a scalar each epoch (`loss`, `accuracy`, `val_loss`, ...), the learning
 rate (`learning_rate`, or `learning_rate/layerN` for per-layer rates), and every
 `histogram_every(epochs)` epochs (100 histograms over a run, at least every epoch) each
-layer's weights, biases and their gradients (`layer1/weights`, `layer1/weights_grad`, ...).
+layer's weights, biases and their gradients (`layer1/weights`, `layer1/weights_grad`, ...);
+with training.diagnostics, each recorded quantity at its epochs (`diagnostics/layer1/
+grad_norm_weights`, ...).
 The writing is done by a worker process (`python -m backprop_cli.events`), which the loop
 hands the new history rows at each histogram epoch, so training never waits for a file; it
 ignores Ctrl-C and ends at end of input, so it never outlives its parent.
@@ -149,7 +151,8 @@ def serve(stream: IO[bytes]) -> None:
     """The worker: write the messages framed on `stream` until end of input.
 
     ("open", folder, training, base rate, horizon) first; then ("scalars", first epoch,
-    {column: values}) and ("histograms", epoch, {tag: values})."""
+    {column: values}) (each epoch from the first, with the learning rate added), ("series",
+    epochs, {tag: values}) and ("histograms", epoch, {tag: values})."""
     board: Optional[EventFile] = None
     training, base, horizon = None, 0.0, 0
     for message in _messages(stream):
@@ -166,6 +169,8 @@ def serve(stream: IO[bytes]) -> None:
             board.scalars(epochs, columns)
         elif board is not None and kind == "histograms":
             board.histograms(message[1], message[2])
+        elif board is not None and kind == "series":  # scalars at given epochs (the diagnostics)
+            board.scalars(message[1], message[2])
     if board is not None:
         board.close()
 
@@ -269,6 +274,8 @@ class Board:
             columns = {c: np.array(values[rows, 0]) for c, values in result.history.items()}
             if len(next(iter(columns.values()), [])):
                 self._send(("scalars", self.sent + 1, columns))
+        if result is not None and result.diagnostics is not None:
+            self._send(("series", *diagnostics_series(result.diagnostics)))
         deadline = time.monotonic() + wait
         told = False
         assert worker.stdin is not None
@@ -319,6 +326,21 @@ class Board:
             self.worker.kill()
             self.worker.wait()
             self.worker = None
+
+
+def diagnostics_series(recorder: Any, model: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A run's diagnostics as TensorBoard scalars: `diagnostics/layerN/<quantity>` at the
+    recorded epochs (quantities that do not apply to a layer left out)."""
+    from backprop_cli.diagnostics import QUANTITIES
+
+    epochs, values = recorder.table(model)
+    found = {}
+    for l in range(values.shape[1]):
+        for q, name in enumerate(QUANTITIES):
+            column = values[:, l, q]
+            if np.isfinite(column).any():
+                found[f"diagnostics/layer{l + 1}/{name}"] = column
+    return epochs, found
 
 
 def prepare(given: Union[str, Path]) -> None:

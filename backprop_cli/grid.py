@@ -32,6 +32,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 from backprop_cli.config import Config, parse_value
+from backprop_cli.diagnostics import planned
 from backprop_cli.errors import ConfigError, OverrideError, RunError
 from backprop_cli.experiment import GiB, check_memory, dataset, fit, known_samples, memory_needed, network, recorded
 from backprop_cli.files import read_json, write_json
@@ -195,7 +196,13 @@ def layout(cells: Cells, every: int) -> Layout:
         early = early or (es is not None and es.restore_best)
     dropout = "model.dropout" in cells.per_model or any(any(c.cfg.model.dropout_rates) for c in cells.combos)
     moments = optimizer_moments(sorted(set(optimizers)))
-    return Layout(len(cells), columns, rows, n_params, moments, early, every, dropout)
+    records = max(
+        (len(planned(c.cfg.training.diagnose_every, c.cfg.training.epochs)) for c in cells.combos
+         if c.cfg.training.diagnose_every is not None),
+        default=0,
+    )  # fmt: skip
+    layers = max(len(c.cfg.model.layers) - 1 for c in cells.combos) if records else 0
+    return Layout(len(cells), columns, rows, n_params, moments, early, every, dropout, records, layers)
 
 
 def check_disk(shape: Layout, root: Path, epochs: int) -> None:

@@ -11,6 +11,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
+from backprop_cli.diagnostics import QUANTITIES
 from backprop_cli.files import atomic_write, write_json
 from backprop_cli.metrics import SCORES_AND_ERRORS, is_score
 from backprop_cli.painter import Job as PlotJob
@@ -21,7 +22,9 @@ from backprop_cli.store import STATUSES, Store
 from backprop_cli.studies import study_status
 
 # the columns of grid.csv a study can be sorted by
-SORTABLE = ("final_loss", "best_loss", *SCORES_AND_ERRORS, "epochs_to_target", "epochs_run")
+# with diagnostics, each cell's largest dead and saturated fractions of a layer at the end
+DIAGNOSED = ("dead_fraction", "saturated_fraction")
+SORTABLE = ("final_loss", "best_loss", *SCORES_AND_ERRORS, "epochs_to_target", "epochs_run", *DIAGNOSED)
 
 RUN_FOLDERS_UP_TO = 64  # studies this small get a run folder per cell unless told otherwise
 
@@ -38,6 +41,9 @@ def table(cells: Cells, store: Store) -> list[dict]:
     reached = store.field("epochs_to_target")
     ran = store.field("epochs_run")
     status = store.field("status")
+    diagnosed: Optional[tuple] = None
+    if "diagnostics.values" in store.arrays:
+        diagnosed = store.arrays["diagnostics.values"], store.arrays["diagnostics.epochs"]
     rows = []
     for i in map(int, np.flatnonzero(done)):
         row: dict[str, Any] = {**cells.values(i), "seed": cells.seed(i)}
@@ -49,8 +55,24 @@ def table(cells: Cells, store: Store) -> list[dict]:
                 row[c] = v
         row["epochs_to_target"] = int(reached[i]) if reached[i] >= 0 else None
         row.update(epochs_run=int(ran[i]), status=STATUSES[int(status[i])], run=folder_name(i, len(cells)))
+        if diagnosed is not None:
+            row.update(_end_fractions(diagnosed, i))
         rows.append(row)
     return rows
+
+
+def _end_fractions(diagnosed: tuple, i: int) -> dict[str, Optional[float]]:
+    """Cell i's largest dead and saturated fractions of a layer at its last record (None where
+    no layer has such units)."""
+    values, epochs = diagnosed
+    recorded = np.flatnonzero(np.asarray(epochs[i]) > 0)
+    found: dict[str, Optional[float]] = {name: None for name in DIAGNOSED}
+    if recorded.size:
+        end = np.asarray(values[i, recorded[-1]])
+        for name in DIAGNOSED:
+            column = end[:, QUANTITIES.index(name)]
+            found[name] = float(np.nanmax(column)) if np.isfinite(column).any() else None
+    return found
 
 
 def _num(x: Any) -> Optional[float]:
@@ -87,7 +109,8 @@ def sort_rows(rows: list[dict], by: str) -> list[dict]:
 def csv_columns(rows: list[dict], keys: Sequence[str]) -> list[str]:
     columns = list(keys) + ["seed", "final_loss", "best_loss"]
     columns += [c for c in SCORES_AND_ERRORS if any(c in r for r in rows)]
-    return columns + ["epochs_to_target", "epochs_run", "status", "run"]
+    columns += ["epochs_to_target", "epochs_run"] + [c for c in DIAGNOSED if any(c in r for r in rows)]
+    return columns + ["status", "run"]
 
 
 def grid_csv(rows: list[dict], keys: Sequence[str]) -> str:

@@ -35,6 +35,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from backprop_cli.checkpoint import Checkpoint, EarlyState
+from backprop_cli.diagnostics import QUANTITIES
 from backprop_cli.errors import RunError
 from backprop_cli.files import atomic_write, read_json
 from backprop_cli.network import Network
@@ -80,6 +81,8 @@ class Layout:
     early: bool = False  # early_stopping with restore_best somewhere: best_theta kept
     every: int = 1  # history: every Nth epoch kept (1, 1 + N, 1 + 2N, ...)
     dropout: bool = False  # dropout somewhere: each cell's mask stream kept
+    diagnostics: int = 0  # with training.diagnostics: records kept per cell (see `diagnostics`)
+    layers: int = 0  # ... for at most this many layers
 
     def arrays(self) -> dict[str, tuple[tuple[int, ...], Any]]:
         """Every array's file stem -> (shape, dtype)."""
@@ -96,6 +99,9 @@ class Layout:
         found["cell.batch_order"] = ((self.cells, 6), np.uint64)
         if self.dropout:
             found["cell.dropout_order"] = ((self.cells, 6), np.uint64)
+        if self.diagnostics:  # epoch 0: no record
+            found["diagnostics.epochs"] = ((self.cells, self.diagnostics), np.int32)
+            found["diagnostics.values"] = ((self.cells, self.diagnostics, self.layers, len(QUANTITIES)), np.float64)
         return found
 
     def nbytes(self) -> int:
@@ -113,6 +119,8 @@ class Layout:
             "early": self.early,
             "every": self.every,
             "dropout": self.dropout,
+            "diagnostics": self.diagnostics,
+            "layers": self.layers,
         }
 
     @classmethod
@@ -128,6 +136,8 @@ class Layout:
             bool(data["early"]),
             int(data["every"]),
             bool(data.get("dropout", False)),  # stores written before dropout have none
+            int(data.get("diagnostics", 0)),  # nor, before diagnostics, those
+            int(data.get("layers", 0)),
         )
 
 
@@ -147,6 +157,7 @@ class Chunk:
     batch_order: np.ndarray  # (k, 6)
     start: int = 0  # the epochs its cells had run before this chunk (a continuation)
     dropout_order: Optional[np.ndarray] = None  # (k, 6), with dropout
+    diagnostics: Optional[tuple[np.ndarray, np.ndarray]] = None  # epochs (k, R), values (k, R, layers, Q)
 
     @classmethod
     def from_result(cls, cells: Sequence[int], result: TrainResult, every: int, started: float, target: float) -> Chunk:
@@ -212,7 +223,32 @@ class Chunk:
             order,
             s.start_epoch,
             None if s.dropout_order is None else np.tile(_pack_order(s.dropout_order), (K, 1)),
+            None if result.diagnostics is None else _diagnostics(result.diagnostics, K),
         )
+
+
+def _diagnostics(recorder: Any, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each model's diagnostics records, padded to the longest (epoch 0: no record)."""
+    tables = [recorder.table(k) for k in range(K)]
+    R = max(len(e) for e, _ in tables)
+    L = tables[0][1].shape[1] if R else 0
+    epochs = np.zeros((K, R), np.int32)
+    values = np.full((K, R, L, len(QUANTITIES)), np.nan)
+    for k, (e, v) in enumerate(tables):
+        epochs[k, : len(e)] = e
+        values[k, : len(e)] = v
+    return epochs, values
+
+
+@dataclass
+class StoredDiagnostics:
+    """A store cell's diagnostics records, read as a `diagnostics.Recorder` gives its table."""
+
+    epochs: np.ndarray
+    values: np.ndarray
+
+    def table(self, model: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        return self.epochs, self.values
 
 
 def _pack_order(state: dict) -> np.ndarray:
@@ -325,6 +361,11 @@ class Store:
         a["cell.batch_order"][rows] = chunk.batch_order
         if "cell.dropout_order" in a:
             a["cell.dropout_order"][rows] = 0 if chunk.dropout_order is None else chunk.dropout_order
+        if chunk.diagnostics is not None and "diagnostics.values" in a:
+            epochs, values = chunk.diagnostics
+            R, L = min(epochs.shape[1], self.layout.diagnostics), min(values.shape[2], self.layout.layers)
+            a["diagnostics.epochs"][rows, :R] = epochs[:, :R]
+            a["diagnostics.values"][rows, :R, :L] = values[:, :R, :L]
         for name, array in a.items():
             if name != "cell.done":
                 _flush(array)
@@ -352,6 +393,16 @@ class Store:
         epochs = np.arange(start + 1, start + ran + 1)[::every]
         return epochs, {c: np.array(f[f"history.{c}"][i, :kept]) for c in self.layout.columns}
 
+    def diagnostics(self, i: int, n_layers: int) -> Optional[StoredDiagnostics]:
+        """Cell i's diagnostics records (None for a store without them)."""
+        if not self.layout.diagnostics:
+            return None
+        epochs = np.asarray(self.arrays["diagnostics.epochs"][i])
+        kept = epochs > 0
+        return StoredDiagnostics(
+            epochs[kept].astype(np.int64), np.array(self.arrays["diagnostics.values"][i][kept, :n_layers])
+        )
+
     def result(self, i: int, net: Network, optimizer: str, monitor: Optional[str]) -> TrainResult:
         """Cell i as a one-model TrainResult (for a run folder): `net` (K = 1, of the cell's
         architecture) gets its saved weights; the checkpoint comes from the store."""
@@ -378,6 +429,7 @@ class Store:
             duration_s=float(f["cell.duration_s"][i]),
             restored_epoch=[None if restored == NONE else restored],
             saved=[self.checkpoint(i, optimizer, monitor)],
+            diagnostics=self.diagnostics(i, net.n_layers),
         )
 
     def checkpoint(self, i: int, optimizer: str, monitor: Optional[str]) -> Checkpoint:

@@ -226,9 +226,9 @@ def test_the_command(cli, tmp_path):
     assert result.exit_code == 2 and result.stderr == f"Error: {tmp_path / 'nothing'}: no such run folder\n"
     result = cli("train", CONFIGS / "xor.yaml", "--runs-dir", runs, "--diagnose-every", "5")
     assert result.exit_code == 2 and result.stderr == "Error: --diagnose-every goes with --diagnose\n"
-    result = cli("sweep", CONFIGS / "xor.yaml", "--grid", "model.activation=tanh,relu", "--runs-dir", runs,
-                 "--set", "training.diagnostics=true")  # fmt: skip
-    assert result.exit_code == 2 and result.stderr.startswith("Error: training.diagnostics: grid studies do not record")
+    result = cli("search", CONFIGS / "xor.yaml", "--space", "training.learning_rate=log:0.1:1", "--trials", "4",
+                 "--halving", "--runs-dir", runs, "--diagnose")  # fmt: skip
+    assert result.exit_code == 2 and result.stderr.startswith("Error: --halving: rungs continue every trial;")
 
 
 def test_explain_shows_each_layers_gradient_norm(write_config):
@@ -266,3 +266,30 @@ def test_vanishing_is_a_hundredfold_gap():
     assert [f.kind for f in findings(np.array([1]), values, acts, np.arange(1, 101), losses, 0.1)] == ["vanishing"]
     values[0, 0, Q["grad_norm_weights"]] = 1.0 / 50
     assert findings(np.array([1]), values, acts, np.arange(1, 101), losses, 0.1) == []
+
+
+def _csv_values(path):
+    with open(path) as f:
+        return {(r["epoch"], r["layer"], r["quantity"]): float(r["value"]) for r in csv.DictReader(f)}
+
+
+@pytest.mark.slow
+def test_a_grid_cell_records_what_a_plain_run_of_it_records(cli, tmp_path):
+    runs = tmp_path / "runs"
+    result = cli("sweep", CONFIGS / "dead_relu.yaml", "--grid", "training.learning_rate=0.5,2", "--diagnose",
+                 "--diagnose-every", "10", "--epochs", "40", "--runs-dir", runs / "grid", "--sort", "dead_fraction")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    study = next((runs / "grid").iterdir())
+    with open(study / "grid.csv") as f:
+        rows = {r["run"]: r for r in csv.DictReader(f)}
+    result = cli("train", CONFIGS / "dead_relu.yaml", "--lr", "2", "--diagnose", "--diagnose-every", "10", "--epochs",
+                 "40", "--runs-dir", runs / "plain", "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    plain = _csv_values(next((runs / "plain").iterdir()) / "diagnostics.csv")
+    cell = _csv_values(study / "cell_002" / "diagnostics.csv")
+    assert cell.keys() == plain.keys()
+    for key, value in plain.items():
+        assert cell[key] == pytest.approx(value, rel=1e-10, abs=1e-300), key
+    # grid.csv has each cell's largest dead fraction at the end, and sorts by it
+    ends = [v for (e, _, q), v in plain.items() if e == "40" and q == "dead_fraction"]
+    assert float(rows["cell_002"]["dead_fraction"]) == max(ends)

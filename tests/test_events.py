@@ -229,3 +229,19 @@ def test_a_long_study_cell_keeps_a_thousand_points_and_the_last(cli, write_confi
         np.float32([e.value for e in events]), history["loss"][np.array(steps) - 1].astype(np.float32)
     )
     assert sorted(board.Tags()["histograms"]) == ["layer1/biases", "layer1/weights", "layer2/biases", "layer2/weights"]
+
+
+@pytest.mark.slow
+def test_recorded_diagnostics_are_scalars_too(cli, tmp_path):
+    from conftest import CONFIGS
+
+    runs, tb = tmp_path / "runs", tmp_path / "tb"
+    result = cli("train", CONFIGS / "dead_relu.yaml", "--epochs", "30", "--runs-dir", runs, "--tensorboard", tb, "-q")
+    assert result.exit_code == 0, result.output
+    board = _read(_only(tb))
+    with open(_only(runs) / "diagnostics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) > 20
+    for r in rows:
+        events = {e.step: e.value for e in board.Scalars(f"diagnostics/layer{r['layer']}/{r['quantity']}")}
+        assert events[int(r["epoch"])] == np.float32(float(r["value"]))

@@ -171,6 +171,13 @@ def diagnose_options(cfg: Config, diagnose: bool, every: Optional[int]) -> None:
         cfg.training.diagnostics = DiagnosticsConfig(every=every or 1)
 
 
+def diagnose_overrides(diagnose: bool, every: Optional[int]) -> dict:
+    """--diagnose and --diagnose-every of a grid or search as a config override of every cell."""
+    if every is not None and not diagnose:
+        raise UsageError("--diagnose-every goes with --diagnose")
+    return {"training.diagnostics": ({"every": every or 1}, "--diagnose")} if diagnose else {}
+
+
 def board_option(folder: Optional[Path]) -> Optional[Path]:
     """--tensorboard of a grid or search (its cells' configs may name one too), refused at
     once without the extra."""

@@ -16,6 +16,8 @@ from backprop_cli.cli.app import UsageError, app, cli_errors, out
 from backprop_cli.cli.display import Counter
 from backprop_cli.cli.options import (
     ConfigFile,
+    Diagnose,
+    DiagnoseEvery,
     Epochs,
     Executor,
     Quiet,
@@ -23,6 +25,7 @@ from backprop_cli.cli.options import (
     Sets,
     TensorBoard,
     board_option,
+    diagnose_overrides,
     parse_seeds,
 )
 from backprop_cli.cli.sweep import (
@@ -107,6 +110,8 @@ def search(
     quiet: Quiet = False,
     sets: Sets = None,
     tensorboard: TensorBoard = None,
+    diagnose: Diagnose = False,
+    diagnose_every: DiagnoseEvery = None,
 ) -> None:
     """Train trials drawn at random (or from a Sobol sequence) over config keys and compare them.
 
@@ -147,7 +152,7 @@ def search(
         if options.every != 1:
             raise UsageError("--halving: rungs continue every trial's history; not with --history every:N")
         options.halving = (eta, min_epochs or 0, metric)
-    overrides = {"training.epochs": (epochs, "--epochs")}
+    overrides = {"training.epochs": (epochs, "--epochs"), **diagnose_overrides(diagnose, diagnose_every)}
     asked: dict = {  # what the search asked for, in grid.json (a resume asks the same)
         "config": str(Path(config).resolve()),
         "space": list(space or []),

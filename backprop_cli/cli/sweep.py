@@ -14,6 +14,8 @@ from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter
 from backprop_cli.cli.display import Column, Counter, fmt, metric, print_table, warn
 from backprop_cli.cli.options import (
     ConfigFile,
+    Diagnose,
+    DiagnoseEvery,
     Epochs,
     Executor,
     Quiet,
@@ -21,6 +23,7 @@ from backprop_cli.cli.options import (
     Sets,
     TensorBoard,
     board_option,
+    diagnose_overrides,
     parse_seeds,
 )
 
@@ -90,6 +93,8 @@ def sweep(
     quiet: Quiet = False,
     sets: Sets = None,
     tensorboard: TensorBoard = None,
+    diagnose: Diagnose = False,
+    diagnose_every: DiagnoseEvery = None,
 ) -> None:
     """Train every cell of a grid over config keys (and seeds) and compare them.
 
@@ -111,7 +116,7 @@ def sweep(
         executor, scheduler, quiet,
     )  # fmt: skip
     options.tensorboard = board_option(tensorboard)
-    overrides = {"training.epochs": (epochs, "--epochs")}
+    overrides = {"training.epochs": (epochs, "--epochs"), **diagnose_overrides(diagnose, diagnose_every)}
     cells = Cells(config, asked_grid, seed_list, overrides, sets or [], limit=g.max_cells(options.budget))
     asked = spec(config, asked_grid, seed_list, sets or [], overrides)
     run_study(ctx, config, cells, asked, "grid", runs_dir, options)
@@ -190,11 +195,8 @@ def run_study(
 
     name, sort, quiet = o.name, o.sort, o.quiet
     target = default_target(cells.combos[0].cfg)
-    if any(c.cfg.training.diagnostics for c in cells.combos):
-        raise UsageError(
-            f"training.diagnostics: {kind} studies do not record diagnostics (their store has no room for them yet); "
-            "train one cell with backprop train CONFIG --diagnose, or compare rates with sweep-lr --diagnose"
-        )
+    if o.halving is not None and any(c.cfg.training.diagnostics for c in cells.combos):
+        raise UsageError("--halving: rungs continue every trial; diagnostics are recorded by grids and plain searches")
     if o.tensorboard is None and cells.combos[0].cfg.training.tensorboard:
         board_option(Path(cells.combos[0].cfg.training.tensorboard))  # the extra, before anything trains
     shape = g.layout(cells, o.every)
@@ -340,6 +342,8 @@ def _table(rows: list[dict], keys: list[str], sort: str, total: int) -> None:
     columns = [Column(name, justify="left", keep=True) for name in names] + [Column("seed")]
     columns += [Column("final loss"), Column("best loss", drop=2)]
     columns += [Column(c, drop=1) for c in extra] + [Column("to target", drop=2), Column("epochs", drop=3)]
+    diagnosed = [c for c in ("dead_fraction", "saturated_fraction") if any(r.get(c) is not None for r in rows)]
+    columns += [Column(c.split("_")[0], drop=1) for c in diagnosed]
     columns.append(Column("status", justify="left"))
     columns.append(Column("run", justify="left", keep=True))
     table = []
@@ -347,7 +351,9 @@ def _table(rows: list[dict], keys: list[str], sort: str, total: int) -> None:
         cells = [fmt(r[k], 6) if isinstance(r[k], float) else str(r[k]) for k in keys]
         cells += [str(r["seed"]), fmt(r.get("final_loss"), 6), fmt(r.get("best_loss"), 6)]
         cells += [metric(c, r.get(c)) for c in extra] + [str(r.get("epochs_to_target") or "-")]
-        cells += [str(r.get("epochs_run", "")), str(r["status"]), r["run"]]
+        cells += [str(r.get("epochs_run", ""))]
+        cells += ["-" if r.get(c) is None else f"{100 * r[c]:.0f}%" for c in diagnosed]
+        cells += [str(r["status"]), r["run"]]
         table.append(cells)
     title = (
         f"grid cells, best {sort} first" if len(rows) == total else f"the best {len(rows)} of {total:,} cells by {sort}"
