@@ -51,6 +51,7 @@ RISING_WINDOW, RISING_SHARE = 50, 0.6  # the loss rose in 60% of the last 50 epo
 PLATEAU_BAND = 0.01  # a plateau: the loss stays within 1% of where the stretch began ...
 PLATEAU_SHARE, PLATEAU_MIN = 0.2, 100  # ... for 20% of the epochs (at least 100) ...
 PLATEAU_LEVEL = 0.1  # ... at 10% or more of the first epoch's loss (not a converged tail)
+CONVERGED = 0.1  # a loss at a tenth of where it began: saturated or dead units are then no finding
 
 
 def sample_rows(n: int) -> np.ndarray:
@@ -102,9 +103,10 @@ def update_ratios(net: Network, before: np.ndarray, after: np.ndarray) -> np.nda
 
 
 def planned(every: int, epochs: int, start_epoch: int = 0) -> list[int]:
-    """The epochs recorded during training: the first, every `every`th, and the last."""
-    first, last = start_epoch + 1, start_epoch + epochs
-    return sorted({first, last, *range(first - 1 + every, last + 1, every)} - {0})
+    """The epochs recorded: the start (epoch 0, or where a continuation starts: the weights
+    before any update), every `every`th epoch after it, and the last."""
+    last = start_epoch + epochs
+    return sorted({start_epoch, last, *range(start_epoch + every, last + 1, every)})
 
 
 class Recorder:
@@ -117,12 +119,13 @@ class Recorder:
         self.net, self.X, self.Y, self.loss = net, X[rows], Y[rows], loss
         self.probe = Network(net.sizes, net.activations, net.bias, net.K, net.dtype)
         self.epochs = planned(every, epochs, start_epoch)
-        self.wanted = set(self.epochs[:-1])  # the last is recorded by `finish`, with the kept weights
-        self.before = set(e - 1 for e in self.epochs)  # epochs whose end is a recorded epoch's start
+        self.wanted = set(self.epochs[1:-1])  # the last is recorded by `finish`, with the kept weights
+        self.before = set(e - 1 for e in self.epochs[1:])  # epochs whose end is a recorded epoch's start
         self.previous = net.theta.copy()  # the weights at the start of the next recorded epoch
         self.start = start_epoch
-        self.records: list[tuple[int, np.ndarray]] = []  # (epoch, (K, layers, quantities))
         self.final: Optional[tuple[np.ndarray, np.ndarray]] = None  # per model: epoch, values
+        # (epoch, (K, layers, quantities)); the first, the weights before any update
+        self.records: list[tuple[int, np.ndarray]] = [(start_epoch, self._record(net.theta, None))]
 
     def _record(self, theta: np.ndarray, previous: Optional[np.ndarray]) -> np.ndarray:
         self.probe.theta[...] = theta
@@ -159,29 +162,54 @@ class Recorder:
 
 
 def rows(epochs: np.ndarray, values: np.ndarray) -> list[list[Any]]:
-    """diagnostics.csv's rows: epoch, layer (from 1), quantity, value; NaN (a quantity that does
-    not apply, or is not known) left out."""
+    """diagnostics.csv's rows: epoch, layer (from 1), quantity, value (inf where a diverged run
+    overflowed); NaN (a quantity that does not apply, or is not known) left out."""
     found: list[list[Any]] = [["epoch", "layer", "quantity", "value"]]
     for epoch, per_layer in zip(epochs, values):
         for l, quantities in enumerate(per_layer):
             for name, v in zip(QUANTITIES, quantities):
-                if np.isfinite(v):
+                if not np.isnan(v):
                     found.append([int(epoch), l + 1, name, repr(float(v))])
     return found
 
 
-def from_rows(records: Sequence[dict], n_layers: int) -> tuple[np.ndarray, np.ndarray]:
-    """diagnostics.csv's rows (dicts of strings) back to epochs (R,) and values (R, layers,
-    quantities). Raises ValueError on a row it cannot read."""
-    epochs = sorted({int(r["epoch"]) for r in records})
-    at = {e: i for i, e in enumerate(epochs)}
-    values = np.full((len(epochs), n_layers, len(QUANTITIES)), np.nan)
-    for r in records:
-        layer, name = int(r["layer"]), r["quantity"]
-        if not 1 <= layer <= n_layers or name not in Q:
-            raise ValueError(f"layer {r['layer']}, quantity {name}")
-        values[at[int(r["epoch"])], layer - 1, Q[name]] = float(r["value"])
-    return np.array(epochs, np.int64), values
+def from_rows(header: Sequence[str], records: Any, n_layers: int, last_epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """diagnostics.csv's rows (lists of strings after its header) back to epochs (R,) and
+    values (R, layers, quantities). Raises ValueError naming the line and what is wrong."""
+    if [h.lstrip("\ufeff") for h in header] != ["epoch", "layer", "quantity", "value"]:
+        raise ValueError(f"line 1: the header is {','.join(header)}; expected epoch,layer,quantity,value")
+    found: dict[int, np.ndarray] = {}
+    for line, row in enumerate(records, start=2):
+        if len(row) != 4:
+            raise ValueError(f"line {line}: {len(row)} fields; expected 4")
+        epoch_text, layer_text, name, value_text = row
+        if not (epoch_text.isdigit() and layer_text.isdigit()) or len(epoch_text) > 9:
+            raise ValueError(f"line {line}: epoch {epoch_text!r}, layer {layer_text!r}: expected whole numbers")
+        epoch, layer = int(epoch_text), int(layer_text)
+        if epoch > last_epoch:
+            raise ValueError(f"line {line}: epoch {epoch}, after the run's last ({last_epoch})")
+        if not 1 <= layer <= n_layers:
+            raise ValueError(f"line {line}: layer {layer}; the network has layers 1 to {n_layers}")
+        if name not in Q:
+            raise ValueError(f"line {line}: unknown quantity {name!r}")
+        try:
+            value = float(value_text)
+        except ValueError:
+            raise ValueError(f"line {line}: value {value_text!r} is not a number") from None
+        if (
+            np.isnan(value)
+            or (name.endswith("_fraction") and not 0 <= value <= 1)
+            or (value < 0 and name != "activation_mean")
+        ):
+            raise ValueError(f"line {line}: {name} {value_text}: out of range")
+        slot = found.setdefault(epoch, np.full((n_layers, len(QUANTITIES)), np.nan))
+        if not np.isnan(slot[layer - 1, Q[name]]):
+            raise ValueError(f"line {line}: epoch {epoch}, layer {layer}, {name} given twice")
+        slot[layer - 1, Q[name]] = value
+    if not found:
+        raise ValueError("no records")
+    epochs = sorted(found)
+    return np.array(epochs, np.int64), np.stack([found[e] for e in epochs])
 
 
 # -- findings --------------------------------------------------------------------------------
@@ -223,9 +251,13 @@ def findings(
     learning_rate: Any,
     diverged_at: Optional[int] = None,
     init: str = "uniform",
+    scale: str = "none",
+    start: Optional[int] = 0,
 ) -> list[Finding]:
     """What the rules find in one model's diagnostics (epochs, values as `Recorder.table`
-    gives) and loss history; an empty list for a healthy run."""
+    gives) and loss history; an empty list for a healthy run. `init` and `scale` (the
+    config's) shape the advice; `start` is the epoch of the record that holds the initial
+    weights (None: there is none, as for a run diagnosed afterwards)."""
     names = layer_names(activations)
     L = len(activations)
     found: list[Finding] = []
@@ -234,6 +266,10 @@ def findings(
         if np.ndim(learning_rate) == 0
         else "learning rates " + ", ".join(f"{r:g}" for r in learning_rate)
     )
+    finite_losses = losses[np.isfinite(losses)]
+    # the loss fell to a tenth of where it began: saturated or dead units are then how the
+    # network solved the task, not why it failed
+    learned = finite_losses.size > 1 and finite_losses[-1] <= CONVERGED * finite_losses[0]
     if diverged_at is not None:
         found.append(
             Finding(
@@ -243,9 +279,16 @@ def findings(
                 evidence={"epoch": diverged_at},
             )
         )
-    if len(epochs):
+    if init == "zeros" and L > 1:
+        found.append(
+            Finding(
+                "symmetric",
+                "init zeros: every unit of a layer starts alike, gets the same gradient and stays alike (the "
+                "symmetry is never broken). Try init uniform, xavier or he.",
+            )
+        )
+    if len(epochs) and start is not None and int(epochs[0]) == start:
         norms = values[0, :, Q["grad_norm_weights"]]
-        first = int(epochs[0])
         for l in range(L - 1):
             later = norms[l + 1 :]
             if not np.isfinite(norms[l]) or not np.any(np.isfinite(later)):
@@ -253,20 +296,26 @@ def findings(
             top = int(l + 1 + np.nanargmax(later))
             if norms[l] * VANISHING_RATIO < norms[top]:
                 ratio = norms[top] / norms[l] if norms[l] > 0 else np.inf
-                text = (
-                    f"{names[l]}: gradient norm {_g(norms[l])}, {_ratio(ratio)} of layer {top + 1}'s at epoch {first}: "
-                    "vanishing gradients"
+                whose = "the output layer's" if top == L - 1 else f"layer {top + 1}'s"
+                at = "at the start" if start == 0 else f"at epoch {start}, where training started"
+                size = (
+                    f"gradient norm {_g(norms[l])}, {_ratio(ratio)} of"
+                    if norms[l] > 0
+                    else "no gradient at all, against"
                 )
+                text = f"{names[l]}: {size} {whose} {at}: vanishing gradients"
                 saturated = values[0, l, Q["saturated_fraction"]]
                 if np.isfinite(saturated) and saturated > 0:
                     text += f"; {_pct(saturated)} of its units saturated"
                 scaled = "relu with he init" if init in ("xavier", "he") else "tanh or relu, or xavier/he init"
                 text += f". Try {scaled}."
                 found.append(
-                    Finding("vanishing", text, l + 1, {"epoch": first, "norm": float(norms[l]), "ratio": float(ratio)})
+                    Finding("vanishing", text, l + 1, {"epoch": start, "norm": float(norms[l]), "ratio": float(ratio)})
                 )
                 break  # the first such layer; the ones before it fare no better
+    if len(epochs) and not learned:
         end = values[-1]
+        last = int(epochs[-1])
         cure_dead = "Try a smaller learning rate, leaky_relu or he init."
         for l in range(L):
             dead = end[l, Q["dead_fraction"]]
@@ -275,10 +324,13 @@ def findings(
                 since = len(series)
                 while since > 0 and series[since - 1] >= DEAD_FRACTION:
                     since -= 1
+                when = (
+                    f" (over {_pct(DEAD_FRACTION)} since epoch {int(epochs[since])})" if since < len(series) - 1 else ""
+                )
                 found.append(
                     Finding(
                         "dead",
-                        f"{names[l]}: {_pct(dead)} of units dead since epoch {int(epochs[since])} ({rate}). "
+                        f"{names[l]}: {_pct(dead)} of units dead at the end (epoch {last}){when} ({rate}). "
                         + ("Try a smaller learning rate or leaky_relu." if init == "he" else cure_dead),
                         l + 1,
                         {"fraction": float(dead), "since": int(epochs[since])},
@@ -293,25 +345,26 @@ def findings(
         ]
         if saturated:
             which = ", ".join(f"{names[l]} {_pct(end[l, Q['saturated_fraction']])}" for l in saturated)
+            tries = [] if init in ("xavier", "he") else ["smaller initial weights (xavier)"]
+            tries += [] if scale != "none" else ["scaled inputs (data.scale: standard)"]
+            tries.append("a smaller learning rate")
             found.append(
                 Finding(
                     "saturated",
-                    f"saturated units at the end (epoch {int(epochs[-1])}): {which}; they pass almost no gradient "
-                    f"back. Try {'' if init in ('xavier', 'he') else 'smaller initial weights (xavier), '}scaled inputs "
-                    "(data.scale: standard) or a smaller learning rate.",
+                    f"saturated units at the end (epoch {last}): {which}; they pass almost no gradient back. "
+                    f"Try {', '.join(tries[:-1])}{' or ' if len(tries) > 1 else ''}{tries[-1]}.",
                     saturated[0] + 1,
-                    {"layers": [l + 1 for l in saturated], "epoch": int(epochs[-1])},
+                    {"layers": [l + 1 for l in saturated], "epoch": last},
                 )
             )
-    finite = np.isfinite(losses)
-    losses, loss_epochs = losses[finite], loss_epochs[finite]
+    losses, loss_epochs = finite_losses, loss_epochs[np.isfinite(losses)]
     if len(losses) > RISING_WINDOW:
         window = np.diff(losses[-RISING_WINDOW - 1 :])
         rose = int((window > 0).sum())
         if rose >= RISING_SHARE * RISING_WINDOW:
             growing = ""
             if len(epochs) >= 2:
-                total = np.sqrt(np.nansum(np.square(values[:, :, Q["grad_norm_weights"]]), axis=1))
+                total = _total_norms(values)
                 if total[-1] > total[0]:
                     growing = " with growing gradient norms"
             found.append(
@@ -335,8 +388,8 @@ def findings(
             inside = (epochs >= loss_epochs[a]) & (epochs <= loss_epochs[b - 1]) if len(epochs) else np.zeros(0, bool)
             grad = ""
             if inside.any():
-                total = float(np.sqrt(np.nansum(np.square(values[inside][:, :, Q["grad_norm_weights"]]), axis=1)).max())
-                grad = f" while the gradient norm stayed below {_g(total)}" if total > 0 else " with no gradient at all"
+                most = float(_total_norms(values[inside]).max())
+                grad = f" while the gradient norm stayed below {_g(most)}" if most > 0 else " with no gradient at all"
             advice = (
                 "; the findings above say why."
                 if found
@@ -350,8 +403,14 @@ def findings(
                     evidence={"from": int(loss_epochs[a]), "to": int(loss_epochs[b - 1]), "loss": float(losses[a])},
                 )
             )
-    order = ["diverged", "rising", "vanishing", "dead", "saturated", "plateau"]  # the likeliest cause first
+    order = ["diverged", "symmetric", "rising", "vanishing", "dead", "saturated", "plateau"]  # likeliest cause first
     return sorted(found, key=lambda f: order.index(f.kind))
+
+
+def _total_norms(values: np.ndarray) -> np.ndarray:
+    """Each record's gradient norm over every weight and bias of the network (R,)."""
+    parts = values[:, :, [Q["grad_norm_weights"], Q["grad_norm_biases"]]]
+    return np.sqrt(np.nansum(np.square(parts), axis=(1, 2)))
 
 
 def healthy(epochs: np.ndarray, values: np.ndarray, losses: np.ndarray) -> str:
@@ -361,7 +420,12 @@ def healthy(epochs: np.ndarray, values: np.ndarray, losses: np.ndarray) -> str:
         norms = values[0, :, Q["grad_norm_weights"]]
         finite = norms[np.isfinite(norms) & (norms > 0)]
         if finite.size > 1:
-            said += f": gradients reach every layer (the smallest 1/{finite.max() / finite.min():,.0f} of the largest at epoch {int(epochs[0])})"
+            spread = finite.max() / finite.min()
+            at = "in the initial weights" if int(epochs[0]) == 0 else f"at epoch {int(epochs[0])}"
+            if spread < 2:
+                said += f": the layers' gradient norms are within a factor of 2 of each other {at}"
+            else:
+                said += f": the smallest layer's gradient norm is {_ratio(spread)} of the largest's {at}"
     finite_losses = losses[np.isfinite(losses)]
     if finite_losses.size:
         said += f"; the loss went from {_g(float(finite_losses[0]))} to {_g(float(finite_losses[-1]))}"

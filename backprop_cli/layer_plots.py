@@ -13,18 +13,32 @@ from backprop_cli.plots import _few_ticks, new_axes, new_figure, png_bytes, quie
 
 @quiet_overflow
 def gradients(epochs: Any, norms: Any, names: Sequence[str], title: str) -> bytes:
-    """Each layer's weight-gradient norm (R, layers) over the recorded epochs, log scale."""
+    """Each layer's weight-gradient norm (R, layers) over the recorded epochs, log scale. A
+    norm of exactly 0 (no gradient reaches the layer: dead or saturated units) has no place
+    on a log scale: it is drawn as a triangle on the axis' floor, and the legend says so."""
     fig = new_figure()
     ax = new_axes(fig)
     norms = np.asarray(norms, float)
+    epochs = np.asarray(epochs)
+    positive = norms[np.isfinite(norms) & (norms > 0)]
+    floor = positive.min() / 10 if positive.size else 1e-12
+    marker = "." if len(epochs) < 30 else None
+    zeros_seen = False
     for l, name in enumerate(names):
         values = norms[:, l]
         shown = np.isfinite(values) & (values > 0)
-        ax.plot(np.asarray(epochs)[shown], values[shown], marker="." if len(values) < 30 else None, label=name)
-    if np.any(np.isfinite(norms) & (norms > 0)):
+        line = ax.plot(epochs[shown], values[shown], marker=marker, label=name)[0]
+        zero = values == 0
+        if zero.any():
+            zeros_seen = True
+            ax.plot(epochs[zero], np.full(zero.sum(), floor), "v", color=line.get_color(), markersize=4)
+    if positive.size:
         ax.set_yscale("log")
+        ax.set_ylim(bottom=floor / 2)
+    if zeros_seen:
+        ax.plot([], [], "v", color="0.4", markersize=4, label="exactly 0 (drawn at the floor)")
     _few_ticks(ax)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("epoch (0: the initial weights)")
     ax.set_ylabel("gradient norm ||dL/dW|| (log)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3, which="both")
@@ -47,7 +61,7 @@ def units(epochs: Any, saturated: Any, dead: Any, names: Sequence[str], title: s
                         label=f"{name}: {what}")  # fmt: skip
     ax.set_ylim(-3, 103)
     _few_ticks(ax)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("epoch (0: the initial weights)")
     ax.set_ylabel("% of the layer's units")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)

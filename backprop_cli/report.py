@@ -216,13 +216,14 @@ def build_report(folder: Path) -> str:
         if table.exists():
             out.append(_grid_table(table, str(summary.get("sort", "final_loss"))) if cells else _csv_table(table))
     out.append("<h2>Summary</h2>")
-    skip = {"models"} if kind else set()
+    skip = {"models"} if kind else {"diagnostics"}  # a run's findings have a section of their own
     out.append(_table(["key", "value"], [(k, v) for k, v in summary.items() if k not in skip], 2, keyed=True))
     diagnosed = summary.get("diagnostics")
     if not kind and isinstance(diagnosed, dict):
-        found = [str(f) for f in diagnosed.get("findings") or []]
+        listed = diagnosed.get("findings")
+        found = [str(f) for f in listed] if isinstance(listed, list) else []
         items = "".join(f"<li>{escape(f)}</li>" for f in found) or "<li>no problems found</li>"
-        out.append(f"<h2>Diagnostics</h2><ul>{items}</ul><p class='meta'>backprop diagnose {escape(folder.name)} "
+        out.append(f"<h2>Diagnostics</h2><ul>{items}</ul><p class='meta'>backprop diagnose {escape(str(folder))} "
                    "prints the per-layer table; the numbers are in diagnostics.csv</p>")  # fmt: skip
     images = _images(folder)
     if images:

@@ -65,7 +65,7 @@ def _end_fractions(diagnosed: tuple, i: int) -> dict[str, Optional[float]]:
     """Cell i's largest dead and saturated fractions of a layer at its last record (None where
     no layer has such units)."""
     values, epochs = diagnosed
-    recorded = np.flatnonzero(np.asarray(epochs[i]) > 0)
+    recorded = np.flatnonzero(np.asarray(epochs[i]) >= 0)
     found: dict[str, Optional[float]] = {name: None for name in DIAGNOSED}
     if recorded.size:
         end = np.asarray(values[i, recorded[-1]])

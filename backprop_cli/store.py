@@ -99,7 +99,7 @@ class Layout:
         found["cell.batch_order"] = ((self.cells, 6), np.uint64)
         if self.dropout:
             found["cell.dropout_order"] = ((self.cells, 6), np.uint64)
-        if self.diagnostics:  # epoch 0: no record
+        if self.diagnostics:  # an epoch of NONE: no record
             found["diagnostics.epochs"] = ((self.cells, self.diagnostics), np.int32)
             found["diagnostics.values"] = ((self.cells, self.diagnostics, self.layers, len(QUANTITIES)), np.float64)
         return found
@@ -228,11 +228,11 @@ class Chunk:
 
 
 def _diagnostics(recorder: Any, K: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each model's diagnostics records, padded to the longest (epoch 0: no record)."""
+    """Each model's diagnostics records, padded to the longest (an epoch of NONE: no record)."""
     tables = [recorder.table(k) for k in range(K)]
     R = max(len(e) for e, _ in tables)
     L = tables[0][1].shape[1] if R else 0
-    epochs = np.zeros((K, R), np.int32)
+    epochs = np.full((K, R), NONE, np.int32)
     values = np.full((K, R, L, len(QUANTITIES)), np.nan)
     for k, (e, v) in enumerate(tables):
         epochs[k, : len(e)] = e
@@ -309,7 +309,9 @@ class Store:
             small = name.startswith(("cell.", "final."))  # (cells,): the big arrays stay sparse zeros
             if small and np.dtype(dtype).kind == "f":
                 array[...] = np.nan  # nothing recorded yet
-            elif name.startswith("cell.") and np.dtype(dtype).kind == "i" and name not in ("cell.status", "cell.step"):
+            elif (
+                name.startswith("cell.") and np.dtype(dtype).kind == "i" and name not in ("cell.status", "cell.step")
+            ) or (name == "diagnostics.epochs"):
                 array[...] = NONE
             array.flush()
             del array
@@ -398,7 +400,7 @@ class Store:
         if not self.layout.diagnostics:
             return None
         epochs = np.asarray(self.arrays["diagnostics.epochs"][i])
-        kept = epochs > 0
+        kept = epochs >= 0
         return StoredDiagnostics(
             epochs[kept].astype(np.int64), np.array(self.arrays["diagnostics.values"][i][kept, :n_layers])
         )

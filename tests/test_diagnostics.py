@@ -60,10 +60,12 @@ def test_every_quantity_equals_a_hand_computation(write_config, act):
     thetas = []
     result = fit(cfg, data, net, callback=lambda e, loss, seen: thetas.append(seen.theta[0].copy()))
     epochs, values = result.diagnostics.table(0)
-    assert epochs.tolist() == [1, 2, 3]
+    assert epochs.tolist() == [0, 1, 2, 3]  # the initial weights, then after each epoch's update
     X, Y = data.X, data.Y
     probe = network(cfg)
-    for r, theta in enumerate(thetas):
+    initial = probe.theta[0].copy()
+    weights = [initial] + thetas
+    for r, theta in enumerate(weights):
         probe.theta[0] = theta
         (W1, b1), (W2, b2) = probe.get_params(0)
         a1, a2, (gW1, gb1), (gW2, gb2) = _hand(W1, b1, W2, b2, X, Y, act)
@@ -72,13 +74,14 @@ def test_every_quantity_equals_a_hand_computation(write_config, act):
         np.testing.assert_allclose(v[:, Q["grad_norm_biases"]], [np.linalg.norm(gb1), np.linalg.norm(gb2)], rtol=1e-12)
         np.testing.assert_allclose(v[:, Q["activation_mean"]], [a1.mean(), a2.mean()], rtol=1e-12)
         np.testing.assert_allclose(v[:, Q["activation_std"]], [a1.std(), a2.std()], rtol=1e-12)
-        if r == 0:  # the first record's update is against the initial weights
-            (V1, _), (V2, _) = before
+        if r == 0:  # the initial weights: no update yet
+            assert np.isnan(v[:, Q["update_ratio"]]).all()
+            np.testing.assert_array_equal(W1, np.asarray(before[0][0]))
         else:
-            probe.theta[0] = thetas[r - 1]
+            probe.theta[0] = weights[r - 1]
             (V1, _), (V2, _) = probe.get_params(0)
-        ratios = [np.linalg.norm(W1 - V1) / np.linalg.norm(V1), np.linalg.norm(W2 - V2) / np.linalg.norm(V2)]
-        np.testing.assert_allclose(v[:, Q["update_ratio"]], ratios, rtol=1e-12)
+            ratios = [np.linalg.norm(W1 - V1) / np.linalg.norm(V1), np.linalg.norm(W2 - V2) / np.linalg.norm(V2)]
+            np.testing.assert_allclose(v[:, Q["update_ratio"]], ratios, rtol=1e-12)
         if act == "sigmoid":
             sat = lambda a: (((a < 0.01) | (a > 0.99)).mean(0) > 0.5).mean()  # noqa: E731
         else:
@@ -110,9 +113,9 @@ def test_off_records_nothing(write_config, tmp_path):
 
 
 def test_planned_epochs_and_the_sample():
-    assert planned(10, 35) == [1, 10, 20, 30, 35]
-    assert planned(1, 3) == [1, 2, 3]
-    assert planned(5, 10, start_epoch=100) == [101, 105, 110]
+    assert planned(10, 35) == [0, 10, 20, 30, 35]
+    assert planned(1, 3) == [0, 1, 2, 3]
+    assert planned(5, 10, start_epoch=100) == [100, 105, 110]
     assert sample_rows(10).tolist() == list(range(10))
     rows = sample_rows(20000)
     assert len(rows) == SAMPLE and rows[0] == 0 and rows[-1] == 19999 and np.all(np.diff(rows) > 0)
@@ -183,17 +186,23 @@ def test_the_findings_rules():
     values = np.full((3, 2, len(QUANTITIES)), np.nan)
     values[:, :, Q["grad_norm_weights"]] = 1.0
     values[:, 0, Q["dead_fraction"]] = [0.1, 0.3, 0.5]
-    epochs = np.array([1, 50, 100])
-    losses = np.linspace(1, 0.01, 100)
-    found = findings(epochs, values, acts, np.arange(1, 101), losses, 2.0)
+    epochs = np.array([0, 50, 100])
+    stuck = np.linspace(1, 0.5, 100)  # the loss halves: not learned (a tenth of where it began)
+    found = findings(epochs, values, acts, np.arange(1, 101), stuck, 2.0)
     assert [f.text for f in found] == [
-        "hidden 1 (relu): 50% of units dead since epoch 50 (learning rate 2). "
+        "hidden 1 (relu): 50% of units dead at the end (epoch 100) (over 25% since epoch 50) (learning rate 2). "
         "Try a smaller learning rate, leaky_relu or he init."
     ]
-    # vanishing: layer 1's gradient below 1/100 of layer 2's at the first record
+    # a run that learned (to a tenth of its first loss) has no dead or saturated finding
+    assert findings(epochs, values, acts, np.arange(1, 101), np.linspace(1, 0.05, 100), 2.0) == []
+    # vanishing: layer 1's gradient below 1/100 of the output's in the initial weights
     values[0, 0, Q["grad_norm_weights"]] = 1e-4
-    found = findings(epochs, values, acts, np.arange(1, 101), losses, 2.0)
-    assert found[0].kind == "vanishing" and "1/10,000 of layer 2's at epoch 1" in found[0].text
+    found = findings(epochs, values, acts, np.arange(1, 101), stuck, 2.0)
+    assert found[0].kind == "vanishing" and "1/10,000 of the output layer's at the start" in found[0].text
+    # ... and only there: a run diagnosed afterwards has no record of its initial weights
+    assert "vanishing" not in [
+        f.kind for f in findings(epochs[-1:], values[-1:], acts, np.arange(1, 101), stuck, 2.0, start=None)
+    ]
     # a loss rising in 60% of the last 50 epochs
     rising = np.concatenate([np.linspace(1, 0.5, 50), 0.5 + 0.01 * np.arange(60) * (np.arange(60) % 5 != 0)])
     kinds = [f.kind for f in findings(epochs, values, acts, np.arange(1, 111), rising, 2.0)]
@@ -202,7 +211,10 @@ def test_the_findings_rules():
     flat = np.concatenate([np.linspace(1.0, 0.6, 50), np.full(300, 0.6), np.linspace(0.6, 0.01, 50)])
     found = findings(np.zeros(0, int), np.zeros((0, 2, len(QUANTITIES))), acts, np.arange(1, 401), flat, 0.1)
     assert [f.kind for f in found] == ["plateau"] and "loss flat for 302 epochs (epochs 50 to 351" in found[0].text
+    losses = np.linspace(1, 0.01, 100)
     assert findings(np.zeros(0, int), np.zeros((0, 2, len(QUANTITIES))), acts, np.arange(1, 101), losses, 0.1) == []
+    # init zeros: the symmetry finding, whatever the numbers
+    assert findings(epochs, values, acts, np.arange(1, 101), losses, 0.1, init="zeros")[0].kind == "symmetric"
 
 
 @pytest.mark.slow
@@ -218,7 +230,7 @@ def test_the_command(cli, tmp_path):
     assert result.exit_code == 0 and "findings:" in result.stdout and "dead" in result.stdout
     data = json.loads(cli("diagnose", "latest", "--runs-dir", runs, "--json").stdout)
     assert data["recorded"] is True and data["findings"][0]["kind"] == "dead"
-    assert [row["epoch"] for row in data["table"]] == [1, 1, 1, 20, 20, 20, 40, 40, 40]
+    assert [row["epoch"] for row in data["table"]] == [0, 0, 0, 20, 20, 20, 40, 40, 40]
     with open(next(runs.iterdir()) / "diagnostics.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["quantity"] for r in rows} == set(QUANTITIES) - {"saturated_fraction"}  # relu and softmax layers
@@ -263,9 +275,9 @@ def test_vanishing_is_a_hundredfold_gap():
     values = np.full((1, 2, len(QUANTITIES)), np.nan)
     values[0, :, Q["grad_norm_weights"]] = [1.0 / 150, 1.0]
     losses = np.linspace(1, 0.01, 100)
-    assert [f.kind for f in findings(np.array([1]), values, acts, np.arange(1, 101), losses, 0.1)] == ["vanishing"]
+    assert [f.kind for f in findings(np.array([0]), values, acts, np.arange(1, 101), losses, 0.1)] == ["vanishing"]
     values[0, 0, Q["grad_norm_weights"]] = 1.0 / 50
-    assert findings(np.array([1]), values, acts, np.arange(1, 101), losses, 0.1) == []
+    assert findings(np.array([0]), values, acts, np.arange(1, 101), losses, 0.1) == []
 
 
 def _csv_values(path):
@@ -293,3 +305,46 @@ def test_a_grid_cell_records_what_a_plain_run_of_it_records(cli, tmp_path):
     # grid.csv has each cell's largest dead fraction at the end, and sorts by it
     ends = [v for (e, _, q), v in plain.items() if e == "40" and q == "dead_fraction"]
     assert float(rows["cell_002"]["dead_fraction"]) == max(ends)
+
+
+@pytest.mark.slow
+def test_a_corrupt_diagnostics_file_is_one_line_naming_the_line(cli, tmp_path):
+    runs = tmp_path / "runs"
+    assert cli("train", CONFIGS / "dead_relu.yaml", "--epochs", "20", "--runs-dir", runs, "-q").exit_code == 0
+    folder = next(runs.iterdir())
+    path = folder / "diagnostics.csv"
+    good = path.read_text()
+    header = "epoch,layer,quantity,value\n"
+    for body, why in [
+        (
+            "999999999999999999999999,1,dead_fraction,0.5\n",
+            "line 2: epoch '999999999999999999999999', layer '1': expected whole numbers",
+        ),
+        ("5,1,dead_fraction,7\n", "line 2: dead_fraction 7: out of range"),
+        ("25,1,dead_fraction,0.5\n", "line 2: epoch 25, after the run's last (20)"),
+        ("5,9,dead_fraction,0.5\n", "line 2: layer 9; the network has layers 1 to 3"),
+        ("5,1,dead_fraction,0.5\n5,1,dead_fraction,0.5\n", "line 3: epoch 5, layer 1, dead_fraction given twice"),
+        ("5,1,speed,0.5\n", "line 2: unknown quantity 'speed'"),
+        ("", "no records"),
+    ]:
+        path.write_text(header + body)
+        result = cli("diagnose", folder)
+        assert result.exit_code == 1 and result.stderr == f"Error: {path}: corrupt diagnostics: {why}\n", body
+    path.write_text("\ufeff" + good)  # a byte-order mark, as a spreadsheet saves it
+    assert cli("diagnose", folder).exit_code == 0
+
+
+def test_seeds_with_diagnose_and_bad_diagnostics_keys_are_refused(cli, write_config, tmp_path):
+    from conftest import XOR_YAML
+
+    config = write_config(XOR_YAML)
+    result = cli("train", config, "--seeds", "0:3", "--diagnose", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and result.stderr.startswith(
+        "Error: --diagnose with --seeds: a seed study keeps no run"
+    )
+    result = cli("validate", config, "--set", "training.diagnostics={evry: 3}")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: {config}: training.diagnostics.evry (from --set training.diagnostics): unknown key 'evry' "
+        "(did you mean 'every'?)\n"
+    )

@@ -31,8 +31,10 @@ DROP = {"grad_norm_weights": 0, "grad_norm_biases": 3, "update_ratio": 2, "activ
 def _cell(quantity: str, value: float) -> str:
     import math
 
-    if not math.isfinite(value):
+    if math.isnan(value):
         return ""
+    if math.isinf(value):
+        return "inf"
     if quantity.endswith("_fraction"):
         return f"{100 * value:.0f}%"
     return fmt(value, 3)
@@ -64,19 +66,20 @@ def diagnose(
         out.print(json.dumps(d.to_json(), indent=2), soft_wrap=True)
         return
     for note in d.notes:
-        out.print(f"note: {note}", soft_wrap=True)
+        out.print(f"note: {note}", soft_wrap=not out.is_terminal)
     columns = [Column("epoch", keep=True), Column("layer", justify="left", keep=True)]
-    shown = [q for q in QUANTITIES if np.isfinite(d.values[:, :, QUANTITIES.index(q)]).any()]
+    shown = [q for q in QUANTITIES if (~np.isnan(d.values[:, :, QUANTITIES.index(q)])).any()]
     columns += [Column(HEADERS[q], drop=DROP[q]) for q in shown]
     rows = []
     for i in d.shown():
         for l, name in enumerate(d.names):
             rows.append([str(int(d.epochs[i])), name] + [_cell(q, d.values[i, l, QUANTITIES.index(q)]) for q in shown])
     title = f"{d.run.name}: layers at the start, middle and end" if d.recorded else f"{d.run.name}: layers at the end"
+    # epoch 0 is the initial weights; epoch N, the weights after epoch N's updates
     print_table(title, columns, rows)
     if d.findings:
         out.print("findings:")
         for f in d.findings:
-            out.print(f"- {f.text}", soft_wrap=True)
+            out.print(f"- {f.text}", soft_wrap=not out.is_terminal)  # wrapped at words on a screen, whole in a pipe
     else:
-        out.print(d.summary, soft_wrap=True)
+        out.print(d.summary, soft_wrap=not out.is_terminal)

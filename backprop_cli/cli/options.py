@@ -157,7 +157,12 @@ Diagnose = Annotated[
 ]
 DiagnoseEvery = Annotated[
     Optional[int],
-    typer.Option("--diagnose-every", metavar="N", min=1, help="With --diagnose: record every N epochs (default 1)."),
+    typer.Option(
+        "--diagnose-every",
+        metavar="N",
+        min=1,
+        help="With --diagnose: record every N epochs (default: about 200 records over the run).",
+    ),
 ]
 
 
@@ -168,14 +173,14 @@ def diagnose_options(cfg: Config, diagnose: bool, every: Optional[int]) -> None:
     if every is not None and not diagnose:
         raise UsageError("--diagnose-every goes with --diagnose")
     if diagnose:
-        cfg.training.diagnostics = DiagnosticsConfig(every=every or 1)
+        cfg.training.diagnostics = DiagnosticsConfig(every=every)
 
 
 def diagnose_overrides(diagnose: bool, every: Optional[int]) -> dict:
     """--diagnose and --diagnose-every of a grid or search as a config override of every cell."""
     if every is not None and not diagnose:
         raise UsageError("--diagnose-every goes with --diagnose")
-    return {"training.diagnostics": ({"every": every or 1}, "--diagnose")} if diagnose else {}
+    return {"training.diagnostics": ({"every": every}, "--diagnose")} if diagnose else {}
 
 
 def board_option(folder: Optional[Path]) -> Optional[Path]:

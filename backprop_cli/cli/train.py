@@ -90,6 +90,11 @@ def train(
     if seeds is not None:
         if from_run is not None:
             raise UsageError("--from goes with a single run, not with --seeds")
+        if cfg.training.diagnostics is not None:
+            raise UsageError(
+                "--diagnose with --seeds: a seed study keeps no run folder per seed; use "
+                "backprop sweep CONFIG --seeds SEEDS --diagnose (each seed a cell with its diagnostics)"
+            )
         return _train_seeds(
             cfg, config, parse_seeds(seeds), runs_dir, quiet, positive(target, "--target"), painter(ctx)
         )
@@ -181,7 +186,7 @@ def _print_summary(cfg: Config, data: Dataset, result: TrainResult, summary: dic
         from backprop_cli.run_folders.diagnosed import first_line
 
         found = summary["diagnostics"]["findings"]
-        out.print(first_line(found, run) or "diagnose: no problems found", soft_wrap=True)
+        out.print(first_line(found, run) or "diagnose: no problems found", soft_wrap=not out.is_terminal)
     out.print(f"run folder: {run}", soft_wrap=True)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
 from typing_extensions import Annotated
 
 from backprop_cli.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
@@ -24,6 +24,7 @@ from backprop_cli.schedules import SCHEDULES
 # read a Literal made from an expression, hence the `type: ignore[valid-type]` on those fields.
 
 PosInt = Annotated[int, Field(ge=1)]
+DIAGNOSTICS_RECORDS = 200  # training.diagnostics: true records about this many times over a run
 PosFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 
@@ -85,7 +86,16 @@ class EarlyStoppingConfig(_Strict):
 
 
 class DiagnosticsConfig(_Strict):
-    every: PosInt = Field(1, description="epochs between records (epoch 1 and the last are always recorded)")
+    every: Optional[PosInt] = Field(
+        None,
+        description="epochs between records (the start and the end are always recorded); "
+        "null: about 200 over the run (every epochs // 200, at least 1)",
+    )
+
+
+def _diagnostics_switch(value: Any) -> Any:
+    """`diagnostics: true` is {every: null} and `false` none at all; a mapping as it is."""
+    return {} if value is True else None if value is False else value
 
 
 class TrainingConfig(_Strict):
@@ -123,10 +133,10 @@ class TrainingConfig(_Strict):
     )
     dtype: Literal["float64", "float32"] = Field("float64", description="floating-point precision")
     animate: bool = Field(False, description="write training.gif, the network learning frame by frame")
-    diagnostics: Union[bool, DiagnosticsConfig] = Field(
-        False,
+    diagnostics: Annotated[Optional[DiagnosticsConfig], BeforeValidator(_diagnostics_switch)] = Field(
+        None,
         description="record per-layer gradient norms, update sizes, activations, saturated and dead units "
-        "(true: every epoch; {every: N})",
+        "(true: about 200 records over the run; {every: N})",
     )
     tensorboard: Optional[str] = Field(
         None, description="TensorBoard event files under this folder (relative to the current folder), as training runs"
@@ -139,7 +149,9 @@ class TrainingConfig(_Strict):
     def diagnose_every(self) -> Optional[int]:
         """Epochs between diagnostics records, or None when none are recorded."""
         d = self.diagnostics
-        return d.every if isinstance(d, DiagnosticsConfig) else (1 if d else None)
+        if d is None:
+            return None
+        return d.every if d.every is not None else max(1, self.epochs // DIAGNOSTICS_RECORDS)
 
 
 class DataConfig(_Strict):
@@ -186,6 +198,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "model": ModelConfig,
     "training": TrainingConfig,
     "training.early_stopping": EarlyStoppingConfig,
+    "training.diagnostics": DiagnosticsConfig,
     "data": DataConfig,
     "sweep": SweepConfig,
 }

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from backprop_cli.diagnostics import QUANTITIES, Finding, findings, from_rows, healthy, measure, rows, sample_rows
-from backprop_cli.errors import RunError
+from backprop_cli.errors import BackpropError, RunError
 from backprop_cli.files import RUN_FILE_LIMIT, atomic_write, read_text
 from backprop_cli.losses import LOSSES
 from backprop_cli.network import layer_names
@@ -51,9 +51,10 @@ def write_diagnostics(
               f"{run.name}: saturated and dead units")),
         ]  # fmt: skip
     ran = result.epochs_run[model]
+    start = int(result.epochs[0]) - 1 if len(result.epochs) else 0
     found = findings(
         epochs, values, cfg.model.activations, result.epochs[:ran], result.history["loss"][:ran, model],
-        learning_rate, result.diverged_at[model], cfg.model.init,
+        learning_rate, result.diverged_at[model], cfg.model.init, cfg.data.scale, start,
     )  # fmt: skip
     return jobs, {
         "every": cfg.training.diagnose_every,
@@ -108,18 +109,29 @@ def diagnose(folder: Path) -> Diagnosis:
     loaded = load_run(folder)
     cfg = loaded.cfg
     acts = cfg.model.activations
-    epochs_h, history = read_history(folder) if (folder / "history.csv").exists() else (None, {})
+    notes = []
+    try:
+        epochs_h, history = read_history(folder)
+    except (BackpropError, OSError) as e:  # the weights tell the rest: the loss-based rules are skipped
+        epochs_h, history = None, {}
+        notes.append(f"{e}: the rules that read the loss (rising, plateau) are not applied")
     losses = np.asarray(history.get("loss", []), float)
     loss_epochs = np.asarray(epochs_h if epochs_h is not None else np.arange(1, len(losses) + 1))
-    notes = []
+    last = int(loaded.summary.get("last_epoch") or (loss_epochs[-1] if len(loss_epochs) else 0))
     path = folder / DIAGNOSTICS
+    start: Optional[int] = None
     if path.exists():
         text = read_text(path, "diagnostics file", RunError, RUN_FILE_LIMIT)
         try:
-            epochs, values = from_rows(list(csv.DictReader(io.StringIO(text))), len(acts))
-        except (KeyError, TypeError, ValueError) as e:
+            header, *body = csv.reader(io.StringIO(text))
+            epochs, values = from_rows(header, body, len(acts), last)
+        except ValueError as e:  # also a file with no header: nothing to unpack
             raise RunError(f"{path}: corrupt diagnostics: {e}") from None
         recorded = True
+        start = int(loaded.summary.get("start_epoch") or 0)
+        saved = loaded.summary.get("saved_weights") or {}
+        if isinstance(saved, dict) and saved.get("weights") == "restored":
+            notes.append(f"the last row measures the weights restore_best kept: epoch {saved.get('epoch')}'s")
     else:
         data = dataset(cfg, str(folder / "config.yaml"))
         picked = sample_rows(len(data.X))
@@ -127,7 +139,6 @@ def diagnose(folder: Path) -> Diagnosis:
         values = measure(
             net, data.X[picked].astype(net.dtype), data.Y[picked].astype(net.dtype), LOSSES[cfg.training.loss]
         )
-        last = int(loaded.summary.get("last_epoch") or (loss_epochs[-1] if len(loss_epochs) else 0))
         epochs = np.array([last])
         recorded = False
         notes.append(
@@ -135,7 +146,10 @@ def diagnose(folder: Path) -> Diagnosis:
             "saved weights at the end, from one forward and backward pass over the training data"
         )
     diverged = loaded.summary.get("diverged_at_epoch")
-    found = findings(epochs, values, acts, loss_epochs, losses, cfg.training.learning_rate, diverged, cfg.model.init)
+    found = findings(
+        epochs, values, acts, loss_epochs, losses, cfg.training.learning_rate, diverged, cfg.model.init,
+        cfg.data.scale, start,
+    )  # fmt: skip
     return Diagnosis(folder, layer_names(acts), epochs, values, found, recorded, healthy(epochs, values, losses), notes)
 
 
