@@ -10,7 +10,7 @@ from typing_extensions import Annotated
 
 from backprop_cli.cli.app import app, cli_errors, out
 from backprop_cli.cli.display import Column, fmt, print_table
-from backprop_cli.cli.options import RunsDir
+from backprop_cli.cli.options import RunArgument, RunsDir
 
 HEADERS = {
     "grad_norm_weights": "norm dL/dW",
@@ -43,9 +43,7 @@ def _cell(quantity: str, value: float) -> str:
 @app.command()
 @cli_errors
 def diagnose(
-    run: Annotated[
-        Path, typer.Argument(help="Run folder, its name under --runs-dir, latest, or a study's cell (STUDY/cell_N).")
-    ] = Path("latest"),
+    run: RunArgument = Path("latest"),
     runs_dir: RunsDir = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the table and findings as JSON.")] = False,
 ) -> None:

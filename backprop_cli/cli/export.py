@@ -10,7 +10,7 @@ import typer
 from typing_extensions import Annotated
 
 from backprop_cli.cli.app import UsageError, app, cli_errors, err, out
-from backprop_cli.cli.options import RunsDir
+from backprop_cli.cli.options import RunArgument, RunsDir
 
 
 class Format(str, Enum):
@@ -27,9 +27,7 @@ class DType(str, Enum):
 @app.command()
 @cli_errors
 def export(
-    run: Annotated[
-        Path, typer.Argument(help="Run folder, its name under --runs-dir, latest, or a study's cell (STUDY/cell_N).")
-    ] = Path("latest"),
+    run: RunArgument = Path("latest"),
     format: Annotated[
         Optional[Format],
         typer.Option("--format", "-f", help="onnx, safetensors or npz (default: from --output's suffix, else onnx)."),

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 ConfigFile = Annotated[Path, typer.Argument(metavar="CONFIG", help="YAML config file.")]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Root folder for run folders.")]
+RunArgument = Annotated[
+    Path, typer.Argument(help="Run folder, its name under --runs-dir, latest, or a study's cell (STUDY/cell_N).")
+]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", metavar="N", help="Override training.epochs.")]
 LR = Annotated[Optional[float], typer.Option("--lr", metavar="RATE", help="Override training.learning_rate.")]
 Seed = Annotated[Optional[int], typer.Option("--seed", metavar="N", help="Override seed.")]
