@@ -188,6 +188,12 @@ def gif_job(
         final, final_loss = net.theta.copy(), np.array([saved_loss])
     X = data.X_raw if data.X_raw is not None else data.X
     shown = frames(net, snapshots, losses, final, final_loss, X, data.scaler, data.classification)
+    if result.diagnostics is not None and net.K == 1:  # a run's gradient norms by layer, where they fit
+        from backprop_cli.diagnostics import Q
+        from backprop_cli.network import layer_names
+
+        epochs, values = result.diagnostics.table(0)
+        shown["gradients"] = (epochs, values[:, :, Q["grad_norm_weights"]], layer_names(net.activations))
     args = (shown, X, data.Y, net.sizes, title, losses[:, 0], tuple(names), data.class_names, data.feature_names)
     return (path, "animation.training_gif", args)
 
@@ -257,6 +263,7 @@ def training_gif(
         panels = [kind] if kind != "network" else []
         panels += ["network"] if sum(sizes) <= MAX_ANIMATED_NEURONS else []
         panels.append("loss")
+        panels += ["gradients"] if data.get("gradients") is not None else []
     else:
         panels = [kind] * K
     n = len(panels)
@@ -283,6 +290,8 @@ def training_gif(
             updates.append(_fit_panel(ax, data, m, X, Y, feature_names))
         elif panel == "network":
             updates.append(_network_panel(ax, data, m, sizes, scale))
+        elif panel == "gradients":
+            updates.append(_gradient_panel(ax, data))
         else:
             updates.append(_loss_panel(ax, data, history))
     # what changes from frame to frame is drawn over a saved background (axes, ticks, labels)
@@ -352,6 +361,29 @@ def _network_panel(ax: Any, data: dict, m: int, sizes: Sequence[int], scale: flo
         panel.update(data["params"][f][m])
 
     return update, panel.artists
+
+
+def _gradient_panel(ax: Any, data: dict) -> Any:
+    """Each layer's gradient norm over the recorded epochs (log scale; as gradients.png), with a
+    line at the frame's epoch."""
+    epochs, norms, names = data["gradients"]
+    norms = np.asarray(norms, float)
+    for l, name in enumerate(names):
+        shown = np.isfinite(norms[:, l]) & (norms[:, l] > 0)
+        ax.plot(np.asarray(epochs)[shown], norms[shown, l], linewidth=1.0, label=name)
+    if np.any(np.isfinite(norms) & (norms > 0)):
+        ax.set_yscale("log")
+    cursor = ax.axvline(0, color="tab:red", linewidth=1.0)
+    ax.set_xlabel("epoch", fontsize=8)
+    ax.set_ylabel("gradient norm by layer", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=6, loc="best")
+
+    def update(f: int) -> None:
+        cursor.set_xdata([data["epochs"][f]] * 2)
+
+    return update, [cursor]
 
 
 def _loss_panel(ax: Any, data: dict, history: np.ndarray) -> Any:

@@ -348,3 +348,24 @@ def test_seeds_with_diagnose_and_bad_diagnostics_keys_are_refused(cli, write_con
         f"Error: {config}: training.diagnostics.evry (from --set training.diagnostics): unknown key 'evry' "
         "(did you mean 'every'?)\n"
     )
+
+
+def test_an_animated_run_with_diagnostics_gets_a_gradient_panel(write_config):
+    from backprop_cli.animation import Snapshots, gif_job, training_gif
+
+    cfg = load_config(write_config(TINY.format(act="tanh").replace("epochs: 3", "epochs: 30")))
+    data, net = dataset(cfg, "tiny"), network(cfg)
+    shots = Snapshots(net.theta, 30, 0, 5)
+    result = fit(cfg, data, net, callback=shots)
+    path, name, args = gif_job(__import__("pathlib").Path("x.gif"), "tiny", result, data, shots)
+    epochs, norms, names = args[0]["gradients"]
+    assert epochs.tolist() == list(range(31)) and names == ["hidden 1 (tanh)", "output (sigmoid)"]
+    np.testing.assert_array_equal(norms, result.diagnostics.table(0)[1][:, :, Q["grad_norm_weights"]])
+    import io
+
+    from PIL import Image
+
+    with_panel = Image.open(io.BytesIO(training_gif(*args)))
+    args[0].pop("gradients")
+    without = Image.open(io.BytesIO(training_gif(*args)))
+    assert with_panel.size[0] > without.size[0]  # one panel more, side by side
