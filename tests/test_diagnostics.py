@@ -369,3 +369,16 @@ def test_an_animated_run_with_diagnostics_gets_a_gradient_panel(write_config):
     args[0].pop("gradients")
     without = Image.open(io.BytesIO(training_gif(*args)))
     assert with_panel.size[0] > without.size[0]  # one panel more, side by side
+
+
+def test_the_notebook_api(write_config, tmp_path):
+    import backprop_cli as bp
+
+    cfg = load_config(write_config(TINY.format(act="relu")))
+    folder, _ = _run(cfg, tmp_path)
+    run = bp.load(folder)
+    table = run.diagnostics
+    rows = table.to_dict("records") if hasattr(table, "to_dict") else table
+    assert {r["quantity"] for r in rows} >= {"grad_norm_weights", "dead_fraction"}
+    assert {r["epoch"] for r in rows} == {0, 1, 2, 3}
+    assert run.diagnose() == diagnose(folder).to_json()
