@@ -23,18 +23,29 @@ def _date(summary: dict) -> str:
 
 @runs_app.callback(invoke_without_command=True)
 @cli_errors
-def runs_list(ctx: typer.Context, runs_dir: RunsDir = Path("runs")) -> None:
+def runs_list(
+    ctx: typer.Context,
+    runs_dir: RunsDir = Path("runs"),
+    status: Status = None,
+    name: Name = None,
+) -> None:
     """List runs, newest first (name, date, status, epochs, final loss, accuracy, learning rate).
 
-    Example: backprop runs --runs-dir runs
+    Example: backprop runs --status failed,interrupted
     """
     if ctx.invoked_subcommand is not None:
         return
     from backprop_cli.run_folders import list_runs, status_of
 
-    found = list_runs(runs_dir, studies=True)
+    statuses = _statuses(status)
+    found = [
+        (path, s)
+        for path, s in list_runs(runs_dir, studies=True)
+        if (not statuses or status_of(s) in statuses) and (not name or _named(path, name))
+    ]
     if not found:
-        out.print(f"no runs under {runs_dir}")
+        what = " matching" if statuses or name else ""
+        out.print(f"no{what} runs under {runs_dir}")
         return
     columns = [
         Column("run", justify="left", keep=True),
@@ -77,6 +88,106 @@ def runs_list(ctx: typer.Context, runs_dir: RunsDir = Path("runs")) -> None:
             ]
         )
     print_table(f"runs in {runs_dir}", columns, rows, wrap=False)
+
+
+Status = Annotated[
+    Optional[str],
+    typer.Option(
+        "--status",
+        metavar="S1,S2",
+        help="Only these statuses: completed, diverged, interrupted, failed, running, stale, corrupt.",
+    ),
+]
+Name = Annotated[
+    Optional[str],
+    typer.Option(
+        "--name", metavar="TEXT", help="Only runs whose folder name contains TEXT (or matches it as a glob: 'xor-*')."
+    ),
+]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before removing.")]
+
+
+def _statuses(text: Optional[str]) -> list[str]:
+    from backprop_cli.run_folders.manage import STATUSES
+
+    found = [part.strip() for part in (text or "").split(",") if part.strip()]
+    for status in found:
+        if status not in STATUSES:
+            raise UsageError(f"--status {status}: one of {', '.join(STATUSES)}")
+    return found
+
+
+def _named(path: Path, name: str) -> bool:
+    from fnmatch import fnmatch
+
+    return name in path.name or fnmatch(path.name, name)
+
+
+def _confirm(paths: list[Path], yes: bool) -> bool:
+    """Whether to remove `paths`: --yes, or a y at the prompt; without a terminal to ask at,
+    --yes is required."""
+    import sys
+
+    listed = ", ".join(p.name for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError(f"would remove {len(paths)} folder(s) ({listed}): add --yes to remove without asking")
+    answer = input(f"Remove {len(paths)} folder(s): {listed}? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _remove(paths: list[Path], yes: bool) -> None:
+    from backprop_cli.run_folders.manage import check_removable, remove
+
+    for path in paths:
+        check_removable(path)  # every one before any goes
+    if not paths or not _confirm(paths, yes):
+        out.print("nothing removed")
+        return
+    for path in paths:
+        remove(path)
+        out.print(f"removed {path}", soft_wrap=True)
+
+
+@runs_app.command("rm")
+@cli_errors
+def runs_rm(
+    runs: Annotated[List[Path], typer.Argument(help="Run or study folders (paths or names under --runs-dir).")],
+    runs_dir: RunsDir = Path("runs"),
+    yes: Yes = False,
+) -> None:
+    """Remove run or study folders (only folders backprop wrote, never one still training).
+
+    Example: backprop runs rm xor-20261123-200239 --yes
+    """
+    from backprop_cli.run_folders import resolve_run
+
+    _remove(list(dict.fromkeys(resolve_run(r, runs_dir) for r in runs)), yes)
+
+
+@runs_app.command("clean")
+@cli_errors
+def runs_clean(
+    status: Annotated[
+        str, typer.Option("--status", metavar="S1,S2", help="The statuses to remove, e.g. failed,interrupted,stale.")
+    ],
+    runs_dir: RunsDir = Path("runs"),
+    name: Name = None,
+    yes: Yes = False,
+) -> None:
+    """Remove every run and study folder with one of the statuses (and --name), asking first.
+
+    Example: backprop runs clean --status failed,interrupted,stale
+    """
+    from backprop_cli.run_folders.manage import matching
+
+    statuses = _statuses(status)
+    if not statuses:
+        raise UsageError("--status: give the statuses to remove, e.g. failed,interrupted")
+    if "running" in statuses:
+        raise UsageError("--status running: a run still training is never removed (stale ones are: --status stale)")
+    _remove(matching(runs_dir, statuses, name), yes)
 
 
 def _number(key: str, value: Any) -> str:
@@ -122,10 +233,57 @@ def runs_show(
     for key, value in summary.items():
         table.add_row(key, _cell(value))
     out.print(table)
+    if "kind" in summary:  # a study: its table, best first
+        _study_table(path, summary)
     text = config_text(path)
     if text is not None:
         out.print("config.yaml:")
         out.print(text, end="")
+
+
+def _study_table(path: Path, summary: dict) -> None:
+    """A study's cells (grid.csv, sweep.csv or seeds.csv) as a table: the best 20 by its sort."""
+    import csv
+
+    from backprop_cli.results import sort_rows
+
+    table = next(
+        (path / f"{kind}.csv" for kind in ("grid", "sweep", "seeds", "chain") if (path / f"{kind}.csv").exists()), None
+    )
+    if table is None:
+        return
+    with open(table, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    header = list(rows[0])
+    sort = str(summary.get("sort") or "final_loss")
+
+    def number(text: str) -> Any:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    if sort in header:
+        rows = sort_rows([{**r, sort: number(r[sort])} for r in rows], sort)
+    shown = rows[:20]
+    columns = [
+        Column(h, justify="left" if i == 0 else "right", keep=i == 0 or h == "run") for i, h in enumerate(header)
+    ]
+    cells = [
+        [
+            fmt(v, 6)
+            if isinstance(v, float)
+            else fmt(number(str(v)), 6)
+            if isinstance(number(str(v)), float)
+            else str(v)
+            for v in r.values()
+        ]
+        for r in shown
+    ]
+    more = f" (the best {len(shown)} of {len(rows)} by {sort})" if len(rows) > len(shown) else ""
+    print_table(f"{table.name}{more}", columns, cells)
 
 
 @runs_app.command("export")
