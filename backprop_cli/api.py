@@ -151,11 +151,17 @@ def _table(rows: list[dict]) -> Any:
 
 
 def _show(path: Path) -> Any:
-    """An image file shown inline in Jupyter (IPython's Image), else its path."""
+    """An image file shown inline in Jupyter (IPython's Image; a GIF embedded as HTML, so it
+    animates and survives a notebook's conversion to HTML), else its path."""
     try:
-        from IPython.display import Image
+        from IPython.display import HTML, Image
     except ImportError:
         return path
+    if path.suffix == ".gif":
+        import base64
+
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return HTML(f'<img src="data:image/gif;base64,{data}" alt="{path.name}">')
     return Image(filename=str(path))
 
 
@@ -344,6 +350,23 @@ class Study:
 
     def animate(self) -> Any:
         return _show(self.path / "training.gif")
+
+    def _repr_html_(self) -> str:
+        """The study as a table in Jupyter: one row per rate (or seed), as `rows` holds them."""
+        from html import escape
+
+        from backprop_cli.metrics import metric_text
+
+        if not self.rows:
+            return f"<b>{escape(self.path.name)}</b>: no rows"
+        keys = list(self.rows[0])
+
+        def cell(key: str, value: Any) -> str:
+            return "-" if value is None else escape(metric_text(key, value) if isinstance(value, float) else str(value))
+
+        head = "".join(f"<th>{escape(k)}</th>" for k in keys)
+        body = "".join("<tr>" + "".join(f"<td>{cell(k, r.get(k))}</td>" for k in keys) + "</tr>" for r in self.rows)
+        return f"<b>{escape(self.path.name)}</b><table><tr>{head}</tr>{body}</table>"
 
 
 def sweep_run(

@@ -32,6 +32,7 @@ def test_the_readme_session_runs_as_written(tmp_path):
     outputs = json.loads(lines[1])
     assert outputs[0] > 0.9 and outputs[1] < 0.1  # XOR learned: (0, 1) -> 1, (1, 1) -> 0
     assert "decision_boundary" in lines[2] and "loss" in lines[2]
+    assert json.loads(lines[3])[0][0] > 0.9  # the dict config's tanh net learned XOR too: (0, 1) -> 1
     # the classic six-rate table (README, worked example), to the digits printed
     assert lines[-1] == "[0.00789511, 0.0042822, 0.00063449, 8.986e-05, 2.409e-05, 3e-08]"
     assert (tmp_path / "runs").is_dir() and len(list((tmp_path / "runs").glob("xor-*/training.gif"))) == 1
@@ -69,3 +70,17 @@ def test_importing_the_package_loads_nothing_heavy():
     code = "import sys, backprop_cli; print(sorted(m for m in ('numpy', 'typer', 'matplotlib') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_a_study_shows_as_a_table_and_a_gif_embeds(tmp_path):
+    study = bp.sweep_lr(CONFIGS / "xor.yaml", rates=[0.1, 0.5], runs_dir=tmp_path, progress=False, epochs=50)
+    html = study._repr_html_()
+    assert html.startswith(f"<b>{study.path.name}</b><table><tr><th>learning_rate</th>")
+    assert html.count("<tr>") == 3 and "<td>0.1</td>" in html and "<td>-</td>" in html  # never reached: -
+    pytest.importorskip("IPython")
+    from backprop_cli.api import _show
+
+    gif = tmp_path / "x.gif"
+    gif.write_bytes(b"GIF89a")
+    assert _show(gif).data == '<img src="data:image/gif;base64,R0lGODlh" alt="x.gif">'
