@@ -229,8 +229,7 @@ def build_report(folder: Path) -> str:
     if images:
         out.append("<h2>Plots</h2>")
         out.extend(images)
-    evaluation = folder / "evaluation.json"
-    if not kind and evaluation.exists():
+    for evaluation in sorted(folder.glob("evaluation*.json")) if not kind else []:  # one per data set
         scores = read_json(evaluation)
         out.append(f"<h2>Evaluation on {escape(str(scores.get('data', '')))}</h2>")
         top = [

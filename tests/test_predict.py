@@ -199,3 +199,35 @@ def test_a_truth_table_of_a_run_not_trained_on_0_1_inputs_warns(cli, tmp_path):
     assert table.exit_code == 0
     lines = table.stderr.splitlines()
     assert len(lines) == 4 and lines[0].startswith("Warning: sepal_length 0, 1: outside the values it was trained on (")
+
+
+@pytest.mark.slow
+def test_each_data_set_keeps_its_own_evaluation_and_a_nameless_header_is_said(cli, tmp_path):
+    import csv
+
+    from conftest import CONFIGS, ROOT
+
+    runs = tmp_path / "runs"
+    assert cli("train", CONFIGS / "iris.yaml", "--runs-dir", runs, "-q", "--epochs", "20").exit_code == 0
+    run = next(runs.iterdir())
+    with open(ROOT / "backprop_cli" / "datasets" / "iris.csv") as f:
+        rows = list(csv.reader(f))
+    (tmp_path / "named.csv").write_text("\n".join(",".join(r) for r in rows[:30]) + "\n")
+    (tmp_path / "bare.csv").write_text(
+        "\n".join(",".join(r) for r in [["a", "b", "c", "d", "species"]] + rows[1:30]) + "\n"
+    )
+    assert cli("evaluate", run, "--runs-dir", runs).exit_code == 0
+    assert cli("evaluate", run, tmp_path / "named.csv").stderr.count("Warning") == 0
+    result = cli("evaluate", run, tmp_path / "bare.csv")
+    assert result.exit_code == 0
+    assert (
+        f"Warning: {tmp_path / 'bare.csv'}: its header (a, b, c, d, ...) names none of the run's inputs "
+        "(sepal_length, sepal_width, petal_length, petal_width): its columns are read by position"
+    ) in result.stderr
+    kept = sorted(p.name for p in run.iterdir() if p.name.startswith(("evaluation", "confusion")))
+    assert kept == [
+        "confusion_matrix-bare.png", "confusion_matrix-named.png", "confusion_matrix.png",
+        "evaluation-bare.json", "evaluation-named.json", "evaluation.json",
+    ]  # fmt: skip
+    assert cli("report", run).exit_code == 0
+    assert (run / "report.html").read_text().count("<h2>Evaluation on") == 3

@@ -211,18 +211,23 @@ def evaluate(
     import json
 
     from backprop_cli.run_folders import evaluate_run, write_evaluation
+    from backprop_cli.run_folders.evaluate import evaluation_names, read_by_position
 
     loaded = _load(run, runs_dir)
     scores = evaluate_run(loaded, data)
-    warnings = write_evaluation(loaded.path, scores, painter(ctx)) if save else []
+    position = read_by_position(data, loaded.feature_names) if data is not None else None
+    warnings = ([position] if position else []) + (
+        write_evaluation(loaded.path, scores, painter(ctx), data) if save else []
+    )
     warn(warnings)
     if as_json:
         out.print(json.dumps(scores), soft_wrap=True)
         return
     _scores(scores)
     if save:
-        drawn = "confusion_matrix" in scores and not warnings
-        written = "evaluation.json" + (" and confusion_matrix.png" if drawn else "")
+        json_name, png_name = evaluation_names(data)
+        drawn = "confusion_matrix" in scores and (loaded.path / png_name).exists()
+        written = json_name + (f" and {png_name}" if drawn else "")
         out.print(f"wrote {written} to {loaded.path}", soft_wrap=True)
 
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from backprop_cli.data import load_labelled_csv
+from backprop_cli.data import load_labelled_csv, read_csv
 from backprop_cli.evaluation import evaluate
 from backprop_cli.experiment import dataset
 from backprop_cli.files import write_json
 from backprop_cli.painter import Painter
 from backprop_cli.run_folders.read import LoadedRun
-from backprop_cli.run_folders.write import check_output
+from backprop_cli.run_folders.write import check_output, safe_name
 
 
 def evaluate_run(run: LoadedRun, csv: Optional[Path] = None) -> dict[str, Any]:
@@ -33,9 +33,37 @@ def evaluate_run(run: LoadedRun, csv: Optional[Path] = None) -> dict[str, Any]:
     return {"run": run.path.name, "data": source, **scores}
 
 
-def write_evaluation(folder: Path, scores: dict[str, Any], painter: Optional[Painter] = None) -> list[str]:
-    """evaluation.json and (classifiers) confusion_matrix.png in `folder`; returns warnings."""
-    json_path, png_path = folder / "evaluation.json", folder / "confusion_matrix.png"
+def evaluation_names(csv: Optional[Path]) -> tuple[str, str]:
+    """The files an evaluation is kept in, one pair per data set: evaluation.json and
+    confusion_matrix.png for the run's own data, evaluation-<stem>.json and
+    confusion_matrix-<stem>.png for a CSV (`iris_test.csv`: evaluation-iris_test.json)."""
+    if csv is None:
+        return "evaluation.json", "confusion_matrix.png"
+    stem = safe_name(csv.name.removesuffix(".gz").removesuffix(".csv")) or "data"
+    return f"evaluation-{stem}.json", f"confusion_matrix-{stem}.png"
+
+
+def read_by_position(csv: Path, feature_names: list) -> Optional[str]:
+    """A warning when a CSV has a header that names none of the run's inputs: its columns are
+    then taken by position (None otherwise)."""
+    header, _, first = read_csv(csv)
+    named = first > 1  # a header row came before the first data row
+    defaults = [f"x{j + 1}" for j in range(len(feature_names))]
+    if named and list(feature_names) != defaults and not set(header) & set(map(str, feature_names)):
+        return (
+            f"{csv}: its header ({', '.join(header[:4])}{', ...' if len(header) > 4 else ''}) names none of the "
+            f"run's inputs ({', '.join(map(str, feature_names))}): its columns are read by position"
+        )
+    return None
+
+
+def write_evaluation(
+    folder: Path, scores: dict[str, Any], painter: Optional[Painter] = None, csv: Optional[Path] = None
+) -> list[str]:
+    """The evaluation's JSON and (classifiers) confusion matrix in `folder`, named by its data
+    set (see `evaluation_names`); returns warnings."""
+    json_name, png_name = evaluation_names(csv)
+    json_path, png_path = folder / json_name, folder / png_name
     check_output(json_path)
     write_json(json_path, scores)
     if "confusion_matrix" not in scores:
