@@ -57,7 +57,7 @@ def test_a_study_report_has_its_table(cli, write_config, tmp_path):
 def test_report_of_a_missing_run_is_a_usage_error(cli, tmp_path):
     result = cli("report", tmp_path / "nothing")
     assert result.exit_code == 2
-    assert result.stderr == f"Error: {tmp_path / 'nothing'}: not a run folder (no summary.json)\n"
+    assert result.stderr == f"Error: {tmp_path / 'nothing'}: no such run folder\n"  # as every command says it
 
 
 def _colour_share(png):

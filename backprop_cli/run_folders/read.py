@@ -140,13 +140,28 @@ def resolve_run(run: Path, root: Path) -> Path:
     return run
 
 
+def not_a_run(path: Path, missing: str = "config.yaml") -> RunNotFoundError:
+    """The one error for a path that is not a run folder, whatever command was given it: not
+    there; a study (naming one of its runs); or another folder (naming the file it lacks)."""
+    if not path.exists():
+        return RunNotFoundError(f"{path}: no such run folder")
+    if path.is_dir() and (path / "summary.json").exists() and not (path / "config.yaml").exists():
+        try:
+            kind = read_json(path / "summary.json").get("kind")
+        except BackpropError:
+            kind = None
+        if kind:
+            runs = sorted(p.name for p in path.iterdir() if (p / "config.yaml").exists())
+            example = f"{path / runs[0]}" if runs else f"{path}/cell_001"
+            return RunNotFoundError(f"{path}: a {kind} study, not a run: give one of its runs ({example})")
+    return RunNotFoundError(f"{path}: not a run folder (no {missing})")
+
+
 def load_run(path: Path) -> LoadedRun:
     """Load a run folder's config and final weights (never retrains)."""
     path = Path(path)
-    if not path.exists():
-        raise RunNotFoundError(f"{path}: no such run folder")
     if not path.is_dir() or not (path / "config.yaml").exists():
-        raise RunNotFoundError(f"{path}: not a run folder (no config.yaml)")
+        raise not_a_run(path)
     try:
         # its final weights replace the initial ones: init_from's file need not be there any more
         cfg = load_config(path / "config.yaml", initial=False)
@@ -214,7 +229,7 @@ def read_checkpoint(path: Path, n_params: int) -> Optional[Checkpoint]:
 def read_summary(path: Path) -> dict:
     """A run or study folder's summary.json; a folder without one is not a run folder."""
     if not (path / "summary.json").exists():
-        raise RunNotFoundError(f"{path}: not a run folder (no summary.json)")
+        raise not_a_run(path, "summary.json")
     return read_dict(path / "summary.json", Summary)
 
 
@@ -329,8 +344,9 @@ def compare_runs(paths: list[Path]) -> tuple[list[dict], dict[str, dict[str, tup
     summaries: list[dict] = []
     curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for path in paths:
-        if not (path / "summary.json").exists() or not (path / "history.csv").exists():
-            raise RunNotFoundError(f"{path}: not a run folder (no summary.json and history.csv)")
+        for needed in ("config.yaml", "summary.json", "history.csv"):
+            if not (path / needed).exists():
+                raise not_a_run(path, needed)
         summary = read_dict(path / "summary.json", Summary)
         try:
             summary.update(describe(load_config(path / "config.yaml", initial=False)))
