@@ -75,27 +75,14 @@ def test_show_of_a_study_prints_its_table(cli, write_config, tmp_path):
 
 def test_every_command_says_one_thing_of_a_missing_run_and_of_a_study(cli, write_config, tmp_path):
     runs = tmp_path / "runs"
-    assert (
-        cli(
-            "sweep", write_config(XOR_YAML), "--grid", "training.learning_rate=0.1,1", "--runs-dir", runs, "-q"
-        ).exit_code
-        == 0
-    )
+    trained = cli("sweep", write_config(XOR_YAML), "--grid", "training.learning_rate=0.1,1", "--runs-dir", runs, "-q")
+    assert trained.exit_code == 0
     study = next(runs.iterdir())
-    for command in (
-        ["predict", "--input", "0,1"],
-        ["evaluate"],
-        ["report"],
-        ["diagnose"],
-        ["export"],
-        ["runs", "show"],
-    ):
-        missing = cli(
-            *command[: 2 if command[0] == "runs" else 1],
-            tmp_path / "nope",
-            *command[2 if command[0] == "runs" else 1 :],
-        )
-        assert missing.exit_code == 2 and missing.stderr == f"Error: {tmp_path / 'nope'}: no such run folder\n", command
+    nope = tmp_path / "nope"
+    for command in (["predict", nope, "--input", "0,1"], ["evaluate", nope], ["report", nope], ["diagnose", nope],
+                    ["export", nope], ["runs", "show", nope]):  # fmt: skip
+        missing = cli(*command)
+        assert missing.exit_code == 2 and missing.stderr == f"Error: {nope}: no such run folder\n", command
     said = f"Error: {study}: a grid study, not a run: give one of its runs ({study / 'cell_001'})\n"
     for command in (["predict", study, "--input", "0,1"], ["evaluate", study], ["diagnose", study], ["export", study]):
         result = cli(*command)
