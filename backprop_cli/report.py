@@ -73,8 +73,30 @@ def _cell(value: Any, column: str = "") -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k} {_cell(v, k)}" for k, v in value.items())
     if isinstance(value, list):
-        return ", ".join(_cell(v) for v in value) if len(value) <= 12 else f"{len(value)} values"
+        if len(value) > 12:
+            return f"{len(value)} values"
+        # a list inside a list (a grid over model.layers) keeps its brackets: [2, 2, 1], [2, 4, 1]
+        return ", ".join(f"[{_cell(v)}]" if isinstance(v, list) else _cell(v) for v in value)
     return "-" if value is None else str(value)
+
+
+def _study_config(folder: Path) -> Optional[str]:
+    """What a study trained: a grid's or search's request (grid.json: the config, its grid or
+    space, seeds and --set), else the config of its first run folder, said so."""
+    from backprop_cli.config import dump_yaml
+
+    asked = folder / "grid.json"
+    if asked.exists():
+        return "grid.json (what the study asked for):\n" + dump_yaml(read_json(asked))
+    runs = sorted(p for p in folder.iterdir() if (p / "config.yaml").exists())
+    if runs:
+        text = config_text(runs[0])
+        return (
+            None
+            if text is None
+            else f"{runs[0].name}/config.yaml (the study's first run; its rate or seed varies):\n{text}"
+        )
+    return None
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], text_columns: int = 1, keyed: bool = False) -> str:
@@ -241,6 +263,8 @@ def build_report(folder: Path) -> str:
             rows = [[c["class"], c["precision"], c["recall"], c["f1"], c["support"]] for c in scores["classes"]]
             out.append(_table(["class", "precision", "recall", "f1", "support"], rows))
     text = config_text(folder)
+    if text is None and kind:
+        text = _study_config(folder)
     if text is not None:
         out.append(f"<h2>Config</h2><pre>{escape(text)}</pre>")
     if kind:

@@ -134,3 +134,28 @@ def test_a_chained_sweep_says_so_in_its_titles_and_its_report(cli, write_config,
     assert page.exit_code == 0
     html = (study / "report.html").read_text()
     assert ("a chained learning-rate sweep" in html) == chain and ("a learning-rate sweep" in html) != chain
+
+
+@pytest.mark.slow
+def test_a_study_report_has_its_config_and_keeps_lists_whole(cli, write_config, tmp_path):
+    import html
+    import re
+
+    from conftest import XOR_YAML
+
+    runs = tmp_path / "runs"
+    grid = ["--grid", "model.layers=[2,2,1],[2,4,1]", "--epochs", "20", "--runs-dir", runs, "-q"]
+    assert cli("sweep", write_config(XOR_YAML), *grid).exit_code == 0
+    study = next(runs.iterdir())
+    assert cli("report", study).exit_code == 0
+    text = html.unescape(re.sub("<[^>]+>", " ", (study / "report.html").read_text()))
+    assert "grid.json (what the study asked for):" in text and "- [2, 4, 1]" in text
+    assert "[2, 2, 1], [2, 4, 1]" in text  # the summary's grid value: a list of lists, not 2, 2, 1, 2, 4, 1
+    assert (
+        cli("sweep-lr", write_config(XOR_YAML), "--lrs", "0.1,0.5", "--runs-dir", tmp_path / "s", "-q").exit_code == 0
+    )
+    sweep = next((tmp_path / "s").iterdir())
+    assert cli("report", sweep).exit_code == 0
+    assert "lr_0.1/config.yaml (the study's first run; its rate or seed varies):" in html.unescape(
+        (sweep / "report.html").read_text()
+    )
