@@ -258,9 +258,15 @@ class Run:
     def _repr_html_(self) -> str:
         from html import escape
 
+        from backprop_cli.metrics import metric_text
+
         s = self.summary
         keys = ("status", "epochs_run", "final_loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
-        rows = "".join(f"<tr><th>{k}</th><td>{escape(str(s[k]))}</td></tr>" for k in keys if k in s)
+
+        def shown(key: str, value: Any) -> str:  # the one number format of every table
+            return metric_text(key, value) if isinstance(value, float) else str(value)
+
+        rows = "".join(f"<tr><th>{k}</th><td>{escape(shown(k, s[k]))}</td></tr>" for k in keys if k in s)
         return f"<b>{escape(self.name)}</b><table>{rows}</table>"
 
 

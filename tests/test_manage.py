@@ -89,3 +89,15 @@ def test_every_command_says_one_thing_of_a_missing_run_and_of_a_study(cli, write
         assert result.exit_code == 2 and result.stderr == said, command
     result = cli("runs", "compare", study, study / "cell_001")
     assert result.exit_code == 2 and result.stderr == said
+
+
+def test_numbers_have_one_format(cli, write_config, tmp_path):
+    from backprop_cli.cli.display import value_texts
+
+    assert value_texts([0.01, 0.03162277660168379, 1.0]) == ["0.01", "0.0316228", "1"]
+    # six digits would show two rates alike: then every digit
+    assert value_texts([0.1, 0.10000001]) == ["0.1", "0.10000001"]
+    runs, (a, _) = _runs(cli, write_config, tmp_path)
+    _mark(a, final_loss=0.06273784828682062, accuracy=0.9833333333333333)
+    shown = cli("runs", "show", a).stdout
+    assert "0.0627378 " in shown and "0.9833 " in shown and "0.0627378482" not in shown

@@ -381,13 +381,18 @@ def study_table(entries: list[Entry], label: str, target: float) -> None:
         Column("status", justify="left", drop=1),
     ]
     rows = [
-        [value_text(e.value), fmt(e.final_loss(), 8), fmt(e.best_loss(), 8), str(e.epochs_to(target) or "-"), e.status]
-        for e in entries
+        [shown, fmt(e.final_loss(), 8), fmt(e.best_loss(), 8), str(e.epochs_to(target) or "-"), e.status]
+        for shown, e in zip(value_texts([e.value for e in entries]), entries)
     ]
     styles = ["bold green" if e is best else None for e in entries]
     print_table(f"by {label} (target loss {target:g}; best final loss in green)", columns, rows, styles)
 
 
-def value_text(value: float) -> str:
-    """A swept value (rate, seed) with every digit it needs: 0.0142857142857 is not 0.0143."""
-    return f"{value:g}" if float(f"{value:g}") == value else repr(float(value))
+def value_texts(values: Sequence[float]) -> list[str]:
+    """Swept values (rates, seeds) as a table shows them: 6 significant digits, as every rate
+    is printed (a --log-range rate is 0.0316228, not 0.03162277660168379), and all the digits
+    only where 6 would show two different values alike."""
+    short = [fmt(float(v), 6) for v in values]
+    if len(set(short)) == len(set(float(v) for v in values)):
+        return short
+    return [f"{v:g}" if float(f"{v:g}") == v else repr(float(v)) for v in values]

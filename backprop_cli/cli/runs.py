@@ -192,7 +192,7 @@ def runs_clean(
 
 def _number(key: str, value: Any) -> str:
     if isinstance(value, float):
-        return metric(key, value) if key not in ("learning_rate", "duration_s") else fmt(value, 8)
+        return metric(key, value) if key not in ("learning_rate", "duration_s") else fmt(value, 6)
     return "-" if value is None else str(value)
 
 
@@ -202,15 +202,19 @@ def _pairs(d: dict, prefix: str = "") -> Iterator[str]:
         if isinstance(v, dict):
             yield from _pairs(v, f"{prefix}{k}.")
         else:
-            yield f"{prefix}{k} {'-' if v is None else v}"
+            yield f"{prefix}{k} {'-' if v is None else _cell(v, k)}"
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, key: str = "") -> str:
+    """A summary value in the one format of every table: a metric as `metric_text` writes it
+    (scores 4 decimals, losses 6 significant digits), a rate or time in 6 significant digits."""
     if isinstance(value, dict):
         return ", ".join(_pairs(value))
     if isinstance(value, list):
-        return f"{len(value)} entries" if value and isinstance(value[0], dict) else ", ".join(map(str, value))
-    return fmt(value, 10) if isinstance(value, float) else str(value)
+        return (
+            f"{len(value)} entries" if value and isinstance(value[0], dict) else ", ".join(_cell(v, key) for v in value)
+        )
+    return _number(key, value) if isinstance(value, float) else str(value)
 
 
 @runs_app.command("show")
@@ -231,7 +235,7 @@ def runs_show(
     table.add_column("key")
     table.add_column("value")
     for key, value in summary.items():
-        table.add_row(key, _cell(value))
+        table.add_row(key, _cell(value, key))
     out.print(table)
     if "kind" in summary:  # a study: its table, best first
         _study_table(path, summary)

@@ -10,7 +10,7 @@ import typer
 from typing_extensions import Annotated
 
 from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter
-from backprop_cli.cli.display import Column, Reporter, Steps, fmt, print_table, study_table, value_text, warn
+from backprop_cli.cli.display import Column, Reporter, Steps, fmt, print_table, study_table, value_texts, warn
 from backprop_cli.cli.options import (
     ConfigFile,
     Diagnose,
@@ -72,8 +72,8 @@ def weights_table(entries: list[Entry], label: str, names: list[str], data: Data
             for j in range(data.Y.shape[1]):
                 columns.append(Column(f"out{j + 1}" if len(data.X) == 1 else f"s{i + 1}.out{j + 1}"))
     rows = []
-    for e in entries:
-        cells = [value_text(e.value)] + [fmt(float(v), 6) for v in e.params()]
+    for shown, e in zip(value_texts([e.value for e in entries]), entries):
+        cells = [shown] + [fmt(float(v), 6) for v in e.params()]
         if outputs:
             cells += [fmt(float(v), 6) for v in e.result.net.predict(data.X, e.model).ravel()]
         rows.append(cells)
