@@ -34,6 +34,7 @@ DEFAULT_FRAMES = 60
 MAX_PANELS = 9  # a sweep or seed study animates one panel per model, at most this many
 MAX_ANIMATED_NEURONS = 64  # the network panel: more neurons than this are not drawn
 GRID = 100  # the class regions' resolution in each frame
+DENSE = 4  # candidate snapshots per frame, for frames chosen by the loss
 
 
 class Snapshots:
@@ -41,15 +42,22 @@ class Snapshots:
 
     Frame k shows the weights epoch k starts from (those its recorded loss was measured
     with): the initial weights for epoch 1, else the weights after epoch k - 1's update.
-    Candidates are both evenly spaced and log-spaced epochs; `choose` picks one set once the
-    loss curve is known. Each call costs one integer comparison, and a copy at a snapshot.
+    The loss curve is known only at the end, so candidates are taken densely (`DENSE` times
+    the frames, evenly spaced, and log-spaced ones); `choose` picks the frames then: by the
+    loss (`by="loss"`, the default: equal steps of the loss's change, on a log scale when it
+    spans decades, with a quarter of the frames evenly spaced so no stretch goes unseen) or
+    evenly by epoch (`by="epoch"`). Each call costs one integer comparison, and a copy at a
+    snapshot.
     """
 
-    def __init__(self, theta: np.ndarray, epochs: int, start: int = 0, frames: int = DEFAULT_FRAMES) -> None:
-        self.start, self.epochs, self.frames = start, epochs, frames
+    def __init__(
+        self, theta: np.ndarray, epochs: int, start: int = 0, frames: int = DEFAULT_FRAMES, by: str = "loss"
+    ) -> None:
+        self.start, self.epochs, self.frames, self.by = start, epochs, frames, by
         self.linear = sorted({int(k) for k in np.round(np.linspace(1, epochs, frames))})
-        self.log = _log_spaced(epochs, frames)
-        self.wanted = sorted(set(self.linear) | set(self.log))
+        dense = sorted({int(k) for k in np.round(np.linspace(1, epochs, DENSE * frames))}) if by == "loss" else []
+        self.log = _log_spaced(epochs, frames) if by == "loss" else []
+        self.wanted = sorted(set(self.linear) | set(dense) | set(self.log))
         self.taken: dict[int, np.ndarray] = {1: theta.copy()}
         self.i = 1 if len(self.wanted) > 1 else len(self.wanted)
         self.next = self._epoch_before(self.i)
@@ -65,9 +73,34 @@ class Snapshots:
             self.next = self._epoch_before(self.i)
 
     def choose(self, losses: np.ndarray) -> list[int]:
-        """The epochs (1-based, of this training) to draw: log-spaced when the loss spans decades."""
-        chosen = self.log if spans_decades(losses) else self.linear
-        return [k for k in chosen if k in self.taken]
+        """The epochs (1-based, of this training) to draw, `frames` of them (fewer where the
+        run has fewer epochs)."""
+        taken = [k for k in self.wanted if k in self.taken and k - 1 < len(losses)]
+        if self.by == "epoch" or len(taken) <= self.frames or not len(losses):
+            return [k for k in self.linear if k in self.taken and k - 1 < len(losses)] or taken
+        curve = np.nanmean(np.asarray(losses, float), axis=1) if np.ndim(losses) == 2 else np.asarray(losses, float)
+        finite = np.isfinite(curve)
+        if not finite.all():  # a diverged model: the curve up to its last finite loss
+            curve = np.where(finite, curve, np.nan)
+        values = np.log(np.clip(curve, 1e-300, None)) if spans_decades(curve[np.isfinite(curve)]) else curve
+        change = np.concatenate([[0.0], np.cumsum(np.nan_to_num(np.abs(np.diff(values)), nan=0.0))])
+        even = max(2, self.frames // 4)
+        picked = {taken[0], taken[-1]}
+        grid = np.array(taken)
+        picked |= {taken[int(np.argmin(np.abs(grid - t)))] for t in np.linspace(1, taken[-1], even)}
+        if change[-1] > 0:
+            at = np.array([change[k - 1] for k in taken])
+            for goal in np.linspace(0, change[-1], self.frames - even):
+                picked.add(taken[int(np.argmin(np.abs(at - goal)))])
+        rest = [k for k in taken if k not in picked]  # fill up evenly where steps of the loss coincide
+        while len(picked) < self.frames and rest:
+            gaps = sorted(picked)
+            widest = max(range(len(gaps) - 1), key=lambda i: gaps[i + 1] - gaps[i])
+            middle = (gaps[widest] + gaps[widest + 1]) / 2
+            k = min(rest, key=lambda k: abs(k - middle))
+            picked.add(k)
+            rest.remove(k)
+        return sorted(picked)[: self.frames] if len(picked) > self.frames else sorted(picked)
 
 
 def _log_spaced(epochs: int, frames: int) -> list[int]:
@@ -91,7 +124,7 @@ def snapshots_for(cfg: Config, n_models: int = 1, seeds: Optional[list[int]] = N
     if not cfg.training.animate:
         return None
     initial = network(cfg, n_models=n_models, seeds=seeds).theta
-    return Snapshots(initial, cfg.training.epochs, 0, cfg.training.frames)
+    return Snapshots(initial, cfg.training.epochs, 0, cfg.training.frames, cfg.training.frames_by)
 
 
 def check_models(n: int, what: str) -> None:
@@ -135,12 +168,15 @@ def frames(
     X_raw: np.ndarray,
     scaler: Any,
     classification: bool,
+    restored: Optional[int] = None,
 ) -> dict[str, Any]:
     """What each frame shows, as plain arrays for `training_gif`: per frame its epoch, each
     model's loss and either the network's outputs over the picture's grid or its parameters.
 
     `losses` (epochs, K) is the history; `final`/`final_loss` the saved weights (K, P) and
-    their loss, drawn as the last frame.
+    their loss, drawn as the last frame: at the epoch after the last (the weights after its
+    update, where the curve would go on), or, when restore_best kept epoch `restored`'s
+    weights, at that epoch, on the curve.
     """
     kind = panel_kind(net, classification)
     probe = Network(net.sizes, net.activations, net.bias, n_models=net.K, dtype=net.dtype)
@@ -154,7 +190,10 @@ def frames(
     epochs = snapshots.choose(losses[:, np.isfinite(losses).all(axis=0)] if losses.size else losses)
     shots = [(f"epoch {k}", k, snapshots.taken[k], losses[k - 1]) for k in epochs if k - 1 < len(losses)]
     if final is not None and final_loss is not None:
-        shots.append((f"final weights (after epoch {len(losses)})", len(losses), final, final_loss))
+        if restored is not None:
+            shots.append((f"restored weights of epoch {restored} (restore_best)", restored, final, final_loss))
+        else:
+            shots.append((f"final weights (after epoch {len(losses)})", len(losses) + 1, final, final_loss))
     out: dict[str, Any] = {"kind": kind, "extent": extent, "grid": grid, "labels": [], "epochs": [], "losses": []}
     out.update(outputs=[], params=[])
     for label, k, theta, loss in shots:
@@ -187,7 +226,8 @@ def gif_job(
     if saved_loss is not None:
         final, final_loss = net.theta.copy(), np.array([saved_loss])
     X = data.X_raw if data.X_raw is not None else data.X
-    shown = frames(net, snapshots, losses, final, final_loss, X, data.scaler, data.classification)
+    restored = result.restored_epoch[0] if result.restored_epoch and net.K == 1 else None
+    shown = frames(net, snapshots, losses, final, final_loss, X, data.scaler, data.classification, restored)
     if result.diagnostics is not None and net.K == 1:  # a run's gradient norms by layer, where they fit
         from backprop_cli.diagnostics import Q
         from backprop_cli.network import layer_names
@@ -282,8 +322,13 @@ def training_gif(
     scale = max((float(np.abs(W).max()) for frame in every for m in frame for W, _ in m), default=0.0)
     for i, (ax, panel) in enumerate(zip(axes, panels)):
         m = 0 if single else i
-        if not single and i < len(names):
-            ax.set_title(names[i], fontsize=9)
+        if not single and i < len(names):  # each panel says its own model's loss, frame by frame
+            panel_title = ax.set_title(names[i], fontsize=9)
+
+            def retitle(f: int, i: int = i, text: Any = panel_title) -> None:
+                text.set_text(f"{names[i]}: loss {float(data['losses'][f][i]):.4g}")
+
+            updates.append((retitle, [panel_title]))
         if panel == "boundary":
             updates.append(_boundary_panel(ax, data, m, X, Y, class_names, feature_names))
         elif panel == "fit":
@@ -389,6 +434,7 @@ def _gradient_panel(ax: Any, data: dict) -> Any:
 def _loss_panel(ax: Any, data: dict, history: np.ndarray) -> Any:
     epochs = np.arange(1, len(history) + 1)
     ax.plot(epochs, history, color="tab:blue", linewidth=1.2)
+    ax.set_xlim(0, len(history) * 1.03 + 1)  # room for the final weights' marker, after the last epoch
     if spans_decades(history):
         log_y(ax)
     (marker,) = ax.plot([], [], "o", color="tab:red", markersize=6)

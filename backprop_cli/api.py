@@ -110,7 +110,7 @@ def train_run(
     run = start_run(Path(runs_dir), cfg, extra)
     with guarded(run):
         t = cfg.training
-        shots = Snapshots(net.theta, t.epochs, start_epoch, t.frames) if t.animate else None
+        shots = Snapshots(net.theta, t.epochs, start_epoch, t.frames, t.frames_by) if t.animate else None
         board = Board(Path(t.tensorboard) / run.name, t, net, start_epoch) if t.tensorboard else None
         if board is not None and notice is not None:
             notice(f"TensorBoard: {board.folder}")
@@ -278,7 +278,7 @@ def _draw_animation(folder: Path, cfg: Config, frames: Optional[int]) -> None:
         cfg.training.frames = frames
     data = dataset(cfg, str(folder / "config.yaml"))
     net = network(cfg)
-    shots = Snapshots(net.theta, cfg.training.epochs, 0, cfg.training.frames)
+    shots = Snapshots(net.theta, cfg.training.epochs, 0, cfg.training.frames, cfg.training.frames_by)
     result = fit(cfg, data, net, callback=shots)
     saved = read_summary(folder).get("saved_weights", {}).get("loss")
     warnings = Painter(background=False).draw(

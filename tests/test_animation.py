@@ -1,6 +1,8 @@
 """training.gif (issue 19): snapshots taken inside the loop are the weights each chosen epoch
 starts from; the GIF has the frames asked for and shows the boundary forming."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import CONFIGS, XOR_YAML
@@ -34,13 +36,23 @@ def test_a_snapshot_is_the_weights_its_epoch_starts_from(write_config):
         assert np.array_equal(shots.taken[k], alone.theta), k  # bit for bit
 
 
-def test_frames_are_log_spaced_when_the_loss_spans_decades():
+def test_frames_follow_the_learning():
+    # XOR's curve: flat, a drop from about epoch 3,300 to 5,300, flat again
     shots = Snapshots(np.zeros((1, 3)), 10000, 0, frames=60)
     shots.taken = {k: None for k in shots.wanted}
-    log = shots.choose(np.geomspace(1, 1e-4, 10000)[:, None])
-    linear = shots.choose(np.linspace(0.5, 0.4, 10000)[:, None])
-    assert len(log) == len(linear) == 60
-    assert log[:5] == [1, 2, 3, 4, 5] and linear[:3] == [1, 170, 340]
+    epochs = np.arange(1, 10001)
+    loss = (0.5 - 0.49 / (1 + np.exp(-(epochs - 4300) / 300)))[:, None]
+    by_loss = shots.choose(loss)
+    assert len(by_loss) == 60 and by_loss[0] == 1 and by_loss[-1] == 10000
+    assert sum(3300 <= k <= 5300 for k in by_loss) >= 30  # half the frames where the loss moves
+    assert np.diff(by_loss).max() <= 2 * 10000 / (60 // 4)  # a quarter evenly spaced: no stretch unseen
+    evenly = Snapshots(np.zeros((1, 3)), 10000, 0, frames=60, by="epoch")
+    evenly.taken = {k: None for k in evenly.wanted}
+    assert evenly.choose(loss)[:3] == [1, 170, 340] and len(evenly.choose(loss)) == 60
+    # a loss over decades is followed on a log scale: a fall by 1/(1 + epoch/10), most of it
+    # in the first few hundred epochs, gets most of its frames there
+    early = shots.choose((1 / (1 + epochs / 10))[:, None])
+    assert len(early) == 60 and sum(k <= 500 for k in early) >= 20
 
 
 def test_chain_calls_every_callback_in_order():
@@ -100,3 +112,28 @@ def test_the_wait_for_the_animation_says_what_it_is(cli, write_config, tmp_path)
     assert shown.exit_code == 0 and "drawing training.gif (8 frames)...\n" in shown.stderr
     quiet = cli("train", path, "--animate", "--frames", "8", "--runs-dir", tmp_path / "b", "--quiet")
     assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_the_last_frame_marks_the_weights_kept(write_config):
+    from backprop_cli.animation import gif_job
+
+    text = XOR_YAML.replace(
+        "epochs: 200", "epochs: 400\n  learning_rate: 8.0\n  early_stopping: {monitor: loss, patience: 5}"
+    )
+    cfg = load_config(write_config(text.replace("  learning_rate: 0.1\n", "")))
+    data, net = dataset(cfg, "xor"), network(cfg)
+    shots = Snapshots(net.theta, cfg.training.epochs, 0, frames=10)
+    result = fit(cfg, data, net, callback=shots)
+    restored = result.restored_epoch[0]
+    assert restored is not None
+    saved = float(result.history["loss"][restored - 1, 0])
+    _, _, args = gif_job(Path("x.gif"), "xor", result, data, shots, saved_loss=saved)
+    shown = args[0]
+    assert shown["labels"][-1] == f"restored weights of epoch {restored} (restore_best)"
+    assert shown["epochs"][-1] == restored and float(shown["losses"][-1][0]) == saved  # on the curve, at its epoch
+    plain = load_config(write_config(XOR_YAML))
+    net = network(plain)
+    shots = Snapshots(net.theta, 200, 0, frames=10)
+    result = fit(plain, data, net, callback=shots)
+    _, _, args = gif_job(Path("x.gif"), "xor", result, data, shots, saved_loss=0.1)
+    assert args[0]["labels"][-1] == "final weights (after epoch 200)" and args[0]["epochs"][-1] == 201

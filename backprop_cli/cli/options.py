@@ -35,6 +35,22 @@ Frames = Annotated[
 ]
 
 
+class FramesBy(str, Enum):
+    """How --animate picks its frames."""
+
+    loss = "loss"
+    epoch = "epoch"
+
+
+FramesByOption = Annotated[
+    Optional[FramesBy],
+    typer.Option(
+        "--frames-by",
+        help="With --animate: frames at equal steps of the loss's change (loss, the default) or evenly by epoch.",
+    ),
+]
+
+
 class Method(str, Enum):
     """Finite-difference formulas for gradcheck."""
 
@@ -197,11 +213,14 @@ def board_option(folder: Optional[Path]) -> Optional[Path]:
     return folder
 
 
-def animation_options(cfg: Config, animate: bool, frames: Optional[int]) -> None:
-    """--animate and --frames into the config (training.animate, training.frames)."""
+def animation_options(cfg: Config, animate: bool, frames: Optional[int], frames_by: Optional[FramesBy] = None) -> None:
+    """--animate, --frames and --frames-by into the config (training.animate, frames, frames_by)."""
     if animate:
         cfg.training.animate = True
+    for flag, given in (("--frames", frames), ("--frames-by", frames_by)):
+        if given is not None and not cfg.training.animate:
+            raise UsageError(f"{flag} goes with --animate (or training.animate: true)")
     if frames is not None:
-        if not cfg.training.animate:
-            raise UsageError("--frames goes with --animate (or training.animate: true)")
         cfg.training.frames = frames
+    if frames_by is not None:
+        cfg.training.frames_by = frames_by.value

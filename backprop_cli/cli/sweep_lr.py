@@ -17,6 +17,7 @@ from backprop_cli.cli.options import (
     DiagnoseEvery,
     Epochs,
     Frames,
+    FramesByOption,
     PlotSet,
     Quiet,
     RunsDir,
@@ -106,6 +107,7 @@ def sweep_lr(
         bool, typer.Option("--animate", help="Also write training.gif: one panel per rate (at most 9).")
     ] = False,
     frames: Frames = None,
+    frames_by: FramesByOption = None,
     epochs: Epochs = None,
     seed: Seed = None,
     runs_dir: RunsDir = Path("runs"),
@@ -120,7 +122,7 @@ def sweep_lr(
     Example: backprop sweep-lr configs/worked_example.yaml --lrs 0.1,0.2,0.5,0.8,1.0,2.0
     """
     cfg = load(config, epochs, None, seed, None, sets)
-    animation_options(cfg, animate, frames)
+    animation_options(cfg, animate, frames, frames_by)
     tensorboard_option(cfg, tensorboard)
     diagnose_options(cfg, diagnose, diagnose_every)
     rates = parse_rates(lrs, log_range, cfg)

@@ -17,6 +17,7 @@ from backprop_cli.cli.options import (
     DiagnoseEvery,
     Epochs,
     Frames,
+    FramesByOption,
     Quiet,
     RunsDir,
     Seed,
@@ -67,6 +68,7 @@ def train(
         bool, typer.Option("--animate", help="Also write training.gif: the network learning (training.animate).")
     ] = False,
     frames: Frames = None,
+    frames_by: FramesByOption = None,
     tensorboard: TensorBoard = None,
     diagnose: Diagnose = False,
     diagnose_every: DiagnoseEvery = None,
@@ -79,7 +81,7 @@ def train(
     Example: backprop train configs/xor.yaml --epochs 5000 --lr 0.5
     """
     cfg = load(config, epochs, lr, seed, name, sets)
-    animation_options(cfg, animate, frames)
+    animation_options(cfg, animate, frames, frames_by)
     tensorboard_option(cfg, tensorboard)
     diagnose_options(cfg, diagnose, diagnose_every)
     if print_config:

@@ -141,8 +141,10 @@ class TrainingConfig(_Strict):
     tensorboard: Optional[str] = Field(
         None, description="TensorBoard event files under this folder (relative to the current folder), as training runs"
     )
-    frames: Annotated[int, Field(ge=2, le=1000)] = Field(
-        60, description="animate: frames (evenly spaced epochs, log-spaced when the loss spans decades)"
+    frames: Annotated[int, Field(ge=2, le=1000)] = Field(60, description="animate: frames (chosen as frames_by says)")
+    frames_by: Literal["loss", "epoch"] = Field(
+        "loss",
+        description="animate: frames at equal steps of the loss's change (a quarter evenly spaced), or evenly by epoch",
     )
 
     @property
