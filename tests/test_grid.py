@@ -237,3 +237,25 @@ def test_a_running_dask_scheduler_gets_the_groups(cli, write_config, tmp_path):
     assert _rows(next((tmp_path / "d").iterdir())) == _rows(next((tmp_path / "local").iterdir()))
     result = cli("sweep", path, *args, "--scheduler", address, "--runs-dir", tmp_path / "x")
     assert result.exit_code == 2 and result.stderr == "Error: --scheduler goes with --executor dask\n"
+
+
+@pytest.mark.slow
+def test_sweep_takes_lr_seed_and_target_as_train_and_sweep_lr_do(cli, write_config, tmp_path):
+    import json
+
+    from conftest import XOR_YAML
+
+    runs = tmp_path / "runs"
+    result = cli("sweep", write_config(XOR_YAML), "--grid", "model.activation=sigmoid,tanh", "--lr", "0.5", "--seed",
+                 "3", "--target", "0.3", "--runs-dir", runs)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "cells reached loss 0.3" in result.stdout
+    study = next(runs.iterdir())
+    cell = (study / "cell_001" / "config.yaml").read_text()
+    assert "seed: 3" in cell and "learning_rate: 0.5" in cell
+    plain = cli("train", write_config(XOR_YAML), "--lr", "0.5", "--seed", "3", "--runs-dir", tmp_path / "plain", "-q")
+    assert plain.exit_code == 0
+    grid_loss = json.loads((study / "cell_001" / "summary.json").read_text())["final_loss"]
+    assert grid_loss == json.loads((next((tmp_path / "plain").iterdir()) / "summary.json").read_text())["final_loss"]
+    both = cli("sweep", write_config(XOR_YAML), "--grid", "model.activation=tanh", "--seed", "3", "--seeds", "0:2")
+    assert both.exit_code == 2 and both.stderr.startswith("Error: --seed goes with a grid of one seed")

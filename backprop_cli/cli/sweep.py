@@ -13,6 +13,7 @@ from typing_extensions import Annotated
 from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter
 from backprop_cli.cli.display import Column, Counter, fmt, metric, print_table, warn
 from backprop_cli.cli.options import (
+    LR,
     ConfigFile,
     Diagnose,
     DiagnoseEvery,
@@ -20,11 +21,13 @@ from backprop_cli.cli.options import (
     Executor,
     Quiet,
     RunsDir,
+    Seed,
     Sets,
     TensorBoard,
     board_option,
     diagnose_overrides,
     parse_seeds,
+    positive,
 )
 
 # the options `sweep` and `search` share
@@ -89,6 +92,12 @@ def sweep(
     memory: Memory = None,
     chunk_models: Chunk = None,
     epochs: Epochs = None,
+    lr: LR = None,
+    seed: Seed = None,
+    target: Annotated[
+        Optional[float],
+        typer.Option("--target", metavar="LOSS", help="The loss that counts as reached (sweep.target)."),
+    ] = None,
     runs_dir: RunsDir = Path("runs"),
     quiet: Quiet = False,
     sets: Sets = None,
@@ -116,7 +125,11 @@ def sweep(
         executor, scheduler, quiet,
     )  # fmt: skip
     options.tensorboard = board_option(tensorboard)
+    options.target = positive(target, "--target")
+    if seed is not None and seeds is not None:
+        raise UsageError("--seed goes with a grid of one seed; --seeds makes the seeds an axis of the grid")
     overrides = {"training.epochs": (epochs, "--epochs"), **diagnose_overrides(diagnose, diagnose_every)}
+    overrides.update({"training.learning_rate": (lr, "--lr"), "seed": (seed, "--seed")})
     cells = Cells(config, asked_grid, seed_list, overrides, sets or [], limit=g.max_cells(options.budget))
     asked = spec(config, asked_grid, seed_list, sets or [], overrides)
     run_study(ctx, config, cells, asked, "grid", runs_dir, options)
@@ -171,6 +184,7 @@ class StudyOptions:
     quiet: bool
     halving: Optional[tuple[int, int, Optional[str]]] = None  # eta, min_epochs, metric (search --halving)
     tensorboard: Optional[Path] = None  # --tensorboard DIR, or the config's training.tensorboard
+    target: Optional[float] = None  # --target LOSS, else the config's sweep.target (or 0.01)
 
 
 def run_study(
@@ -194,7 +208,7 @@ def run_study(
     from backprop_cli.studies import default_target
 
     name, sort, quiet = o.name, o.sort, o.quiet
-    target = default_target(cells.combos[0].cfg)
+    target = o.target if o.target is not None else default_target(cells.combos[0].cfg)
     if o.halving is not None and any(c.cfg.training.diagnostics for c in cells.combos):
         raise UsageError("--halving: rungs continue every trial; diagnostics are recorded by grids and plain searches")
     if o.tensorboard is None and cells.combos[0].cfg.training.tensorboard:
