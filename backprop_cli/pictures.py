@@ -89,8 +89,9 @@ def draw_boundary(
             facecolors="none",
             edgecolors=[colors[c] for c in yv],
             linewidths=1.4,
-            label="validation",
+            label="_validation",  # the legend gets a neutral marker below: each point has its class's colour
         )
+        ax.scatter([], [], s=46, marker="^", facecolors="none", edgecolors="0.3", linewidths=1.4, label="validation")
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
     ax.set_xlabel(feature_names[0] if len(feature_names) > 0 else "x1")

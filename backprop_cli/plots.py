@@ -61,9 +61,10 @@ def new_axes(fig: Any, rows: int = 1, cols: int = 1, **kw: Any) -> Any:
 def _few_ticks(ax: Any, n: int = 6) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(n, integer=True))
+    # round steps (0, 20, 40, ... for 100 epochs, not 0, 30, 60, 90)
+    ax.xaxis.set_major_locator(MaxNLocator(n, integer=True, steps=[1, 2, 2.5, 5, 10]))
     if ax.get_yscale() != "log":
-        ax.yaxis.set_major_locator(MaxNLocator(n))
+        ax.yaxis.set_major_locator(MaxNLocator(n, steps=[1, 2, 2.5, 5, 10]))
 
 
 def log_y(ax: Any, values: Any = None) -> None:
@@ -211,6 +212,9 @@ def metric_plot(epochs: Any, curves: dict, ylabel: str, title: str = "") -> byte
     ax = new_axes(fig)
     for label, values in curves.items():
         ax.plot(epochs[: len(values)], values, label=label)
+    if is_score(ylabel):  # a score's best, 1, is labelled
+        low = min(float(np.nanmin(v)) for v in curves.values() if np.isfinite(v).any()) if curves else 0.0
+        ax.set_ylim(max(0.0, low - 0.05), 1.02)
     _few_ticks(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)

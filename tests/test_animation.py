@@ -137,3 +137,23 @@ def test_the_last_frame_marks_the_weights_kept(write_config):
     result = fit(plain, data, net, callback=shots)
     _, _, args = gif_job(Path("x.gif"), "xor", result, data, shots, saved_loss=0.1)
     assert args[0]["labels"][-1] == "final weights (after epoch 200)" and args[0]["epochs"][-1] == 201
+
+
+def test_pictures_label_what_they_mean(monkeypatch):
+    from backprop_cli import pictures, plots
+
+    monkeypatch.setattr(plots, "png_bytes", lambda fig: fig)
+    monkeypatch.setattr(pictures, "png_bytes", lambda fig: fig)
+    epochs = np.arange(1, 101)
+    fig = plots.metric_plot(epochs, {"training": np.linspace(0.5, 0.97, 100)}, "accuracy")
+    ax = fig.axes[0]
+    assert ax.get_ylim()[1] >= 1.0 and 1.0 in ax.get_yticks()  # a score's best is on the axis
+    assert [t for t in ax.get_xticks() if 0 <= t <= 100] == [0, 20, 40, 60, 80, 100]  # round steps
+    extent, points = pictures.boundary_grid(np.array([[0.0, 0.0], [1.0, 1.0]]))
+    outputs = np.tile([[0.2, 0.8]], (len(points), 1))
+    X, Y = np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([[1.0, 0.0], [0.0, 1.0]])
+    fig = pictures.decision_boundary(extent, outputs, X, Y, ["a", "b"], "t", ["x1", "x2"], X, Y)
+    legend = fig.axes[0].get_legend()
+    handles = dict(zip([t.get_text() for t in legend.get_texts()], legend.legend_handles))
+    edge = handles["validation"].get_edgecolor()[0][:3]
+    assert np.allclose(edge, [0.3, 0.3, 0.3])  # neutral, not the first class's colour
