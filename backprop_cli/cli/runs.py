@@ -87,7 +87,7 @@ def runs_list(
                 fmt(s.get("learning_rate"), 6),
             ]
         )
-    print_table(f"runs in {runs_dir}", columns, rows, wrap=False)
+    print_table(f"runs in {runs_dir}", columns, rows)  # too wide even so: in parts, names whole
 
 
 Status = Annotated[
