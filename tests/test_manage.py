@@ -33,7 +33,7 @@ def test_rm_asks_removes_and_refuses_what_is_not_a_run(cli, write_config, tmp_pa
     assert result.exit_code == 2
     assert (
         result.stderr
-        == f"Error: {runs / 'notes'}: not a run or study folder (no config.yaml or summary.json); nothing removed\n"
+        == f"Error: {runs / 'notes'}: not a run or study folder backprop wrote (no readable summary.json); nothing removed\n"
     )
     assert a.exists()  # every folder is checked before any is removed
     result = cli("runs", "rm", a.name, "--runs-dir", runs, "--yes")
@@ -101,3 +101,30 @@ def test_numbers_have_one_format(cli, write_config, tmp_path):
     _mark(a, final_loss=0.06273784828682062, accuracy=0.9833333333333333)
     shown = cli("runs", "show", a).stdout
     assert "0.0627378 " in shown and "0.9833 " in shown and "0.0627378482" not in shown
+
+
+def test_a_folder_with_anything_backprop_did_not_write_is_never_removed(cli, write_config, tmp_path, monkeypatch):
+    runs, (a, b) = _runs(cli, write_config, tmp_path)
+    (a / "notes.md").write_text("mine")
+    result = cli("runs", "rm", a, "--yes")
+    assert (
+        result.exit_code == 2
+        and result.stderr == f"Error: {a}: holds notes.md, which backprop did not write; nothing removed\n"
+    )
+    project = tmp_path / "project"  # a user's project: a config.yaml, code, its own runs
+    project.mkdir()
+    (project / "config.yaml").write_text("model: {layers: [2, 1]}\n")
+    (project / "summary.json").write_text('{"status": "failed"}')
+    result = cli("runs", "rm", project, "--yes")
+    assert (
+        result.exit_code == 2 and "its summary.json was not written by backprop" in result.stderr and project.exists()
+    )
+    monkeypatch.chdir(b)
+    result = cli("runs", "rm", ".", "--yes")
+    assert (
+        result.exit_code == 2
+        and result.stderr == "Error: .: the current folder (or one that holds it); nothing removed\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    result = cli("runs", "rm", b, runs / b.name, "--yes")  # the same folder twice: removed once
+    assert result.exit_code == 0 and result.stdout == f"removed {b.resolve()}\n"

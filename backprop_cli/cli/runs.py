@@ -133,19 +133,21 @@ def _confirm(paths: list[Path], yes: bool) -> bool:
         return True
     if not sys.stdin.isatty():
         raise UsageError(f"would remove {len(paths)} folder(s) ({listed}): add --yes to remove without asking")
-    answer = input(f"Remove {len(paths)} folder(s): {listed}? [y/N] ")
+    try:
+        answer = input(f"Remove {len(paths)} folder(s): {listed}? [y/N] ")
+    except EOFError:
+        return False
     return answer.strip().lower() in ("y", "yes")
 
 
 def _remove(paths: list[Path], yes: bool) -> None:
     from backprop_cli.run_folders.manage import check_removable, remove
 
-    for path in paths:
-        check_removable(path)  # every one before any goes
-    if not paths or not _confirm(paths, yes):
+    real = list(dict.fromkeys(check_removable(path) for path in paths))  # every one before any goes
+    if not real or not _confirm(real, yes):
         out.print("nothing removed")
         return
-    for path in paths:
+    for path in real:
         remove(path)
         out.print(f"removed {path}", soft_wrap=True)
 

@@ -13,21 +13,71 @@ from backprop_cli.run_folders.read import list_runs, read_summary, status_of
 STATUSES = ("completed", "diverged", "interrupted", "failed", "running", "stale", "corrupt", "unknown")
 
 
-def check_removable(path: Path) -> None:
-    """Refuse a folder that is not a run or study folder (a typo must never delete a user's
-    folder) or that is still training."""
+# what backprop writes into a run or study folder: anything else there (a user's notes, code,
+# a nested runs folder) means the folder is not only backprop's, and it is not removed
+WRITTEN_SUFFIXES = {
+    ".png",
+    ".gif",
+    ".json",
+    ".csv",
+    ".npz",
+    ".npy",
+    ".html",
+    ".onnx",
+    ".safetensors",
+    ".parquet",
+    ".db",
+}
+WRITTEN_NAMES = {"config.yaml", "store"}
+
+
+def _foreign(folder: Path, depth: int = 0) -> Optional[Path]:
+    """The first entry of `folder` that backprop would not have written (None: none)."""
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):  # a lock or a temporary file of an atomic write
+            continue
+        if entry.is_symlink():
+            return entry
+        if entry.is_dir():
+            is_run = (entry / "config.yaml").exists() or (entry / "summary.json").exists()
+            if entry.name == "store" or (is_run and depth == 0):  # a study's store, its run folders
+                inner = _foreign(entry, depth + 1)
+                if inner is not None:
+                    return inner
+                continue
+            return entry
+        if entry.name not in WRITTEN_NAMES and entry.suffix not in WRITTEN_SUFFIXES:
+            return entry
+    return None
+
+
+def check_removable(path: Path) -> Path:
+    """The folder to remove (resolved), once it is certain backprop wrote it and nothing else is
+    in it (a typo must never delete a user's folder), and it is not still training."""
     if not path.exists():
         raise RunNotFoundError(f"{path}: no such run folder")
     if path.is_symlink() or not path.is_dir():
         raise RunNotFoundError(f"{path}: not a run folder (a {'symbolic link' if path.is_symlink() else 'file'})")
-    if not (path / "config.yaml").exists() and not (path / "summary.json").exists():
-        raise RunNotFoundError(f"{path}: not a run or study folder (no config.yaml or summary.json); nothing removed")
+    real = path.resolve()
+    here = Path.cwd().resolve()
+    if real == here or real in here.parents:
+        raise RunNotFoundError(f"{path}: the current folder (or one that holds it); nothing removed")
     try:
-        summary = read_summary(path)
+        summary = read_summary(real)
     except (RunError, RunNotFoundError):
-        return  # a corrupt folder may go
+        raise RunNotFoundError(
+            f"{path}: not a run or study folder backprop wrote (no readable summary.json); nothing removed"
+        ) from None
+    if "versions" not in summary and "kind" not in summary:
+        raise RunNotFoundError(f"{path}: its summary.json was not written by backprop; nothing removed")
+    foreign = _foreign(real)
+    if foreign is not None:
+        raise RunNotFoundError(
+            f"{path}: holds {foreign.relative_to(real)}, which backprop did not write; nothing removed"
+        )
     if status_of(summary) == "running":
         raise RunError(f"{path}: still training (pid {summary.get('pid')} on {summary.get('host')}); stop it first")
+    return real
 
 
 def remove(path: Path) -> None:
