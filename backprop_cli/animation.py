@@ -76,14 +76,28 @@ class Snapshots:
         """The epochs (1-based, of this training) to draw, `frames` of them (fewer where the
         run has fewer epochs)."""
         taken = [k for k in self.wanted if k in self.taken and k - 1 < len(losses)]
-        if self.by == "epoch" or len(taken) <= self.frames or not len(losses):
+        if len(taken) <= self.frames or not len(losses):  # a run that stopped early: every snapshot
+            return taken
+        if self.by == "epoch":
             return [k for k in self.linear if k in self.taken and k - 1 < len(losses)] or taken
         curve = np.nanmean(np.asarray(losses, float), axis=1) if np.ndim(losses) == 2 else np.asarray(losses, float)
         finite = np.isfinite(curve)
         if not finite.all():  # a diverged model: the curve up to its last finite loss
             curve = np.where(finite, curve, np.nan)
         values = np.log(np.clip(curve, 1e-300, None)) if spans_decades(curve[np.isfinite(curve)]) else curve
-        change = np.concatenate([[0.0], np.cumsum(np.nan_to_num(np.abs(np.diff(values)), nan=0.0))])
+        # minibatch noise would count as change: the curve is smoothed over a window of about
+        # a quarter of the epochs between two frames first
+        window = max(1, len(values) // (4 * self.frames))
+        if window > 1:
+            kernel = np.ones(window) / window
+            padded = np.concatenate([np.full(window - 1, values[0]), values])
+            values = np.convolve(np.nan_to_num(padded, nan=float(np.nanmean(values))), kernel, mode="valid")
+        if np.nanmin(values) < values[0]:
+            # progress: how far the best loss so far has come down (noise on a plateau sets few
+            # new bests; a rise after the best is no learning to show)
+            change = values[0] - np.fmin.accumulate(values)
+        else:  # a loss that only rises (diverging): follow its change
+            change = np.concatenate([[0.0], np.cumsum(np.nan_to_num(np.abs(np.diff(values)), nan=0.0))])
         even = max(2, self.frames // 4)
         picked = {taken[0], taken[-1]}
         grid = np.array(taken)
@@ -188,13 +202,16 @@ def frames(
         grid = fit_grid(X_raw, 200)
     scaled = scaler.apply(grid) if grid is not None else None
     epochs = snapshots.choose(losses[:, np.isfinite(losses).all(axis=0)] if losses.size else losses)
-    shots = [(f"epoch {k}", k, snapshots.taken[k], losses[k - 1]) for k in epochs if k - 1 < len(losses)]
+    first = snapshots.start  # a continuation (--from) numbers its epochs on from its origin's
+    shots = [(f"epoch {first + k}", k, snapshots.taken[k], losses[k - 1]) for k in epochs if k - 1 < len(losses)]
     if final is not None and final_loss is not None:
         if restored is not None:
-            shots.append((f"restored weights of epoch {restored} (restore_best)", restored, final, final_loss))
+            label = f"restored weights of epoch {restored} (restore_best)"
+            shots.append((label, restored - first, final, final_loss))
         else:
-            shots.append((f"final weights (after epoch {len(losses)})", len(losses) + 1, final, final_loss))
+            shots.append((f"final weights (after epoch {first + len(losses)})", len(losses) + 1, final, final_loss))
     out: dict[str, Any] = {"kind": kind, "extent": extent, "grid": grid, "labels": [], "epochs": [], "losses": []}
+    out["first"] = first  # the epoch before this training's first: the loss panel's x starts after it
     out.update(outputs=[], params=[])
     for label, k, theta, loss in shots:
         probe.theta[...] = theta
@@ -426,17 +443,27 @@ def _gradient_panel(ax: Any, data: dict) -> Any:
     ax.legend(fontsize=6, loc="best")
 
     def update(f: int) -> None:
-        cursor.set_xdata([data["epochs"][f]] * 2)
+        cursor.set_xdata([int(data.get("first", 0)) + data["epochs"][f]] * 2)
 
     return update, [cursor]
 
 
 def _loss_panel(ax: Any, data: dict, history: np.ndarray) -> Any:
-    epochs = np.arange(1, len(history) + 1)
+    first = int(data.get("first", 0))
+    epochs = np.arange(first + 1, first + len(history) + 1)
     ax.plot(epochs, history, color="tab:blue", linewidth=1.2)
-    ax.set_xlim(0, len(history) * 1.03 + 1)  # room for the final weights' marker, after the last epoch
+    ax.set_xlim(first, first + len(history) * 1.03 + 1)  # room for the final weights' marker, after the last epoch
     if spans_decades(history):
         log_y(ax)
+    marked = np.array([float(loss[0]) for loss in data["losses"]])  # every marker stays on the axes
+    marked = marked[np.isfinite(marked)]
+    if marked.size:
+        low, high = ax.get_ylim()
+        if marked.min() < low or marked.max() > high:
+            log = ax.get_yscale() == "log"
+            pad = 0.9 if log else 0.0
+            ax.set_ylim(min(low, marked.min() * pad if log else marked.min() - 0.05 * (high - low)),
+                        max(high, marked.max() / pad if log else marked.max() + 0.05 * (high - low)))  # fmt: skip
     (marker,) = ax.plot([], [], "o", color="tab:red", markersize=6)
     ax.set_xlabel("epoch", fontsize=8)
     ax.set_ylabel("loss", fontsize=8)
@@ -444,6 +471,6 @@ def _loss_panel(ax: Any, data: dict, history: np.ndarray) -> Any:
     ax.grid(True, alpha=0.3)
 
     def update(f: int) -> None:
-        marker.set_data([data["epochs"][f]], [data["losses"][f][0]])
+        marker.set_data([first + data["epochs"][f]], [data["losses"][f][0]])
 
     return update, [marker]

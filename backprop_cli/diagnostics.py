@@ -94,7 +94,7 @@ def measure(probe: Network, X: np.ndarray, Y: np.ndarray, loss: Loss) -> np.ndar
 def update_ratios(net: Network, before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """||W after - W before|| / ||W before|| per model and layer (K, layers)."""
     found = np.full((before.shape[0], net.n_layers), np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         for l, (w0, w1) in enumerate(zip(net.views(before)[0], net.views(after)[0])):
             size = np.sqrt(np.square(w0).sum(axis=(1, 2)))
             change = np.sqrt(np.square(w1 - w0).sum(axis=(1, 2)))

@@ -157,3 +157,32 @@ def test_pictures_label_what_they_mean(monkeypatch):
     handles = dict(zip([t.get_text() for t in legend.get_texts()], legend.legend_handles))
     edge = handles["validation"].get_edgecolor()[0][:3]
     assert np.allclose(edge, [0.3, 0.3, 0.3])  # neutral, not the first class's colour
+
+
+def test_a_run_that_stops_early_shows_every_snapshot_and_a_continuation_its_own_epochs():
+    shots = Snapshots(np.zeros((1, 3)), 1500, 0, frames=60)
+    shots.taken = {k: None for k in shots.wanted if k <= 102}
+    chosen = shots.choose(np.linspace(1, 0.5, 102)[:, None])  # early stopping ended it at epoch 102
+    assert chosen == [k for k in shots.wanted if k <= 102] and len(chosen) > 20
+    later = Snapshots(np.zeros((1, 2)), 100, start=400, frames=5)  # a 1-1 net: a weight and a bias
+    later.taken = {k: np.zeros((1, 2)) for k in later.wanted}
+    from backprop_cli.animation import frames as frames_of
+    from backprop_cli.network import Network
+
+    net = Network([1, 1], ["identity"])
+    shown = frames_of(net, later, np.linspace(1, 0.5, 100)[:, None], None, None, np.zeros((3, 1)), _Same(), False)
+    assert shown["labels"][0] == "epoch 401" and shown["first"] == 400
+
+
+class _Same:
+    def apply(self, X):
+        return X
+
+
+def test_noise_on_a_plateau_takes_few_frames():
+    rng = np.random.default_rng(0)
+    epochs = np.arange(1, 10001)
+    noisy = (0.5 * np.exp(-epochs / 30) + 0.003) * np.exp(rng.normal(0, 0.3, len(epochs)))  # a minibatch run
+    shots = Snapshots(np.zeros((1, 3)), 10000, 0, frames=60)
+    shots.taken = {k: None for k in shots.wanted}
+    assert sum(k <= 200 for k in shots.choose(noisy[:, None])) >= 15  # the fall, not the noise, gets the frames

@@ -224,10 +224,11 @@ def test_each_data_set_keeps_its_own_evaluation_and_a_nameless_header_is_said(cl
         f"Warning: {tmp_path / 'bare.csv'}: its header (a, b, c, d, ...) names none of the run's inputs "
         "(sepal_length, sepal_width, petal_length, petal_width): its columns are read by position"
     ) in result.stderr
+    from backprop_cli.run_folders.evaluate import evaluation_names
+
     kept = sorted(p.name for p in run.iterdir() if p.name.startswith(("evaluation", "confusion")))
-    assert kept == [
-        "confusion_matrix-bare.png", "confusion_matrix-named.png", "confusion_matrix.png",
-        "evaluation-bare.json", "evaluation-named.json", "evaluation.json",
-    ]  # fmt: skip
+    names = [n for csv in (None, tmp_path / "bare.csv", tmp_path / "named.csv") for n in evaluation_names(csv)]
+    assert kept == sorted(names) and len(set(names)) == 6
+    assert evaluation_names(tmp_path / "a" / "x.csv") != evaluation_names(tmp_path / "b" / "x.csv")
     assert cli("report", run).exit_code == 0
     assert (run / "report.html").read_text().count("<h2>Evaluation on") == 3

@@ -130,6 +130,9 @@ def sweep(
         raise UsageError("--seed goes with a grid of one seed; --seeds makes the seeds an axis of the grid")
     overrides = {"training.epochs": (epochs, "--epochs"), **diagnose_overrides(diagnose, diagnose_every)}
     overrides.update({"training.learning_rate": (lr, "--lr"), "seed": (seed, "--seed")})
+    for key, (value, flag) in overrides.items():  # a flag and a --grid axis over the same key: say which wins
+        if value is not None and any(k == key or k.startswith(key + ".") for k in asked_grid):
+            raise UsageError(f"{flag}: {key} is a --grid key; give its values there")
     cells = Cells(config, asked_grid, seed_list, overrides, sets or [], limit=g.max_cells(options.budget))
     asked = spec(config, asked_grid, seed_list, sets or [], overrides)
     run_study(ctx, config, cells, asked, "grid", runs_dir, options)

@@ -92,6 +92,8 @@ def train(
     if seeds is not None:
         if from_run is not None:
             raise UsageError("--from goes with a single run, not with --seeds")
+        if seed is not None:
+            raise UsageError("--seed goes with a single run; --seeds trains one model per seed")
         if cfg.training.diagnostics is not None:
             raise UsageError(
                 "--diagnose with --seeds: a seed study keeps no run folder per seed; use "

@@ -4,6 +4,7 @@ for classifiers, confusion_matrix.png."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -22,7 +23,7 @@ def evaluate_run(run: LoadedRun, csv: Optional[Path] = None) -> dict[str, Any]:
     classification = bool(run.meta.get("classification"))
     if csv is not None:
         X_raw, Y = load_labelled_csv(csv, cfg.data, cfg.model, run.feature_names, run.class_names, cfg.training.dtype)
-        X, source = run.scaler.apply(X_raw), str(csv)
+        X, source = run.scaler.apply(X_raw), str(Path(csv).resolve())
     else:
         data = dataset(cfg, str(run.path / "config.yaml"))
         if data.X_val is not None and data.Y_val is not None:
@@ -39,8 +40,10 @@ def evaluation_names(csv: Optional[Path]) -> tuple[str, str]:
     confusion_matrix-<stem>.png for a CSV (`iris_test.csv`: evaluation-iris_test.json)."""
     if csv is None:
         return "evaluation.json", "confusion_matrix.png"
-    stem = safe_name(csv.name.removesuffix(".gz").removesuffix(".csv")) or "data"
-    return f"evaluation-{stem}.json", f"confusion_matrix-{stem}.png"
+    stem = safe_name(csv.name.removesuffix(".gz").removesuffix(".csv")[:60]) or "data"
+    # two files of one name (csv/test.csv, csv2/test.csv; a.csv and a.csv.gz) are two data sets
+    tag = hashlib.sha256(str(csv.resolve()).encode()).hexdigest()[:6]
+    return f"evaluation-{stem}-{tag}.json", f"confusion_matrix-{stem}-{tag}.png"
 
 
 def read_by_position(csv: Path, feature_names: list) -> Optional[str]:

@@ -152,8 +152,13 @@ def not_a_run(path: Path, missing: str = "config.yaml") -> RunNotFoundError:
             kind = None
         if kind:
             runs = sorted(p.name for p in path.iterdir() if (p / "config.yaml").exists())
-            example = f"{path / runs[0]}" if runs else f"{path}/cell_001"
-            return RunNotFoundError(f"{path}: a {kind} study, not a run: give one of its runs ({example})")
+            if runs:
+                hint = f"give one of its runs ({path / runs[0]})"
+            elif kind in ("grid", "search"):
+                hint = f"give one of its cells ({path}/cell_001)"
+            else:  # a seed study keeps no run folder per seed
+                hint = "it keeps no run folder per model: train one with backprop train CONFIG --seed N"
+            return RunNotFoundError(f"{path}: a {kind} study, not a run: {hint}")
     return RunNotFoundError(f"{path}: not a run folder (no {missing})")
 
 
