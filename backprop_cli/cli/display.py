@@ -381,7 +381,13 @@ def study_table(entries: list[Entry], label: str, target: float) -> None:
         Column("status", justify="left", drop=1),
     ]
     rows = [
-        [shown, fmt(e.final_loss(), 8), fmt(e.best_loss(), 8), str(e.epochs_to(target) or "-"), e.status]
+        [
+            shown,
+            metric("loss", e.final_loss()),
+            metric("loss", e.best_loss()),
+            str(e.epochs_to(target) or "-"),
+            e.status,
+        ]
         for shown, e in zip(value_texts([e.value for e in entries]), entries)
     ]
     styles = ["bold green" if e is best else None for e in entries]

@@ -274,20 +274,16 @@ def _study_table(path: Path, summary: dict) -> None:
     if sort in header:
         rows = sort_rows([{**r, sort: number(r[sort])} for r in rows], sort)
     shown = rows[:20]
+    text = {"status", "run", "model.activation", "model.output_activation", "training.optimizer", "training.loss"}
     columns = [
-        Column(h, justify="left" if i == 0 else "right", keep=i == 0 or h == "run") for i, h in enumerate(header)
+        Column(h, justify="left" if h in text else "right", keep=i == 0 or h == "run") for i, h in enumerate(header)
     ]
-    cells = [
-        [
-            fmt(v, 6)
-            if isinstance(v, float)
-            else fmt(number(str(v)), 6)
-            if isinstance(number(str(v)), float)
-            else str(v)
-            for v in r.values()
-        ]
-        for r in shown
-    ]
+
+    def shown_value(key: str, raw: Any) -> str:  # the one number format: scores 4 decimals, the rest 6 digits
+        value = number(str(raw))
+        return "-" if raw in ("", None) else _number(key, value) if isinstance(value, float) else str(raw)
+
+    cells = [[shown_value(h, r.get(h)) for h in header] for r in shown]
     more = f" (the best {len(shown)} of {len(rows)} by {sort})" if len(rows) > len(shown) else ""
     print_table(f"{table.name}{more}", columns, cells)
 
