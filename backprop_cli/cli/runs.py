@@ -72,7 +72,7 @@ def runs_list(
                     "",
                     f"best {fmt(min(losses), 6)}" if losses else "-",
                     "",
-                    f"{len(rates)} rates" if rates else "",
+                    f"{len(rates)} rate{'s' if len(rates) != 1 else ''}" if rates else "",
                 ]
             )
             continue
