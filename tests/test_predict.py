@@ -226,6 +226,14 @@ def test_each_data_set_keeps_its_own_evaluation_and_a_nameless_header_is_said(cl
     ) in result.stderr
     from backprop_cli.run_folders.evaluate import evaluation_names
 
+    (tmp_path / "half.csv").write_text(
+        "\n".join(",".join(r) for r in [["petal_width", "b", "c", "d", "species"]] + rows[1:30]) + "\n"
+    )
+    result = cli("evaluate", run, tmp_path / "half.csv", "--no-save")
+    assert (
+        f"Warning: {tmp_path / 'half.csv'}: its header lacks sepal_length, sepal_width, petal_length of the run's inputs: its columns are read by position"
+        in result.stderr
+    )
     kept = sorted(p.name for p in run.iterdir() if p.name.startswith(("evaluation", "confusion")))
     names = [n for csv in (None, tmp_path / "bare.csv", tmp_path / "named.csv") for n in evaluation_names(csv)]
     assert kept == sorted(names) and len(set(names)) == 6

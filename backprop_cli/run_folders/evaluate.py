@@ -52,11 +52,18 @@ def read_by_position(csv: Path, feature_names: list) -> Optional[str]:
     header, _, first = read_csv(csv)
     named = first > 1  # a header row came before the first data row
     defaults = [f"x{j + 1}" for j in range(len(feature_names))]
-    if named and list(feature_names) != defaults and not set(header) & set(map(str, feature_names)):
+    names = [str(n) for n in feature_names]
+    if not named or names == defaults:
+        return None
+    found = [n for n in names if n in header]
+    if not found:
         return (
             f"{csv}: its header ({', '.join(header[:4])}{', ...' if len(header) > 4 else ''}) names none of the "
-            f"run's inputs ({', '.join(map(str, feature_names))}): its columns are read by position"
+            f"run's inputs ({', '.join(names)}): its columns are read by position"
         )
+    if len(found) < len(names):  # some named, not all: the names cannot be followed
+        missing = [n for n in names if n not in header]
+        return f"{csv}: its header lacks {', '.join(missing)} of the run's inputs: its columns are read by position"
     return None
 
 
