@@ -35,14 +35,11 @@ def runs_list(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from backprop_cli.run_folders import list_runs, status_of
+    from backprop_cli.run_folders import status_of
+    from backprop_cli.run_folders.manage import matching
 
     statuses = _statuses(status)
-    found = [
-        (path, s)
-        for path, s in list_runs(runs_dir, studies=True)
-        if (not statuses or status_of(s) in statuses) and (not name or _named(path, name))
-    ]
+    found = matching(runs_dir, statuses, name)
     if not found:
         what = " matching" if statuses or name else ""
         out.print(f"no{what} runs under {runs_dir}")
@@ -117,12 +114,6 @@ def _statuses(text: Optional[str]) -> list[str]:
     return found
 
 
-def _named(path: Path, name: str) -> bool:
-    from fnmatch import fnmatch
-
-    return name in path.name or fnmatch(path.name, name)
-
-
 def _confirm(paths: list[Path], yes: bool) -> bool:
     """Whether to remove `paths`: --yes, or a y at the prompt; without a terminal to ask at,
     --yes is required."""
@@ -189,7 +180,7 @@ def runs_clean(
         raise UsageError("--status: give the statuses to remove, e.g. failed,interrupted")
     if "running" in statuses:
         raise UsageError("--status running: a run still training is never removed (stale ones are: --status stale)")
-    _remove(matching(runs_dir, statuses, name), yes)
+    _remove([path for path, _ in matching(runs_dir, statuses, name)], yes)
 
 
 def _number(key: str, value: Any) -> str:

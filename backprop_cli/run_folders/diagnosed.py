@@ -17,6 +17,7 @@ from backprop_cli.errors import BackpropError, RunError
 from backprop_cli.files import RUN_FILE_LIMIT, atomic_write, read_text
 from backprop_cli.losses import LOSSES
 from backprop_cli.network import layer_names
+from backprop_cli.run_folders.read import csv_text, load_run, read_history
 
 if TYPE_CHECKING:
     from backprop_cli.config import Config
@@ -26,19 +27,13 @@ if TYPE_CHECKING:
 DIAGNOSTICS = "diagnostics.csv"
 
 
-def csv_of(table: list[list[Any]]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(table)
-    return buffer.getvalue()
-
-
 def write_diagnostics(
     run: Path, cfg: Config, result: TrainResult, model: int, learning_rate: Any
 ) -> tuple[list[Job], dict]:
     """Write diagnostics.csv of model `model` of `result` (recorded with training.diagnostics);
     returns the plot jobs (gradients.png, units.png) and summary.json's `diagnostics`."""
     epochs, values = result.diagnostics.table(model)
-    atomic_write(run / DIAGNOSTICS, csv_of(rows(epochs, values)))
+    atomic_write(run / DIAGNOSTICS, csv_text(rows(epochs, values)))
     names = layer_names(cfg.model.activations)
     jobs: list[Job] = []
     if len(epochs):
@@ -104,7 +99,6 @@ def diagnose(folder: Path) -> Diagnosis:
     """The diagnosis of a run folder: from its diagnostics.csv, or from one forward and backward
     pass over its saved weights and training data at the end."""
     from backprop_cli.experiment import dataset
-    from backprop_cli.run_folders.read import load_run, read_history
 
     loaded = load_run(folder)
     cfg = loaded.cfg

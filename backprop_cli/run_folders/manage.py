@@ -87,16 +87,14 @@ def remove(path: Path) -> None:
     shutil.rmtree(gone)
 
 
-def matching(root: Path, statuses: Sequence[str] = (), name: Optional[str] = None) -> list[Path]:
-    """The run and study folders under `root` with one of `statuses` (all when empty) whose
-    name contains `name`, newest first."""
+def matching(root: Path, statuses: Sequence[str] = (), name: Optional[str] = None) -> list[tuple[Path, dict]]:
+    """The run and study folders under `root`, with their summaries, newest first: those with
+    one of `statuses` (all when empty) whose name contains `name` or matches it as a glob."""
     from fnmatch import fnmatch
 
-    found = []
-    for path, summary in list_runs(root, studies=True):
-        if statuses and status_of(summary) not in statuses:
-            continue
-        if name and not (name in path.name or fnmatch(path.name, name)):
-            continue
-        found.append(path)
-    return found
+    return [
+        (path, summary)
+        for path, summary in list_runs(root, studies=True)
+        if (not statuses or status_of(summary) in statuses)
+        and (not name or name in path.name or fnmatch(path.name, name))
+    ]
