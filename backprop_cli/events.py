@@ -235,19 +235,16 @@ class Board:
             self.pending.clear()
 
     def __call__(self, epoch: int, loss: Any, seen: Any) -> None:
-        if epoch % self.every == 0:
-            self.hand_over(epoch, seen)
-
-    def hand_over(self, epoch: int, seen: Any) -> None:
-        """The rows after the last hand-over up to `epoch`, then (when `epoch` is a histogram
-        epoch) the weights and gradients as they are now."""
+        """At a histogram epoch: the rows after the last hand-over up to `epoch`, then the
+        weights and gradients as they are now."""
+        if epoch % self.every:
+            return
         first, last = self.sent - self.start, epoch - self.start  # history rows [first, last)
         if last > first:
             columns = {c: np.array(seen.history.value(c, slice(first, last))[:, 0]) for c in seen.columns}
             self._send(("scalars", self.sent + 1, columns))
             self.sent = epoch
-        if epoch % self.every == 0:
-            self._send(("histograms", epoch, self._layers()))
+        self._send(("histograms", epoch, self._layers()))
 
     def _layers(self) -> dict[str, np.ndarray]:
         net, arrays = self.net, {}
@@ -276,30 +273,33 @@ class Board:
                 self._send(("scalars", self.sent + 1, columns))
         if result is not None and result.diagnostics is not None:
             self._send(("series", *diagnostics_series(result.diagnostics)))
-        deadline = time.monotonic() + wait
-        told = False
+        started = time.monotonic()
+        deadline, told = started + wait, False
+
+        def tell() -> None:  # once, when the wait has lasted half a second
+            nonlocal told
+            if not told and notice is not None and time.monotonic() - started > 0.5:
+                notice(f"TensorBoard: writing the last epochs to {self.folder}...")
+                told = True
+
         assert worker.stdin is not None
         fd = worker.stdin.fileno()
         try:
-            while self.pending and worker.poll() is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                if not told and notice is not None and left < wait - 0.5:
-                    notice(f"TensorBoard: writing the last epochs to {self.folder}...")
-                    told = True
-                _, ready, _ = select.select([], [fd], [], min(left, 0.5))
-                if ready:
-                    self._write()
-            worker.stdin.close()
-        except OSError:
-            pass
-        try:
+            try:
+                while self.pending and worker.poll() is None and time.monotonic() < deadline:
+                    tell()
+                    _, ready, _ = select.select([], [fd], [], min(deadline - time.monotonic(), 0.5))
+                    if ready:
+                        self._write()
+                worker.stdin.close()
+            except OSError:
+                pass
             while worker.poll() is None and time.monotonic() < deadline:
-                if not told and notice is not None and time.monotonic() > deadline - wait + 0.5:
-                    notice(f"TensorBoard: writing the last epochs to {self.folder}...")
-                    told = True
-                time.sleep(0.02)
+                tell()
+                try:
+                    worker.wait(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
+                except subprocess.TimeoutExpired:
+                    pass
         finally:
             late = worker.poll() is None
             if late:
