@@ -27,7 +27,7 @@ TIERS = [
     ["data"],
     ["policies", "regularization", "training", "diagnostics"],
     ["experiment"],
-    ["plots", "painter", "pictures", "animation", "tables", "layer_plots"],
+    ["plots", "painter", "pictures", "animation", "gif", "tables", "layer_plots"],
     ["sweep", "gradcheck", "explain", "search"],
     ["store", "run_folders", "events"],
     ["studies", "results", "grid"],

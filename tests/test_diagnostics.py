@@ -351,7 +351,8 @@ def test_seeds_with_diagnose_and_bad_diagnostics_keys_are_refused(cli, write_con
 
 
 def test_an_animated_run_with_diagnostics_gets_a_gradient_panel(write_config):
-    from backprop_cli.animation import Snapshots, gif_job, training_gif
+    from backprop_cli.animation import Snapshots, gif_job
+    from backprop_cli.gif import training_gif
 
     cfg = load_config(write_config(TINY.format(act="tanh").replace("epochs: 3", "epochs: 30")))
     data, net = dataset(cfg, "tiny"), network(cfg)
