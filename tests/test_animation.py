@@ -186,3 +186,13 @@ def test_noise_on_a_plateau_takes_few_frames():
     shots = Snapshots(np.zeros((1, 3)), 10000, 0, frames=60)
     shots.taken = {k: None for k in shots.wanted}
     assert sum(k <= 200 for k in shots.choose(noisy[:, None])) >= 15  # the fall, not the noise, gets the frames
+
+
+def test_frames_by_is_an_animation_option(cli, tmp_path):
+    result = cli("train", CONFIGS / "xor.yaml", "--frames-by", "epoch", "--runs-dir", tmp_path)
+    assert (
+        result.exit_code == 2
+        and result.stderr == "Error: --frames-by goes with --animate (or training.animate: true)\n"
+    )
+    result = cli("train", CONFIGS / "xor.yaml", "--animate", "--frames-by", "epoch", "--print-config")
+    assert result.exit_code == 0 and "frames_by: epoch" in result.stdout

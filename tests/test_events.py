@@ -245,3 +245,10 @@ def test_recorded_diagnostics_are_scalars_too(cli, tmp_path):
     for r in rows:
         events = {e.step: e.value for e in board.Scalars(f"diagnostics/layer{r['layer']}/{r['quantity']}")}
         assert events[int(r["epoch"])] == np.float32(float(r["value"]))
+
+
+@pytest.mark.slow
+def test_train_says_where_the_event_files_go(cli, write_config, tmp_path):
+    result = cli("train", write_config(XOR_YAML), "--runs-dir", tmp_path / "runs", "--tensorboard", tmp_path / "tb")
+    assert result.exit_code == 0
+    assert f"TensorBoard: {tmp_path / 'tb' / _only(tmp_path / 'runs').name}\n" in result.stderr

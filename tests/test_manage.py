@@ -128,3 +128,9 @@ def test_a_folder_with_anything_backprop_did_not_write_is_never_removed(cli, wri
     monkeypatch.chdir(tmp_path)
     result = cli("runs", "rm", b, runs / b.name, "--yes")  # the same folder twice: removed once
     assert result.exit_code == 0 and result.stdout == f"removed {b.resolve()}\n"
+
+
+def test_the_name_filter_takes_a_glob(cli, write_config, tmp_path):
+    runs, (a, _) = _runs(cli, write_config, tmp_path)
+    assert a.name in cli("runs", "--runs-dir", runs, "--name", "xor-*").stdout
+    assert cli("runs", "--runs-dir", runs, "--name", "iris-*").stdout == f"no matching runs under {runs}\n"
