@@ -135,6 +135,7 @@ def fit(
     stop_after: Optional[int] = None,
     horizon: Optional[int] = None,
     per_model: Optional[Mapping[str, Sequence[Any]]] = None,
+    lr_changes: Optional[Mapping[int, float]] = None,
 ) -> TrainResult:
     """Train `net` in place as the config's training section says (see `training.train`);
     with training.diagnostics, the result carries their `Recorder`."""
@@ -154,7 +155,7 @@ def fit(
             callback = recorder
     result = train(
         t, data, net, cfg.seed, learning_rates, callback, start_epoch, optimizer, resume, stop_after,
-        horizon, cfg.model.dropout_rates, per_model,
+        horizon, cfg.model.dropout_rates, per_model, lr_changes,
     )  # fmt: skip
     if recorder is not None:
         recorder.finish(result.net.theta, result.epochs_run, result.restored_epoch)

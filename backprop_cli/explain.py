@@ -25,7 +25,7 @@ from backprop_cli.initializers import random_streams
 from backprop_cli.losses import LOSSES
 from backprop_cli.network import Network, frozen_mask, layer_kinds, neuron_names
 from backprop_cli.regularization import Dropout, GradientTerms, column
-from backprop_cli.training import make_optimizer, make_schedule, rate_array
+from backprop_cli.training import make_optimizer, make_schedule, rate_array, rate_in_effect
 
 if TYPE_CHECKING:
     from backprop_cli.config import Config, TrainingConfig
@@ -139,8 +139,9 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
         for n, d in zip(names[l + 1], ws.D[l][0, i]):
             back.rows.append([kind, n, g(d)])
     sections.append(back)
-    base = rate_array([t.learning_rate], probe)  # (1, 1), or (1, P) with a rate per layer
-    rates = (base * make_schedule(t, base).factor(epoch, t.epochs)).ravel()
+    configured = rate_array([t.learning_rate], probe)  # (1, 1), or (1, P) with a rate per layer
+    base = rate_array([rate_in_effect(t.learning_rate, t.lr_changes, epoch)], probe)  # lr_changes' rate
+    rates = (base * make_schedule(t, configured).factor(epoch, t.epochs)).ravel()
     per_layer = rates.size > 1
     state = {name: values[0] for name, values in optimizer.state().items()}
     frozen = frozen_mask(probe.sizes, probe.bias, t.freeze)

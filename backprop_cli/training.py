@@ -37,12 +37,23 @@ class Epoch:
     after its update (`theta`, K x P, live: copy what you keep) and any history column's
     values (K,) for it, such as `val_loss` or `accuracy`. One object, updated in place."""
 
-    def __init__(self, history: History, theta: np.ndarray) -> None:
+    def __init__(self, history: History, theta: np.ndarray, lr: np.ndarray, interruption: Interruption) -> None:
         self.history, self.theta, self.index = history, theta, 0
         self.columns = history.columns
+        self.lr = lr  # the rates the epoch's update used: (K, 1), or (K, P) with one rate per layer
+        self._interruption = interruption
 
     def value(self, column: str) -> np.ndarray:
         return self.history.value(column, self.index)
+
+    def request_stop(self) -> None:
+        """End training after this epoch, as a Ctrl-C does (status interrupted, exactly resumable)."""
+        self._interruption.requested = True
+
+    @property
+    def stopping(self) -> bool:
+        """Whether training ends after this epoch (a Ctrl-C or `request_stop` came)."""
+        return self._interruption.requested
 
 
 Callback = Callable[[int, np.ndarray, Epoch], None]
@@ -93,6 +104,13 @@ def rate_array(rates: Sequence[Any], net: Network) -> np.ndarray:
     return found
 
 
+def rate_in_effect(learning_rate: Any, changes: Optional[Mapping[int, float]], epoch: int) -> Any:
+    """The base learning rate of epoch `epoch`: the last of training.lr_changes at or before
+    it, else the configured rate."""
+    found = [e for e in changes or {} if e <= epoch]
+    return changes[max(found)] if found and changes is not None else learning_rate
+
+
 def make_schedule(t: TrainingConfig, base_rates: Optional[np.ndarray] = None) -> Schedule:
     """The configured learning-rate schedule, given only the settings it declares; a setting
     named `learning_rate` is each model's own base rate (`base_rates`, (K, 1)) where given."""
@@ -124,6 +142,8 @@ class TrainResult:
     saved: Optional[list] = field(default=None, repr=False)
     # with training.diagnostics: the `diagnostics.Recorder` that recorded them
     diagnostics: Any = field(default=None, repr=False)
+    # with lr_changes (or a live run's): the learning rate each epoch's update used (epochs, K)
+    rates: Optional[np.ndarray] = field(default=None, repr=False)
 
     def checkpoint(self, model: int = 0) -> Optional[Checkpoint]:
         """Model `model`'s state for continuing exactly (None where it cannot be: a second
@@ -222,6 +242,7 @@ def train(
     horizon: Optional[int] = None,
     dropout: Sequence[float] = (),
     per_model: Optional[Mapping[str, Sequence[Any]]] = None,
+    lr_changes: Optional[Mapping[int, float]] = None,
 ) -> TrainResult:
     """Train the K models of `net` in place on `data` for `training.epochs` epochs (at most
     `stop_after`); model k uses learning_rates[k].
@@ -236,7 +257,10 @@ def train(
     learning-rate schedule runs over the epochs up to `horizon` (default: start_epoch +
     training.epochs), so `stop_after` ends early without changing any rate. `resume` (one
     checkpoint per model, or None for a model that starts afresh) continues a run exactly:
-    weights, optimizer state, batch order and early stopping's state. A model whose loss
+    weights, optimizer state, batch order and early stopping's state. `lr_changes` ({epoch:
+    rate}, default training.lr_changes) sets every model's base rate from that epoch on; it is
+    read as each epoch starts, so a live run may add to it between epochs, and with it the
+    result records each epoch's rate (`rates`). A model whose loss
     turns non-finite is marked diverged at that epoch and frozen at its last finite weights
     while the others go on; early stopping and stop_at_loss freeze a model the same way. Ctrl-C
     or SIGTERM ends training after the epoch in progress with status interrupted (a second
@@ -248,8 +272,11 @@ def train(
     K, dtype, theta, grad = net.K, net.dtype, net.theta, net.grad
     E = t.epochs if stop_after is None else max(0, min(t.epochs, stop_after))
     horizon = start_epoch + t.epochs if horizon is None else horizon
-    base_lr = rate_array(learning_rates if learning_rates is not None else [t.learning_rate] * K, net)
+    changes = lr_changes if lr_changes is not None else getattr(t, "lr_changes", None)
+    configured = [rate_in_effect(t.learning_rate, changes, start_epoch)] * K
+    base_lr = rate_array(learning_rates if learning_rates is not None else configured, net)
     lr = base_lr.copy()
+    used = np.empty((E, 1)) if changes is not None and K == 1 else None  # a plain run's rate per epoch
     schedule = make_schedule(t, base_lr) if t.lr_schedule != "constant" else None
     loss_fn = LOSSES[t.loss]
     opt = make_optimizer(t, theta.shape, dtype) if optimizer is None else optimizer
@@ -334,9 +361,9 @@ def train(
     record, policies = history.record, [policy.after_epoch for policy in stopping]
     full, restore_stopped = batches.full, models.restore_stopped
     done, current = 0, -1
-    seen = Epoch(history, theta)
     exact = True
     interruption = Interruption()
+    seen = Epoch(history, theta, lr, interruption)
 
     started = time.perf_counter()
     try:
@@ -347,6 +374,10 @@ def train(
                     history.grow()
                 snaps[e & 1][...] = theta
                 current = e
+                if changes and epoch in changes:
+                    base_lr[...] = changes[epoch]
+                    if schedule is None:
+                        lr[models.active] = changes[epoch]
                 if schedule is not None:
                     np.multiply(base_lr, schedule.factor(epoch, horizon), out=lr)
                     lr[~models.active] = 0.0
@@ -372,6 +403,8 @@ def train(
                 if models.any_stopped:
                     restore_stopped()
                 record(e, loss, sums)
+                if used is not None:
+                    used[e] = lr[:, 0]
                 done = e + 1
                 if not isfinite(loss.sum() if K > 1 else loss[0]):
                     diverged(e, epoch, loss)
@@ -411,6 +444,7 @@ def train(
         state=_State(
             last, opt, t.optimizer, batches.order(), early, start_epoch, exact, drop.state() if drop else None
         ),
+        rates=used[:rows] if used is not None else None,
     )
 
 

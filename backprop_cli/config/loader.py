@@ -454,7 +454,11 @@ def _imported(m: ModelConfig, loc: Located) -> list:
 
 def config_to_yaml(cfg: Config) -> str:
     """The resolved config as YAML, in the order of the file's sections."""
-    return dump_yaml(cfg.model_dump(mode="json"))
+    dumped = cfg.model_dump(mode="json")
+    changes = dumped["training"].get("lr_changes")
+    if changes:  # JSON's keys are strings; YAML's epochs stay numbers
+        dumped["training"]["lr_changes"] = {int(k): v for k, v in changes.items()}
+    return dump_yaml(dumped)
 
 
 def json_schema() -> dict:

@@ -98,6 +98,14 @@ def _diagnostics_switch(value: Any) -> Any:
     return {} if value is True else None if value is False else value
 
 
+def _epoch_keys(value: Any) -> Any:
+    """lr_changes' epochs as numbers: JSON (and so a dumped config) can only write them as
+    strings of digits."""
+    if isinstance(value, dict):
+        return {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in value.items()}
+    return value
+
+
 class TrainingConfig(_Strict):
     loss: Literal[tuple(LOSSES)] = Field("mse", description="loss function")  # type: ignore[valid-type]
     learning_rate: Union[PosFloat, list[PosFloat]] = Field(
@@ -119,6 +127,11 @@ class TrainingConfig(_Strict):
     )
     clip_grad_value: Optional[PosFloat] = Field(None, description="clip every gradient to [-V, V]")
     lr_schedule: Literal[tuple(SCHEDULES)] = Field("constant", description="learning-rate schedule")  # type: ignore[valid-type]
+    lr_changes: Annotated[Optional[dict[PosInt, PosFloat]], BeforeValidator(_epoch_keys)] = Field(
+        None,
+        description="{epoch: rate}: from that epoch on the base learning rate is the rate (a schedule scales it); "
+        "what a live run's rate changes are saved as",
+    )
     lr_step_size: PosInt = Field(100, description="step: epochs between decays")
     lr_gamma: Annotated[float, Field(gt=0, le=1)] = Field(0.5, description="step and exponential: decay factor")
     lr_min: Annotated[float, Field(ge=0)] = Field(0.0, description="cosine: final learning rate")
@@ -233,6 +246,8 @@ def check_consistency(cfg: Config) -> None:
             ("training", "learning_rate"),
             f"needs one rate per layer: {len(m.layers) - 1} (got {len(t.learning_rate)})",
         )
+    if t.lr_changes and isinstance(t.learning_rate, list):
+        raise Problem(("training", "lr_changes"), "changes one rate for every layer: give learning_rate one rate too")
     if isinstance(m.activation, list) and len(m.activation) != n_hidden:
         raise Problem(("model", "activation"), f"needs one name per hidden layer: {n_hidden} (got {len(m.activation)})")
     for i, name in enumerate(m.activation if isinstance(m.activation, list) else [m.activation]):

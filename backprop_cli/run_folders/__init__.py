@@ -28,6 +28,7 @@ from backprop_cli.run_folders.write import (
     finish_run,
     finite_or_none,
     guarded,
+    mark_live,
     mark_run,
     no_interrupts,
     now_iso,
@@ -36,6 +37,7 @@ from backprop_cli.run_folders.write import (
     start_run,
     versions,
     write_compare_plot,
+    write_config,
 )
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "latest_completed",
     "list_runs",
     "load_run",
+    "mark_live",
     "mark_run",
     "no_interrupts",
     "now_iso",
@@ -67,4 +70,5 @@ __all__ = [
     "status_of",
     "versions",
     "write_compare_plot",
+    "write_config",
 ]

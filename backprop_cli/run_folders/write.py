@@ -160,12 +160,32 @@ def start_run(root: Path, cfg: Config, extra: Optional[dict] = None) -> Path:
     """Create the folder and write config.yaml and a summary with status `running`."""
     run = create_run_dir(root, cfg.name or "run")
     try:
-        atomic_write(run / "config.yaml", config_to_yaml(cfg))
+        write_config(run, cfg)
         running = {"name": cfg.name, "status": "running", "started_at": now_iso(), **process()}
         write_json(run / "summary.json", {**running, **(extra or {})})
     except OSError as e:
         raise RunError(f"{run}: cannot write: {e.strerror}") from None
     return run
+
+
+def write_config(run: Path, cfg: Config) -> None:
+    """config.yaml: the config as resolved (again at the end of a live run, with its rate
+    changes as training.lr_changes, so the folder reproduces what ran)."""
+    atomic_write(run / "config.yaml", config_to_yaml(cfg))
+
+
+LIVE_FILE = "live.json"  # while a run trains with --live: its page's address (owner-only)
+
+
+def mark_live(run: Path, url: Optional[str]) -> None:
+    """Record (or, with None, remove) the address of a run's live page, for `serve` to link."""
+    path = run / LIVE_FILE
+    if url is None:
+        path.unlink(missing_ok=True)
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"url": url, "pid": os.getpid()}, f)
 
 
 @dataclass
@@ -297,6 +317,9 @@ def summary_for(
     if result.stop_reason[model] == "early_stopping" or result.best_epoch[model]:
         summary["best_epoch"] = result.best_epoch[model]
     summary["last_epoch"] = int(result.epochs[0] - 1 + result.epochs_run[model]) if len(result.epochs) else 0
+    if cfg.training.lr_changes:
+        changes = sorted(cfg.training.lr_changes.items())
+        summary["lr_changes"] = [{"epoch": e, "learning_rate": r} for e, r in changes]
     summary["saved_weights"] = saved_weights(cfg, data, result, model, summary["last_epoch"])
     summary.update(extra or {})
     summary["versions"] = versions()
@@ -343,7 +366,10 @@ def finish_run(
         drawer.submit(jobs)
         try:
             rows = result.epochs_run[model]
-            atomic_write(run / "history.csv", history_csv(result.epochs[:rows], result.history, model))
+            columns = result.history
+            if result.rates is not None:  # lr_changes: the rate each epoch's update used
+                columns = {**columns, "learning_rate": result.rates}
+            atomic_write(run / "history.csv", history_csv(result.epochs[:rows], columns, model))
             atomic_write(run / "weights.json", weights_json(result.net, model))
             write_json(run / "data.json", data.meta())
             checkpoint = result.checkpoint(model)
