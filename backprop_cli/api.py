@@ -14,10 +14,10 @@ underscores (`model__layers=[2, 3, 1]`). A config may be a path or a dict.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from backprop_cli.data import Dataset
 from backprop_cli.errors import ConfigError
 from backprop_cli.events import WAIT, Board
 from backprop_cli.experiment import dataset, fit, network
+from backprop_cli.live import Live
 from backprop_cli.painter import Painter
 from backprop_cli.run_folders import (
     continue_from,
@@ -35,11 +36,13 @@ from backprop_cli.run_folders import (
     guarded,
     list_runs,
     load_run,
+    mark_live,
     now_iso,
     read_history,
     read_summary,
     resolve_run,
     start_run,
+    write_config,
 )
 from backprop_cli.run_folders.diagnosed import diagnose
 from backprop_cli.training import TrainResult
@@ -96,19 +99,24 @@ def train_run(
     from_run: Optional[Union[str, Path]] = None,
     painter: Optional[Painter] = None,
     notice: Optional[Callable[[str], None]] = None,
+    live: Optional[Live] = None,
 ) -> Trained:
     """Train one run of `cfg` and write its folder (with training.gif when it animates):
     the one code path of `backprop train` and `bp.train`. `notice` hears what a wait after
-    training is for (drawing the animation's frames)."""
+    training is for (drawing the animation's frames). With `live` (a page's `Live`, see
+    `server`), the page sees the starting weights first, steers the loop, and the rate
+    changes it made are saved as training.lr_changes."""
     net = network(cfg)
     start_epoch, extra, resume, notes = 0, dict[str, Any](), None, []
     if from_run is not None:
         origin = continue_from(resolve_run(Path(from_run), Path(runs_dir)), cfg, net)
         start_epoch, extra, resume = origin.start_epoch, origin.extra, [origin.checkpoint]
         notes = [origin.warning] if origin.warning else []
+    if live is not None:  # before the folder: a stop before the first epoch leaves nothing
+        live.begin(net, start_epoch)
     extra["started_at"] = now_iso()
     run = start_run(Path(runs_dir), cfg, extra)
-    with guarded(run):
+    with guarded(run), _unmarked(run, live):
         t = cfg.training
         shots = Snapshots(net.theta, t.epochs, start_epoch, t.frames, t.frames_by) if t.animate else None
         board = Board(Path(t.tensorboard) / run.name, t, net, start_epoch) if t.tensorboard else None
@@ -116,16 +124,24 @@ def train_run(
             notice(f"TensorBoard: {board.folder}")
         try:
             with (progress or _silent)(t.epochs, start_epoch, "training") as report:
-                callback = chain(report, shots, board)
-                result = fit(cfg, data, net, callback=callback, start_epoch=start_epoch, resume=resume)
+                callback = chain(report, shots, board, live)
+                changes = live.changes if live is not None else None
+                result = fit(
+                    cfg, data, net, callback=callback, start_epoch=start_epoch, resume=resume, lr_changes=changes
+                )
         except BaseException:
             if board is not None:
                 board.abort()
             raise
+        if live is not None:
+            cfg = _with_changes(cfg, live.recorded_changes(start_epoch + result.epochs_run[0]))
+            write_config(run, cfg)
         if shots is not None and notice is not None:
             notice(f"drawing training.gif ({shots.frames} frames)...")
         try:
             summary, warnings = finish_run(run, cfg, data, result, extra=extra, painter=painter, snapshots=shots)
+            if live is not None:  # the page's last snapshot: the saved weights and how the run ended
+                live.finish(summary["status"], result.history, result.net.theta)
         except KeyboardInterrupt:  # deferred until the files were written: they are complete
             if board is not None:
                 board.abort()
@@ -139,6 +155,28 @@ def train_run(
             board.abort()
             return Trained(run, result, summary, notes + warnings, start_epoch, interrupted_while_saving=True)
     return Trained(run, result, summary, notes + warnings, start_epoch)
+
+
+@contextmanager
+def _unmarked(run: Path, live: Optional[Live]) -> Iterator[None]:
+    """A live run's page address is removed from its folder however training ends, and the
+    page hears the end (the run's status and its saved weights)."""
+    if live is not None:
+        mark_live(run, live.address)
+    try:
+        yield
+    finally:
+        if live is not None:
+            mark_live(run, None)
+            live.end("failed")  # unless `finish` told the page how the run ended
+
+
+def _with_changes(cfg: Config, changes: dict) -> Config:
+    """The config with training.lr_changes as a live run used them."""
+    if changes == (cfg.training.lr_changes or {}):
+        return cfg
+    training = cfg.training.model_copy(update={"lr_changes": changes or None})
+    return cfg.model_copy(update={"training": training})
 
 
 def _table(rows: list[dict]) -> Any:
@@ -386,30 +424,41 @@ def sweep_run(
     painter: Optional[Painter] = None,
     run_plots: bool = False,
     writing: Optional[Callable[[int], ContextManager[Any]]] = None,
+    live: Optional[Live] = None,
 ) -> tuple[Path, list, list, float]:
     """A learning-rate sweep of `cfg` and its study folder: the one code path of `backprop
     sweep-lr` and `bp.sweep_lr`. `progress` shows the training, `writing(n)` the n run folders
-    being written. Returns (folder, entries, warnings, target)."""
+    being written; `live` a page that watches the batched pass (and pauses, steps or stops
+    it). Returns (folder, entries, warnings, target)."""
     from backprop_cli.network import param_names
-    from backprop_cli.studies import default_target, start_study, write_study
+    from backprop_cli.studies import default_target, start_study, study_status, write_study
     from backprop_cli.sweep import check_rates, sweep_learning_rates
 
     rates = check_rates(rates)
+    if cfg.training.lr_changes:
+        raise ConfigError(
+            f"{cfg.name}: training.lr_changes sets one rate for every model; a sweep gives each model its own "
+            "(train the config, or drop lr_changes)"
+        )
     if target is not None and not (math.isfinite(target) and target > 0):
         raise ConfigError(f"target {target!r}: must be finite and > 0")
     if cfg.training.animate:
         if chain_rates:
             raise ConfigError("--animate goes with a batched sweep, not with --chain")
         check_models(len(rates), "learning rates")
+    if live is not None and chain_rates:
+        raise ConfigError("--live shows a batched sweep, not --chain")
     target = default_target(cfg) if target is None else target
     started = now_iso()
     folder = start_study(cfg, Path(runs_dir), "chain" if chain_rates else "sweep")
     names = [p.name for p in param_names(cfg.model.layers, cfg.model.bias)]
     total = cfg.training.epochs * (len(rates) if chain_rates else 1)
-    with guarded(folder):
+    with guarded(folder), _unmarked(folder, live):
         shots = snapshots_for(cfg, len(rates))
         with (progress or _silent)(total, 0, "sweep") as report:
-            entries = sweep_learning_rates(cfg, data, rates, chain=chain_rates, callback=chain(report, shots))
+            callback = chain(report, shots, live)
+            before = live.begin if live is not None else None
+            entries = sweep_learning_rates(cfg, data, rates, chain_rates, callback, before)
         extra = {
             "protocol": "chain" if chain_rates else "batched",
             "learning_rates": list(rates),
@@ -420,6 +469,9 @@ def sweep_run(
                 folder, "sweep", "learning_rate", cfg, data, entries, target, names, True, extra, painter,
                 run_plots=run_plots, progress=written, snapshots=shots,
             )  # fmt: skip
+        if live is not None and entries:
+            result = entries[0].result  # one batched pass: every rate's model
+            live.finish(study_status([e.status for e in entries]), result.history, result.net.theta)
     return folder, entries, warnings, target
 
 

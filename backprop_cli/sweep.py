@@ -99,15 +99,23 @@ def running(callback: Optional[Callable], offset: int) -> Optional[Callable]:
 
 
 def sweep_learning_rates(
-    cfg: Config, data: Dataset, rates: Sequence[float], chain: bool = False, callback: Optional[Callable] = None
+    cfg: Config,
+    data: Dataset,
+    rates: Sequence[float],
+    chain: bool = False,
+    callback: Optional[Callable] = None,
+    before: Optional[Callable] = None,
 ) -> list[Entry]:
     """Train one model per rate; batched on the model axis, or chained one after another.
 
     Chained, the callback sees one running epoch count across the rates (rate i's epoch k is
-    i * epochs + k), so a progress display can span the whole chain.
+    i * epochs + k), so a progress display can span the whole chain. `before` is called with
+    the batched network before its first epoch (a live page shows its starting weights).
     """
     if not chain:
         net = network(cfg, n_models=len(rates))
+        if before is not None:
+            before(net)
         start = net.get_params(0)
         result = fit(cfg, data, net, learning_rates=list(rates), callback=callback)
         return [Entry(rate, result, k, start) for k, rate in enumerate(rates)]

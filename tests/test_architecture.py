@@ -28,10 +28,11 @@ TIERS = [
     ["policies", "regularization", "training", "diagnostics"],
     ["experiment"],
     ["plots", "painter", "pictures", "animation", "gif", "tables", "layer_plots"],
+    ["live"],
     ["sweep", "gradcheck", "explain", "search"],
     ["store", "run_folders", "events"],
     ["studies", "results", "grid"],
-    ["api", "report"],
+    ["api", "report", "server"],
     ["cli"],
     ["launch"],
 ]

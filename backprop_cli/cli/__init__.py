@@ -6,7 +6,20 @@ Heavy modules (numpy, pydantic, matplotlib) are imported inside the commands so 
 `backprop --help` starts fast.
 """
 
-from backprop_cli.cli import checks, configs, diagnose, export, predict, report, runs, search, sweep, sweep_lr, train  # noqa: F401  (registers the commands)
+from backprop_cli.cli import (  # noqa: F401  (registers the commands)
+    checks,
+    configs,
+    diagnose,
+    export,
+    predict,
+    report,
+    runs,
+    search,
+    serve,
+    sweep,
+    sweep_lr,
+    train,
+)
 from backprop_cli.cli.app import app
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -32,6 +33,7 @@ from backprop_cli.cli.options import (
     positive,
     tensorboard_option,
 )
+from backprop_cli.cli.serve import Host, LiveOption, OpenBrowser, Paused, Port, check_live, live_page
 
 if TYPE_CHECKING:
     from backprop_cli.config import Config
@@ -116,6 +118,11 @@ def sweep_lr(
     tensorboard: TensorBoard = None,
     diagnose: Diagnose = False,
     diagnose_every: DiagnoseEvery = None,
+    live: LiveOption = False,
+    port: Port = 0,
+    host: Host = "127.0.0.1",
+    open_browser: OpenBrowser = False,
+    paused: Paused = False,
 ) -> None:
     """Compare learning rates: all train together from identical initial weights.
 
@@ -125,6 +132,9 @@ def sweep_lr(
     animation_options(cfg, animate, frames, frames_by)
     tensorboard_option(cfg, tensorboard)
     diagnose_options(cfg, diagnose, diagnose_every)
+    check_live(live, port, host, open_browser, paused)
+    if live and chain:
+        raise UsageError("--live shows a batched sweep, not --chain")
     rates = parse_rates(lrs, log_range, cfg)
     from backprop_cli.experiment import check_memory
 
@@ -140,9 +150,14 @@ def sweep_lr(
     def writing(n: int) -> Steps:
         return Steps(f"writing {n} run folders", quiet)
 
-    folder, entries, warnings, target = sweep_run(
-        cfg, data, rates, runs_dir, chain, target, progress, painter(ctx), plots is PlotSet.all, writing
-    )
+    with (
+        live_page(cfg, data, host, port, open_browser, paused, rates, [f"lr {r}" for r in value_texts(rates)])
+        if live
+        else nullcontext() as page
+    ):
+        folder, entries, warnings, target = sweep_run(
+            cfg, data, rates, runs_dir, chain, target, progress, painter(ctx), plots is PlotSet.all, writing, page
+        )
     warn(warnings)
     names = [p.name for p in param_names(cfg.model.layers, cfg.model.bias)]
     if quiet:

@@ -31,10 +31,12 @@ from backprop_cli.cli.options import (
     positive,
     tensorboard_option,
 )
+from backprop_cli.cli.serve import Host, LiveOption, OpenBrowser, Paused, Port, check_live, live_page
 
 if TYPE_CHECKING:
     from backprop_cli.config import Config
     from backprop_cli.data import Dataset
+    from backprop_cli.live import Live
     from backprop_cli.painter import Painter
     from backprop_cli.training import TrainResult
 
@@ -72,6 +74,11 @@ def train(
     tensorboard: TensorBoard = None,
     diagnose: Diagnose = False,
     diagnose_every: DiagnoseEvery = None,
+    live: LiveOption = False,
+    port: Port = 0,
+    host: Host = "127.0.0.1",
+    open_browser: OpenBrowser = False,
+    paused: Paused = False,
     print_config: Annotated[
         bool, typer.Option("--print-config", help="Print the config as resolved (after --set and the flags) and exit.")
     ] = False,
@@ -84,6 +91,7 @@ def train(
     animation_options(cfg, animate, frames, frames_by)
     tensorboard_option(cfg, tensorboard)
     diagnose_options(cfg, diagnose, diagnose_every)
+    check_live(live, port, host, open_browser, paused)
     if print_config:
         from backprop_cli.config import config_to_yaml
 
@@ -94,6 +102,8 @@ def train(
             raise UsageError("--from goes with a single run, not with --seeds")
         if seed is not None:
             raise UsageError("--seed goes with a single run; --seeds trains one model per seed")
+        if live:
+            raise UsageError("--live goes with a single run (or sweep-lr); a seed study trains without a page")
         if cfg.training.diagnostics is not None:
             raise UsageError(
                 "--diagnose with --seeds: a seed study keeps no run folder per seed; use "
@@ -104,11 +114,21 @@ def train(
         )
     if target is not None:
         raise UsageError("--target goes with --seeds (a single run stops at a loss with training.stop_at_loss)")
-    _train_one(cfg, load_data(cfg, config), runs_dir, quiet, from_run, painter(ctx))
+    data = load_data(cfg, config)
+    if not live:
+        return _train_one(cfg, data, runs_dir, quiet, from_run, painter(ctx))
+    with live_page(cfg, data, host, port, open_browser, paused) as page:
+        _train_one(cfg, data, runs_dir, quiet, from_run, painter(ctx), page)
 
 
 def _train_one(
-    cfg: Config, data: Dataset, runs_dir: Path, quiet: bool, from_run: Optional[Path], worker: Painter
+    cfg: Config,
+    data: Dataset,
+    runs_dir: Path,
+    quiet: bool,
+    from_run: Optional[Path],
+    worker: Painter,
+    live: Optional[Live] = None,
 ) -> None:
     from backprop_cli.api import train_run
 
@@ -119,8 +139,11 @@ def _train_one(
         if not quiet:
             err.print(text)
 
-    trained = train_run(cfg, data, runs_dir, progress, from_run, worker, notice)
+    trained = train_run(cfg, data, runs_dir, progress, from_run, worker, notice, live)
     result, summary, warnings, run = trained.result, trained.summary, trained.warnings, trained.run
+    if live is not None and live.added:
+        changes = ", ".join(f"{rate:g} from epoch {epoch}" for epoch, rate in sorted(live.added.items()))
+        notice(f"learning rate changed on the page: {changes} (saved as training.lr_changes)")
     start_epoch = trained.start_epoch
     if trained.interrupted_while_saving:
         err.print(f"Interrupted while saving; the run was saved ({result.status[0]}): {run}", soft_wrap=True)

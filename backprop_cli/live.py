@@ -1,0 +1,398 @@
+"""A live run: the state a browser page shows while the network trains, and the controls it
+sends back (pause, step, resume, stop, a new learning rate, a slower pace).
+
+`Live` is a training callback. After every epoch it costs one clock reading unless a control
+is pending; at most `RATE` times a second it publishes a snapshot (the new points of the
+curves, the weights, the class regions or fitted curve, the gradient norms by layer) as JSON
+bytes that the server (`server`) hands to each page. The loop never waits for a page: a
+closed tab changes nothing. Controls reach the loop between epochs, on the training thread,
+so a rate change takes effect from the next epoch exactly and is recorded as
+`training.lr_changes`: training the saved config again gives the same weights bit for bit.
+No HTTP, no printing, no files here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+import numpy as np
+
+from backprop_cli.animation import panel_kind
+from backprop_cli.data import Dataset
+from backprop_cli.metrics import class_indices
+from backprop_cli.network import Network, neuron_names
+from backprop_cli.pictures import MAX_DIAGRAM_NEURONS, boundary_grid, fit_grid
+from backprop_cli.training import rate_in_effect
+
+if TYPE_CHECKING:
+    from backprop_cli.config import Config
+
+RATE = 10.0  # snapshots a second, at most, whatever the epoch rate
+CURVE_POINTS = 1000  # per curve: past it every other point is dropped and the stride doubles
+GRID = 48  # class regions: GRID x GRID points
+MAX_POINTS = 2000  # data points drawn on the page
+MAX_DELAY = 2.0  # seconds per epoch at the slowest pace
+ACTIONS = ("pause", "resume", "step", "stop", "rate", "delay", "select")
+
+
+class ControlError(ValueError):
+    """A control the run cannot take (a bad value, or a rate change in a sweep)."""
+
+
+def _round(values: Any, digits: int = 6) -> Any:
+    """Values as JSON-ready lists, in `digits` significant digits; non-finite ones as None."""
+    array = np.asarray(values, float)
+    text = np.char.mod(f"%.{digits}g", array) if array.size else array
+    return _finite(np.asarray(text, float).tolist())
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value if isinstance(value, (int, str)) or value is None or math.isfinite(value) else None
+
+
+class _Curves:
+    """The history's columns for the page, every `stride`-th epoch, at most CURVE_POINTS."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = list(columns)
+        self.epochs: list[int] = []
+        self.values: dict[str, list] = {c: [] for c in self.columns}
+        self.stride, self.sent = 1, 0  # `sent`: points already in a published snapshot
+
+    def add(self, first_epoch: int, rows: dict[str, np.ndarray]) -> None:
+        """Rows (n, K) of each column, for epochs first_epoch, first_epoch + 1, ..."""
+        n = len(next(iter(rows.values()))) if rows else 0
+        keep = [i for i in range(n) if (first_epoch + i - 1) % self.stride == 0]
+        self.epochs += [first_epoch + i for i in keep]
+        for c in self.columns:
+            self.values[c] += _round(rows[c][keep])
+        if len(self.epochs) > CURVE_POINTS:
+            self.epochs = self.epochs[::2]
+            for c in self.columns:
+                self.values[c] = self.values[c][::2]
+            self.stride *= 2
+            self.sent = 0  # the page must replace its curves
+
+    def tail(self, full: bool = False) -> dict:
+        """The points a page has not seen (all of them when `full` or after a thinning)."""
+        start = 0 if full else self.sent
+        part = {"reset": start == 0, "epochs": self.epochs[start:]}
+        part["values"] = {c: v[start:] for c, v in self.values.items()}
+        return part
+
+
+class Live:
+    """What the page of a run of `cfg` shows and steers; with `rates`, of a learning-rate
+    sweep (one model per rate, named by `labels`), whose rates are not the page's to change.
+    `changes` is what the loop reads as its lr_changes; `paused`: wait for Run or Step
+    before the first epoch. `wait` (wait for a page before training) and `address` (the
+    page's URL, recorded in the run folder) are the server's to set."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        data: Dataset,
+        rates: Optional[Sequence[float]] = None,
+        labels: Optional[Sequence[str]] = None,
+        paused: bool = False,
+    ) -> None:
+        t, m = cfg.training, cfg.model
+        self.name, self.data, self.epochs = cfg.name or "run", data, t.epochs
+        self.changes: dict[int, float] = dict(t.lr_changes or {})
+        self.added: dict[int, float] = {}  # the changes made from the page
+        given = list(rates) if rates is not None else [t.learning_rate]
+        self.K = len(given)
+        # the base rate of each model (layer 1's where a model has one per layer)
+        self.rates = [float(np.ravel(r)[0]) for r in given]
+        self.steer_rate = rates is None and np.ndim(t.learning_rate) == 0
+        self.labels = list(labels or [self.name])
+        self.wait = True
+        self.address: Optional[str] = None
+        self.net: Optional[Network] = None  # the network training, from `begin`: its gradients
+        self.cond = threading.Condition()
+        self.commands: list[tuple[str, Any]] = []
+        self.hold = paused  # whether the loop must look at the controls after an epoch
+        self.paused, self.steps, self.delay, self.selected = paused, 0, 0.0, 0
+        self.version, self.message, self.finished, self.stop_requested = 0, b"", False, False
+        self.connected = threading.Event()  # set by the server when a page listens
+        self.start_epoch, self.epoch, self.status = 0, 0, "waiting"
+        self.curves: Optional[_Curves] = None
+        self.due, self.rows = 0.0, 0  # next snapshot time; history rows already in the curves
+        self.probe = Network(m.layers, m.activations, m.bias, 1, np.dtype(t.dtype))
+        self.kind = panel_kind(self.probe, data.classification)
+        self.grid, self.extent, self.fit_x = self._grid()
+        self.drawable = sum(m.layers) <= MAX_DIAGRAM_NEURONS
+        starts, offset = [], 0
+        for n_out, n_in in zip(m.layers[1:], m.layers[:-1]):
+            starts.append(offset)
+            offset += n_out * n_in + (n_out if m.bias else 0)
+        self.layer_starts = np.array(starts)
+        self.meta = self._meta(t.loss)
+
+    # -- what the page draws ----------------------------------------------------------
+
+    def _grid(self) -> tuple[Optional[np.ndarray], Any, Any]:
+        """The picture's points (scaled as the network reads them), extent and raw x's."""
+        X = self.data.X_raw if self.data.X_raw is not None else self.data.X
+        if self.kind == "boundary":
+            extent, points = boundary_grid(X, GRID)
+            return self.data.scaler.apply(points), extent, None
+        if self.kind == "fit":
+            points = fit_grid(X, 120)
+            return self.data.scaler.apply(points), None, _round(points[:, 0])
+        return None, None, None
+
+    def _meta(self, loss: str) -> dict:
+        d, net = self.data, self.probe
+        X = d.X_raw if d.X_raw is not None else d.X
+        shown = slice(0, MAX_POINTS)
+        if d.classification:
+            targets: list = class_indices(d.Y[shown]).astype(int).tolist()
+        else:
+            targets = _round(d.Y[shown, 0])
+        return {
+            "name": self.name,
+            "labels": self.labels,
+            "layers": net.sizes,
+            "activations": net.activations,
+            "neurons": neuron_names(net.sizes),
+            "feature_names": [str(f) for f in d.feature_names],
+            "class_names": [str(c) for c in d.class_names] if d.class_names else None,
+            "classification": d.classification,
+            "loss": loss,
+            "epochs": self.epochs,
+            "panel": self.kind,
+            "extent": self.extent,
+            "grid": GRID if self.kind == "boundary" else None,
+            "fit_x": self.fit_x,
+            "points": {"x": _round(X[shown]), "y": targets, "total": len(X)},
+            "steer_rate": self.steer_rate,
+            "drawable": self.drawable,
+        }
+
+    def _picture(self, theta: np.ndarray) -> Optional[dict]:
+        """The selected model's class regions (class and certainty 0-100 per grid point) or
+        fitted curve, from its weights."""
+        if self.grid is None:
+            return None
+        self.probe.theta[0] = theta
+        with np.errstate(all="ignore"):
+            out = self.probe.predict(self.grid, 0)
+        if self.kind == "fit":
+            return {"y": _round(out[:, 0], 5)}
+        probs = np.c_[1 - out[:, 0], out[:, 0]] if out.shape[1] == 1 else out
+        k = probs.shape[1]
+        sure = np.clip((np.nan_to_num(probs.max(axis=1)) - 1 / k) / (1 - 1 / k), 0, 1)
+        return {"class": np.nan_to_num(probs).argmax(axis=1).tolist(), "sure": np.rint(100 * sure).astype(int).tolist()}
+
+    def _snapshot(self, epoch: int, theta: np.ndarray, lr: Any, losses: Any, grad: Optional[np.ndarray]) -> dict:
+        k = self.selected
+        state: dict[str, Any] = {
+            "epoch": epoch,
+            "status": self.status,
+            "start_epoch": self.start_epoch,
+            "paused": self.paused,
+            "delay": self.delay,
+            "selected": k,
+            "loss": _round(losses),
+            "learning_rate": _round(lr),
+            "changes": [{"epoch": e, "learning_rate": r} for e, r in sorted(self.added.items())],
+            "picture": self._picture(theta[k]),
+        }
+        if self.drawable:
+            self.probe.theta[0] = theta[k]
+            state["weights"] = [
+                {"w": _round(w), "b": None if b is None else _round(b)} for w, b in self.probe.get_params(0)
+            ]
+        if grad is not None:
+            squares = np.add.reduceat(grad[k] ** 2, self.layer_starts)
+            state["grad_norms"] = _round(np.sqrt(squares))
+        return state
+
+    def _publish(self, epoch: int, theta: np.ndarray, lr: Any, losses: Any, grad: Optional[np.ndarray]) -> None:
+        state = self._snapshot(epoch, theta, lr, losses, grad)
+        with self.cond:
+            if self.curves is not None:
+                state["curves"] = self.curves.tail()
+                self.curves.sent = len(self.curves.epochs)
+            self.epoch = epoch
+            self.message = json.dumps(state, separators=(",", ":")).encode()
+            self.version += 1
+            self.cond.notify_all()
+
+    def page_state(self) -> tuple[int, bytes, bytes]:
+        """For a page that connects: (version, the full curves so far, the last snapshot)."""
+        with self.cond:
+            curves = self.curves.tail(full=True) if self.curves is not None else None
+            return self.version, json.dumps({"curves": curves}).encode(), self.message
+
+    # -- the training loop's side -----------------------------------------------------
+
+    def begin(self, net: Network, start_epoch: int = 0) -> None:
+        """Show the starting weights of `net` (as epoch `start_epoch`), wait for a page to
+        connect (unless `wait` is off) and, while paused, for Run or Step. A stop before the
+        first epoch is a KeyboardInterrupt: nothing was trained."""
+        self.net, self.start_epoch, self.epoch = net, start_epoch, start_epoch
+        theta, wait = net.theta, self.wait
+        losses = np.full(self.K, np.nan)
+
+        def show() -> None:
+            self.status = "paused" if self.paused else "running"
+            self._publish(start_epoch, theta, self._rates(start_epoch + 1), losses, None)
+
+        show()
+        while wait and not self.connected.wait(0.25):
+            pass
+        while True:
+            with self.cond:
+                if not self.commands and self.paused:
+                    self.cond.wait(0.25)
+                changed = self._apply(start_epoch, None)
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            if changed or not self.paused:
+                show()
+            if not self.paused:
+                return
+
+    def _rates(self, epoch: int) -> np.ndarray:
+        """Each model's base rate at `epoch`, lr_changes included."""
+        return np.array([rate_in_effect(r, self.changes, epoch) for r in self.rates])
+
+    def __call__(self, epoch: int, loss: np.ndarray, seen: Any) -> None:
+        if self.curves is None:
+            self.curves = _Curves(seen.columns)
+        if self.hold:
+            self._steer(epoch, loss, seen)
+            return
+        now = time.perf_counter()
+        if now >= self.due:
+            self.due = now + 1 / RATE
+            self._update(epoch, loss, seen)
+
+    def _update(self, epoch: int, loss: np.ndarray, seen: Any) -> None:
+        """Publish: the history rows since the last snapshot go to the curves."""
+        rows = seen.index + 1
+        assert self.curves is not None
+        if rows > self.rows:
+            part = slice(self.rows, rows)
+            self.curves.add(self.start_epoch + self.rows + 1, {c: seen.history.value(c, part) for c in seen.columns})
+            self.rows = rows
+        self._publish(epoch, seen.theta, seen.lr[:, 0], loss, self.net.grad if self.net is not None else None)
+
+    def _steer(self, epoch: int, loss: np.ndarray, seen: Any) -> None:
+        """The controls, between epochs: apply what came; while paused, wait here."""
+        with self.cond:
+            self._apply(epoch, seen)
+            if self.steps:
+                self.steps -= 1
+                self.paused = self.steps == 0
+        shown = False
+        while self.paused and not seen.stopping:
+            if not shown:  # the paused epoch, and again after each control
+                self.status = "paused"
+                self._update(epoch, loss, seen)
+                shown = True
+            with self.cond:
+                if not self.commands:
+                    self.cond.wait(0.25)
+                shown = not self._apply(epoch, seen)
+        with self.cond:
+            self.status = "running"
+            self.hold = bool(self.paused or self.steps or self.delay or self.commands)
+            delay = self.delay
+        now = time.perf_counter()
+        if shown or now >= self.due:
+            self.due = now + 1 / RATE
+            self._update(epoch, loss, seen)
+        if delay:
+            time.sleep(delay)
+
+    def _apply(self, epoch: int, seen: Any) -> bool:
+        """The pending controls, in order (the lock is held); whether there were any."""
+        commands, self.commands = self.commands, []
+        for action, value in commands:
+            if action == "pause":
+                self.paused, self.steps = True, 0
+            elif action == "resume":
+                self.paused, self.steps = False, 0
+            elif action == "step":
+                self.paused, self.steps = False, value
+            elif action == "stop":
+                self.stop_requested, self.paused = True, False
+                if seen is not None:
+                    seen.request_stop()
+            elif action == "rate":
+                self.changes[epoch + 1] = self.added[epoch + 1] = value
+            elif action == "delay":
+                self.delay = value
+            elif action == "select":
+                self.selected = value
+        return bool(commands)
+
+    # -- the server's side ------------------------------------------------------------
+
+    def control(self, action: str, value: Any = None) -> None:
+        """A control from the page, checked here and applied by the loop after the epoch in
+        progress (or at once while paused)."""
+        if action not in ACTIONS:
+            raise ControlError(f"unknown action {action!r:.40} (valid: {', '.join(ACTIONS)})")
+        if self.finished:
+            raise ControlError("training has ended")
+        if action == "step":
+            value = 1 if value is None else value
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1_000_000:
+                raise ControlError("step: a whole number of epochs from 1 to 1,000,000")
+        elif action == "rate":
+            if not self.steer_rate:
+                raise ControlError("rate: this page's models each train at their own rate (a sweep)")
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not (math.isfinite(value) and value > 0)
+            ):
+                raise ControlError("rate: a learning rate is a finite number > 0")
+            value = float(value)
+        elif action == "delay":
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= MAX_DELAY:
+                raise ControlError(f"delay: seconds per epoch from 0 to {MAX_DELAY:g}")
+            value = float(value)
+        elif action == "select":
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < self.K:
+                raise ControlError(f"select: a model from 0 to {self.K - 1}")
+        with self.cond:
+            self.commands.append((action, value))
+            self.hold = True
+            self.cond.notify_all()
+
+    def finish(self, status: str, history: dict, theta: np.ndarray) -> None:
+        """The end: the epochs since the last snapshot and the saved weights, with the run's
+        status (completed, interrupted, diverged, ...); the pages' streams then close."""
+        self.status = status
+        rows = len(history["loss"])
+        if self.curves is None:
+            self.curves = _Curves(list(history))
+        if rows > self.rows:
+            self.curves.add(self.start_epoch + self.rows + 1, {c: v[self.rows : rows] for c, v in history.items()})
+            self.rows = rows
+        losses = history["loss"][-1] if rows else np.full(self.K, np.nan)
+        self._publish(self.start_epoch + rows, theta, self._rates(self.start_epoch + rows), losses, None)
+        self.end(status)
+
+    def end(self, status: str) -> None:
+        """Training is over (after `finish`, or when it failed): the pages' streams close."""
+        with self.cond:
+            if not self.finished:
+                self.status, self.finished = status, True
+                self.cond.notify_all()
+
+    def recorded_changes(self, last_epoch: int) -> dict[int, float]:
+        """training.lr_changes as the run used them: the config's and the page's, up to the
+        last epoch trained (a change for an epoch that never ran is not kept)."""
+        return {e: r for e, r in sorted(self.changes.items()) if e <= last_epoch}

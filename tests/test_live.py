@@ -1,0 +1,258 @@
+"""--live without a browser: the page's controls as the loop takes them (pause, step, stop, a
+rate change from the next epoch, saved so the config replays bit for bit), and the server's
+guards (the token, run folders found by name inside the root only, bad controls)."""
+
+import http.client
+import json
+import shutil
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from conftest import XOR_YAML
+
+from backprop_cli.api import config as make_config
+from backprop_cli.api import train_run
+from backprop_cli.experiment import dataset
+from backprop_cli.live import CURVE_POINTS, ControlError, Live, _Curves
+from backprop_cli.server import Server
+
+
+def _progress(on_epoch):
+    """A progress display whose callback runs `on_epoch` before the live page's callback."""
+
+    def progress(epochs, start, label):
+        @contextmanager
+        def shown():
+            yield on_epoch
+
+        return shown()
+
+    return progress
+
+
+def _live(cfg, **kwargs):
+    live = Live(cfg, dataset(cfg, "config"), **kwargs)
+    live.wait = False  # no page connects in these tests
+    return live
+
+
+def _history(run: Path) -> list[dict]:
+    import csv
+
+    with open(run / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_rate_change_takes_effect_from_the_next_epoch_and_the_saved_config_replays_it(tmp_path, write_config, cli):
+    cfg = make_config(write_config(XOR_YAML))
+    live = _live(cfg)
+
+    def page(epoch, loss, seen):
+        if epoch == 50:  # while epoch 50 ends, the page asks for rate 2
+            live.control("rate", 2.0)
+
+    trained = train_run(cfg, dataset(cfg, "config"), tmp_path / "runs", _progress(page), live=live)
+    run = trained.run
+    rates = [float(r["learning_rate"]) for r in _history(run)]
+    assert rates == [0.1] * 50 + [2.0] * 150
+    assert json.loads((run / "summary.json").read_text())["lr_changes"] == [{"epoch": 51, "learning_rate": 2.0}]
+    assert "lr_changes:\n    51: 2.0\n" in (run / "config.yaml").read_text()
+    assert not (run / "live.json").exists()  # the page's address goes with the page
+    again = cli("train", run / "config.yaml", "--runs-dir", tmp_path / "again", "-q")
+    assert again.exit_code == 0, again.output
+    replay = next((tmp_path / "again").iterdir())
+    assert (replay / "weights.json").read_bytes() == (run / "weights.json").read_bytes()
+    assert (replay / "history.csv").read_bytes() == (run / "history.csv").read_bytes()
+
+
+def _wait(live, predicate):
+    with live.cond:
+        assert live.cond.wait_for(predicate, timeout=30), (live.status, live.epoch)
+
+
+def test_pause_step_and_stop(tmp_path, write_config):
+    cfg = make_config(write_config(XOR_YAML.replace("epochs: 200", "epochs: 100000")))
+    live = _live(cfg, paused=True)
+    seen = []
+
+    def steer():
+        _wait(live, lambda: live.status == "paused" and live.epoch == 0)
+        live.control("step")
+        _wait(live, lambda: live.status == "paused" and live.epoch == 1)
+        live.control("step", 5)
+        _wait(live, lambda: live.status == "paused" and live.epoch == 6)
+        live.control("rate", 0.5)  # while paused: from epoch 7 on
+        live.control("resume")
+        _wait(live, lambda: live.status == "running" and live.epoch > 6)
+        live.control("pause")
+        _wait(live, lambda: live.status == "paused")
+        seen.append(live.epoch)
+        live.control("step")
+        _wait(live, lambda: live.status == "paused" and live.epoch == seen[0] + 1)
+        live.control("stop")
+
+    controller = threading.Thread(target=steer)
+    controller.start()
+    trained = train_run(cfg, dataset(cfg, "config"), tmp_path / "runs", live=live)
+    controller.join()
+    assert trained.result.status == ["interrupted"]
+    assert trained.result.epochs_run == [seen[0] + 1]  # paused there, one step, then stopped
+    rows = _history(trained.run)
+    assert len(rows) == seen[0] + 1
+    assert [float(r["learning_rate"]) for r in rows[:8]] == [0.1] * 6 + [0.5] * 2
+    summary = json.loads((trained.run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["lr_changes"] == [{"epoch": 7, "learning_rate": 0.5}]
+    assert live.finished and json.loads(live.message)["status"] == "interrupted"
+
+
+def test_a_stop_before_the_first_epoch_leaves_no_run(tmp_path, write_config):
+    cfg = make_config(write_config(XOR_YAML))
+    live = _live(cfg, paused=True)
+    threading.Thread(target=lambda: (_wait(live, lambda: live.status == "paused"), live.control("stop"))).start()
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, dataset(cfg, "config"), tmp_path / "runs", live=live)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("action", "value", "message"),
+    [
+        ("rate", -1.0, "rate: a learning rate is a finite number > 0"),
+        ("rate", float("inf"), "rate: a learning rate is a finite number > 0"),
+        ("rate", True, "rate: a learning rate is a finite number > 0"),
+        ("step", 0, "step: a whole number of epochs from 1 to 1,000,000"),
+        ("step", 2.5, "step: a whole number of epochs from 1 to 1,000,000"),
+        ("delay", 5, "delay: seconds per epoch from 0 to 2"),
+        ("select", 1, "select: a model from 0 to 0"),
+        ("explode", None, "unknown action 'explode' (valid: pause, resume, step, stop, rate, delay, select)"),
+    ],
+)
+def test_bad_controls_are_refused(write_config, action, value, message):
+    live = _live(make_config(write_config(XOR_YAML)))
+    with pytest.raises(ControlError, match="^" + message.replace("(", r"\(").replace(")", r"\)") + "$"):
+        live.control(action, value)
+    assert live.commands == []
+
+
+def test_a_sweeps_rates_are_not_the_pages_to_change(write_config):
+    cfg = make_config(write_config(XOR_YAML))
+    live = _live(cfg, rates=[0.1, 0.5], labels=["lr 0.1", "lr 0.5"])
+    with pytest.raises(ControlError, match="each train at their own rate"):
+        live.control("rate", 1.0)
+    live.control("select", 1)  # but the page may look at either model
+    assert live.meta["labels"] == ["lr 0.1", "lr 0.5"] and live.meta["steer_rate"] is False
+
+
+def test_curves_stay_small_and_evenly_spaced():
+    curves = _Curves(["loss"])
+    for start in range(1, 20001, 1000):
+        curves.add(start, {"loss": np.arange(start, start + 1000, dtype=float).reshape(-1, 1)})
+    assert len(curves.epochs) <= CURVE_POINTS
+    steps = np.diff(curves.epochs)
+    assert curves.stride > 1 and set(steps.tolist()) == {curves.stride}
+    assert [v[0] for v in curves.values["loss"]] == curves.epochs  # each point is its own epoch's
+
+
+# -- the server ---------------------------------------------------------------------------
+
+
+def _request(server, method, path, body=None, headers=None):
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection.request(method, path, body=body, headers=headers or {})
+    response = connection.getresponse()
+    return response.status, response.read().decode("utf-8", "replace")
+
+
+@pytest.fixture
+def live_server(write_config):
+    cfg = make_config(write_config(XOR_YAML))
+    live = _live(cfg)
+    server = Server(live=live).start()
+    yield server, live
+    live.end("completed")
+    server.close()
+
+
+def test_every_request_needs_the_token(live_server):
+    server, _ = live_server
+    token = urlsplit(server.url).query.split("=", 1)[1]
+    for path in ("/", "/static/live.js", "/api/meta", "/api/events"):
+        assert _request(server, "GET", path)[0] == 403
+        assert _request(server, "GET", path + "?token=wrong")[0] == 403
+    status, page = _request(server, "GET", f"/?token={token}")
+    assert status == 200 and f"/static/live.js?token={token}" in page
+    assert _request(server, "POST", "/api/control", json.dumps({"action": "pause"}))[0] == 403
+    status, _ = _request(server, "POST", "/api/control", json.dumps({"action": "pause"}), {"X-Backprop-Token": token})
+    assert status == 200
+    assert server.url.startswith("http://127.0.0.1:")
+
+
+def test_bad_control_requests_are_400_with_the_reason(live_server):
+    server, live = live_server
+    headers = {"X-Backprop-Token": server.token}
+    status, body = _request(server, "POST", "/api/control", json.dumps({"action": "rate", "value": "fast"}), headers)
+    assert status == 400 and json.loads(body) == {"error": "rate: a learning rate is a finite number > 0"}
+    status, body = _request(server, "POST", "/api/control", "{not json", headers)
+    assert status == 400 and "error" in json.loads(body)
+    assert _request(server, "POST", "/api/control", "x" * 5000, headers)[0] == 400
+    assert _request(server, "POST", "/api/control", "[]", headers)[0] == 400
+    assert live.commands == []
+
+
+def test_serve_shows_only_run_folders_inside_the_root(tmp_path, write_config, cli):
+    root = tmp_path / "runs"
+    assert cli("train", write_config(XOR_YAML), "--runs-dir", root, "-q").exit_code == 0
+    run = next(root.iterdir())
+    named = root / "a<b>&c"  # a folder renamed by hand: its name is text on the page
+    shutil.copytree(run, named)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "summary.json").write_text('{"status": "completed", "name": "secret"}')
+    (outside / "config.yaml").write_text("top secret")
+    (root / "link").symlink_to(outside)
+    server = Server(root=root).start()
+    try:
+        token = server.token
+        status, index = _request(server, "GET", f"/?token={token}")
+        assert status == 200 and "a&lt;b&gt;&amp;c" in index and "a<b>" not in index
+        assert "secret" not in index  # the symlink out of the root is not listed
+        status, page = _request(server, "GET", f"/run/{run.name}?token={token}")
+        assert status == 200 and "Final weights" in page
+        for path in (
+            "/run/link",
+            "/run/%2e%2e/secret",
+            "/run/..%2Fsecret",
+            f"/run/{run.name}%2F..%2F..%2Fsecret",
+            "/run/%2Ftmp",
+            "/run/",
+            "/static/../server.py",
+            "/static/index.html%00",
+            "/run/nope",
+        ):
+            status, body = _request(server, "GET", f"{path}?token={token}")
+            assert status == 404, path
+            assert "top secret" not in body
+        assert _request(server, "GET", f"/run/{run.name}")[0] == 403
+    finally:
+        server.close()
+
+
+def test_the_options_go_with_live(tmp_path, write_config, cli):
+    path = write_config(XOR_YAML)
+    for flags, message in (
+        (["--paused"], "--paused goes with --live"),
+        (["--port", "8000"], "--port goes with --live"),
+        (["--open"], "--open goes with --live"),
+        (["--live", "--seeds", "0:2"], "--live goes with a single run (or sweep-lr)"),
+    ):
+        result = cli("train", path, "--runs-dir", tmp_path, *flags)
+        assert result.exit_code == 2, flags
+        assert message in result.output
+    result = cli("sweep-lr", path, "--live", "--chain", "--runs-dir", tmp_path)
+    assert result.exit_code == 2 and "--live shows a batched sweep, not --chain" in result.output
+    result = cli("serve", tmp_path / "nothing")
+    assert result.exit_code == 2 and "nothing: no such folder" in result.output
