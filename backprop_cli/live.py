@@ -17,7 +17,7 @@ import json
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -44,46 +44,54 @@ class ControlError(ValueError):
 
 
 def _round(values: Any, digits: int = 6) -> Any:
-    """Values as JSON-ready lists, in `digits` significant digits; non-finite ones as None."""
-    array = np.asarray(values, float)
-    text = np.char.mod(f"%.{digits}g", array) if array.size else array
-    return _finite(np.asarray(text, float).tolist())
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value if isinstance(value, (int, str)) or value is None or math.isfinite(value) else None
+    """Values as JSON-ready (nested) lists in `digits` significant digits, non-finite ones as
+    None: m / 10^d with m a whole number is the double nearest the short decimal, so JSON
+    writes it short. Vectorized: a snapshot rounds thousands of values."""
+    x = np.asarray(values, float)
+    finite = np.isfinite(x) & (x != 0)
+    with np.errstate(all="ignore"):
+        d = np.where(finite, digits - 1 - np.floor(np.log10(np.abs(np.where(finite, x, 1.0)))), 0)
+        up = d >= 0  # 10^d is exact for 0 <= d <= 22; for d < 0 multiply by 10^-d
+        m = np.rint(np.where(up, x * 10.0 ** np.where(up, d, 0), x / 10.0 ** np.where(up, 0, -d)))
+        rounded = np.where(up, m / 10.0 ** np.where(up, d, 0), m * 10.0 ** np.where(up, 0, -d))
+    rounded = np.where(finite, rounded, x)
+    if np.isfinite(x).all():
+        return rounded.tolist()
+    return np.where(np.isfinite(x), rounded.astype(object), np.array(None)).tolist()
 
 
 class _Curves:
-    """The history's columns for the page, every `stride`-th epoch, at most CURVE_POINTS."""
+    """The history's columns for the page, every `stride`-th epoch, at most CURVE_POINTS
+    points: past that, only every other point is kept, and the stride doubles."""
 
     def __init__(self, columns: Sequence[str]) -> None:
         self.columns = list(columns)
-        self.epochs: list[int] = []
-        self.values: dict[str, list] = {c: [] for c in self.columns}
+        self.epochs = np.zeros(0, int)
+        self.values: dict[str, np.ndarray] = {}
         self.stride, self.sent = 1, 0  # `sent`: points already in a published snapshot
 
-    def add(self, first_epoch: int, rows: dict[str, np.ndarray]) -> None:
-        """Rows (n, K) of each column, for epochs first_epoch, first_epoch + 1, ..."""
-        n = len(next(iter(rows.values()))) if rows else 0
-        keep = [i for i in range(n) if (first_epoch + i - 1) % self.stride == 0]
-        self.epochs += [first_epoch + i for i in keep]
-        for c in self.columns:
-            self.values[c] += _round(rows[c][keep])
-        if len(self.epochs) > CURVE_POINTS:
-            self.epochs = self.epochs[::2]
+    def add(self, first_epoch: int, n: int, rows_of: Callable[[np.ndarray], dict]) -> None:
+        """n new epochs from first_epoch; `rows_of(offsets)` reads each column's rows (m, K)
+        at those offsets among them: only the epochs kept are read."""
+        keep = np.arange((1 - first_epoch) % self.stride, n, self.stride)
+        if len(keep):
+            rows = rows_of(keep)
+            self.epochs = np.concatenate([self.epochs, first_epoch + keep])
             for c in self.columns:
-                self.values[c] = self.values[c][::2]
+                new = np.asarray(rows[c], float).reshape(len(keep), -1)
+                self.values[c] = np.concatenate([self.values[c], new]) if c in self.values else new
+        while len(self.epochs) > CURVE_POINTS:
             self.stride *= 2
+            kept = (self.epochs - 1) % self.stride == 0
+            self.epochs = self.epochs[kept]
+            self.values = {c: v[kept] for c, v in self.values.items()}
             self.sent = 0  # the page must replace its curves
 
     def tail(self, full: bool = False) -> dict:
         """The points a page has not seen (all of them when `full` or after a thinning)."""
         start = 0 if full else self.sent
-        part = {"reset": start == 0, "epochs": self.epochs[start:]}
-        part["values"] = {c: v[start:] for c, v in self.values.items()}
+        part: dict[str, Any] = {"reset": start == 0, "epochs": self.epochs[start:].tolist()}
+        part["values"] = {c: _round(v[start:]) for c, v in self.values.items()}
         return part
 
 
@@ -281,8 +289,12 @@ class Live:
         rows = seen.index + 1
         assert self.curves is not None
         if rows > self.rows:
-            part = slice(self.rows, rows)
-            self.curves.add(self.start_epoch + self.rows + 1, {c: seen.history.value(c, part) for c in seen.columns})
+            done, history = self.rows, seen.history
+            self.curves.add(
+                self.start_epoch + done + 1,
+                rows - done,
+                lambda at: {c: history.value(c, done + at) for c in seen.columns},
+            )
             self.rows = rows
         self._publish(epoch, seen.theta, seen.lr[:, 0], loss, self.net.grad if self.net is not None else None)
 
@@ -379,7 +391,10 @@ class Live:
         if self.curves is None:
             self.curves = _Curves(list(history))
         if rows > self.rows:
-            self.curves.add(self.start_epoch + self.rows + 1, {c: v[self.rows : rows] for c, v in history.items()})
+            done = self.rows
+            self.curves.add(
+                self.start_epoch + done + 1, rows - done, lambda at: {c: v[done + at] for c, v in history.items()}
+            )
             self.rows = rows
         losses = history["loss"][-1] if rows else np.full(self.K, np.nan)
         self._publish(self.start_epoch + rows, theta, self._rates(self.start_epoch + rows), losses, None)

@@ -58,7 +58,9 @@ class Server:
             raise ServerError(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}") from None
         self.httpd.daemon_threads = True
         self.host, self.port = host, self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="backprop-server", daemon=True)
+        # shutdown() waits for the loop to look again: every 0.02 s, not the default 0.5 s
+        serve = lambda: self.httpd.serve_forever(poll_interval=0.02)  # noqa: E731
+        self.thread = threading.Thread(target=serve, name="backprop-server", daemon=True)
 
     @property
     def url(self) -> str:

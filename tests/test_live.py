@@ -150,11 +150,22 @@ def test_a_sweeps_rates_are_not_the_pages_to_change(write_config):
 def test_curves_stay_small_and_evenly_spaced():
     curves = _Curves(["loss"])
     for start in range(1, 20001, 1000):
-        curves.add(start, {"loss": np.arange(start, start + 1000, dtype=float).reshape(-1, 1)})
+        values = np.arange(start, start + 1000, dtype=float).reshape(-1, 1)
+        curves.add(start, 1000, lambda at, values=values: {"loss": values[at]})
     assert len(curves.epochs) <= CURVE_POINTS
     steps = np.diff(curves.epochs)
     assert curves.stride > 1 and set(steps.tolist()) == {curves.stride}
-    assert [v[0] for v in curves.values["loss"]] == curves.epochs  # each point is its own epoch's
+    assert curves.values["loss"][:, 0].tolist() == curves.epochs.tolist()  # each point is its own epoch's
+    sent = curves.tail(full=True)
+    assert sent["reset"] and sent["epochs"] == [round(v[0]) for v in sent["values"]["loss"]]
+
+
+def test_numbers_are_sent_in_six_significant_digits():
+    from backprop_cli.live import _round
+
+    values = [0.1 + 0.2, 1 / 3, 123456789.0, -2.5e-12, 0.0, float("nan"), float("inf")]
+    assert _round(values) == [0.3, 0.333333, 123457000.0, -2.5e-12, 0.0, None, None]
+    assert json.dumps(_round([[1 / 7, 2 / 7]])) == "[[0.142857, 0.285714]]"
 
 
 # -- the server ---------------------------------------------------------------------------

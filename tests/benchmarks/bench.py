@@ -837,7 +837,77 @@ def case_tensorboard(repeats, epochs):
     )
 
 
+def _watch(url):
+    """A page that listens: reads the live stream (as a browser's EventSource does) to its end."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    connection.request("GET", f"/api/events?{parts.query}")
+    response = connection.getresponse()
+    for line in response:
+        if line.startswith(b"event: end"):
+            break
+    connection.close()
+
+
+def case_live(repeats, epochs):
+    """--live with a page listening: the loop (duration_s) and the whole process, against the
+    same run without it."""
+    import json
+    import tempfile
+    import threading
+
+    print(f"live: train xor.yaml --epochs {epochs} --live (a page listening) against without, same rounds")
+    env = _env()
+    xor = str(ROOT / "configs" / "xor.yaml")
+    loops: dict = {"off": [], "on": []}
+
+    def run(variant, tmp):
+        runs = Path(tmp) / variant
+
+        def go():
+            argv = [
+                sys.executable,
+                "-m",
+                "backprop_cli",
+                "train",
+                xor,
+                "--epochs",
+                str(epochs),
+                "--runs-dir",
+                str(runs),
+            ]
+            t = time.perf_counter()
+            if variant == "on":
+                child = subprocess.Popen(
+                    argv + ["--quiet", "--live"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True
+                )
+                line = child.stderr.readline()
+                page = threading.Thread(target=_watch, args=(line.split()[1],))
+                page.start()
+                child.communicate()
+                page.join()
+            else:
+                subprocess.run(argv + ["--quiet"], check=True, capture_output=True, env=env)
+            took = time.perf_counter() - t
+            newest = max(runs.iterdir(), key=lambda p: p.stat().st_mtime)
+            loops[variant].append(json.loads((newest / "summary.json").read_text())["duration_s"])
+            return took
+
+        return go
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = interleave({"off": run("off", tmp), "on": run("on", tmp)}, repeats)
+    report("live", "train xor, whole process", t["off"], "s", 1)
+    report("live", "train xor --live (a page listening), whole process", t["on"], "s", 1, t["off"])
+    report("live", "training loop (duration_s)", loops["off"], "us/epoch", 1e6 / epochs)
+    report("live", "training loop --live (target <= 1.1x)", loops["on"], "us/epoch", 1e6 / epochs, loops["off"])
+
+
 CASES = {
+    "live": case_live,
     "diagnostics": case_diagnostics,
     "tensorboard": case_tensorboard,
     "halving": case_halving,
@@ -878,6 +948,7 @@ def main():
         "halving": (1, None),
         "tensorboard": (7, 50000),
         "diagnostics": (5, 20),
+        "live": (7, 100000),
     }
     if args.quick:
         plan = {
@@ -895,6 +966,7 @@ def main():
             "halving": (1, None),
             "tensorboard": (3, 10000),
             "diagnostics": (3, 10),
+            "live": (3, 20000),
         }
     core = os.environ.get("OPENBLAS_CORETYPE")
     blas = f"OPENBLAS_CORETYPE={core} from the environment" if core else "OpenBLAS's own choice of kernels"
