@@ -267,3 +267,63 @@ def test_the_options_go_with_live(tmp_path, write_config, cli):
     assert result.exit_code == 2 and "--live shows a batched sweep, not --chain" in result.output
     result = cli("serve", tmp_path / "nothing")
     assert result.exit_code == 2 and "nothing: no such folder" in result.output
+
+
+def test_ctrl_c_ends_a_live_run_as_interrupted_and_the_page_hears_it(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import CONFIGS
+
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    argv = [sys.executable, "-m", "backprop_cli", "train", str(CONFIGS / "xor.yaml"), "--epochs", "10000000"]
+    child = subprocess.Popen(
+        argv + ["--live", "--runs-dir", str(tmp_path / "runs")], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, env=env,
+    )  # fmt: skip
+    url = urlsplit(child.stderr.readline().split()[1])  # the readiness line: "live: URL ..."
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    connection.request("GET", f"/api/events?{url.query}")
+    stream = connection.getresponse()
+    assert stream.status == 200
+    last, sent_signal = None, False
+    for line in stream:
+        if line.startswith(b'data: {"epoch"'):
+            last = json.loads(line[6:])
+            if last["epoch"] > 0 and not sent_signal:
+                child.send_signal(signal.SIGINT)  # training has started: Ctrl-C
+                sent_signal = True
+        if line.startswith(b"event: end"):
+            break
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    assert last is not None and last["status"] == "interrupted"
+    run = next((tmp_path / "runs").iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs_run"] == last["epoch"]
+    assert "Traceback" not in err and not (run / "live.json").exists()
+
+
+def test_serve_links_a_run_training_live(tmp_path, write_config, cli):
+    import stat
+
+    from backprop_cli.run_folders import mark_live
+
+    root = tmp_path / "runs"
+    assert cli("train", write_config(XOR_YAML), "--runs-dir", root, "-q").exit_code == 0
+    run = next(root.iterdir())
+    mark_live(run, "http://127.0.0.1:4321/?token=abc")
+    assert stat.S_IMODE((run / "live.json").stat().st_mode) == 0o600  # its token is its owner's
+    server = Server(root=root).start()
+    try:
+        _, index = _request(server, "GET", f"/?token={server.token}")
+        assert 'href="http://127.0.0.1:4321/?token=abc">watch live</a>' in index
+        _, page = _request(server, "GET", f"/run/{run.name}?token={server.token}")
+        assert "watch it train, live" in page
+        mark_live(run, None)
+        _, index = _request(server, "GET", f"/?token={server.token}")
+        assert "watch live" not in index
+    finally:
+        server.close()
