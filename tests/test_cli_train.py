@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +131,20 @@ def test_shipped_configs_validate(cli):
 def test_version(cli):
     result = cli("--version")
     assert result.exit_code == 0 and result.stdout.startswith("backprop ")
+
+
+def test_from_a_run_without_a_config_trains_with_the_runs_own(cli, write_config, tmp_path):
+    runs = tmp_path / "runs"
+    assert cli("train", write_config(XOR_YAML), "--runs-dir", runs, "--epochs", "100", "-q").exit_code == 0
+    result = cli("train", "--from", "latest", "--runs-dir", runs, "--epochs", "50", "-q")
+    assert result.exit_code == 0, result.output
+    newest = Path(result.stdout.strip())
+    lines = (newest / "history.csv").read_text().splitlines()
+    assert lines[1].startswith("101,") and lines[-1].startswith("150,")
+    assert json.loads((newest / "summary.json").read_text())["continued"] == "exactly"
+
+
+def test_train_without_a_config_or_a_run_says_what_it_needs(cli, tmp_path):
+    result = cli("train", "--runs-dir", tmp_path)
+    assert result.exit_code == 2
+    assert "Missing argument 'CONFIG': the YAML config to train (or --from RUN, with the run's own)" in result.output

@@ -193,13 +193,18 @@ def test_ctrl_c_keeps_finished_cells_and_exits_130(write_config, tmp_path):
 @pytest.mark.slow
 def test_cell_plots_only_when_asked(cli, write_config, tmp_path):
     path = write_config(XOR_YAML)
-    for flag, root in (("--no-plots", tmp_path / "bare"), ("--plots", tmp_path / "drawn")):
+    for flags, root in (
+        ([], tmp_path / "bare"),
+        (["--plots", "summary"], tmp_path / "also"),
+        (["--plots", "all"], tmp_path / "drawn"),
+    ):
         assert (
-            cli("sweep", path, "--grid", "training.learning_rate=0.5,1", flag, "--runs-dir", root, "-q").exit_code == 0
+            cli("sweep", path, "--grid", "training.learning_rate=0.5,1", *flags, "--runs-dir", root, "-q").exit_code
+            == 0
         )
         pngs = sorted(p.name for p in (next(root.iterdir()) / "cell_001").glob("*.png"))
         assert pngs == (
-            [] if flag == "--no-plots" else ["accuracy.png", "decision_boundary.png", "loss.png", "network.png"]
+            [] if "all" not in flags else ["accuracy.png", "decision_boundary.png", "loss.png", "network.png"]
         )
 
 

@@ -131,8 +131,10 @@ def load(
     seed: Optional[int] = None,
     name: Optional[str] = None,
     sets: Optional[List[str]] = None,
+    initial: bool = True,
 ) -> Config:
-    """The config with the command's overrides applied, each named by its flag in errors."""
+    """The config with the command's overrides applied, each named by its flag in errors
+    (`initial=False`: a run folder's config, see `load_config`)."""
     from backprop_cli.config import load_config
 
     overrides = {
@@ -141,7 +143,7 @@ def load(
         "seed": (seed, "--seed"),
         "name": (name, "--name"),
     }
-    return load_config(config, overrides, tuple(sets or ()))
+    return load_config(config, overrides, tuple(sets or ()), initial)
 
 
 def load_data(cfg: Config, config: Path) -> Dataset:

@@ -19,6 +19,7 @@ from backprop_cli.cli.options import (
     DiagnoseEvery,
     Epochs,
     Executor,
+    PlotSet,
     Quiet,
     RunsDir,
     Seed,
@@ -44,7 +45,12 @@ StudyName = Annotated[
 Sort = Annotated[
     str, typer.Option("--sort", metavar="COLUMN", help="Order of the table: final_loss, val_accuracy, ...")
 ]
-CellPlots = Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the plots of every cell's run folder.")]
+CellPlots = Annotated[
+    PlotSet,
+    typer.Option(
+        "--plots", help="summary: the study's own plots; all: also every cell's run-folder plots (as sweep-lr)."
+    ),
+]
 RunFolders = Annotated[
     Optional[str],
     typer.Option(
@@ -86,7 +92,7 @@ def sweep(
     scheduler: Scheduler = None,
     name: StudyName = None,
     sort: Sort = "final_loss",
-    plots: CellPlots = False,
+    plots: CellPlots = PlotSet.summary,
     run_folders: RunFolders = None,
     history: History = None,
     memory: Memory = None,
@@ -142,7 +148,7 @@ def study_options(
     n_cells: int,
     name: Optional[str],
     sort: str,
-    plots: bool,
+    plots: PlotSet,
     run_folders: Optional[str],
     history: Optional[str],
     memory: Optional[float],
@@ -167,7 +173,8 @@ def study_options(
     if memory is not None and memory * GiB > machine:
         raise UsageError(f"--memory {memory:g}: this machine has {machine / GiB:.1f} GiB")
     budget = int(memory * GiB) if memory is not None else g.memory_budget()
-    return StudyOptions(name, sort, plots, policy, every, budget, chunk_models, workers, executor, scheduler, quiet)
+    drawn = plots is PlotSet.all
+    return StudyOptions(name, sort, drawn, policy, every, budget, chunk_models, workers, executor, scheduler, quiet)
 
 
 @dataclass

@@ -12,7 +12,6 @@ from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter
 from backprop_cli.cli.display import Reporter, fmt, metric, output, predictions_table, sparkline, study_table, warn
 from backprop_cli.cli.options import (
     LR,
-    ConfigFile,
     Diagnose,
     DiagnoseEvery,
     Epochs,
@@ -45,7 +44,10 @@ if TYPE_CHECKING:
 @cli_errors
 def train(
     ctx: typer.Context,
-    config: ConfigFile,
+    config: Annotated[
+        Optional[Path],
+        typer.Argument(metavar="[CONFIG]", help="YAML config file (with --from, by default the run's own config)."),
+    ] = None,
     epochs: Epochs = None,
     lr: LR = None,
     seed: Seed = None,
@@ -87,7 +89,12 @@ def train(
 
     Example: backprop train configs/xor.yaml --epochs 5000 --lr 0.5
     """
-    cfg = load(config, epochs, lr, seed, name, sets)
+    own = config is None
+    if config is None:
+        if from_run is None:
+            raise UsageError("Missing argument 'CONFIG': the YAML config to train (or --from RUN, with the run's own)")
+        config = _own_config(from_run, runs_dir)
+    cfg = load(config, epochs, lr, seed, name, sets, initial=not own)
     animation_options(cfg, animate, frames, frames_by)
     tensorboard_option(cfg, tensorboard)
     diagnose_options(cfg, diagnose, diagnose_every)
@@ -119,6 +126,17 @@ def train(
         return _train_one(cfg, data, runs_dir, quiet, from_run, painter(ctx))
     with live_page(cfg, data, host, port, open_browser, paused) as page:
         _train_one(cfg, data, runs_dir, quiet, from_run, painter(ctx), page)
+
+
+def _own_config(from_run: Path, runs_dir: Path) -> Path:
+    """`train --from RUN` without a config: the run's config.yaml (its data paths absolute)."""
+    from backprop_cli.run_folders import resolve_run
+    from backprop_cli.run_folders.read import not_a_run
+
+    path = resolve_run(from_run, runs_dir) / "config.yaml"
+    if not path.is_file():
+        raise not_a_run(path.parent)
+    return path
 
 
 def _train_one(
