@@ -240,3 +240,21 @@ def test_each_data_set_keeps_its_own_evaluation_and_a_nameless_header_is_said(cl
     assert evaluation_names(tmp_path / "a" / "x.csv") != evaluation_names(tmp_path / "b" / "x.csv")
     assert cli("report", run).exit_code == 0
     assert (run / "report.html").read_text().count("<h2>Evaluation on") == 3
+
+
+def test_the_confusion_matrix_is_titled_by_the_files_name_not_its_path(tmp_path):
+    from backprop_cli.run_folders import write_evaluation
+
+    drawn = []
+
+    class Recorder:  # stands in for the drawing worker: keeps the jobs it is given
+        def draw(self, jobs):
+            drawn.extend(jobs)
+            return []
+
+    deep = tmp_path / ("very-long-folder-name/" * 6) / "holdout.csv"
+    scores = {"run": "iris-1", "data": str(deep), "confusion_matrix": [[1, 0], [0, 1]]}
+    scores["classes"] = [{"class": "a"}, {"class": "b"}]
+    write_evaluation(tmp_path, scores, Recorder(), deep)
+    ((_, _, (_, _, title)),) = drawn
+    assert title == "iris-1: holdout.csv"

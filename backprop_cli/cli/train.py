@@ -192,7 +192,7 @@ def _print_summary(cfg: Config, data: Dataset, result: TrainResult, summary: dic
     from backprop_cli.plots import spans_decades
 
     out.print(
-        f"final loss ({cfg.training.loss}): {fmt(result.final('loss'), 8)} after {result.epochs_run[0]} epochs "
+        f"final loss ({cfg.training.loss}): {metric('loss', result.final('loss'))} after {result.epochs_run[0]} epochs "
         f"in {result.duration_s:.2f} s ({result.status[0]}, stopped by: {result.stop_reason[0]})"
     )
     hist = result.history["loss"][: result.epochs_run[0], 0]

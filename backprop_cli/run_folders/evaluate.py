@@ -80,6 +80,7 @@ def write_evaluation(
         return []
     check_output(png_path)
     names = [row["class"] for row in scores["classes"]]
-    title = f"{scores['run']}: {scores['data'].split(' (')[0]}"
+    # the file's name, not its path (which evaluation.json keeps): a long path would run off the title
+    title = f"{scores['run']}: {csv.name if csv is not None else scores['data'].split(' (')[0]}"
     job = (png_path, "pictures.confusion_plot", (scores["confusion_matrix"], names, title))
     return (painter or Painter(background=False)).draw([job])
