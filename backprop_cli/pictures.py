@@ -195,7 +195,7 @@ def draw_network(
     """The network as in textbooks on `ax`: neurons in columns (x1.., h1.., o1..), each edge
     coloured by its weight's sign (blue +, red -) and as wide as its magnitude relative to
     `scale` (default: the largest), labelled wN=value when there are few; biases bN=value
-    beside their neurons; input and output names outside the first and last columns."""
+    under their neurons; input and output names outside the first and last columns."""
     ax.axis("off")
     pos = {}
     for l, size in enumerate(sizes):
@@ -235,14 +235,17 @@ def draw_network(
         for i, label in enumerate(labels):
             x, y = pos[l, i]
             ax.text(x, y, label, ha="center", va="center", fontsize=7 if big else 9, zorder=3)
+    radius = (500 if big else 900) ** 0.5 / 2  # the neurons' circles, in points
     for p in names:
-        if p.kind == "bias":
-            x, y = pos[p.layer + 1, p.row]
+        if p.kind == "bias":  # right under its neuron, whatever the figure's scale
             value = params[p.layer][1][p.row]
-            ax.text(
-                x + 0.3,
-                y + 0.28,
+            ax.annotate(
                 f"{p.name}={value:.3g}",
+                pos[p.layer + 1, p.row],
+                xytext=(0, -radius - 1.5),
+                textcoords="offset points",
+                ha="center",
+                va="top",
                 fontsize=6.5 if big else 7,
                 color="0.25",
                 zorder=3,
@@ -254,7 +257,7 @@ def draw_network(
     if output_names and len(output_names) == sizes[-1] and not str(output_names[0]).startswith("output"):
         last = len(sizes) - 1
         for i, name in enumerate(output_names):
-            ax.text(pos[last, i][0] + 0.45, pos[last, i][1] - 0.3, str(name), ha="left", va="center", fontsize=8)
+            ax.text(pos[last, i][0] + 0.45, pos[last, i][1], str(name), ha="left", va="center", fontsize=8)
     half = (max(sizes) - 1) / 2.0
     left = 2.4 if input_names and list(input_names) != neuron_names(sizes)[0] else 0.6
     ax.set_xlim(-left, 3.0 * (len(sizes) - 1) + 2.2)

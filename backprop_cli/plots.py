@@ -140,7 +140,9 @@ def study_plot(
 ) -> bytes:
     """A sweep's or seed study's loss curves, coloured along a colormap by their value (a
     learning rate on a log scale when the values span decades) with a colorbar instead of a
-    legend, and the target loss as a dashed line."""
+    legend, and the target loss as a dashed line. Seeds are not an order: up to 10 of them
+    get a qualitative palette and a legend; more, the colormap, whose colorbar says that
+    neighbouring seeds look alike."""
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import LogNorm, Normalize
@@ -152,8 +154,10 @@ def study_plot(
     norm = LogNorm(lo, hi) if spans_decades(v) else Normalize(lo, hi if hi > lo else lo + 1)
     cmap = colormaps["viridis"]
     all_values = np.concatenate([np.asarray(c, float) for _, c in curves.values()])
-    for value, (epochs, losses) in zip(v, curves.values()):
-        ax.plot(epochs, losses, color=cmap(norm(value)), linewidth=1.3 if len(curves) < 10 else 0.8)
+    palette = label == "seed" and len(v) <= 10
+    for i, (value, (epochs, losses)) in enumerate(zip(v, curves.values())):
+        color = colormaps["tab10"](i) if palette else cmap(norm(value))
+        ax.plot(epochs, losses, color=color, linewidth=1.3 if len(curves) < 10 else 0.8, label=f"seed {value:g}")
     if spans_decades(all_values):
         log_y(ax)
     if target is not None:
@@ -173,8 +177,11 @@ def study_plot(
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
+    if palette:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        return png_bytes(fig)
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.02, fraction=0.05)
-    bar.set_label(label)
+    bar.set_label(label if label != "seed" else f"seed ({len(v)} seeds: neighbours look alike)")
     if isinstance(norm, LogNorm):
         from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -468,8 +475,11 @@ def _tick(label: str) -> str:
 @quiet_overflow
 def box_plots(groups: dict, metric: str, title: str) -> bytes:
     """One panel per grid key: a box of the metric (over seeds and the other keys) per value."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     n = len(groups)
-    fig = new_figure(4.2 * n + 0.6, 4.0, left=0.8, bottom=0.9, top=0.6)
+    fig = new_figure(4.2 * n + 0.6, 4.4, left=0.8, bottom=1.3, top=0.6)
     fig.subplots_adjust(wspace=0.35)
     axes = np.atleast_1d(new_axes(fig, 1, n, squeeze=False)).ravel()
     everything = np.concatenate([np.asarray(v, float) for g in groups.values() for _, v in g if len(v)])
@@ -485,4 +495,12 @@ def box_plots(groups: dict, metric: str, title: str) -> bytes:
         if len(boxes) > 4:
             ax.tick_params(axis="x", labelrotation=30)
     fig.suptitle(f"{title}: spread over seeds and the other keys", fontsize=10)
+    key = [  # what matplotlib's box plot draws, said once under the panels
+        Patch(facecolor="none", edgecolor="black", label="middle half (25% to 75%)"),
+        Line2D([], [], color="C1", label="median"),
+        Line2D([], [], color="C2", marker="^", linestyle="none", label="mean"),
+        Line2D([], [], color="black", marker="o", markerfacecolor="none", linestyle="none", label="beyond 1.5 boxes"),
+        Line2D([], [], color="black", label="whiskers: the rest"),
+    ]
+    fig.legend(handles=key, loc="lower center", ncol=5, fontsize=8, frameon=False)
     return png_bytes(fig)
