@@ -425,11 +425,13 @@ def sweep_run(
     run_plots: bool = False,
     writing: Optional[Callable[[int], ContextManager[Any]]] = None,
     live: Optional[Live] = None,
+    notice: Optional[Callable[[str], None]] = None,
 ) -> tuple[Path, list, list, float]:
     """A learning-rate sweep of `cfg` and its study folder: the one code path of `backprop
     sweep-lr` and `bp.sweep_lr`. `progress` shows the training, `writing(n)` the n run folders
     being written; `live` a page that watches the batched pass (and pauses, steps or stops
-    it). Returns (folder, entries, warnings, target)."""
+    it); `notice` hears what a wait after training is for. Returns (folder, entries,
+    warnings, target)."""
     from backprop_cli.network import param_names
     from backprop_cli.studies import default_target, start_study, study_status, write_study
     from backprop_cli.sweep import check_rates, sweep_learning_rates
@@ -464,6 +466,8 @@ def sweep_run(
             "learning_rates": list(rates),
             "started_at": started,
         }
+        if shots is not None and notice is not None:
+            notice(f"drawing training.gif ({shots.frames} frames, {len(rates)} panels)...")
         with (writing or (lambda n: nullcontext(None)))(len(rates)) as written:
             warnings = write_study(
                 folder, "sweep", "learning_rate", cfg, data, entries, target, names, True, extra, painter,

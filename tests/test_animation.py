@@ -196,3 +196,13 @@ def test_frames_by_is_an_animation_option(cli, tmp_path):
     )
     result = cli("train", CONFIGS / "xor.yaml", "--animate", "--frames-by", "epoch", "--print-config")
     assert result.exit_code == 0 and "frames_by: epoch" in result.stdout
+
+
+def test_studies_say_they_are_drawing_their_animation(cli, write_config, tmp_path):
+    path = write_config(XOR_YAML)
+    result = cli("sweep-lr", path, "--lrs", "0.5,1", "--animate", "--frames", "4", "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "drawing training.gif (4 frames, 2 panels)..." in result.output
+    result = cli("train", path, "--seeds", "0:3", "--animate", "--frames", "4", "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "drawing training.gif (4 frames, 3 panels)..." in result.output

@@ -156,8 +156,9 @@ def sweep_lr(
         else nullcontext() as page
     ):
         folder, entries, warnings, target = sweep_run(
-            cfg, data, rates, runs_dir, chain, target, progress, painter(ctx), plots is PlotSet.all, writing, page
-        )
+            cfg, data, rates, runs_dir, chain, target, progress, painter(ctx), plots is PlotSet.all, writing, page,
+            notice=None if quiet else err.print,
+        )  # fmt: skip
     warn(warnings)
     names = [p.name for p in param_names(cfg.model.layers, cfg.model.bias)]
     if quiet:

@@ -271,6 +271,8 @@ def _train_seeds(
         with Reporter(cfg.training.epochs * passes, 0, quiet, label=f"{len(seeds)} seeds") as report:
             entries = seed_study(cfg, data, seeds, callback=chain(report, shots), source=str(config))
         reached, median = targets_reached(entries, target)
+        if shots is not None and not quiet:
+            err.print(f"drawing training.gif ({shots.frames} frames, {len(seeds)} panels)...")
         extra = {"seeds": seeds, "started_at": started, "reached_target": reached, "median_epochs_to_target": median}
         warn(
             write_study(
