@@ -787,34 +787,30 @@ def case_diagnostics(repeats, epochs):
     report("diagnose", "medium net, every 10 epochs (target <= 1.05x)", t["every 10"], "s/epoch", per, t["off"])
 
 
-def case_tensorboard(repeats, epochs):
-    """--tensorboard: the loop (duration_s) and the whole process, with and without it."""
+def _with_and_without(case, flag, epochs, repeats, extra, launch=None):
+    """`train xor.yaml` against `train xor.yaml FLAG`, in interleaved rounds: the whole
+    process (seconds) and its training loop (summary.json's duration_s) each. `extra(tmp)`
+    gives the flag's arguments; `launch(argv, env)` runs the flagged process (default: run it
+    to its end)."""
     import json
     import tempfile
 
-    print(f"tensorboard: train xor.yaml --epochs {epochs} with --tensorboard against without, same rounds")
     env = _env()
     xor = str(ROOT / "configs" / "xor.yaml")
     loops: dict = {"off": [], "on": []}
 
     def run(variant, tmp):
-        extra = ["--tensorboard", str(Path(tmp) / "tb")] if variant == "on" else []
         runs = Path(tmp) / variant
 
         def go():
-            argv = [
-                sys.executable,
-                "-m",
-                "backprop_cli",
-                "train",
-                xor,
-                "--epochs",
-                str(epochs),
-                "--runs-dir",
-                str(runs),
-            ]
+            argv = [sys.executable, "-m", "backprop_cli", "train", xor, "--epochs", str(epochs)]
+            argv += ["--runs-dir", str(runs), "--quiet"]
             t = time.perf_counter()
-            subprocess.run(argv + ["--quiet", *extra], check=True, capture_output=True, env=env)
+            if variant == "on" and launch is not None:
+                launch(argv + extra(tmp), env)
+            else:
+                flags = extra(tmp) if variant == "on" else []
+                subprocess.run(argv + flags, check=True, capture_output=True, env=env)
             took = time.perf_counter() - t
             newest = max(runs.iterdir(), key=lambda p: p.stat().st_mtime)
             loops[variant].append(json.loads((newest / "summary.json").read_text())["duration_s"])
@@ -824,17 +820,20 @@ def case_tensorboard(repeats, epochs):
 
     with tempfile.TemporaryDirectory() as tmp:
         t = interleave({"off": run("off", tmp), "on": run("on", tmp)}, repeats)
-    report("tensorboard", "train xor, whole process", t["off"], "s", 1)
-    report("tensorboard", "train xor --tensorboard, whole process", t["on"], "s", 1, t["off"])
-    report("tensorboard", "training loop (duration_s)", loops["off"], "us/epoch", 1e6 / epochs)
-    report(
-        "tensorboard",
-        "training loop --tensorboard (target <= 1.05x)",
-        loops["on"],
-        "us/epoch",
-        1e6 / epochs,
-        loops["off"],
+    report(case, "train xor, whole process", t["off"], "s", 1)
+    report(case, f"train xor {flag}, whole process", t["on"], "s", 1, t["off"])
+    report(case, "training loop (duration_s)", loops["off"], "us/epoch", 1e6 / epochs)
+    return loops
+
+
+def case_tensorboard(repeats, epochs):
+    """--tensorboard: the loop (duration_s) and the whole process, with and without it."""
+    print(f"tensorboard: train xor.yaml --epochs {epochs} with --tensorboard against without, same rounds")
+    loops = _with_and_without(
+        "tensorboard", "--tensorboard", epochs, repeats, lambda tmp: ["--tensorboard", str(Path(tmp) / "tb")]
     )
+    target = "training loop --tensorboard (target <= 1.05x)"
+    report("tensorboard", target, loops["on"], "us/epoch", 1e6 / epochs, loops["off"])
 
 
 def _watch(url):
@@ -855,54 +854,18 @@ def _watch(url):
 def case_live(repeats, epochs):
     """--live with a page listening: the loop (duration_s) and the whole process, against the
     same run without it."""
-    import json
-    import tempfile
     import threading
 
     print(f"live: train xor.yaml --epochs {epochs} --live (a page listening) against without, same rounds")
-    env = _env()
-    xor = str(ROOT / "configs" / "xor.yaml")
-    loops: dict = {"off": [], "on": []}
 
-    def run(variant, tmp):
-        runs = Path(tmp) / variant
+    def launch(argv, env):  # the child waits for a page: one connects once it prints the address
+        child = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True)
+        page = threading.Thread(target=_watch, args=(child.stderr.readline().split()[1],))
+        page.start()
+        child.communicate()
+        page.join()
 
-        def go():
-            argv = [
-                sys.executable,
-                "-m",
-                "backprop_cli",
-                "train",
-                xor,
-                "--epochs",
-                str(epochs),
-                "--runs-dir",
-                str(runs),
-            ]
-            t = time.perf_counter()
-            if variant == "on":
-                child = subprocess.Popen(
-                    argv + ["--quiet", "--live"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True
-                )
-                line = child.stderr.readline()
-                page = threading.Thread(target=_watch, args=(line.split()[1],))
-                page.start()
-                child.communicate()
-                page.join()
-            else:
-                subprocess.run(argv + ["--quiet"], check=True, capture_output=True, env=env)
-            took = time.perf_counter() - t
-            newest = max(runs.iterdir(), key=lambda p: p.stat().st_mtime)
-            loops[variant].append(json.loads((newest / "summary.json").read_text())["duration_s"])
-            return took
-
-        return go
-
-    with tempfile.TemporaryDirectory() as tmp:
-        t = interleave({"off": run("off", tmp), "on": run("on", tmp)}, repeats)
-    report("live", "train xor, whole process", t["off"], "s", 1)
-    report("live", "train xor --live (a page listening), whole process", t["on"], "s", 1, t["off"])
-    report("live", "training loop (duration_s)", loops["off"], "us/epoch", 1e6 / epochs)
+    loops = _with_and_without("live", "--live (a page listening)", epochs, repeats, lambda tmp: ["--live"], launch)
     report("live", "training loop --live (target <= 1.1x)", loops["on"], "us/epoch", 1e6 / epochs, loops["off"])
 
 
