@@ -159,7 +159,7 @@ class Live:
     def _meta(self, loss: str) -> dict:
         d, net = self.data, self.probe
         X = d.X_raw if d.X_raw is not None else d.X
-        shown = slice(0, MAX_POINTS)
+        shown = slice(0, MAX_POINTS if self.kind in ("boundary", "fit") else 0)  # only a picture shows them
         if d.classification:
             targets: list = class_indices(d.Y[shown]).astype(int).tolist()
         else:
@@ -290,11 +290,12 @@ class Live:
         assert self.curves is not None
         if rows > self.rows:
             done, history = self.rows, seen.history
-            self.curves.add(
-                self.start_epoch + done + 1,
-                rows - done,
-                lambda at: {c: history.value(c, done + at) for c in seen.columns},
-            )
+            with self.cond:  # a page that connects reads the curves on a server thread
+                self.curves.add(
+                    self.start_epoch + done + 1,
+                    rows - done,
+                    lambda at: {c: history.value(c, done + at) for c in seen.columns},
+                )
             self.rows = rows
         self._publish(epoch, seen.theta, seen.lr[:, 0], loss, self.net.grad if self.net is not None else None)
 
@@ -392,9 +393,10 @@ class Live:
             self.curves = _Curves(list(history))
         if rows > self.rows:
             done = self.rows
-            self.curves.add(
-                self.start_epoch + done + 1, rows - done, lambda at: {c: v[done + at] for c, v in history.items()}
-            )
+            with self.cond:
+                self.curves.add(
+                    self.start_epoch + done + 1, rows - done, lambda at: {c: v[done + at] for c, v in history.items()}
+                )
             self.rows = rows
         losses = history["loss"][-1] if rows else np.full(self.K, np.nan)
         self._publish(self.start_epoch + rows, theta, self._rates(self.start_epoch + rows), losses, None)

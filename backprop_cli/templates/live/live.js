@@ -313,6 +313,7 @@ function showState() {
   $("loss").textContent = fmt(state.loss[k]);
   $("rate").textContent = fmt(state.learning_rate[k]);
   const changes = $("changes");
+  if (!state.changes.length && over) changes.firstElementChild.textContent = "none";
   if (state.changes.length) {
     changes.replaceChildren(...state.changes.map((c) => {
       const li = document.createElement("li"); li.textContent = `from epoch ${c.epoch}: ${fmt(c.learning_rate)}`; return li;
@@ -324,7 +325,7 @@ function showState() {
   for (const id of ["step", "stepn", "steps"]) $(id).disabled = over || !paused;
   $("stop").disabled = over;
   for (const id of ["newrate", "setrate"]) $(id).disabled = over || !meta.steer_rate;
-  $("speed").disabled = over; $("model").disabled = over && false;
+  $("speed").disabled = over; $("model").disabled = over;
   if (document.activeElement !== $("speed")) $("speed").value = String(state.delay);
   if (over && status !== "ended") notice(`Training ended (${status}). The run folder is saved; backprop serve shows it.`);
 }
