@@ -7,7 +7,10 @@ the command line starts fast.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the command's first import: nothing more than it needs (see launch)
+    from typing import Any
 
 __version__ = "0.1.0"
 

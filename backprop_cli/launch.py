@@ -7,12 +7,28 @@ that imports matplotlib (see `painter`) starts before all of that, so its import
 other core by the time training ends.
 """
 
-import atexit
 import os
 import signal
 import sys
-import threading
-from typing import NoReturn, Union
+
+# The first thing the command does, before any other import: until `main` takes over, Ctrl-C
+# or SIGTERM ends it with the same words and code as later (nothing has started to clean up).
+# Only where the signals are as Python set them up: a process that ignores them keeps that.
+
+
+def _early(signum: int, frame: object) -> None:
+    os.write(2, b"Interrupted.\n")
+    os._exit(130)
+
+
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _early)
+if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    signal.signal(signal.SIGTERM, _early)
+
+import atexit  # noqa: E402
+import threading  # noqa: E402
+from typing import NoReturn, Union  # noqa: E402
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -20,8 +36,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
+        if signal.getsignal(signal.SIGINT) is _early:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
         argv = sys.argv[1:]
         if argv[:1] and "--help" not in argv:
             from backprop_cli.painter import COMMANDS, WARM_FOR, Painter

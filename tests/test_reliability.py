@@ -242,3 +242,22 @@ def test_empty_inline_data(cli, write_config):
     result = cli("train", path)
     assert result.exit_code == 2
     assert result.stderr == f"Error: {path}: data.inputs: the data set is empty\n"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_before_main_runs_says_interrupted_and_exits_130(sig):
+    # the launcher's first statements: a signal between its import and main() (while the
+    # command's other imports run) ends with the words and code of any other interruption
+    script = f"import os, signal, time\nimport backprop_cli.launch\nos.kill(os.getpid(), {int(sig)})\ntime.sleep(10)\n"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert (proc.returncode, proc.stderr) == (130, "Interrupted.\n")
+
+
+def test_a_process_that_ignores_ctrl_c_keeps_ignoring_it_after_importing_the_launcher():
+    # the drawing worker ignores Ctrl-C and may import launch (for launch.leave)
+    script = (
+        "import os, signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nimport backprop_cli.launch\n"
+        "os.kill(os.getpid(), signal.SIGINT)\nprint('still here')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (0, "still here\n")
