@@ -19,6 +19,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any, Optional, Union
 
@@ -135,7 +136,10 @@ WARM_FOR = {"sweep": ("pyarrow.parquet",)}
 
 
 def _start(warm: tuple[str, ...] = ()) -> Optional[subprocess.Popen[bytes]]:
-    """`python -m backprop_cli.painter` with this package first on its path, or None."""
+    """`python -m backprop_cli.painter` with this package first on its path, or None; a stale
+    matplotlib lock is removed first, and said (the worker's own output goes nowhere)."""
+    for lock in clear_stale_locks(matplotlib_cachedir()):
+        sys.stderr.write(f"backprop: removed {lock}, left by a process killed while it wrote matplotlib's cache\n")
     package_root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
     env[WARM] = ",".join(warm)
@@ -213,13 +217,51 @@ def frame(job: Job) -> bytes:
     return len(data).to_bytes(FRAME, "big") + data
 
 
+STALE_LOCK_S = 60.0  # matplotlib holds its cache lock for well under a second
+
+
+def clear_stale_locks(cachedir: Path) -> list[Path]:
+    """Remove matplotlib's cache locks older than a minute, and return them: a process killed
+    while it wrote its font cache leaves its lock behind, and every later process then waits
+    5 s for it and never saves the cache (matplotlib's warning asks the user to delete it)."""
+    removed = []
+    for lock in cachedir.glob("*.matplotlib-lock"):
+        try:
+            if time.time() - lock.lstat().st_mtime > STALE_LOCK_S:
+                lock.unlink()
+                removed.append(lock)
+        except OSError:  # gone already, or not ours to remove: matplotlib says so itself
+            continue
+    return removed
+
+
+def matplotlib_cachedir() -> Path:
+    """Where matplotlib keeps its font cache (as `matplotlib.get_cachedir` finds it, without
+    importing matplotlib): MPLCONFIGDIR, else the XDG cache folder's matplotlib/."""
+    given = os.environ.get("MPLCONFIGDIR")
+    if given:
+        return Path(given)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "matplotlib"
+
+
+def _import_matplotlib() -> None:
+    """The worker's slow import, done while the parent trains, with SIGTERM held off while
+    matplotlib may be writing its font cache (a first run killed there left the cache
+    truncated and its lock behind; `_start` clears such a lock)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def serve(jobs: int, answers: IO[str], slots: int = 1) -> None:
     """The worker: draw the jobs framed on file descriptor `jobs`, `slots` at a time, and
     answer a JSON line each (null, or the warning) in the order they came, until end of input."""
     import select
 
-    import matplotlib.backends.backend_agg  # noqa: F401  (the slow import, done while the parent trains)
-    import matplotlib.figure  # noqa: F401
+    _import_matplotlib()
 
     from backprop_cli import pictures, plots  # noqa: F401  (and the engine modules they name neurons with)
 

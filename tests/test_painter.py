@@ -124,3 +124,31 @@ def test_a_drawing_process_that_dies_is_a_warning_and_the_rest_is_drawn(tmp_path
     answers = _worker_answers([dies, *_jobs(tmp_path)])
     assert answers[0].startswith(f"{tmp_path / 'dies.png'}: plot not written: the drawing process ended")
     assert answers[1:] == [None, None] and (tmp_path / "loss.png").exists()
+
+
+def test_a_stale_matplotlib_lock_is_removed_and_said(tmp_path):
+    # a first run killed while matplotlib wrote its font cache leaves the lock: every later
+    # plotting process would wait 5 s for it, and never save the cache
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import CONFIGS
+
+    cache = tmp_path / "mpl"
+    cache.mkdir()
+    lock = cache / "fontlist-v390.json.matplotlib-lock"
+    lock.write_text("")
+    os.utime(lock, (time.time() - 3600, time.time() - 3600))
+    fresh = cache / "other.matplotlib-lock"  # one held right now by another process: left alone
+    fresh.write_text("")
+    env = {**os.environ, "MPLCONFIGDIR": str(cache)}
+    argv = [sys.executable, "-m", "backprop_cli", "train", str(CONFIGS / "xor.yaml"), "--epochs", "50"]
+    proc = subprocess.run(argv + ["--runs-dir", str(tmp_path / "runs"), "-q"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"backprop: removed {lock}, left by a process killed while it wrote matplotlib's cache" in proc.stderr
+    assert not lock.exists() and fresh.exists()
+    fonts = list(cache.glob("fontlist-*.json"))
+    assert fonts and json.loads(fonts[0].read_text())  # the cache was written, whole
