@@ -313,7 +313,6 @@ function showState() {
   $("loss").textContent = fmt(state.loss[k]);
   $("rate").textContent = fmt(state.learning_rate[k]);
   const changes = $("changes");
-  if (!state.changes.length && over) changes.firstElementChild.textContent = "none";
   if (state.changes.length) {
     changes.replaceChildren(...state.changes.map((c) => {
       const li = document.createElement("li"); li.textContent = `from epoch ${c.epoch}: ${fmt(c.learning_rate)}`; return li;
@@ -321,6 +320,7 @@ function showState() {
   }
   const over = ended || !["running", "paused"].includes(state.status);
   const paused = state.status === "paused";
+  if (!state.changes.length && over) changes.firstElementChild.textContent = "none";
   $("run").disabled = over || !paused; $("pause").disabled = over || paused;
   for (const id of ["step", "stepn", "steps"]) $(id).disabled = over || !paused;
   $("stop").disabled = over;
