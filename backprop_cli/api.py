@@ -134,6 +134,7 @@ def train_run(
                 board.abort()
             raise
         if live is not None:
+            live.saving()
             cfg = _with_changes(cfg, live.recorded_changes(start_epoch + result.epochs_run[0]))
             write_config(run, cfg)
         if shots is not None and notice is not None:
@@ -141,7 +142,10 @@ def train_run(
         try:
             summary, warnings = finish_run(run, cfg, data, result, extra=extra, painter=painter, snapshots=shots)
             if live is not None:  # the page's last snapshot: the saved weights and how the run ended
-                live.finish(summary["status"], result.history, result.net.theta)
+                saved = summary["saved_weights"]
+                kept = saved["weights"] == "restored"
+                note = f"The weights shown are epoch {saved['epoch']}'s, which restore_best kept." if kept else None
+                live.finish(summary["status"], result.history, result.net.theta, note)
         except KeyboardInterrupt:  # deferred until the files were written: they are complete
             if board is not None:
                 board.abort()
@@ -434,14 +438,10 @@ def sweep_run(
     warnings, target)."""
     from backprop_cli.network import param_names
     from backprop_cli.studies import default_target, start_study, study_status, write_study
-    from backprop_cli.sweep import check_rates, sweep_learning_rates
+    from backprop_cli.sweep import check_no_changes, check_rates, sweep_learning_rates
 
     rates = check_rates(rates)
-    if cfg.training.lr_changes:
-        raise ConfigError(
-            f"{cfg.name}: training.lr_changes sets one rate for every model; a sweep gives each model its own "
-            "(train the config, or drop lr_changes)"
-        )
+    check_no_changes(cfg)
     if target is not None and not (math.isfinite(target) and target > 0):
         raise ConfigError(f"target {target!r}: must be finite and > 0")
     if cfg.training.animate:
@@ -466,6 +466,8 @@ def sweep_run(
             "learning_rates": list(rates),
             "started_at": started,
         }
+        if live is not None:
+            live.saving()
         if shots is not None and notice is not None:
             notice(f"drawing training.gif ({shots.frames} frames, {len(rates)} panels)...")
         with (writing or (lambda n: nullcontext(None)))(len(rates)) as written:

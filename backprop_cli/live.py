@@ -68,7 +68,8 @@ class _Curves:
         self.columns = list(columns)
         self.epochs = np.zeros(0, int)
         self.values: dict[str, np.ndarray] = {}
-        self.stride, self.sent = 1, 0  # `sent`: points already in a published snapshot
+        self.stride = 1
+        self.generation = 0  # how many times the points were thinned: a page's copy is then stale
 
     def add(self, first_epoch: int, n: int, rows_of: Callable[[np.ndarray], dict]) -> None:
         """n new epochs from first_epoch; `rows_of(offsets)` reads each column's rows (m, K)
@@ -85,11 +86,10 @@ class _Curves:
             kept = (self.epochs - 1) % self.stride == 0
             self.epochs = self.epochs[kept]
             self.values = {c: v[kept] for c, v in self.values.items()}
-            self.sent = 0  # the page must replace its curves
+            self.generation += 1
 
-    def tail(self, full: bool = False) -> dict:
-        """The points a page has not seen (all of them when `full` or after a thinning)."""
-        start = 0 if full else self.sent
+    def tail(self, start: int = 0) -> dict:
+        """The points from the `start`-th on (`reset`: all of them, to replace a page's)."""
         part: dict[str, Any] = {"reset": start == 0, "epochs": self.epochs[start:].tolist()}
         part["values"] = {c: _round(v[start:]) for c, v in self.values.items()}
         return part
@@ -119,6 +119,15 @@ class Live:
         # the base rate of each model (layer 1's where a model has one per layer)
         self.rates = [float(np.ravel(r)[0]) for r in given]
         self.steer_rate = rates is None and np.ndim(t.learning_rate) == 0
+        # why the page may not change the rate (None: it may)
+        self.rate_note = (
+            None
+            if self.steer_rate
+            else "each model of a sweep trains at its own rate"
+            if rates is not None
+            else "this run has one rate per layer; a change sets one rate for every layer (lr_changes)"
+        )
+        self.notice: Optional[Callable[[str], None]] = None  # hears that a page connected
         self.labels = list(labels or [self.name])
         self.wait = True
         self.address: Optional[str] = None
@@ -130,6 +139,7 @@ class Live:
         self.version, self.message, self.finished, self.stop_requested = 0, b"", False, False
         self.connected = threading.Event()  # set by the server when a page listens
         self.start_epoch, self.epoch, self.status = 0, 0, "waiting"
+        self.note: Optional[str] = None
         self.curves: Optional[_Curves] = None
         self.due, self.rows = 0.0, 0  # next snapshot time; history rows already in the curves
         self.probe = Network(m.layers, m.activations, m.bias, 1, np.dtype(t.dtype))
@@ -181,6 +191,7 @@ class Live:
             "fit_x": self.fit_x,
             "points": {"x": _round(X[shown]), "y": targets, "total": len(X)},
             "steer_rate": self.steer_rate,
+            "rate_note": self.rate_note,
             "drawable": self.drawable,
         }
 
@@ -210,6 +221,8 @@ class Live:
             "selected": k,
             "loss": _round(losses),
             "learning_rate": _round(lr),
+            "next_rate": _round(self._rates(epoch + 1)) if epoch + 1 in self.changes else None,
+            "note": self.note,
             "changes": [{"epoch": e, "learning_rate": r} for e, r in sorted(self.added.items())],
             "picture": self._picture(theta[k]),
         }
@@ -226,19 +239,23 @@ class Live:
     def _publish(self, epoch: int, theta: np.ndarray, lr: Any, losses: Any, grad: Optional[np.ndarray]) -> None:
         state = self._snapshot(epoch, theta, lr, losses, grad)
         with self.cond:
-            if self.curves is not None:
-                state["curves"] = self.curves.tail()
-                self.curves.sent = len(self.curves.epochs)
             self.epoch = epoch
             self.message = json.dumps(state, separators=(",", ":")).encode()
             self.version += 1
             self.cond.notify_all()
 
-    def page_state(self) -> tuple[int, bytes, bytes]:
-        """For a page that connects: (version, the full curves so far, the last snapshot)."""
-        with self.cond:
-            curves = self.curves.tail(full=True) if self.curves is not None else None
-            return self.version, json.dumps({"curves": curves}).encode(), self.message
+    def curves_since(self, generation: int, sent: int) -> tuple[Optional[bytes], int, int]:
+        """The curve points one page has not had, as JSON (None: none), and what it then has
+        (generation, points): each page's stream keeps its own count, so a page that skips
+        snapshots (it gets the latest, never a queue) misses no point. Called with the lock."""
+        curves = self.curves
+        if curves is None:
+            return None, generation, sent
+        start = sent if generation == curves.generation else 0
+        if start == len(curves.epochs) and start:
+            return None, generation, sent
+        data = json.dumps({"curves": curves.tail(start)}, separators=(",", ":")).encode()
+        return data, curves.generation, len(curves.epochs)
 
     # -- the training loop's side -----------------------------------------------------
 
@@ -257,12 +274,17 @@ class Live:
         show()
         while wait and not self.connected.wait(0.25):
             pass
+        if wait and self.notice is not None:
+            self.notice(
+                "page connected: " + ("paused; Run or Step on the page starts training" if self.paused else "training")
+            )
         while True:
             with self.cond:
                 if not self.commands and self.paused:
                     self.cond.wait(0.25)
                 changed = self._apply(start_epoch, None)
             if self.stop_requested:
+                self.end("stopped", "Stopped before the first epoch: nothing was trained or saved.")
                 raise KeyboardInterrupt
             if changed or not self.paused:
                 show()
@@ -338,7 +360,7 @@ class Live:
             elif action == "step":
                 self.paused, self.steps = False, value
             elif action == "stop":
-                self.stop_requested, self.paused = True, False
+                self.stop_requested, self.paused, self.status = True, False, "stopping"
                 if seen is not None:
                     seen.request_stop()
             elif action == "rate":
@@ -363,8 +385,8 @@ class Live:
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1_000_000:
                 raise ControlError("step: a whole number of epochs from 1 to 1,000,000")
         elif action == "rate":
-            if not self.steer_rate:
-                raise ControlError("rate: this page's models each train at their own rate (a sweep)")
+            if self.rate_note is not None:
+                raise ControlError(f"rate: {self.rate_note}")
             if (
                 not isinstance(value, (int, float))
                 or isinstance(value, bool)
@@ -384,10 +406,15 @@ class Live:
             self.hold = True
             self.cond.notify_all()
 
-    def finish(self, status: str, history: dict, theta: np.ndarray) -> None:
+    def saving(self) -> None:
+        """Training has ended; the run's files are being written (seconds, for a long history)."""
+        self._restate("saving")
+
+    def finish(self, status: str, history: dict, theta: np.ndarray, note: Optional[str] = None) -> None:
         """The end: the epochs since the last snapshot and the saved weights, with the run's
-        status (completed, interrupted, diverged, ...); the pages' streams then close."""
-        self.status = status
+        status (completed, interrupted, diverged, ...) and a `note` on what the page shows
+        (the weights restore_best kept); the pages' streams then close."""
+        self.status, self.note = status, note
         rows = len(history["loss"])
         if self.curves is None:
             self.curves = _Curves(list(history))
@@ -402,11 +429,24 @@ class Live:
         self._publish(self.start_epoch + rows, theta, self._rates(self.start_epoch + rows), losses, None)
         self.end(status)
 
-    def end(self, status: str) -> None:
-        """Training is over (after `finish`, or when it failed): the pages' streams close."""
+    def end(self, status: str, note: Optional[str] = None) -> None:
+        """Training is over (after `finish`, or when it failed): the last snapshot says so
+        with `status` (and `note`), and the pages' streams close."""
         with self.cond:
             if not self.finished:
-                self.status, self.finished = status, True
+                self._restate(status, note)
+                self.finished = True
+                self.cond.notify_all()
+
+    def _restate(self, status: str, note: Optional[str] = None) -> None:
+        """The last snapshot again, with another status (and note)."""
+        with self.cond:
+            self.status = status
+            if self.message:
+                state = json.loads(self.message)
+                state.update(status=status, **({"note": note} if note else {}))
+                self.message = json.dumps(state, separators=(",", ":")).encode()
+                self.version += 1
                 self.cond.notify_all()
 
     def recorded_changes(self, last_epoch: int) -> dict[int, float]:

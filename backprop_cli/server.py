@@ -10,6 +10,7 @@ encoded slashes, nothing a symlink leads out of the root to): anything else is 4
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import os
@@ -26,11 +27,14 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from backprop_cli.errors import BackpropError
 from backprop_cli.live import ControlError, Live
+from backprop_cli.run_folders.write import LIVE_FILE
 
 STATIC = {"live.js": "text/javascript", "live.css": "text/css"}  # the files under templates/live
 HEARTBEAT_S = 15.0  # a comment line on an idle stream, so a dead page is noticed
 MAX_BODY = 4096  # a control request's JSON, at most
-LIVE_FILE = "live.json"  # in a run folder while it trains with --live: its page's address
+MAX_DEPTH = 8  # a control's JSON nesting, at most (Python's parser recurses per level)
+READ_TIMEOUT_S = 10.0  # a request that does not arrive whole by then is dropped
+BACKLOG = 128  # connections waiting to be accepted: a classroom's pages connecting at once
 
 
 def _asset(name: str) -> bytes:
@@ -49,22 +53,32 @@ class Server:
         self.streams = 0  # pages listening now
         self.lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"app": self})
-        kind = type(
-            "HTTPServer", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET}
-        )
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        kind = type("HTTPServer", (_Quiet,), {"address_family": family, "request_queue_size": BACKLOG})
         try:
             self.httpd = kind((host, port), handler)
         except (OSError, OverflowError) as e:  # a taken port, a host not this machine's, a port > 65535
-            raise ServerError(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}") from None
+            cause = getattr(e, "strerror", None) or e
+            hint = " (another --port, or 0 for a free one)" if getattr(e, "errno", None) == errno.EADDRINUSE else ""
+            raise ServerError(f"cannot listen on {host}:{port}: {cause}{hint}") from None
         self.httpd.daemon_threads = True
+        self.httpd.timeout = 0.02  # how often the loop looks whether to stop
         self.host, self.port = host, self.httpd.server_address[1]
-        # shutdown() waits for the loop to look again: every 0.02 s, not the default 0.5 s
-        serve = lambda: self.httpd.serve_forever(poll_interval=0.02)  # noqa: E731
-        self.thread = threading.Thread(target=serve, name="backprop-server", daemon=True)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name="backprop-server", daemon=True)
+
+    def _serve(self) -> None:
+        # one request at a time until told to stop: unlike serve_forever's shutdown(), stopping
+        # cannot wait forever on a loop that never started
+        while not self.stopping.is_set():
+            self.httpd.handle_request()
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        """The page's address, token included: for a server on every interface (0.0.0.0),
+        with this machine's name, which other machines can reach."""
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}/?token={self.token}"
 
     def start(self) -> Server:
@@ -80,8 +94,17 @@ class Server:
                 live.finished = True
                 live.cond.notify_all()
                 live.cond.wait_for(lambda: self.streams == 0, timeout=linger)
-        self.httpd.shutdown()
+        self.stopping.set()
+        self.thread.join(timeout=1.0)
         self.httpd.server_close()
+
+
+class _Quiet(ThreadingHTTPServer):
+    """Nothing on the terminal for a request that failed (a page gone mid-answer, a request
+    cut short): the trainer's progress stays readable, and the page hears what it needs."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
 
 
 class ServerError(BackpropError):
@@ -95,8 +118,11 @@ def _folder(root: Path, parts: list[str]) -> Optional[Path]:
     names = [unquote(p) for p in parts]
     if not names or any(n in ("", ".", "..") or "/" in n or "\\" in n or "\0" in n for n in names):
         return None
-    path = Path(os.path.realpath(root.joinpath(*names)))
-    if root not in path.parents or not path.is_dir() or not (path / "summary.json").is_file():
+    try:
+        path = Path(os.path.realpath(root.joinpath(*names)))
+        if root not in path.parents or not path.is_dir() or not (path / "summary.json").is_file():
+            return None
+    except OSError:  # a name too long for the file system, a loop of links: no such page
         return None
     return path
 
@@ -105,6 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
     app: Server
     server_version = "backprop"
     sys_version = ""
+    timeout = READ_TIMEOUT_S
 
     def log_message(self, format: str, *args: Any) -> None:  # no request log on the terminal
         pass
@@ -121,7 +148,10 @@ class _Handler(BaseHTTPRequestHandler):
             "Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
         )
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except OSError:  # the page went away before its answer
+            pass
 
     def _error(self, status: HTTPStatus, text: str) -> None:
         self._send(status, f"{status.value} {status.phrase}: {text}\n".encode(), "text/plain; charset=utf-8")
@@ -181,7 +211,15 @@ class _Handler(BaseHTTPRequestHandler):
         if not 0 < length <= MAX_BODY:
             return self._error(HTTPStatus.BAD_REQUEST, f"a control is a JSON object of at most {MAX_BODY} bytes")
         try:
-            body = json.loads(self.rfile.read(length))
+            data = self.rfile.read(length)
+        except OSError:  # nothing more came within READ_TIMEOUT_S, or the connection broke
+            return None
+        try:
+            if len(data) != length:  # cut short: not the control that was sent
+                raise ControlError(f"a control of {length} bytes was announced and {len(data)} came")
+            if _depth(data) > MAX_DEPTH:
+                raise ControlError(f"a control's JSON nests at most {MAX_DEPTH} deep")
+            body = json.loads(data)
             if not isinstance(body, dict) or not isinstance(body.get("action"), str):
                 raise ControlError('a control is {"action": ..., "value": ...}')
             live.control(body["action"], body.get("value"))
@@ -189,9 +227,17 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(HTTPStatus.BAD_REQUEST, json.dumps({"error": str(e)}).encode(), "application/json")
         self._send(HTTPStatus.OK, b'{"ok":true}', "application/json")
 
+    def _refuse(self) -> None:
+        """Any other method: 405 (after the token, as every request)."""
+        if self._route() is not None:
+            self._error(HTTPStatus.METHOD_NOT_ALLOWED, "this server answers GET and POST only")
+
+    do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse
+
     def _events(self, live: Live) -> None:
-        """Server-sent events: the curves so far, then each snapshot as it is published (a
-        page that falls behind gets the latest, never a queue), and `end` when training ends."""
+        """Server-sent events: the curve points this page lacks, then each snapshot as it is
+        published (a page that falls behind gets the latest, never a queue, and the points it
+        missed with it), and `end` when training ends."""
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-store")
@@ -201,20 +247,21 @@ class _Handler(BaseHTTPRequestHandler):
             app.streams += 1
         live.connected.set()
         try:
-            version, curves, message = live.page_state()
-            self.wfile.write(b"event: curves\ndata: " + curves + b"\n\n")
-            if message:
-                self.wfile.write(b"data: " + message + b"\n\n")
-            self.wfile.flush()
+            version, generation, sent, first = -1, -1, 0, True
             while True:
                 with live.cond:
-                    seen = version
-                    live.cond.wait_for(lambda: live.version != seen or live.finished, timeout=HEARTBEAT_S)  # noqa: B023
+                    if not first:
+                        seen = version
+                        live.cond.wait_for(lambda: live.version != seen or live.finished, timeout=HEARTBEAT_S)  # noqa: B023
                     fresh, message, done = live.version != version, live.message, live.finished
                     version = live.version
-                if fresh:
+                    curves, generation, sent = live.curves_since(generation, sent)
+                first = False
+                if curves is not None:  # the new points first, then the snapshot they lead to
+                    self.wfile.write(b"event: curves\ndata: " + curves + b"\n\n")
+                if fresh and message:
                     self.wfile.write(b"data: " + message + b"\n\n")
-                else:
+                elif not fresh:
                     self.wfile.write(b": still here\n\n")
                 if done:  # the snapshot read with it is the last one
                     self.wfile.write(b"event: end\ndata: {}\n\n")
@@ -227,6 +274,23 @@ class _Handler(BaseHTTPRequestHandler):
             with live.cond:
                 app.streams -= 1
                 live.cond.notify_all()
+
+
+def _depth(data: bytes) -> int:
+    """How deep brackets nest in JSON text (strings' contents aside), without parsing it."""
+    depth = deepest = 0
+    quoted = escaped = False
+    for byte in data:
+        if quoted:
+            escaped, quoted = (False, True) if escaped else (byte == 0x5C, byte != 0x22)
+        elif byte == 0x22:
+            quoted = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
 # -- backprop serve's pages -------------------------------------------------------------
@@ -250,7 +314,7 @@ def _index(root: Optional[Path], token: str) -> str:
     assert root is not None
     rows = []
     for path, summary in list_runs(root, studies=True):
-        if _folder(root, [quote(path.name, safe="")]) is None:  # a symlink out of the root
+        if path.is_symlink():  # a run is listed once, by its own folder; one outside is not served
             continue
         status = status_of(summary) if summary.get("status") != "corrupt" else "corrupt"
         live = _live_link(path)
@@ -278,7 +342,7 @@ def _live_link(folder: Path) -> Optional[str]:
         url = json.loads(path.read_text(encoding="utf-8")).get("url")
     except (OSError, ValueError, AttributeError):
         return None
-    return url if isinstance(url, str) and url.startswith("http://127.0.0.1:") else None
+    return url if isinstance(url, str) and url.startswith("http://") else None
 
 
 def _run_page(folder: Path, root: Path, token: str) -> str:

@@ -98,6 +98,16 @@ def running(callback: Optional[Callable], offset: int) -> Optional[Callable]:
     return lambda epoch, loss, seen: callback(offset + epoch, loss, seen)
 
 
+def check_no_changes(cfg: Config) -> None:
+    """A sweep gives each model its own rate: training.lr_changes (one rate for every model)
+    has no place in it."""
+    if cfg.training.lr_changes:
+        raise ConfigError(
+            f"{cfg.name}: training.lr_changes sets one rate for every model; a sweep gives each model its own "
+            "(train the config, or drop lr_changes)"
+        )
+
+
 def sweep_learning_rates(
     cfg: Config,
     data: Dataset,

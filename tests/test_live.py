@@ -141,7 +141,7 @@ def test_bad_controls_are_refused(write_config, action, value, message):
 def test_a_sweeps_rates_are_not_the_pages_to_change(write_config):
     cfg = make_config(write_config(XOR_YAML))
     live = _live(cfg, rates=[0.1, 0.5], labels=["lr 0.1", "lr 0.5"])
-    with pytest.raises(ControlError, match="each train at their own rate"):
+    with pytest.raises(ControlError, match="^rate: each model of a sweep trains at its own rate$"):
         live.control("rate", 1.0)
     live.control("select", 1)  # but the page may look at either model
     assert live.meta["labels"] == ["lr 0.1", "lr 0.5"] and live.meta["steer_rate"] is False
@@ -156,7 +156,7 @@ def test_curves_stay_small_and_evenly_spaced():
     steps = np.diff(curves.epochs)
     assert curves.stride > 1 and set(steps.tolist()) == {curves.stride}
     assert curves.values["loss"][:, 0].tolist() == curves.epochs.tolist()  # each point is its own epoch's
-    sent = curves.tail(full=True)
+    sent = curves.tail()
     assert sent["reset"] and sent["epochs"] == [round(v[0]) for v in sent["values"]["loss"]]
 
 
@@ -327,3 +327,81 @@ def test_serve_links_a_run_training_live(tmp_path, write_config, cli):
         assert "watch live" not in index
     finally:
         server.close()
+
+
+def test_hostile_control_requests_are_refused_and_nothing_is_applied(live_server):
+    import socket
+
+    server, live = live_server
+    headers = {"X-Backprop-Token": server.token}
+    deep = '{"action": "pause", "value": ' + "[" * 2000 + "]" * 2000 + "}"
+    status, body = _request(server, "POST", "/api/control", deep[:4000] if len(deep) > 4096 else deep, headers)
+    assert status == 400 and "nests at most 8 deep" in json.loads(body)["error"]
+    # a body shorter than announced, then the connection closed: not taken for the control
+    with socket.create_connection(("127.0.0.1", server.port)) as raw:
+        raw.sendall(
+            f"POST /api/control?token={server.token} HTTP/1.0\r\nContent-Length: 100\r\n\r\n".encode()
+            + b'{"action":"pause"}'
+        )
+        raw.shutdown(socket.SHUT_WR)
+        answer = raw.makefile("rb").read().decode()
+    assert answer.startswith("HTTP/1.0 400") and "a control of 100 bytes was announced and 18 came" in answer
+    assert live.commands == []
+    assert _request(server, "HEAD", f"/?token={server.token}")[0] == 405
+    assert _request(server, "OPTIONS", "/")[0] == 403
+
+
+def test_serve_answers_a_name_too_long_with_404_and_lists_a_linked_run_once(tmp_path, write_config, cli):
+    root = tmp_path / "runs"
+    assert cli("train", write_config(XOR_YAML), "--runs-dir", root, "-q").exit_code == 0
+    run = next(root.iterdir())
+    (root / "alias").symlink_to(run)
+    server = Server(root=root).start()
+    try:
+        status, body = _request(server, "GET", "/run/" + "a" * 5000 + f"?token={server.token}")
+        assert status == 404 and str(tmp_path) not in body
+        _, index = _request(server, "GET", f"/?token={server.token}")
+        assert index.count("<tr><td") == 1 and "alias" not in index
+    finally:
+        server.close()
+
+
+def test_a_stop_before_the_first_epoch_tells_the_page(tmp_path, write_config):
+    cfg = make_config(write_config(XOR_YAML))
+    live = _live(cfg, paused=True)
+    threading.Thread(target=lambda: (_wait(live, lambda: live.status == "paused"), live.control("stop"))).start()
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, dataset(cfg, "config"), tmp_path / "runs", live=live)
+    last = json.loads(live.message)
+    assert live.finished and last["status"] == "stopped"
+    assert last["note"] == "Stopped before the first epoch: nothing was trained or saved."
+
+
+def test_one_rate_per_layer_is_not_the_pages_to_change(write_config):
+    live = _live(make_config(write_config(XOR_YAML.replace("learning_rate: 0.1", "learning_rate: [0.1, 0.5]"))))
+    with pytest.raises(ControlError, match="one rate per layer"):
+        live.control("rate", 1.0)
+
+
+def test_a_page_that_skips_snapshots_still_gets_every_curve_point(tmp_path, write_config):
+    cfg = make_config(write_config(XOR_YAML.replace("epochs: 200", "epochs: 3000")))
+    live = _live(cfg)
+    pages = {"early": [-1, 0, []], "late": [-1, 0, []]}  # generation, points had, what came
+
+    def read(name):
+        page = pages[name]
+        with live.cond:
+            data, page[0], page[1] = live.curves_since(page[0], page[1])
+        if data is not None:
+            part = json.loads(data)["curves"]
+            page[2] = part["epochs"] if part["reset"] else page[2] + part["epochs"]
+
+    def page(epoch, loss, seen):
+        if epoch % 97 == 0:
+            read("early")  # reads often; "late" reads only at the end
+
+    train_run(cfg, dataset(cfg, "config"), tmp_path / "runs", _progress(page), live=live)
+    read("early")
+    read("late")
+    assert pages["early"][2] == pages["late"][2] == live.curves.epochs.tolist()
+    assert live.curves.epochs[-1] == 3000 - (3000 - 1) % live.curves.stride

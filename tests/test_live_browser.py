@@ -46,11 +46,12 @@ class Backprop:
             self.said.append(line)
             self.lines.put(line)
 
-    def address(self, prefix):
+    def address(self):
+        """The page's address: the first URL the child prints (its readiness message)."""
         while True:
             line = self.lines.get(timeout=60)
-            if line.startswith(prefix):
-                return line.split()[1] if prefix == "live:" else line.split(": ", 1)[1].split()[0]
+            if "http://" in line:
+                return "http://" + line.split("http://", 1)[1].split()[0]
 
     def finish(self):
         out, _ = self.process.communicate(timeout=60)
@@ -77,7 +78,7 @@ def test_watch_and_steer_a_run(tmp_path, browser):
         "train", CONFIGS / "xor.yaml", "--epochs", "1000000", "--live", "--paused", "--runs-dir", tmp_path / "runs",
         cwd=tmp_path,
     )  # fmt: skip
-    url = child.address("live:")
+    url = child.address()
     errors: list[str] = []
     page = _page(browser, 1280, errors)
     assert page.goto(url).status == 200
@@ -130,7 +131,7 @@ def test_watch_and_steer_a_run(tmp_path, browser):
 
 def test_without_the_token_the_page_is_refused(tmp_path, browser):
     child = Backprop("train", CONFIGS / "xor.yaml", "--live", "--runs-dir", tmp_path / "runs", cwd=tmp_path)
-    url = child.address("live:")
+    url = child.address()
     page = browser.new_page()
     assert page.goto(url.split("?")[0]).status == 403
     assert page.goto(url.replace("token=", "token=x")).status == 403
@@ -147,7 +148,7 @@ def test_serve_lists_runs_and_shows_their_reports(tmp_path, browser):
         check=True, cwd=tmp_path, env={**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}, capture_output=True,
     )  # fmt: skip
     child = Backprop("serve", root, cwd=tmp_path)
-    url = child.address("serving")
+    url = child.address()
     errors: list[str] = []
     page = _page(browser, 1000, errors)
     assert page.goto(url).status == 200

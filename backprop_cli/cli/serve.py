@@ -28,7 +28,16 @@ Host = Annotated[
 ]
 OpenBrowser = Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")]
 Paused = Annotated[bool, typer.Option("--paused", help="With --live: wait for Run or Step before the first epoch.")]
-LOCAL = ("127.0.0.1", "localhost", "::1")
+
+
+def _local(host: str) -> bool:
+    """Whether only this machine can reach `host`: localhost, or a loopback address."""
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: only localhost is known to be this machine alone
+        return False
 
 
 def check_live(live: bool, port: int, host: str, open_browser: bool, paused: bool) -> None:
@@ -47,13 +56,13 @@ def check_live(live: bool, port: int, host: str, open_browser: bool, paused: boo
 def _start(live: Optional[Live], root: Optional[Path], host: str, port: int, open_browser: bool, what: str) -> Server:
     from backprop_cli.server import Server
 
-    if host not in LOCAL:
+    server = Server(host, port, live=live, root=root).start()
+    if not _local(host):  # said once it listens there
         err.print(
             f"Warning: --host {host}: the page is reachable from other machines; anyone with its address "
             f"(token included) can {what}",
             soft_wrap=True,
         )
-    server = Server(host, port, live=live, root=root).start()
     if open_browser:
         import webbrowser
 
@@ -80,8 +89,10 @@ def live_page(
     live = Live(cfg, data, rates, labels, paused)
     server = _start(live, None, host, port, open_browser, "steer the run")
     live.address = server.url
-    waiting = "waiting for the page; Ctrl-C to stop" + (" (then Run or Step starts training)" if paused else "")
-    err.print(f"live: {server.url}  ({waiting})", soft_wrap=True)
+    live.notice = err.print
+    # the address on a line of its own, whole, to copy; what happens next on the line after
+    err.print(f"live: {server.url}", soft_wrap=True)
+    err.print("waiting for the page to open it (Ctrl-C to stop)")
     try:
         yield live
     finally:
@@ -106,7 +117,8 @@ def serve(
     if not runs_dir.is_dir():
         raise UsageError(f"{runs_dir}: no such folder (train a run first: backprop train CONFIG)")
     server = _start(None, runs_dir, host, port, open_browser, "read every run under it")
-    err.print(f"serving {runs_dir}: {server.url}  (Ctrl-C to stop)", soft_wrap=True)
+    err.print(f"serving {runs_dir} (Ctrl-C to stop):", soft_wrap=True)
+    err.print(server.url, soft_wrap=True)
     try:
         threading.Event().wait()
     finally:

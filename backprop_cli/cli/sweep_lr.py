@@ -136,6 +136,9 @@ def sweep_lr(
     if live and chain:
         raise UsageError("--live shows a batched sweep, not --chain")
     rates = parse_rates(lrs, log_range, cfg)
+    from backprop_cli.sweep import check_no_changes
+
+    check_no_changes(cfg)  # before a live page is started
     from backprop_cli.experiment import check_memory
 
     check_memory(cfg, str(config), n_models=len(rates))

@@ -14,6 +14,8 @@ function fmt(v) {
   return String(+Number(v).toPrecision(6));
 }
 
+function short(text, n) { text = String(text); return text.length > n ? text.slice(0, n - 1) + "\u2026" : text; }
+
 function notice(text, error) { $("notice").textContent = text || ""; $("notice").className = error ? "error" : ""; }
 
 async function control(action, value) {
@@ -158,6 +160,9 @@ function drawCurves() {
       if (curves.values.val_accuracy) acc.push({ x: curves.epochs, y: column("val_accuracy", k), color: modelColor(k), dash: [5, 4] });
     }
     drawChart($("accuracy"), acc, { range: [0, 1] });
+    const key = K > 1 ? meta.labels.map((label, k) => [modelColor(k), label, false]) : [[modelColor(0), "training", false]];
+    if (curves.values.val_accuracy) key.push(["#666", "validation (dashed)", false]);
+    setLegend($("accuracylegend"), key);
   }
 }
 
@@ -224,10 +229,10 @@ function axes(ctx, left, top, w, h, [x0, x1], [y0, y1], xlabel, ylabel) {
   ctx.strokeStyle = "#999"; ctx.strokeRect(left, top, w, h); ctx.fillStyle = "#555";
   ctx.textAlign = "center"; ctx.textBaseline = "top";
   for (const t of niceTicks(x0, x1, 4)) ctx.fillText(fmt(t), left + (t - x0) / (x1 - x0) * w, top + h + 3);
-  ctx.fillText(xlabel, left + w / 2, top + h + 16);
+  ctx.fillText(short(xlabel, 40), left + w / 2, top + h + 16);
   ctx.textAlign = "right"; ctx.textBaseline = "middle";
   for (const t of niceTicks(y0, y1, 4)) ctx.fillText(fmt(t), left - 4, top + h - (t - y0) / (y1 - y0) * h);
-  ctx.save(); ctx.translate(10, top + h / 2); ctx.rotate(-Math.PI / 2); ctx.textAlign = "center"; ctx.fillText(ylabel, 0, 0); ctx.restore();
+  ctx.save(); ctx.translate(10, top + h / 2); ctx.rotate(-Math.PI / 2); ctx.textAlign = "center"; ctx.fillText(short(ylabel, 28), 0, 0); ctx.restore();
 }
 
 // -- the network -----------------------------------------------------------------------------
@@ -245,13 +250,15 @@ function drawNetwork() {
   if (!meta || !state) return;
   if (!meta.drawable || !state.weights) {
     figure.replaceChildren(); figure.style.height = "0";
+    $("networkkey").hidden = true;
     $("networknote").textContent = `The network (${meta.layers.join("-")}) is too large to draw.`;
     return;
   }
   const layers = meta.layers, width = figure.clientWidth || 600;
   const height = Math.min(440, Math.max(170, 58 * Math.max(...layers) + 50));
   figure.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  const xAt = (l) => 50 + l * (width - 100) / (layers.length - 1);
+  const margin = (meta.feature_names.length || meta.class_names) ? 140 : 50;
+  const xAt = (l) => margin + l * (width - 2 * margin) / (layers.length - 1);
   const yAt = (l, i) => height / 2 - 8 + (i - (layers[l] - 1) / 2) * Math.min(58, (height - 60) / Math.max(1, layers[l] - 1));
   const all = state.weights.flatMap((layer) => layer.w.flat()).filter((v) => v !== null).map(Math.abs);
   const biggest = Math.max(...all, 1e-12);
@@ -273,11 +280,17 @@ function drawNetwork() {
       const label = l === 0 ? (meta.feature_names[i] || name) : name;
       items.push(svg("circle", { cx: xAt(l), cy: yAt(l, i), r: 15, fill: "#fff", stroke: "#444", "stroke-width": 1.2 },
         bias === null ? label : `${name}: bias ${fmt(bias)}`));
-      const text = svg("text", { x: xAt(l), y: yAt(l, i) + 4, "text-anchor": "middle", "font-size": 11 });
+      const text = svg("text", { x: xAt(l), y: yAt(l, i) + 4, "text-anchor": "middle", "font-size": 11, "pointer-events": "none" });
       text.textContent = name; items.push(text);
       if (bias !== null) {
         const b = svg("text", { x: xAt(l), y: yAt(l, i) + 28, "text-anchor": "middle", "font-size": 10, fill: "#555" });
         b.textContent = `b ${fmt(bias)}`; items.push(b);
+      }
+      const outside = l === 0 ? meta.feature_names[i] : (l === layers.length - 1 && meta.class_names ? meta.class_names[i] : null);
+      if (outside) {   // input and class names beside the first and last columns, as network.png has them
+        const first = l === 0;
+        const t = svg("text", { x: xAt(l) + (first ? -20 : 20), y: yAt(l, i) + 4, "text-anchor": first ? "end" : "start", "font-size": 11, fill: "#333" });
+        t.textContent = short(outside, 18); items.push(t);
       }
     }
   });
@@ -310,15 +323,17 @@ function showState() {
   $("epoch").textContent = String(state.epoch);
   $("of").textContent = ` of ${(state.start_epoch || 0) + meta.epochs}`;
   const k = state.selected;
-  $("loss").textContent = fmt(state.loss[k]);
-  $("rate").textContent = fmt(state.learning_rate[k]);
+  $("loss").textContent = fmt(state.loss[k]) + (meta.labels.length > 1 ? ` (${meta.labels[k]})` : "");
+  const next = state.next_rate ? state.next_rate[k] : null;   // a change waiting for the next epoch
+  $("rate").textContent = fmt(state.learning_rate[k]) + (next !== null ? ` \u2192 ${fmt(next)} from epoch ${state.epoch + 1}` : "");
   const changes = $("changes");
   if (state.changes.length) {
     changes.replaceChildren(...state.changes.map((c) => {
       const li = document.createElement("li"); li.textContent = `from epoch ${c.epoch}: ${fmt(c.learning_rate)}`; return li;
     }));
   }
-  const over = ended || !["running", "paused"].includes(state.status);
+  const busy = ["stopping", "saving"].includes(state.status) && !ended;   // ending: nothing to steer
+  const over = busy || ended || !["running", "paused"].includes(state.status);
   const paused = state.status === "paused";
   if (!state.changes.length && over) changes.firstElementChild.textContent = "none";
   $("run").disabled = over || !paused; $("pause").disabled = over || paused;
@@ -327,7 +342,11 @@ function showState() {
   for (const id of ["newrate", "setrate"]) $(id).disabled = over || !meta.steer_rate;
   $("speed").disabled = over; $("model").disabled = over;
   if (document.activeElement !== $("speed")) $("speed").value = String(state.delay);
-  if (over && status !== "ended") notice(`Training ended (${status}). The run folder is saved; backprop serve shows it.`);
+  if (busy) notice(state.status === "saving" ? "Training has ended; saving the run folder..." : "Stopping after this epoch...");
+  else if (state.status === "stopped") notice(state.note || "Stopped before the first epoch.");
+  else if (over && status !== "ended") {
+    notice(`Training ended (${status}). The run folder is saved; backprop serve shows it.` + (state.note ? " " + state.note : ""));
+  }
 }
 
 function render() {
@@ -345,7 +364,11 @@ function wire() {
   $("run").onclick = () => control("resume");
   $("pause").onclick = () => control("pause");
   $("step").onclick = () => control("step", 1);
-  $("stepn").onclick = () => control("step", parseInt($("steps").value, 10));
+  $("stepn").onclick = () => {
+    const n = Number($("steps").value);
+    if (!Number.isInteger(n) || n < 1) { notice("Step N: a whole number of epochs, 1 or more", true); return; }
+    control("step", n);
+  };
   $("stop").onclick = () => control("stop");
   $("setrate").onclick = () => {
     const value = parseFloat($("newrate").value);
@@ -366,7 +389,7 @@ async function start() {
   $("name").textContent = meta.name; document.title = `${meta.name}: backprop live`;
   $("curvetitle").textContent = `Loss (${meta.loss})`;
   if (!meta.steer_rate) {
-    $("rategroup").title = "each model of a sweep trains at its own rate";
+    $("rategroup").title = meta.rate_note || "";
     $("changespanel").hidden = true;
   }
   if (meta.labels.length > 1) {
