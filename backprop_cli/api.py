@@ -135,6 +135,7 @@ def train_run(
             raise
         if live is not None:
             live.saving()
+            result.duration_s = max(0.0, result.duration_s - live.held)  # the loop's own time, as without a page
             cfg = _with_changes(cfg, live.recorded_changes(start_epoch + result.epochs_run[0]))
             write_config(run, cfg)
         if shots is not None and notice is not None:
@@ -468,6 +469,8 @@ def sweep_run(
         }
         if live is not None:
             live.saving()
+            if entries:  # one batched pass: every rate's model shares its result
+                entries[0].result.duration_s = max(0.0, entries[0].result.duration_s - live.held)
         if shots is not None and notice is not None:
             notice(f"drawing training.gif ({shots.frames} frames, {len(rates)} panels)...")
         with (writing or (lambda n: nullcontext(None)))(len(rates)) as written:

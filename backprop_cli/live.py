@@ -140,6 +140,7 @@ class Live:
         self.connected = threading.Event()  # set by the server when a page listens
         self.start_epoch, self.epoch, self.status = 0, 0, "waiting"
         self.note: Optional[str] = None
+        self.held = 0.0  # seconds the page held the loop (paused, or at a slower pace)
         self.curves: Optional[_Curves] = None
         self.due, self.rows = 0.0, 0  # next snapshot time; history rows already in the curves
         self.probe = Network(m.layers, m.activations, m.bias, 1, np.dtype(t.dtype))
@@ -328,7 +329,7 @@ class Live:
             if self.steps:
                 self.steps -= 1
                 self.paused = self.steps == 0
-        shown = False
+        shown, held = False, time.perf_counter()
         while self.paused and not seen.stopping:
             if not shown:  # the paused epoch, and again after each control
                 self.status = "paused"
@@ -348,6 +349,7 @@ class Live:
             self._update(epoch, loss, seen)
         if delay:
             time.sleep(delay)
+        self.held += time.perf_counter() - held
 
     def _apply(self, epoch: int, seen: Any) -> bool:
         """The pending controls, in order (the lock is held); whether there were any."""

@@ -405,3 +405,24 @@ def test_a_page_that_skips_snapshots_still_gets_every_curve_point(tmp_path, writ
     read("late")
     assert pages["early"][2] == pages["late"][2] == live.curves.epochs.tolist()
     assert live.curves.epochs[-1] == 3000 - (3000 - 1) % live.curves.stride
+
+
+def test_the_time_a_page_holds_the_loop_is_not_the_loops(tmp_path, write_config):
+    import time
+
+    cfg = make_config(write_config(XOR_YAML))
+    live = _live(cfg)
+
+    def page(epoch, loss, seen):
+        if epoch == 5:
+            live.control("pause")
+
+    def resume_later():
+        _wait(live, lambda: live.status == "paused")
+        time.sleep(0.5)  # what is measured: half a second held at the page
+        live.control("resume")
+
+    threading.Thread(target=resume_later).start()
+    trained = train_run(cfg, dataset(cfg, "config"), tmp_path / "runs", _progress(page), live=live)
+    assert live.held >= 0.5
+    assert json.loads((trained.run / "summary.json").read_text())["duration_s"] < 0.4  # 200 epochs of XOR
