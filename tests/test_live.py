@@ -109,13 +109,16 @@ def test_pause_step_and_stop(tmp_path, write_config):
     assert live.finished and json.loads(live.message)["status"] == "interrupted"
 
 
-def test_a_stop_before_the_first_epoch_leaves_no_run(tmp_path, write_config):
+def test_a_stop_before_the_first_epoch_leaves_no_run_and_tells_the_page(tmp_path, write_config):
     cfg = make_config(write_config(XOR_YAML))
     live = _live(cfg, paused=True)
     threading.Thread(target=lambda: (_wait(live, lambda: live.status == "paused"), live.control("stop"))).start()
     with pytest.raises(KeyboardInterrupt):
         train_run(cfg, dataset(cfg, "config"), tmp_path / "runs", live=live)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    last = json.loads(live.message)  # and the page says so
+    assert live.finished and last["status"] == "stopped"
+    assert last["note"] == "Stopped before the first epoch: nothing was trained or saved."
 
 
 @pytest.mark.parametrize(
@@ -364,17 +367,6 @@ def test_serve_answers_a_name_too_long_with_404_and_lists_a_linked_run_once(tmp_
         assert index.count("<tr><td") == 1 and "alias" not in index
     finally:
         server.close()
-
-
-def test_a_stop_before_the_first_epoch_tells_the_page(tmp_path, write_config):
-    cfg = make_config(write_config(XOR_YAML))
-    live = _live(cfg, paused=True)
-    threading.Thread(target=lambda: (_wait(live, lambda: live.status == "paused"), live.control("stop"))).start()
-    with pytest.raises(KeyboardInterrupt):
-        train_run(cfg, dataset(cfg, "config"), tmp_path / "runs", live=live)
-    last = json.loads(live.message)
-    assert live.finished and last["status"] == "stopped"
-    assert last["note"] == "Stopped before the first epoch: nothing was trained or saved."
 
 
 def test_one_rate_per_layer_is_not_the_pages_to_change(write_config):
