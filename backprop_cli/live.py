@@ -285,7 +285,7 @@ class Live:
                     self.cond.wait(0.25)
                 changed = self._apply(start_epoch, None)
             if self.stop_requested:
-                self.end("stopped", "Stopped before the first epoch: nothing was trained or saved.")
+                self.end("stopped", "Stopped before the first epoch: nothing was trained.")
                 raise KeyboardInterrupt
             if changed or not self.paused:
                 show()

@@ -118,7 +118,7 @@ def test_a_stop_before_the_first_epoch_leaves_no_run_and_tells_the_page(tmp_path
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     last = json.loads(live.message)  # and the page says so
     assert live.finished and last["status"] == "stopped"
-    assert last["note"] == "Stopped before the first epoch: nothing was trained or saved."
+    assert last["note"] == "Stopped before the first epoch: nothing was trained."
 
 
 @pytest.mark.parametrize(
