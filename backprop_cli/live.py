@@ -128,6 +128,7 @@ class Live:
             else "this run has one rate per layer; a change sets one rate for every layer (lr_changes)"
         )
         self.notice: Optional[Callable[[str], None]] = None  # hears that a page connected
+        self.on_hold: Optional[Callable[[bool], None]] = None  # hears pauses (True) and resumes
         self.labels = list(labels or [self.name])
         self.wait = True
         self.address: Optional[str] = None
@@ -329,16 +330,20 @@ class Live:
             if self.steps:
                 self.steps -= 1
                 self.paused = self.steps == 0
-        shown, held = False, time.perf_counter()
+        shown, held, told = False, time.perf_counter(), False
         while self.paused and not seen.stopping:
             if not shown:  # the paused epoch, and again after each control
                 self.status = "paused"
                 self._update(epoch, loss, seen)
-                shown = True
+                if self.on_hold is not None and not told:
+                    self.on_hold(True)
+                shown = told = True
             with self.cond:
                 if not self.commands:
                     self.cond.wait(0.25)
                 shown = not self._apply(epoch, seen)
+        if self.on_hold is not None and told:
+            self.on_hold(False)
         with self.cond:
             self.status = "running"
             self.hold = bool(self.paused or self.steps or self.delay or self.commands)

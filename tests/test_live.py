@@ -77,7 +77,8 @@ def _wait(live, predicate):
 def test_pause_step_and_stop(tmp_path, write_config):
     cfg = make_config(write_config(XOR_YAML.replace("epochs: 200", "epochs: 100000")))
     live = _live(cfg, paused=True)
-    seen = []
+    seen, held = [], []
+    live.on_hold = held.append  # the progress bar hears pauses and resumes
 
     def steer():
         _wait(live, lambda: live.status == "paused" and live.epoch == 0)
@@ -107,6 +108,7 @@ def test_pause_step_and_stop(tmp_path, write_config):
     summary = json.loads((trained.run / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["lr_changes"] == [{"epoch": 7, "learning_rate": 0.5}]
     assert live.finished and json.loads(live.message)["status"] == "interrupted"
+    assert held[:2] == [True, False] and held.count(True) == held.count(False) + (held[-1] is True)
 
 
 def test_a_stop_before_the_first_epoch_leaves_no_run_and_tells_the_page(tmp_path, write_config):

@@ -114,6 +114,19 @@ class Reporter:
         self.last = 0.0
         self.began = time.perf_counter()
         self.progress: Any = None
+        self.held_since: Optional[float] = None  # paused from a live page since then
+
+    def hold(self, paused: bool) -> None:
+        """A live page paused (or resumed) training: the bar says so, and the speed leaves the
+        pause out."""
+        now = time.perf_counter()
+        if paused and self.held_since is None:
+            self.held_since = now
+        elif not paused and self.held_since is not None:
+            self.began += now - self.held_since
+            self.held_since = None
+        if self.progress is not None:
+            self.progress.update(self.task, description=f"{self.label} (paused)" if paused else self.label)
 
     def __enter__(self) -> "Reporter":
         self.began = time.perf_counter()

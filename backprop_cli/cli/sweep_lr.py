@@ -148,7 +148,10 @@ def sweep_lr(
     from backprop_cli.network import param_names
 
     def progress(epochs: int, start: int, label: str) -> Reporter:
-        return Reporter(epochs, start, quiet, label)
+        shown = Reporter(epochs, start, quiet, label)
+        if page is not None:  # the page's pauses show on the bar
+            page.on_hold = shown.hold
+        return shown
 
     def writing(n: int) -> Steps:
         return Steps(f"writing {n} run folders", quiet)

@@ -151,7 +151,10 @@ def _train_one(
     from backprop_cli.api import train_run
 
     def progress(epochs: int, start: int, label: str) -> Reporter:
-        return Reporter(epochs, start, quiet, label)
+        shown = Reporter(epochs, start, quiet, label)
+        if live is not None:  # the page's pauses show on the bar
+            live.on_hold = shown.hold
+        return shown
 
     def notice(text: str) -> None:
         if not quiet:
