@@ -35,6 +35,7 @@ MAX_BODY = 4096  # a control request's JSON, at most
 MAX_DEPTH = 8  # a control's JSON nesting, at most (Python's parser recurses per level)
 READ_TIMEOUT_S = 10.0  # a request that does not arrive whole by then is dropped
 BACKLOG = 128  # connections waiting to be accepted: a classroom's pages connecting at once
+MAX_STREAMS = 100  # pages listening at once (each holds a thread); more are told to come back
 
 
 def _asset(name: str) -> bytes:
@@ -238,13 +239,16 @@ class _Handler(BaseHTTPRequestHandler):
         """Server-sent events: the curve points this page lacks, then each snapshot as it is
         published (a page that falls behind gets the latest, never a queue, and the points it
         missed with it), and `end` when training ends."""
+        app = self.app
+        with live.cond:
+            full = app.streams >= MAX_STREAMS
+            app.streams += 0 if full else 1
+        if full:
+            return self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"{MAX_STREAMS} pages are watching already")
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        app = self.app
-        with live.cond:
-            app.streams += 1
         live.connected.set()
         try:
             version, generation, sent, first = -1, -1, 0, True

@@ -420,3 +420,16 @@ def test_the_time_a_page_holds_the_loop_is_not_the_loops(tmp_path, write_config)
     trained = train_run(cfg, dataset(cfg, "config"), tmp_path / "runs", _progress(page), live=live)
     assert live.held >= 0.5
     assert json.loads((trained.run / "summary.json").read_text())["duration_s"] < 0.4  # 200 epochs of XOR
+
+
+def test_pages_beyond_the_limit_are_told_to_come_back(live_server, monkeypatch):
+    import backprop_cli.server as server_module
+
+    server, _ = live_server
+    monkeypatch.setattr(server_module, "MAX_STREAMS", 1)
+    first = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    first.request("GET", f"/api/events?token={server.token}")
+    assert first.getresponse().status == 200  # listening, and counted
+    status, body = _request(server, "GET", f"/api/events?token={server.token}")
+    assert status == 503 and "1 pages are watching already" in body
+    first.close()
