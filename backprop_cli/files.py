@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, Optional
 from backprop_cli.errors import BackpropError, OutputError, RunError
 
 MiB = 2**20
+MAX_DEPTH = 100  # levels of nesting a JSON file or a config may hold (the parsers recurse per level)
 
 
 def _kind(mode: int) -> str:
@@ -150,6 +152,26 @@ def write_json(path: Path, data: dict) -> None:
 
 RUN_FILE_LIMIT = 256 * MiB
 
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def json_depth(text: str) -> int:
+    """How deep the arrays and objects of JSON `text` nest, found without parsing it (the
+    parser recurses once per level: 100,000 levels are a RecursionError); linear in the text."""
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    depth = deepest = 0
+    for bracket in brackets:
+        if bracket in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    break
+        else:
+            depth -= 1
+    return deepest
+
 
 def read_json(path: Path) -> dict:
     """A JSON object from a run folder's file; anything else raises RunError naming the file."""
@@ -165,6 +187,8 @@ def read_json(path: Path) -> dict:
         raise RunError(f"{path}: cannot read: {e.strerror}") from None
     if not text.strip():
         raise RunError(f"{path}: empty file")
+    if json_depth(text) > MAX_DEPTH:
+        raise RunError(f"{path}: corrupt: nested deeper than {MAX_DEPTH} levels")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

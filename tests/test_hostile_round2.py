@@ -1,0 +1,97 @@
+"""Issue 26: hostile input and faults in the newer code (run folders and studies as input,
+reports, injections, evaluate and the API, resource bombs, the full disk)."""
+
+import shutil
+
+import pytest
+from conftest import XOR_YAML
+from typer.testing import CliRunner
+
+from backprop_cli.cli import app
+
+
+def _invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def xor_run(tmp_path_factory):
+    """A trained XOR run folder; tests copy it before spoiling it."""
+    root = tmp_path_factory.mktemp("round2")
+    config = root / "xor.yaml"
+    config.write_text(XOR_YAML)
+    assert _invoke("train", config, "--runs-dir", root / "runs", "-q").exit_code == 0
+    return next((root / "runs").iterdir())
+
+
+@pytest.fixture(scope="module")
+def xor_grid(tmp_path_factory):
+    """A finished two-cell grid over the learning rate."""
+    root = tmp_path_factory.mktemp("round2grid")
+    config = root / "xor.yaml"
+    config.write_text(XOR_YAML)
+    args = ["sweep", config, "--grid", "training.learning_rate=0.1,0.5", "--workers", "1", "-q"]
+    assert _invoke(*args, "--runs-dir", root / "runs").exit_code == 0
+    return next((root / "runs").iterdir())
+
+
+@pytest.fixture
+def spoiled(tmp_path):
+    """copy(folder) -> a copy of a run or study folder under tmp_path/runs, to spoil."""
+
+    def copy(folder):
+        target = tmp_path / "runs" / folder.name
+        shutil.copytree(folder, target)
+        return target
+
+    return copy
+
+
+# -- run folders and studies as input -------------------------------------------------------
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+
+
+def test_a_json_nesting_bomb_in_a_run_folder_is_a_corrupt_file(cli, xor_run, spoiled):
+    run = spoiled(xor_run)
+    (run / "summary.json").write_text(DEEP_JSON)
+    for args in (["runs", "show", run], ["predict", run, "--input", "-"], ["report", run]):
+        result = cli(*args)
+        assert result.exit_code == 1, args
+        assert result.stderr == f"Error: {run / 'summary.json'}: corrupt: nested deeper than 100 levels\n", args
+
+
+def test_a_json_nesting_bomb_in_grid_json_is_a_corrupt_file(cli, xor_grid, spoiled):
+    study = spoiled(xor_grid)
+    (study / "grid.json").write_text('{"grid": ' + DEEP_JSON + "}")
+    result = cli("report", study)
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {study / 'grid.json'}: corrupt: nested deeper than 100 levels\n"
+
+
+def test_json_depth_skips_brackets_inside_strings():
+    from backprop_cli.files import json_depth
+
+    assert json_depth('{"a": [1, {"b": "[[[[[\\"]]"}], "c": []}') == 3
+    assert json_depth("[" * 101 + "]" * 101) == 101
+
+
+@pytest.mark.parametrize("levels", [3_000, 400_000])
+def test_a_config_nested_past_the_recursion_limit_is_refused(cli, write_config, levels):
+    path = write_config(XOR_YAML + "x-deep: " + "[" * levels + "]" * levels + "\n")
+    assert path.stat().st_size < 2**20
+    result = cli("validate", path)
+    line = XOR_YAML.count("\n") + 1
+    assert result.exit_code == 2 and result.stderr == f"Error: {path}:{line}: nested deeper than 100 levels\n"
+
+
+@pytest.mark.parametrize("value", ["[" * 3000 + "]" * 3000, "- " * 3000 + "1"])
+def test_set_values_nested_past_the_recursion_limit_are_refused(cli, write_config, tmp_path, value):
+    result = cli("train", write_config(XOR_YAML), "--set", f"model.layers={value}", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and result.stderr == "Error: --set model.layers:1: nested deeper than 100 levels\n"
+
+
+def test_grid_values_nested_past_the_recursion_limit_are_refused(cli, write_config, tmp_path):
+    value = "[" * 3000 + "]" * 3000
+    result = cli("sweep", write_config(XOR_YAML), "--grid", f"model.layers={value}", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and result.stderr == "Error: --grid model.layers:1: nested deeper than 100 levels\n"
