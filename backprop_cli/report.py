@@ -11,8 +11,6 @@ animation, and the list of its run folders.
 from __future__ import annotations
 
 import base64
-import csv
-import io
 import math
 from html import escape
 from pathlib import Path
@@ -22,7 +20,8 @@ from backprop_cli.errors import BackpropError
 from backprop_cli.files import read_json
 from backprop_cli.metrics import metric_text
 from backprop_cli.pictures import MAX_DIAGRAM_NEURONS
-from backprop_cli.run_folders import LoadedRun, config_text, load_run, read_summary
+from backprop_cli.run_folders import LoadedRun, config_text, load_run, read_csv, read_summary
+from backprop_cli.run_folders.schema import Evaluation, read_dict
 
 REPORT = "report.html"
 # the order plots appear in; any other PNG in the folder follows
@@ -127,10 +126,9 @@ def _images(folder: Path) -> list[str]:
 
 
 def _csv_table(path: Path, max_rows: int = 200) -> str:
-    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
-    if not rows:
+    header, body = read_csv(path)
+    if not header:
         return ""
-    header, body = rows[0], rows[1:]
     # weight columns past the summary ones make a table no page can show; the CSV has them
     keep = min(len(header), 5)
     shown = [[_number(c) for c in r[:keep]] for r in body[:max_rows]]
@@ -143,10 +141,9 @@ def _grid_table(path: Path, sort: str, best: int = 20, up_to: int = 64) -> str:
     study's sort column; past `up_to` cells only the best `best`, and a note."""
     from backprop_cli.metrics import is_score
 
-    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
-    if not rows:
+    header, body = read_csv(path)
+    if not header:
         return ""
-    header, body = rows[0], rows[1:]
     if sort in header:
         at, sign = header.index(sort), -1.0 if is_score(sort) else 1.0
         numbers = [(r, _number(r[at])) for r in body]
@@ -252,7 +249,7 @@ def build_report(folder: Path) -> str:
         out.append("<h2>Plots</h2>")
         out.extend(images)
     for evaluation in sorted(folder.glob("evaluation*.json")) if not kind else []:  # one per data set
-        scores = read_json(evaluation)
+        scores = read_dict(evaluation, Evaluation)
         out.append(f"<h2>Evaluation on {escape(str(scores.get('data', '')))}</h2>")
         top = [
             (k, scores.get(k))

@@ -95,3 +95,84 @@ def test_grid_values_nested_past_the_recursion_limit_are_refused(cli, write_conf
     value = "[" * 3000 + "]" * 3000
     result = cli("sweep", write_config(XOR_YAML), "--grid", f"model.layers={value}", "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and result.stderr == "Error: --grid model.layers:1: nested deeper than 100 levels\n"
+
+
+def _edit_json(path, change):
+    import json
+
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "file,change,message",
+    [
+        (
+            "summary.json",
+            lambda d: d.update(versions="abc"),
+            "versions: input should be a valid dictionary (got 'abc')",
+        ),
+        (
+            "summary.json",
+            lambda d: d.update(saved_weights={"loss": "low"}),
+            "saved_weights.loss: input should be a valid number (got 'low')",
+        ),
+        (
+            "summary.json",
+            lambda d: d.update(kind="../../x"),
+            "kind: input should be 'sweep', 'seeds', 'grid' or 'search' (got '../../x')",
+        ),
+    ],
+)
+def test_wrong_types_in_a_run_summary_name_the_field(cli, xor_run, spoiled, file, change, message):
+    run = spoiled(xor_run)
+    _edit_json(run / file, change)
+    for args in (["runs", "show", run], ["report", run]):
+        result = cli(*args)
+        assert result.exit_code == 1 and result.stderr == f"Error: {run / file}: {message}\n", args
+
+
+def test_wrong_types_in_a_cell_summary_and_a_study_summary_name_the_field(cli, xor_grid, spoiled):
+    study = spoiled(xor_grid)
+    cell = study / "cell_001" / "summary.json"
+    _edit_json(cell, lambda d: d.update(versions="abc"))
+    result = cli("report", study / "cell_001")
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {cell}: versions: input should be a valid dictionary (got 'abc')\n"
+    _edit_json(study / "summary.json", lambda d: d["models"][0].update(final_loss="abc"))
+    for args in (["runs", "show", study], ["report", study]):
+        result = cli(*args)
+        assert result.exit_code == 1, args
+        message = "models.0.final_loss: input should be a valid number (got 'abc')"
+        assert result.stderr == f"Error: {study / 'summary.json'}: {message}\n"
+
+
+def test_wrong_types_in_evaluation_json_name_the_field(cli, xor_run, spoiled):
+    run = spoiled(xor_run)
+    assert cli("evaluate", run, "--json").exit_code == 0  # the training data: XOR has no validation split
+    _edit_json(run / "evaluation.json", lambda d: d.update(classes=3))
+    result = cli("report", run)
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {run / 'evaluation.json'}: classes: input should be a valid list (got 3)\n"
+    _edit_json(run / "evaluation.json", lambda d: d.update(classes=[{"class": "0"}]))
+    result = cli("report", run)
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {run / 'evaluation.json'}: classes.0.precision: field required\n"
+
+
+@pytest.mark.parametrize(
+    "tail,message",
+    [
+        (b"\xff\xfe,1\n", "grid.csv: not a text file (UTF-8 expected)"),
+        (b"x" * 200_000 + b",1\n", "grid.csv:4: corrupt CSV: field larger than field limit (131072)"),
+        (b"1\n", "grid.csv:4: corrupt CSV: 1 values for 9 columns"),
+    ],
+)
+def test_a_spoilt_grid_csv_is_one_line_naming_the_file(cli, xor_grid, spoiled, tail, message):
+    study = spoiled(xor_grid)
+    with open(study / "grid.csv", "ab") as f:
+        f.write(tail)
+    for args in (["runs", "show", study], ["report", study]):
+        result = cli(*args)
+        assert result.exit_code == 1 and result.stderr == f"Error: {study}/{message}\n", args

@@ -240,20 +240,18 @@ def runs_show(
 
 def _study_table(path: Path, summary: dict) -> None:
     """A study's cells (grid.csv, sweep.csv or seeds.csv) as a table: the best 20 by its sort."""
-    import csv
-
     from backprop_cli.results import sort_rows
+    from backprop_cli.run_folders import read_csv
 
     table = next(
         (path / f"{kind}.csv" for kind in ("grid", "sweep", "seeds", "chain") if (path / f"{kind}.csv").exists()), None
     )
     if table is None:
         return
-    with open(table, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    header, body = read_csv(table)
+    rows: list[dict[str, Any]] = [dict(zip(header, row)) for row in body]
     if not rows:
         return
-    header = list(rows[0])
     sort = str(summary.get("sort") or "final_loss")
 
     def number(text: str) -> Any:

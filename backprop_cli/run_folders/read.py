@@ -20,7 +20,7 @@ from backprop_cli.data import Scaler
 from backprop_cli.errors import BackpropError, RunError, RunNotFoundError
 from backprop_cli.exchange import Portable
 from backprop_cli.experiment import network
-from backprop_cli.files import RUN_FILE_LIMIT, check_file, read_json
+from backprop_cli.files import RUN_FILE_LIMIT, check_file, read_json, read_text
 from backprop_cli.metrics import class_name, output_names
 from backprop_cli.network import Network
 from backprop_cli.run_folders.schema import DataMeta, Summary, Weights, read, read_dict
@@ -34,6 +34,27 @@ def csv_text(rows: Iterable[Iterable[Any]]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
     return buf.getvalue()
+
+
+def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    """A run or study folder's CSV (history.csv, grid.csv, sweep.csv) as its header and rows of
+    text, each row as long as the header; a special file, one over RUN_FILE_LIMIT, bad bytes, a
+    malformed or oversized field or a short row raise RunError naming the file and line."""
+    text = read_text(path, "run file", RunError, RUN_FILE_LIMIT)
+    reader = csv.reader(io.StringIO(text), strict=True)
+    rows = []
+    try:
+        for row in reader:
+            rows.append(row)
+    except csv.Error as e:
+        raise RunError(f"{path}:{reader.line_num}: corrupt CSV: {e}") from None
+    if not rows:
+        return [], []
+    header = rows[0]
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise RunError(f"{path}:{line}: corrupt CSV: {len(row)} values for {len(header)} columns")
+    return header, rows[1:]
 
 
 @dataclass
@@ -250,11 +271,8 @@ def config_text(path: Path) -> Optional[str]:
 
 def read_history(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """A run's history.csv as (epochs, {column: values}); empty cells are NaN."""
-    try:
-        with open(path / "history.csv", newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise RunError(f"{path / 'history.csv'}: cannot read: {e}") from None
+    header, body = read_csv(path / "history.csv")
+    rows = [dict(zip(header, row)) for row in body]
     try:
         epochs = np.array([int(r["epoch"]) for r in rows], dtype=int)
         columns = {
