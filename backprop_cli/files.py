@@ -54,6 +54,22 @@ def check_file(path: Path, what: str, error: type[BackpropError], limit: Optiona
         raise error(f"{path}: {st.st_size / MiB:.1f} MiB, over the {limit / MiB:g} MiB limit for a {what}")
 
 
+def not_own(path: Path, limit: int) -> Optional[str]:
+    """Why `path` is not a regular file of its own folder of at most `limit` bytes (a symbolic
+    link, a FIFO or device, too large, missing), in a few words; None when it is one."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return f"cannot read: {e.strerror}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"a {_kind(st.st_mode)}, not a regular file"
+    if st.st_size > limit:
+        return f"{st.st_size / MiB:.1f} MiB, over the {limit / MiB:g} MiB limit"
+    return None
+
+
 def read_text(path: Path, what: str, error: type[BackpropError], limit: Optional[int] = None) -> str:
     """The UTF-8 text of `path`; a missing or special file, one over `limit` bytes, or bad bytes
     raise `error` naming `what`."""

@@ -176,3 +176,60 @@ def test_a_spoilt_grid_csv_is_one_line_naming_the_file(cli, xor_grid, spoiled, t
     for args in (["runs", "show", study], ["report", study]):
         result = cli(*args)
         assert result.exit_code == 1 and result.stderr == f"Error: {study}/{message}\n", args
+
+
+# -- reports --------------------------------------------------------------------------------
+
+
+def test_a_report_embeds_no_file_a_symlink_points_to(cli, xor_run, spoiled, tmp_path):
+    run = spoiled(xor_run)
+    outside = tmp_path / "private.png"
+    outside.write_bytes(b"\x89PNG private bytes")
+    for name in ("fit.png", "zz.png", "training.gif"):
+        (run / name).symlink_to(outside)
+    result = cli("report", run)
+    assert result.exit_code == 0, result.output
+    page = (run / "report.html").read_text()
+    import base64
+
+    assert base64.b64encode(outside.read_bytes()).decode()[:16] not in page
+    assert "zz.png" not in page  # not a plot backprop draws: not even named
+    assert "left out: fit.png (a symbolic link, not a regular file), training.gif (a symbolic link" in page
+
+
+def test_a_report_of_a_folder_whose_summary_is_a_symlink_is_refused(cli, xor_run, spoiled):
+    run = spoiled(xor_run)
+    (run / "summary.json").rename(run / "elsewhere.json")
+    (run / "summary.json").symlink_to("elsewhere.json")
+    result = cli("report", run)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {run / 'summary.json'}: a symbolic link, not a regular file; a report reads only the folder's own files\n"
+    )
+
+
+@pytest.mark.slow
+def test_a_report_neither_hangs_on_a_fifo_nor_reads_dev_zero(xor_run, spoiled, tmp_path):
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    run = spoiled(xor_run)
+    os.mkfifo(run / "fit.png")
+    (run / "loss.png").unlink()
+    (run / "loss.png").symlink_to("/dev/zero")
+    os.mkfifo(run / "evaluation.json")
+
+    def limited():  # a regression reads /dev/zero until this limit, not the machine's memory
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    done = subprocess.run(
+        [sys.executable, "-m", "backprop_cli", "report", str(run)],
+        capture_output=True, text=True, timeout=60, preexec_fn=limited, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    page = (run / "report.html").read_text()
+    assert "fit.png (a FIFO, not a regular file)" in page and "loss.png (a symbolic link" in page
+    assert "evaluation.json (a FIFO" in page

@@ -261,12 +261,9 @@ def read_summary(path: Path) -> dict:
 
 def config_text(path: Path) -> Optional[str]:
     """A run folder's config.yaml as written, or None when it has none."""
-    try:
-        return (path / "config.yaml").read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not (path / "config.yaml").exists():
         return None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RunError(f"{path / 'config.yaml'}: cannot read: {e}") from None
+    return read_text(path / "config.yaml", "run file", RunError, RUN_FILE_LIMIT)
 
 
 def read_history(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
