@@ -233,3 +233,70 @@ def test_a_report_neither_hangs_on_a_fifo_nor_reads_dev_zero(xor_run, spoiled, t
     page = (run / "report.html").read_text()
     assert "fit.png (a FIFO, not a regular file)" in page and "loss.png (a symbolic link" in page
     assert "evaluation.json (a FIFO" in page
+
+
+# -- terminal and markup injection ----------------------------------------------------------
+
+ESC, CSI = "\x1b", "\x9b"
+
+
+@pytest.fixture(scope="module")
+def hostile_names_run(tmp_path_factory):
+    """A run trained on a CSV whose header and class labels hold terminal escape sequences."""
+    root = tmp_path_factory.mktemp("names")
+    rows = [f"a{ESC}]0;PWNED\x07,b{ESC}[2J,label"]
+    rows += [f"{i % 2},{i // 2 % 2},{f'cat{ESC}[31m' if i % 2 else f'dog{CSI}1m'}" for i in range(8)]
+    (root / "evil.csv").write_text("\n".join(rows) + "\n")
+    (root / "evil.yaml").write_text(
+        "model: {layers: [2, 3, 2], activation: tanh, output_activation: softmax}\n"
+        "training: {loss: cross_entropy, learning_rate: 0.1, epochs: 20}\ndata: {csv: evil.csv}\n"
+    )
+    assert _invoke("train", root / "evil.yaml", "--runs-dir", root / "runs", "-q").exit_code == 0
+    return root, next((root / "runs").iterdir())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["predict", "{run}", "--input", "0,1"], ["predict", "{run}"], ["evaluate", "{run}", "{root}/evil.csv"]],
+    ids=["rows", "prompt", "evaluate"],
+)
+def test_names_from_a_csv_are_shown_not_obeyed(cli, hostile_names_run, args):
+    root, run = hostile_names_run
+    result = cli(*[a.format(run=run, root=root) for a in args], input="")
+    assert result.exit_code == 0, result.output
+    assert ESC not in result.output and CSI not in result.output and "\x07" not in result.output
+    if args[0] == "evaluate":
+        assert "cat\\x1b[31m" in result.stdout and "dog\\x9b1m" in result.stdout
+    else:
+        assert "a\\x1b]0;PWNED\\x07" in result.stdout
+
+
+def test_an_error_naming_a_column_shows_its_control_characters(cli, hostile_names_run, tmp_path):
+    root, _ = hostile_names_run
+    config = tmp_path / "c.yaml"
+    config.write_text((root / "evil.yaml").read_text().replace("csv: evil.csv", f"csv: {root}/evil.csv, target: q"))
+    result = cli("validate", config)
+    assert result.exit_code == 2 and ESC not in result.stderr and "b\\x1b[2J" in result.stderr
+
+
+def test_a_run_named_like_mathtext_keeps_its_plots(cli, tmp_path):
+    config = tmp_path / "m.yaml"
+    config.write_text(XOR_YAML.replace("name: xor", "name: 'a$\\\\foo$b $x^{2}$'"))
+    result = cli("train", config, "--runs-dir", tmp_path / "runs", "--diagnose", "-q")
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    run = next((tmp_path / "runs").iterdir())
+    assert {"loss.png", "accuracy.png", "network.png", "decision_boundary.png", "gradients.png"} <= {
+        p.name for p in run.iterdir()
+    }
+
+
+def test_a_plot_that_cannot_be_drawn_is_a_one_line_warning(tmp_path, monkeypatch):
+    from backprop_cli import plots
+    from backprop_cli.painter import draw
+
+    def fails():  # as matplotlib's mathtext parser words its errors
+        raise ValueError("\n\\foo\n^\nParseFatalException: Unknown symbol: \\foo")
+
+    monkeypatch.setattr(plots, "fails", fails, raising=False)
+    warning = draw((tmp_path / "x.png", "plots.fails", ()))
+    assert warning == f"{tmp_path / 'x.png'}: plot not written: \\foo ^ ParseFatalException: Unknown symbol: \\foo"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, List, Optional
 import typer
 from typing_extensions import Annotated
 
-from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter
+from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter, visible
 from backprop_cli.cli.display import Column, emit, fmt, metric, output, predictions_table, print_table, warn
 from backprop_cli.cli.options import RunsDir
 
@@ -61,7 +61,7 @@ def _ask(prompt: str) -> Optional[str]:
         except ImportError:  # not on every platform: input() still works
             pass
         try:
-            return input(prompt)
+            return input(visible(prompt))
         except EOFError:
             return None
     out.print(prompt, end="")
