@@ -328,6 +328,15 @@ def is_classification(Y: np.ndarray, output_activation: str) -> bool:
     return output_activation == "sigmoid" and bool(np.all((Y == 0) | (Y == 1)))
 
 
+def _check_for_loss(Y: np.ndarray, loss: str, where: str) -> None:
+    """Refuse targets `loss` cannot take: bce and cross_entropy need values in [0, 1],
+    cross_entropy one-hot rows."""
+    if loss in ("bce", "cross_entropy") and (Y.min() < 0 or Y.max() > 1):
+        raise DataError(f"{where}: loss {loss} needs targets between 0 and 1")
+    if loss == "cross_entropy" and not np.allclose(Y.sum(axis=1), 1.0):
+        raise DataError(f"{where}: cross_entropy needs one-hot rows (or class indices)")
+
+
 def load_data(
     d: DataConfig, model: ModelConfig, loss: str, dtype: str, source: str, rng: np.random.Generator
 ) -> Dataset:
@@ -353,10 +362,7 @@ def load_data(
         raise DataError(f"{source}: model.layers[0] is {layers[0]} but the data has {X.shape[1]} inputs")
     if Y.shape[1] != layers[-1]:
         raise DataError(f"{source}: model.layers[-1] is {layers[-1]} but the data has {Y.shape[1]} targets per sample")
-    if loss in ("bce", "cross_entropy") and (Y.min() < 0 or Y.max() > 1):
-        raise DataError(f"{source}: data.targets: loss {loss} needs targets between 0 and 1")
-    if loss == "cross_entropy" and not np.allclose(Y.sum(axis=1), 1.0):
-        raise DataError(f"{source}: data.targets: cross_entropy needs one-hot rows (or class indices)")
+    _check_for_loss(Y, loss, f"{source}: data.targets")
     classification = is_classification(Y, model.output_activation)
     X_val = Y_val = None
     train_idx = np.arange(len(X))
@@ -388,12 +394,23 @@ def load_data(
 
 
 def load_labelled_csv(
-    path: Path, d: DataConfig, model: ModelConfig, feature_names: list, class_names: Optional[list], dtype: str
+    path: Path,
+    d: DataConfig,
+    model: ModelConfig,
+    loss: str,
+    feature_names: list,
+    class_names: Optional[list],
+    classification: bool,
+    dtype: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw inputs (not scaled) and targets of a CSV laid out like a run's training data: the
     config's target and feature columns (or the columns named like its inputs), class names
-    mapped onto the training classes' order. For `evaluate`."""
+    mapped onto the training classes' order; targets the run's training would have refused,
+    or that are no class of a classifier, are a DataError. For `evaluate`."""
     raw = _from_csv(path, d.target, d.features, known=feature_names)
+    if raw.class_names is not None and class_names is None:
+        kind = "numbered classes" if classification else "numbers (a regression)"
+        raise DataError(f"{path}: class '{raw.class_names[0]}': the run was trained on {kind}, not on class names")
     Y, _ = _targets(raw, model, str(path), class_names)
     layers = model.layers
     if raw.X.shape[1] != layers[0]:
@@ -402,6 +419,13 @@ def load_labelled_csv(
         raise DataError(f"{path}: {Y.shape[1]} targets per sample, but the network has {layers[-1]} outputs")
     if len(raw.X) == 0:
         raise DataError(f"{path}: the data set is empty")
+    _check_for_loss(Y, loss, str(path))
+    if classification and not is_classification(Y, model.output_activation):
+        row = int(np.argmax(np.any((Y != 0) & (Y != 1), axis=1)))
+        raise DataError(
+            f"{path}: target {row + 1}: {', '.join(f'{v:g}' for v in Y[row])} is not a class of the run "
+            "(a classifier with sigmoid outputs: 0 or 1)"
+        )
     return raw.X.astype(dtype), Y.astype(dtype)
 
 

@@ -300,3 +300,142 @@ def test_a_plot_that_cannot_be_drawn_is_a_one_line_warning(tmp_path, monkeypatch
     monkeypatch.setattr(plots, "fails", fails, raising=False)
     warning = draw((tmp_path / "x.png", "plots.fails", ()))
     assert warning == f"{tmp_path / 'x.png'}: plot not written: \\foo ^ ParseFatalException: Unknown symbol: \\foo"
+
+
+# -- evaluate and the API -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "rows,message",
+    [
+        ("0,0,5\n1,1,-3\n", "target 1: 5 is not a class of the run (a classifier with sigmoid outputs: 0 or 1)"),
+        ("0,0,cat\n1,1,dog\n", "class 'cat': the run was trained on numbered classes, not on class names"),
+    ],
+)
+def test_evaluate_refuses_targets_that_are_no_class_of_the_run(cli, xor_run, tmp_path, rows, message):
+    data = tmp_path / "test.csv"
+    data.write_text("x1,x2,y\n" + rows)
+    result = cli("evaluate", xor_run, data, "--no-save")
+    assert result.exit_code == 2 and result.stderr == f"Error: {data}: {message}\n"
+
+
+def test_evaluate_refuses_class_labels_for_a_regression(cli, tmp_path):
+    config = tmp_path / "fit.yaml"
+    config.write_text(
+        "model: {layers: [1, 2, 1], output_activation: identity}\ntraining: {loss: mse, epochs: 5}\n"
+        "data: {inputs: [[0], [1]], targets: [[0.5], [2.5]]}\n"
+    )
+    assert cli("train", config, "--runs-dir", tmp_path / "runs", "-q").exit_code == 0
+    data = tmp_path / "labels.csv"
+    data.write_text("x1,y\n0,low\n1,high\n")
+    result = cli("evaluate", next((tmp_path / "runs").iterdir()), data, "--no-save")
+    assert result.exit_code == 2
+    assert (
+        result.stderr
+        == f"Error: {data}: class 'high': the run was trained on numbers (a regression), not on class names\n"
+    )
+
+
+def test_evaluate_refuses_targets_the_loss_cannot_take(cli, tmp_path):
+    config = tmp_path / "bce.yaml"
+    config.write_text(XOR_YAML.replace("loss: sse", "loss: bce"))
+    assert cli("train", config, "--runs-dir", tmp_path / "runs", "-q").exit_code == 0
+    data = tmp_path / "t.csv"
+    data.write_text("x1,x2,y\n0,0,0.5\n1,1,7\n")
+    result = cli("evaluate", next((tmp_path / "runs").iterdir()), data, "--no-save")
+    assert result.exit_code == 2 and result.stderr == f"Error: {data}: loss bce needs targets between 0 and 1\n"
+
+
+@pytest.mark.parametrize(
+    "X,message",
+    [
+        (None, "inputs: expected rows of 2 values (n, 2), got an array of shape ()"),
+        ([[0, 1, 2]], "inputs: expected 2 values, got 3"),
+        ([0], "inputs: expected 2 values, got 1"),
+        ([[[0, 1], [1, 0]]], "inputs: expected rows of 2 values (n, 2), got an array of shape (1, 2, 2)"),
+        ([["a", "b"]], "inputs: expected numbers, got list [['a', 'b']]"),
+        ([[0, float("inf")]], "inputs: row 1: [0.0, inf] holds a value that is not finite"),
+    ],
+)
+def test_run_predict_refuses_what_is_no_input_rows(xor_run, X, message):
+    import backprop_cli as bp
+    from backprop_cli.errors import DataError
+
+    with pytest.raises(DataError) as caught:
+        bp.load(xor_run).predict(X)
+    assert str(caught.value) == message
+
+
+def test_run_predict_takes_one_flat_row_and_empty_rows(xor_run):
+    import numpy as np
+
+    import backprop_cli as bp
+
+    run = bp.load(xor_run)
+    assert run.predict([0, 1]).shape == (1, 1) and run.predict(np.zeros((0, 2))).shape == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"sample": 99}, "--sample 99: must be between 1 and 4 (the training samples)"),
+        ({"sample": 0}, "--sample 0: must be between 1 and 4 (the training samples)"),
+        ({"epoch": 0}, "--epoch 0: must be >= 1 (1 = the first step)"),
+        ({"format": "html"}, "--format html: one of markdown, csv"),
+    ],
+)
+def test_run_explain_refuses_what_the_command_refuses(xor_run, kwargs, message):
+    import backprop_cli as bp
+    from backprop_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        bp.load(xor_run).explain(**kwargs)
+    assert str(caught.value) == message
+
+
+def test_the_explain_command_says_the_same_of_a_sample_out_of_range(cli):
+    from conftest import CONFIGS
+
+    result = cli("explain", CONFIGS / "xor.yaml", "--sample", "5")
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --sample 5: must be between 1 and 4 (the training samples)\n"
+
+
+def test_run_animate_and_plot_check_what_they_are_given(xor_run, spoiled, tmp_path):
+    import backprop_cli as bp
+    from backprop_cli.errors import ConfigError
+
+    run = bp.load(spoiled(xor_run))
+    with pytest.raises(ConfigError, match=r"training\.frames .*must be >= 2 \(got 0\)"):
+        run.animate(frames=0)
+    assert not (run.path / "training.gif").exists()
+    (tmp_path / "elsewhere.png").write_bytes(b"\x89PNG")
+    with pytest.raises(ConfigError, match="no such plot"):
+        run.plot("../../elsewhere")
+
+
+@pytest.mark.parametrize(
+    "rates,message",
+    [([], "no learning rates given"), ([-1.0], "every learning rate must be finite and > 0 (got -1)")],
+)
+def test_sweep_lr_refuses_rates_before_training(tmp_path, rates, message):
+    import backprop_cli as bp
+    from backprop_cli.errors import ConfigError
+
+    config = tmp_path / "xor.yaml"
+    config.write_text(XOR_YAML)
+    with pytest.raises(ConfigError) as caught:
+        bp.sweep_lr(config, rates=rates, runs_dir=tmp_path / "runs")
+    assert str(caught.value) == message and not (tmp_path / "runs").exists()
+
+
+def test_train_refuses_an_animation_of_no_frames(tmp_path):
+    import backprop_cli as bp
+    from backprop_cli.errors import ConfigError
+
+    config = tmp_path / "xor.yaml"
+    config.write_text(XOR_YAML)
+    with pytest.raises(ConfigError) as caught:
+        bp.train(config, animate=True, frames=0, runs_dir=tmp_path / "runs")
+    assert str(caught.value) == f"{config}: training.frames (from frames=0): must be >= 2 (got 0)"
+    assert not (tmp_path / "runs").exists()

@@ -22,7 +22,8 @@ def evaluate_run(run: LoadedRun, csv: Optional[Path] = None) -> dict[str, Any]:
     cfg = run.cfg
     classification = bool(run.meta.get("classification"))
     if csv is not None:
-        X_raw, Y = load_labelled_csv(csv, cfg.data, cfg.model, run.feature_names, run.class_names, cfg.training.dtype)
+        names, loss, dtype = run.feature_names, cfg.training.loss, cfg.training.dtype
+        X_raw, Y = load_labelled_csv(csv, cfg.data, cfg.model, loss, names, run.class_names, classification, dtype)
         X, source = run.scaler.apply(X_raw), str(Path(csv).resolve())
     else:
         data = dataset(cfg, str(run.path / "config.yaml"))

@@ -17,7 +17,7 @@ import numpy as np
 from backprop_cli.checkpoint import Checkpoint
 from backprop_cli.config import Config, load_config
 from backprop_cli.data import Scaler
-from backprop_cli.errors import BackpropError, RunError, RunNotFoundError
+from backprop_cli.errors import BackpropError, DataError, RunError, RunNotFoundError
 from backprop_cli.exchange import Portable
 from backprop_cli.experiment import network
 from backprop_cli.files import RUN_FILE_LIMIT, check_file, read_json, read_text
@@ -116,9 +116,28 @@ class LoadedRun:
             name=str(self.cfg.name or self.path.name),
         )
 
+    def inputs(self, X: Any, what: str = "inputs") -> np.ndarray:
+        """Raw inputs as (n, n_in) floats (one row may be given flat); anything else (None,
+        text, the wrong number of columns, a 3-d array, inf or NaN) is a DataError."""
+        n = self.net.sizes[0]
+        try:
+            rows = np.asarray(X, dtype=float)
+        except (TypeError, ValueError):
+            raise DataError(f"{what}: expected numbers, got {type(X).__name__} {str(X)[:40]}") from None
+        if rows.ndim == 1 and rows.size:
+            rows = rows[None]
+        if rows.ndim != 2:
+            raise DataError(f"{what}: expected rows of {n} values (n, {n}), got an array of shape {rows.shape}")
+        if rows.shape[1] != n:
+            raise DataError(f"{what}: expected {n} value{'s' if n != 1 else ''}, got {rows.shape[1]}")
+        bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+        if bad.size:
+            raise DataError(f"{what}: row {bad[0] + 1}: {rows[bad[0]].tolist()} holds a value that is not finite")
+        return rows
+
     def predict(self, X: Any) -> np.ndarray:
         """Outputs (n, n_out) for raw inputs (n, n_in), scaled as in training."""
-        return self.net.predict(self.scaler.apply(np.asarray(X, float)))[0]
+        return self.net.predict(self.scaler.apply(self.inputs(X)))[0]
 
     def records(self, rows: Any) -> list[dict]:
         """One record per input row: input, output and (for classifiers) class."""
