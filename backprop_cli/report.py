@@ -21,7 +21,7 @@ from backprop_cli.errors import BackpropError, RunError
 from backprop_cli.files import RUN_FILE_LIMIT, MiB, not_own, read_json
 from backprop_cli.metrics import metric_text
 from backprop_cli.pictures import MAX_DIAGRAM_NEURONS
-from backprop_cli.run_folders import LoadedRun, config_text, load_run, read_csv, read_summary
+from backprop_cli.run_folders import LoadedRun, config_text, load_run, read_rows, read_summary
 from backprop_cli.run_folders.schema import Evaluation, read_dict
 
 REPORT = "report.html"
@@ -154,7 +154,7 @@ def _images(folder: Path, left_out: list[str]) -> list[str]:
 
 
 def _csv_table(path: Path, max_rows: int = 200) -> str:
-    header, body = read_csv(path)
+    header, body = read_rows(path)
     if not header:
         return ""
     # weight columns past the summary ones make a table no page can show; the CSV has them
@@ -169,7 +169,7 @@ def _grid_table(path: Path, sort: str, best: int = 20, up_to: int = 64) -> str:
     study's sort column; past `up_to` cells only the best `best`, and a note."""
     from backprop_cli.metrics import is_score
 
-    header, body = read_csv(path)
+    header, body = read_rows(path)
     if not header:
         return ""
     if sort in header:

@@ -241,14 +241,14 @@ def runs_show(
 def _study_table(path: Path, summary: dict) -> None:
     """A study's cells (grid.csv, sweep.csv or seeds.csv) as a table: the best 20 by its sort."""
     from backprop_cli.results import sort_rows
-    from backprop_cli.run_folders import read_csv
+    from backprop_cli.run_folders import read_rows
 
     table = next(
         (path / f"{kind}.csv" for kind in ("grid", "sweep", "seeds", "chain") if (path / f"{kind}.csv").exists()), None
     )
     if table is None:
         return
-    header, body = read_csv(table)
+    header, body = read_rows(table)
     rows: list[dict[str, Any]] = [dict(zip(header, row)) for row in body]
     if not rows:
         return

@@ -36,7 +36,7 @@ def csv_text(rows: Iterable[Iterable[Any]]) -> str:
     return buf.getvalue()
 
 
-def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     """A run or study folder's CSV (history.csv, grid.csv, sweep.csv) as its header and rows of
     text, each row as long as the header; a special file, one over RUN_FILE_LIMIT, bad bytes, a
     malformed or oversized field or a short row raise RunError naming the file and line."""
@@ -287,7 +287,7 @@ def config_text(path: Path) -> Optional[str]:
 
 def read_history(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """A run's history.csv as (epochs, {column: values}); empty cells are NaN."""
-    header, body = read_csv(path / "history.csv")
+    header, body = read_rows(path / "history.csv")
     rows = [dict(zip(header, row)) for row in body]
     try:
         epochs = np.array([int(r["epoch"]) for r in rows], dtype=int)
