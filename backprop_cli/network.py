@@ -23,6 +23,7 @@ from backprop_cli.initializers import Params
 from backprop_cli.losses import Loss
 
 CONTIGUOUS_FROM = 16  # models from which a forward pass multiplies by contiguous copies of W^T
+PREDICT_VALUES = 2**21  # one layer's outputs at once when predicting (16 MiB of float64): rows in chunks
 
 
 class ParamName(NamedTuple):
@@ -324,8 +325,14 @@ class Network:
     def predict(self, X: np.ndarray, model: Optional[int] = None) -> np.ndarray:
         """Outputs (K, n, n_out) for inputs X (n, n_in), as a new array.
 
-        With `model`, only that model runs and its outputs (n, n_out) are returned.
+        With `model`, only that model runs and its outputs (n, n_out) are returned. Many rows
+        run in chunks of rows, so a wide layer over a 200 x 200 picture grid or a large CSV
+        needs megabytes, not gigabytes.
         """
+        rows = max(1, PREDICT_VALUES // ((1 if model is not None else self.K) * max(self.sizes)))
+        if len(X) > rows:
+            parts = [self.predict(X[i : i + rows], model) for i in range(0, len(X), rows)]
+            return np.concatenate(parts, axis=-2)
         if model is not None:
             return self.trace(X, model)[1][-1]
         with np.errstate(over="ignore"):

@@ -439,3 +439,37 @@ def test_train_refuses_an_animation_of_no_frames(tmp_path):
         bp.train(config, animate=True, frames=0, runs_dir=tmp_path / "runs")
     assert str(caught.value) == f"{config}: training.frames (from frames=0): must be >= 2 (got 0)"
     assert not (tmp_path / "runs").exists()
+
+
+# -- resource bombs -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [0, None], ids=["one model", "every model"])
+def test_predicting_many_rows_through_a_wide_layer_needs_megabytes(model):
+    import tracemalloc
+
+    import numpy as np
+
+    from backprop_cli.network import Network
+
+    net = Network([2, 600, 1], ["tanh", "sigmoid"], n_models=2)
+    net.theta[:] = np.random.default_rng(0).normal(size=net.theta.shape)
+    X = np.random.default_rng(1).normal(size=(40_000, 2))  # a decision boundary's 200 x 200 grid
+    tracemalloc.start()
+    try:
+        outputs = net.predict(X, model)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 120 * 2**20  # in one piece: 40,000 x 600 floats per layer array, 190 MiB each
+    expected = np.concatenate([net.trace(X[i : i + 1000], model or 0)[1][-1] for i in range(0, len(X), 1000)])
+    assert np.allclose(outputs if model is not None else outputs[0], expected, rtol=1e-12, atol=1e-15)
+
+
+def test_an_animation_of_more_epochs_than_int64_holds_chooses_its_frames():
+    import numpy as np
+
+    from backprop_cli.animation import Snapshots
+
+    shots = Snapshots(np.zeros((1, 9)), 10**20, 0, 60)
+    assert shots.wanted[0] == 1 and shots.wanted[-1] == 10**20 and len(shots.linear) == 60
