@@ -211,7 +211,6 @@ def test_a_report_of_a_folder_whose_summary_is_a_symlink_is_refused(cli, xor_run
 @pytest.mark.slow
 def test_a_report_neither_hangs_on_a_fifo_nor_reads_dev_zero(xor_run, spoiled, tmp_path):
     import os
-    import resource
     import subprocess
     import sys
 
@@ -221,13 +220,10 @@ def test_a_report_neither_hangs_on_a_fifo_nor_reads_dev_zero(xor_run, spoiled, t
     (run / "loss.png").symlink_to("/dev/zero")
     os.mkfifo(run / "evaluation.json")
 
-    def limited():  # a regression reads /dev/zero until this limit, not the machine's memory
-        resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
-
     env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
     done = subprocess.run(
         [sys.executable, "-m", "backprop_cli", "report", str(run)],
-        capture_output=True, text=True, timeout=60, preexec_fn=limited, env=env,
+        capture_output=True, text=True, timeout=60, preexec_fn=_limited, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     page = (run / "report.html").read_text()
@@ -473,3 +469,27 @@ def test_an_animation_of_more_epochs_than_int64_holds_chooses_its_frames():
 
     shots = Snapshots(np.zeros((1, 9)), 10**20, 0, 60)
     assert shots.wanted[0] == 1 and shots.wanted[-1] == 10**20 and len(shots.linear) == 60
+
+
+def _limited():  # a regression reads until this limit, not until the machine's memory is gone
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+
+
+@pytest.mark.slow
+def test_predict_reading_dev_zero_stops_at_a_bounded_line(xor_run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    with open("/dev/zero", "rb") as zero:
+        done = subprocess.run(
+            [sys.executable, "-m", "backprop_cli", "predict", str(xor_run)],
+            stdin=zero, capture_output=True, text=True, timeout=60, preexec_fn=_limited,
+            env={**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")},
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.endswith(
+        "Error: standard input: a line longer than 1,048,576 characters (not rows of input values)\n"
+    )

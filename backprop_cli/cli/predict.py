@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from backprop_cli.run_folders import LoadedRun
 
 MAX_TRUTH_TABLE_INPUTS = 8
+MAX_LINE = 2**20  # characters of one line read at the prompt from a pipe (/dev/zero has no end of line)
 
 
 def parse_row(text: str, n: int, what: str) -> list[float]:
@@ -66,7 +67,9 @@ def _ask(prompt: str) -> Optional[str]:
             return None
     out.print(prompt, end="")
     sys.stdout.flush()
-    line = sys.stdin.readline()
+    line = sys.stdin.readline(MAX_LINE + 1)
+    if len(line) > MAX_LINE:
+        raise UsageError(f"standard input: a line longer than {MAX_LINE:,} characters (not rows of input values)")
     return line if line else None
 
 
