@@ -493,3 +493,14 @@ def test_predict_reading_dev_zero_stops_at_a_bounded_line(xor_run, tmp_path):
     assert done.stderr.endswith(
         "Error: standard input: a line longer than 1,048,576 characters (not rows of input values)\n"
     )
+
+
+def test_predict_estimates_an_edited_huge_layer_before_allocating_it(cli, xor_run, spoiled):
+    run = spoiled(xor_run)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("layers: [2, 2, 1]", "layers: [2, 2000000000, 1]"))
+    result = cli("predict", run, "--input", "0,1")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        f"Error: {config}: model.layers [2, 2000000000, 1] on 4 samples needs about 715.3 GiB of memory; "
+    )

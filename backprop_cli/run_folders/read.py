@@ -19,7 +19,7 @@ from backprop_cli.config import Config, load_config
 from backprop_cli.data import Scaler
 from backprop_cli.errors import BackpropError, DataError, RunError, RunNotFoundError
 from backprop_cli.exchange import Portable
-from backprop_cli.experiment import network
+from backprop_cli.experiment import check_memory, network
 from backprop_cli.files import RUN_FILE_LIMIT, check_file, read_json, read_text
 from backprop_cli.metrics import class_name, output_names
 from backprop_cli.network import Network
@@ -217,6 +217,7 @@ def load_run(path: Path) -> LoadedRun:
         summary = read_dict(path / "summary.json", Summary) if (path / "summary.json").exists() else {}
         status = summary.get("status", "unknown")
         raise RunError(f"{weights_path}: missing (run status: {status})")
+    check_memory(cfg, str(path / "config.yaml"))  # as training does: an edited layer of 10^9 units
     layers = [layer.model_dump() for layer in read(weights_path, Weights).layers]
     net = network(cfg)
     shapes = list(zip(net.sizes[1:], net.sizes[:-1]))
