@@ -504,3 +504,67 @@ def test_predict_estimates_an_edited_huge_layer_before_allocating_it(cli, xor_ru
     assert result.stderr.startswith(
         f"Error: {config}: model.layers [2, 2000000000, 1] on 4 samples needs about 715.3 GiB of memory; "
     )
+
+
+# -- the full disk --------------------------------------------------------------------------
+
+
+def _train_on_a_disk_of(monkeypatch, tmp_path, budget):
+    """Train XOR into tmp_path/runs on a disk that holds `budget` bytes (every write is checked
+    against what the folder already holds, as a full disk would refuse it); returns the error."""
+    import errno
+    import os
+
+    from backprop_cli import api, files
+    from backprop_cli.errors import RunError
+    from backprop_cli.painter import Painter
+    from backprop_cli.run_folders import write
+
+    root = tmp_path / "runs"
+    real = files.atomic_write
+
+    def atomic_write(path, content):
+        used = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        size = len(content.encode() if isinstance(content, str) else content)
+        if used - (path.stat().st_size if path.exists() else 0) + size > budget:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, content)
+
+    monkeypatch.setattr(files, "atomic_write", atomic_write)
+    monkeypatch.setattr(write, "atomic_write", atomic_write)
+    config = tmp_path / "xor.yaml"
+    config.write_text(XOR_YAML)
+    cfg = api.config(config)
+    with pytest.raises(RunError) as caught:
+        api.train_run(cfg, api.dataset(cfg, str(config)), root, painter=Painter(background=False))
+    return str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def sizes(xor_run):
+    return {p.name: p.stat().st_size for p in xor_run.iterdir()}
+
+
+def test_a_run_that_can_write_only_its_config_leaves_nothing(monkeypatch, tmp_path, sizes):
+    error = _train_on_a_disk_of(monkeypatch, tmp_path, sizes["config.yaml"] + 20)
+    assert error.endswith(": cannot write: No space left on device (nothing was kept)")
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+@pytest.mark.parametrize("room", ["summary.json", "history.csv"], ids=["no file fits", "history.csv fits"])
+def test_a_run_that_cannot_write_its_files_is_marked_failed_with_the_reason(monkeypatch, tmp_path, sizes, room):
+    # with room for history.csv but not weights.json, the failed summary fits once history.csv goes
+    error = _train_on_a_disk_of(monkeypatch, tmp_path, sizes["config.yaml"] + sizes[room] + 300)
+    assert error.endswith(": cannot write the run files: No space left on device")
+    (run,) = (tmp_path / "runs").iterdir()
+    import json
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == "cannot write: No space left on device"
+    assert {p.name for p in run.iterdir()} == {"config.yaml", "summary.json"}  # the partial files made room
+
+
+def test_a_run_whose_failure_cannot_be_recorded_leaves_nothing(monkeypatch, tmp_path, sizes):
+    error = _train_on_a_disk_of(monkeypatch, tmp_path, sizes["config.yaml"] + 200)  # a running summary, no more
+    assert error.endswith(": cannot write the run files: No space left on device (nothing was kept)")
+    assert list((tmp_path / "runs").iterdir()) == []

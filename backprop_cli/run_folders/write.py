@@ -8,6 +8,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -163,9 +164,29 @@ def start_run(root: Path, cfg: Config, extra: Optional[dict] = None) -> Path:
         atomic_write(run / "config.yaml", config_to_yaml(cfg))
         running = {"name": cfg.name, "status": "running", "started_at": now_iso(), **process()}
         write_json(run / "summary.json", {**running, **(extra or {})})
-    except OSError as e:
-        raise RunError(f"{run}: cannot write: {e.strerror}") from None
+    except OSError as e:  # a full disk: a folder of config.yaml alone would be listed corrupt
+        shutil.rmtree(run, ignore_errors=True)
+        raise RunError(f"{run}: cannot write: {e.strerror} (nothing was kept)") from None
     return run
+
+
+def record_failure(run: Path, summary: dict, error: str) -> None:
+    """Mark a run that could not write its files `failed`, with the reason. On a full disk the
+    summary may not fit: then the run's partial files go (its config stays) to make room, and
+    when even that summary cannot be written, the folder goes: never one that says `running`."""
+    summary.update(status="failed", error=error)
+    try:
+        write_json(run / "summary.json", summary)
+        return
+    except OSError:
+        pass
+    for path in run.iterdir():
+        if path.name not in ("config.yaml", "summary.json") and path.is_file():
+            path.unlink(missing_ok=True)
+    try:
+        write_json(run / "summary.json", summary)
+    except OSError:
+        shutil.rmtree(run, ignore_errors=True)
 
 
 @dataclass
@@ -351,13 +372,9 @@ def finish_run(
                 write_checkpoint(run, checkpoint)
         except OSError as e:
             drawer.collect()
-            summary["status"] = "failed"
-            summary["error"] = f"cannot write: {e.strerror}"
-            try:
-                write_json(run / "summary.json", summary)
-            except OSError:
-                pass
-            raise RunError(f"{run}: cannot write the run files: {e.strerror}") from None
+            record_failure(run, summary, f"cannot write: {e.strerror}")
+            kept = "" if run.exists() else " (nothing was kept)"
+            raise RunError(f"{run}: cannot write the run files: {e.strerror}{kept}") from None
         # with no plots of its own, do not wait for whatever else the painter is drawing
         warnings = drawer.collect() if jobs else []
         write_json(run / "summary.json", summary)
