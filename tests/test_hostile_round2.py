@@ -568,3 +568,26 @@ def test_a_run_whose_failure_cannot_be_recorded_leaves_nothing(monkeypatch, tmp_
     error = _train_on_a_disk_of(monkeypatch, tmp_path, sizes["config.yaml"] + 200)  # a running summary, no more
     assert error.endswith(": cannot write the run files: No space left on device (nothing was kept)")
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_sweep_whose_store_does_not_fit_names_the_file_and_leaves_nothing(cli, write_config, tmp_path, monkeypatch):
+    import errno
+
+    import numpy as np
+
+    def full(*args, **kwargs):  # what NumPy raises on a full disk: no file name
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    from backprop_cli import files
+    from backprop_cli.run_folders import write
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", full)
+    for module in (files, write):  # and no summary fits either
+        monkeypatch.setattr(module, "atomic_write", full)
+    root = tmp_path / "runs"
+    result = cli("sweep-lr", write_config(XOR_YAML), "--lrs", "0.5,1", "--runs-dir", root, "-q")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {root}/xor-sweep-") and result.stderr.endswith(
+        ": cannot write the study's store: No space left on device\n"
+    )
+    assert list(root.iterdir()) == []  # a folder without a summary is no study anybody can list

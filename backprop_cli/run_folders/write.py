@@ -510,7 +510,10 @@ def mark_run(folder: Path, status: str, error: Optional[str] = None) -> None:
     try:
         with no_interrupts():
             write_json(folder / "summary.json", summary)
-    except (OSError, KeyboardInterrupt):
+    except OSError:  # a full disk: a folder with no summary at all is no run anybody can list
+        if not (folder / "summary.json").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+    except KeyboardInterrupt:
         pass
 
 
