@@ -329,7 +329,7 @@ class Network:
         run in chunks of rows, so a wide layer over a 200 x 200 picture grid or a large CSV
         needs megabytes, not gigabytes.
         """
-        rows = max(1, PREDICT_VALUES // ((1 if model is not None else self.K) * max(self.sizes)))
+        rows = self._chunk_rows(1 if model is not None else self.K)
         if len(X) > rows:
             parts = [self.predict(X[i : i + rows], model) for i in range(0, len(X), rows)]
             return np.concatenate(parts, axis=-2)
@@ -337,6 +337,21 @@ class Network:
             return self.trace(X, model)[1][-1]
         with np.errstate(over="ignore"):
             return self.forward_into(np.asarray(X, self.dtype), self.workspace(len(X))).copy()
+
+    def _chunk_rows(self, models: int) -> int:
+        """Rows whose values at the widest layer, for `models` models, fit PREDICT_VALUES."""
+        return max(1, PREDICT_VALUES // (models * max(self.sizes)))
+
+    def logits_and_outputs(self, X: np.ndarray, model: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The output layer's net inputs and outputs, each (n, n_out), of one model: `trace`'s
+        last z and a, in chunks of rows (the hidden layers of a large data set are not kept)."""
+        rows = self._chunk_rows(1)
+        logits, outputs = [], []
+        for i in range(0, max(len(X), 1), rows):
+            zs, activations = self.trace(X[i : i + rows], model)
+            logits.append(zs[-1])
+            outputs.append(activations[-1])
+        return np.concatenate(logits), np.concatenate(outputs)
 
     def trace(self, X: np.ndarray, model: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Forward pass keeping net inputs: returns ([z1..zL], [a0=X, a1..aL]) for one model."""

@@ -591,3 +591,70 @@ def test_a_sweep_whose_store_does_not_fit_names_the_file_and_leaves_nothing(cli,
         ": cannot write the study's store: No space left on device\n"
     )
     assert list(root.iterdir()) == []  # a folder without a summary is no study anybody can list
+
+
+def test_a_large_csv_takes_a_few_times_its_size_to_read(tmp_path):
+    import random
+    import tracemalloc
+
+    from backprop_cli.data import _from_csv
+
+    path = tmp_path / "big.csv"
+    r = random.Random(0)
+    rows = [
+        f"{r.random():.4f},{r.random():.4f},{r.random():.4f},{r.random():.4f},{'abc'[i % 3]}" for i in range(100_000)
+    ]
+    path.write_text("a,b,c,d,species\n" + "\n".join(rows) + "\n")
+    tracemalloc.start()
+    try:
+        raw = _from_csv(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert raw.X.shape == (100_000, 4) and raw.class_names == ["a", "b", "c"]
+    assert peak < 4 * path.stat().st_size  # a list of strings a row took 11 times the file
+
+
+def test_a_column_of_numbers_then_words_keeps_its_labels_as_written(tmp_path):
+    from backprop_cli.data import _from_csv
+
+    path = tmp_path / "mixed.csv"
+    path.write_text("x,y\n0.5,1\n\n0.25,2\n0.75,two\n")
+    raw = _from_csv(path)
+    assert raw.class_names == ["1", "2", "two"] and raw.labels.tolist() == [0, 1, 2]
+
+
+def test_a_bad_cell_after_a_blank_line_is_named_by_its_own_row(tmp_path):
+    from backprop_cli.data import _from_csv
+    from backprop_cli.errors import DataError
+
+    path = tmp_path / "gap.csv"
+    path.write_text("a,b,y\n1,2,0\n\n3,x,1\n4,nan,1\n")
+    with pytest.raises(DataError) as caught:
+        _from_csv(path)
+    assert str(caught.value) == f"{path}: row 4, column 2 ('b'): 'x' is not a number"
+
+
+def test_scoring_many_rows_keeps_no_hidden_layer_whole():
+    import tracemalloc
+
+    import numpy as np
+
+    from backprop_cli.evaluation import evaluate
+    from backprop_cli.network import Network
+
+    net = Network([2, 600, 1], ["tanh", "sigmoid"])
+    net.theta[:] = np.random.default_rng(0).normal(size=net.theta.shape) * 0.1
+    X = np.random.default_rng(1).normal(size=(40_000, 2))
+    Y = (X[:, :1] > 0).astype(float)
+    tracemalloc.start()
+    try:
+        scores = evaluate(net, X, Y, "bce", True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 120 * 2**20 and scores["samples"] == 40_000  # the whole trace: 3 x 190 MiB
+    zs, a = net.trace(X)
+    from backprop_cli.losses import LOSSES
+
+    assert scores["loss"] == pytest.approx(float(LOSSES["bce"].value(a[-1][None], Y, zs[-1][None])[0]), rel=1e-12)

@@ -50,7 +50,8 @@ def evaluation_names(csv: Optional[Path]) -> tuple[str, str]:
 def read_by_position(csv: Path, feature_names: list) -> Optional[str]:
     """A warning when a CSV has a header that names none of the run's inputs: its columns are
     then taken by position (None otherwise)."""
-    header, _, first = read_csv(csv)
+    table = read_csv(csv)
+    header, first = table.header, table.first_line
     named = first > 1  # a header row came before the first data row
     defaults = [f"x{j + 1}" for j in range(len(feature_names))]
     names = [str(n) for n in feature_names]
