@@ -23,6 +23,8 @@ import glob
 import math
 import os
 import shutil
+import socket
+import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -414,13 +416,74 @@ def _process() -> dict:
     return process()
 
 
+DASK_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")  # distributed's transports
+CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler (distributed waits 30 s by default)
+
+
+def check_scheduler(address: str) -> str:
+    """A Dask scheduler's address as distributed reads it (`tcp://` where none is given), or a
+    ConfigError saying what is wrong with it: checked before anything trains."""
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "tcp", address
+    if scheme not in DASK_SCHEMES:
+        raise ConfigError(f"--scheduler {address}: unknown scheme '{scheme}'; one of {', '.join(DASK_SCHEMES)}")
+    if scheme in ("tcp", "tls", "ws", "wss"):
+        host, colon, port = rest.rpartition(":")
+        if not colon or not host.strip("[]"):
+            raise ConfigError(f"--scheduler {address}: expected HOST:PORT (e.g. tcp://10.0.0.5:8786)")
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(f"--scheduler {address}: port '{port}' is not a number from 1 to 65535")
+    return f"{scheme}://{rest}"
+
+
+def _connect(address: str, timeout: float) -> Any:
+    """A Client of the scheduler at `address`, within `timeout` seconds, or a RunError with the
+    address and the cause: nothing listening is said at once, a server that never answers
+    after `timeout` (not distributed's 30 s of silence)."""
+    from dask.distributed import Client
+
+    address = check_scheduler(address)
+    scheme, _, rest = address.partition("://")
+    if scheme in ("tcp", "tls", "ws", "wss"):
+        host, _, port = rest.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except socket.timeout:
+            raise RunError(f"--scheduler {address}: no connection within {timeout:g} s (--timeout)") from None
+        except OSError as e:
+            raise RunError(f"--scheduler {address}: cannot connect: {e.strerror or e}") from None
+    # distributed bounds the connection by its timeout, not the handshake after it (a server
+    # that accepts and never answers holds it until the server goes): a deadline of our own
+    found: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            found["client"] = Client(address, timeout=timeout)
+        except BaseException as e:  # noqa: B036  (said below, in the main thread)
+            found["error"] = e
+
+    thread = threading.Thread(target=connect, name="dask-connect", daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    error = found.get("error")
+    if "client" in found:
+        return found["client"]
+    cause = "" if error is None else f": {error.__cause__ or error}"
+    raise RunError(f"--scheduler {address}: the scheduler did not answer within {timeout:g} s (--timeout){cause}")
+
+
 def execute(
-    jobs: Sequence[Job], workers: int, executor: str = "local", scheduler: Optional[str] = None
+    jobs: Sequence[Job],
+    workers: int,
+    executor: str = "local",
+    scheduler: Optional[str] = None,
+    timeout: float = CONNECT_TIMEOUT,
 ) -> Iterator[Chunk]:
     """Run the chunks: here (one worker), in worker processes, or on Dask; yields each chunk's
     numbers as it finishes (the caller writes them)."""
     if executor == "dask":
-        yield from _dask(jobs, workers, scheduler)
+        yield from _dask(jobs, workers, scheduler, timeout)
         return
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
@@ -437,7 +500,7 @@ def execute(
             raise
 
 
-def _dask(jobs: Sequence[Job], workers: int, scheduler: Optional[str]) -> Iterator[Chunk]:
+def _dask(jobs: Sequence[Job], workers: int, scheduler: Optional[str], timeout: float) -> Iterator[Chunk]:
     try:
         from dask.distributed import Client, LocalCluster
         from dask.distributed import as_completed as dask_completed
@@ -445,7 +508,7 @@ def _dask(jobs: Sequence[Job], workers: int, scheduler: Optional[str]) -> Iterat
         raise ConfigError("--executor dask needs dask.distributed: pip install 'backprop[dask]'") from None
     cluster = None
     if scheduler:
-        client = Client(scheduler)
+        client = _connect(scheduler, timeout)
     else:
         n = max(1, min(workers, len(jobs)))
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)

@@ -658,3 +658,64 @@ def test_scoring_many_rows_keeps_no_hidden_layer_whole():
     from backprop_cli.losses import LOSSES
 
     assert scores["loss"] == pytest.approx(float(LOSSES["bce"].value(a[-1][None], Y, zs[-1][None])[0]), rel=1e-12)
+
+
+# -- Dask -----------------------------------------------------------------------------------
+
+GRID_ARGS = ["--grid", "training.learning_rate=0.5,1", "--epochs", "20", "--executor", "dask"]
+
+
+@pytest.mark.parametrize(
+    "address,message",
+    [
+        ("foo://x:1", "unknown scheme 'foo'; one of tcp, tls, ws, wss, ucx, inproc"),
+        ("tcp://127.0.0.1:abc", "port 'abc' is not a number from 1 to 65535"),
+        ("tcp://127.0.0.1:99999", "port '99999' is not a number from 1 to 65535"),
+        ("tcp://somehost", "expected HOST:PORT (e.g. tcp://10.0.0.5:8786)"),
+    ],
+)
+def test_a_scheduler_address_that_cannot_be_one_is_refused_before_training(
+    cli, write_config, tmp_path, address, message
+):
+    result = cli("sweep", write_config(XOR_YAML), *GRID_ARGS, "--scheduler", address, "--runs-dir", tmp_path / "r")
+    assert result.exit_code == 2 and result.stderr == f"Error: --scheduler {address}: {message}\n"
+    assert not (tmp_path / "r").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_scheduler_with_nothing_listening_is_said_at_once(cli, write_config, tmp_path):
+    pytest.importorskip("dask.distributed")
+    import time
+
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    start = time.monotonic()
+    result = cli("sweep", write_config(XOR_YAML), *GRID_ARGS, "--scheduler", address, "--runs-dir", tmp_path / "r")
+    assert result.exit_code == 1 and time.monotonic() - start < 10  # distributed alone: 30 s
+    assert result.stderr.endswith(f"Error: --scheduler {address}: cannot connect: Connection refused\n")
+    assert f"connecting to the Dask scheduler at {address} (--timeout 10 s)..." in result.stderr
+
+
+@pytest.mark.slow
+def test_a_scheduler_that_accepts_and_never_answers_fails_after_the_timeout(cli, write_config, tmp_path):
+    pytest.importorskip("dask.distributed")
+    import socket
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(5)  # accepted by the kernel, never answered
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        start = time.monotonic()
+        args = ["--scheduler", address, "--timeout", "1", "--runs-dir", tmp_path / "r", "-q"]
+        result = cli("sweep", write_config(XOR_YAML), *GRID_ARGS, *args)
+        took = time.monotonic() - start
+    assert result.exit_code == 1 and took < 10  # distributed alone: until the server goes
+    assert result.stderr == f"Error: --scheduler {address}: the scheduler did not answer within 1 s (--timeout)\n"
