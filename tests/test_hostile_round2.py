@@ -719,3 +719,134 @@ def test_a_scheduler_that_accepts_and_never_answers_fails_after_the_timeout(cli,
         took = time.monotonic() - start
     assert result.exit_code == 1 and took < 10  # distributed alone: until the server goes
     assert result.stderr == f"Error: --scheduler {address}: the scheduler did not answer within 1 s (--timeout)\n"
+
+
+# -- the worker pool ------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    from pathlib import Path
+
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pids) -> list[int]:
+    import os
+
+    left = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        left.append(pid)
+    return left
+
+
+@pytest.fixture
+def long_grid(tmp_path):
+    """start() -> (the `backprop sweep` process, its pool workers): six groups of XOR long enough
+    (about a minute each) that only a stop on a signal ends them, started once it says so."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    config = tmp_path / "xor.yaml"
+    config.write_text(XOR_YAML)
+    started = []
+
+    def start():
+        args = [
+            sys.executable,
+            "-m",
+            "backprop_cli",
+            "sweep",
+            str(config),
+            "--grid",
+            "model.activation=sigmoid,tanh,relu",
+        ]
+        args += ["--grid", "model.layers=[2,2,1],[2,4,1]", "--epochs", "3000000", "--workers", "2", "--name", "k"]
+        env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
+        process = subprocess.Popen(
+            [*args, "--runs-dir", str(tmp_path / "runs")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env, start_new_session=True,
+        )  # fmt: skip
+        started.append([process.pid])
+        assert "cells in 6 batched groups" in process.stdout.readline()  # ready: the pool is started
+        for _ in range(100):  # the two workers, forked when the first chunks are submitted
+            command = Path(f"/proc/{process.pid}/cmdline").read_bytes()  # forks share it; the painter's differs
+            workers = [p for p in _children(process.pid) if Path(f"/proc/{p}/cmdline").read_bytes() == command]
+            if len(workers) == 2:
+                started.append(workers)
+                return process, workers
+            time.sleep(0.05)
+        raise AssertionError("no pool workers")
+
+    yield start
+    import signal
+
+    for pids in started:  # the command and its workers, even orphaned ones (which hold its pipes)
+        for pid in _alive([*pids, *(c for p in pids for c in _children(p))]):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_killed_pool_worker_is_one_line_and_stops_the_others(long_grid):
+    import os
+    import signal
+    import time
+
+    process, workers = long_grid()
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert err.endswith(
+        "Error: a worker process ended abruptly (killed, or out of memory?) while training a chunk; "
+        "the chunks finished before it are kept in the store\n"
+    )
+    time.sleep(0.2)
+    assert _alive(workers) == []
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_pooled_grid_within_seconds(long_grid):
+    import os
+    import signal
+    import time
+
+    process, workers = long_grid()
+    start = time.monotonic()
+    os.kill(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and time.monotonic() - start < 5  # not the running groups' minute
+    assert "Interrupted; 0 of 6 cells finished." in err
+    assert _alive(workers) == []
+
+
+@pytest.mark.slow
+def test_a_killed_command_leaves_no_worker_and_its_study_stale(long_grid, cli, tmp_path):
+    import os
+    import signal
+    import time
+
+    process, workers = long_grid()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    for _ in range(100):
+        if not _alive(workers):
+            break
+        time.sleep(0.05)
+    assert _alive(workers) == []  # they would train for nobody, for minutes
+    result = cli("runs", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0 and "stale" in result.stdout
