@@ -850,3 +850,6 @@ def test_a_killed_command_leaves_no_worker_and_its_study_stale(long_grid, cli, t
     assert _alive(workers) == []  # they would train for nobody, for minutes
     result = cli("runs", "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0 and "stale" in result.stdout
+    (study,) = (tmp_path / "runs").iterdir()
+    result = cli("runs", "show", study)
+    assert result.exit_code == 0 and f"stale (the summary says running; process {process.pid} is gone)" in result.stdout

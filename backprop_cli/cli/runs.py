@@ -220,7 +220,7 @@ def runs_show(
 
     Example: backprop runs show latest
     """
-    from backprop_cli.run_folders import config_text, read_summary, resolve_run
+    from backprop_cli.run_folders import config_text, read_summary, resolve_run, status_of
 
     path = resolve_run(run, runs_dir)
     summary = read_summary(path)
@@ -228,7 +228,10 @@ def runs_show(
     table.add_column("key")
     table.add_column("value")
     for key, value in summary.items():
-        table.add_row(key, _cell(value, key))
+        shown = _cell(value, key)
+        if key == "status" and status_of(summary) == "stale":  # as the listing says it
+            shown = f"stale (the summary says {value}; process {summary.get('pid')} is gone)"
+        table.add_row(key, shown)
     out.print(table)
     if "kind" in summary:  # a study: its table, best first
         _study_table(path, summary)
