@@ -49,8 +49,9 @@ class Snapshots:
         self, theta: np.ndarray, epochs: int, start: int = 0, frames: int = DEFAULT_FRAMES, by: str = "loss"
     ) -> None:
         self.start, self.epochs, self.frames, self.by = start, epochs, frames, by
-        self.linear = sorted({int(k) for k in np.round(np.linspace(1, epochs, frames))})
-        dense = sorted({int(k) for k in np.round(np.linspace(1, epochs, DENSE * frames))}) if by == "loss" else []
+        last = float(epochs)  # as a float: a count past int64 (1e20 epochs) spaces as well
+        self.linear = sorted({int(k) for k in np.round(np.linspace(1, last, frames))})
+        dense = sorted({int(k) for k in np.round(np.linspace(1, last, DENSE * frames))}) if by == "loss" else []
         self.log = _log_spaced(epochs, frames) if by == "loss" else []
         self.wanted = sorted(set(self.linear) | set(dense) | set(self.log))
         self.taken: dict[int, np.ndarray] = {1: theta.copy()}
@@ -117,7 +118,7 @@ def _log_spaced(epochs: int, frames: int) -> list[int]:
     few, so more points are asked for until enough distinct ones remain."""
     n, found = frames, [1]
     while n <= 20 * frames:
-        found = sorted({int(k) for k in np.round(np.geomspace(1, epochs, n))})
+        found = sorted({int(k) for k in np.round(np.geomspace(1, float(epochs), n))})
         if len(found) >= min(frames, epochs):
             break
         n += max(frames // 4, 1)

@@ -252,8 +252,7 @@ class Run:
 
     def predict(self, X: Any) -> np.ndarray:
         """Outputs (n, n_out) for raw inputs (n, n_in) (or one row), scaled as in training."""
-        rows = np.atleast_2d(np.asarray(X, float))
-        return self.loaded.predict(rows)
+        return self.loaded.predict(X)
 
     def explain(self, epoch: int = 1, sample: int = 1, format: str = "markdown") -> str:
         """Training step `epoch` of this run's config, by hand (as `backprop explain`)."""
@@ -286,7 +285,7 @@ class Run:
     def plot(self, name: str = "loss") -> Any:
         """One of the run's plots, shown inline in Jupyter (else its path)."""
         path = self.path / f"{name}.png"
-        if not path.exists():
+        if name not in self.plots():  # a name of the folder's own plots, never a path elsewhere
             raise ConfigError(f"{path}: no such plot; this run has {', '.join(self.plots()) or 'none'}")
         return _show(path)
 
@@ -315,10 +314,7 @@ class Run:
 
 def _draw_animation(folder: Path, cfg: Config, frames: Optional[int]) -> None:
     """training.gif for a finished run, by training its config again with snapshots."""
-    cfg = cfg.model_copy(deep=True)
-    cfg.training.animate = True
-    if frames is not None:
-        cfg.training.frames = frames
+    cfg = config(cfg, animate=True, **({} if frames is None else {"frames": frames}))  # checked as in training
     data = dataset(cfg, str(folder / "config.yaml"))
     net = network(cfg)
     shots = Snapshots(net.theta, cfg.training.epochs, 0, cfg.training.frames, cfg.training.frames_by)

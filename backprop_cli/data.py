@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
 import math
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import numpy as np
 
@@ -111,12 +113,8 @@ def _to_float(text: str) -> Optional[float]:
         return None
 
 
-def read_csv(path: Path) -> tuple[list[str], list[list[str]], int]:
-    """Read a CSV file into (header names, rows of strings, line number of the first row).
-
-    A header is detected when the first row has more non-numeric cells than the second.
-    """
-    check_file(path, "data file", DataError, DATA_LIMIT)
+def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """The non-empty rows of a CSV file as (record number, stripped cells), read as they come."""
     try:
         raw = (
             gzip.open(path, "rt", encoding="utf-8", newline="")
@@ -124,33 +122,126 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]], int]:
             else open(path, encoding="utf-8", newline="")
         )
         with raw as f:
-            rows = [row for row in csv.reader(f, strict=True)]
+            for i, row in enumerate(csv.reader(f, strict=True)):
+                cells = [c.strip() for c in row]
+                if any(cells):
+                    yield i + 1, cells
     except csv.Error as e:
         hint = " (an unterminated quote?)" if "unexpected end of data" in str(e) else ""
         raise DataError(f"{path}: cannot read as CSV: {e}{hint}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read as CSV: {e}") from None
-    numbered = [(i + 1, [c.strip() for c in row]) for i, row in enumerate(rows) if any(c.strip() for c in row)]
-    if not numbered:
+
+
+@dataclass
+class Table:
+    """A CSV data file, column by column: a column of numbers as floats (8 bytes a cell), any
+    other column as its cells' text (a label repeated on every row is one string), so a file
+    takes a few times its size in memory, not dozens (a list of strings for every row did)."""
+
+    path: Path
+    header: list[str]
+    lines: np.ndarray  # the record number of each data row (1-based)
+    numbers: dict[int, np.ndarray]  # column -> values: the columns whose every cell is a number
+    texts: dict[int, list[str]]  # column -> cells: the others
+    unusual: dict[tuple[int, int], str]  # (row, column) -> a cell that reads as NaN or infinity
+
+    @property
+    def first_line(self) -> int:
+        return int(self.lines[0])
+
+    def numeric(self, cols: list[int]) -> np.ndarray:
+        """Columns `cols` as an (n, len(cols)) block; the first cell (by row, then column) that
+        is not a finite number is a DataError naming its row, column and text."""
+        out = np.empty((len(self.lines), len(cols)))
+        bad: list[tuple[int, int, str, str]] = []  # (row, position in cols, cell, what it is)
+        for j, c in enumerate(cols):
+            if c in self.numbers:
+                out[:, j] = self.numbers[c]
+                wrong = np.flatnonzero(~np.isfinite(out[:, j]))
+                if wrong.size:
+                    i = int(wrong[0])
+                    bad.append((i, j, self.unusual.get((i, c), repr(float(out[i, j]))), "not a finite number"))
+                continue
+            for i, cell in enumerate(self.texts[c]):
+                value = _to_float(cell)
+                if value is None or not math.isfinite(value):
+                    bad.append((i, j, cell, "not a number" if value is None else "not a finite number"))
+                    break
+        if bad:
+            i, j, cell, what = min(bad)
+            c = cols[j]
+            raise DataError(
+                f"{self.path}: row {self.lines[i]}, column {c + 1} ('{self.header[c]}'): {cell!r} is {what}"
+            )
+        return out
+
+
+def read_csv(path: Path) -> Table:
+    """Read a CSV file into a `Table`: its header (or x1, x2, ...) and its columns.
+
+    A header is detected when the first row has more non-numeric cells than the second.
+    """
+    check_file(path, "data file", DataError, DATA_LIMIT)
+    records = _records(path)
+    start = list(itertools.islice(records, 5))  # enough to tell a header and the separator
+    if not start:
         raise DataError(f"{path}: the file is empty")
-    if all(len(row) == 1 for _, row in numbered[:5]):
+    if all(len(row) == 1 for _, row in start):
         for sep, name in ((";", "';'"), ("\t", "tab")):
-            if any(sep in row[0] for _, row in numbered[:5]):
+            if any(sep in row[0] for _, row in start):
                 raise DataError(f"{path}: found {name} separators; backprop reads comma-separated values")
-    non_numeric = [sum(_to_float(c) is None for c in row) for _, row in numbered[:2]]
-    has_header = non_numeric[0] > 0 and (len(numbered) == 1 or non_numeric[0] > non_numeric[1])
-    if has_header:
-        header, numbered = numbered[0][1], numbered[1:]
-    else:
-        header = [f"x{j + 1}" for j in range(len(numbered[0][1]))]
-    if not numbered:
-        raise DataError(f"{path}: no data rows (only a header)")
+    non_numeric = [sum(_to_float(c) is None for c in row) for _, row in start[:2]]
+    has_header = non_numeric[0] > 0 and (len(start) == 1 or non_numeric[0] > non_numeric[1])
+    header = start.pop(0)[1] if has_header else [f"x{j + 1}" for j in range(len(start[0][1]))]
     width = len(header)
-    for line, row in numbered:
+    lines = array("q")
+    numbers: list[Optional[array]] = [array("d") for _ in range(width)]
+    texts: list[Optional[list[str]]] = [None] * width
+    unusual: dict[tuple[int, int], str] = {}
+    mixed: set[int] = set()  # columns whose first cells were numbers and a later one text
+    labels: dict[str, str] = {}  # one string per distinct label
+    for line, row in itertools.chain(start, records):
         if len(row) != width:
             raise DataError(f"{path}: row {line} has {len(row)} values, expected {width} (ragged rows)")
-    first_line = numbered[0][0]
-    return header, [row for _, row in numbered], first_line
+        i = len(lines)
+        lines.append(line)
+        for j, cell in enumerate(row):
+            column = numbers[j]
+            if column is not None:
+                value = _to_float(cell)
+                if value is not None:
+                    column.append(value)
+                    if not math.isfinite(value):
+                        unusual[(i, j)] = cell
+                    continue
+                numbers[j] = None
+                if i:
+                    mixed.add(j)  # its earlier cells' text: read again below
+                else:
+                    texts[j] = []
+            text = texts[j]
+            if text is not None:
+                text.append(labels.setdefault(cell, cell))
+    if not lines:
+        raise DataError(f"{path}: no data rows (only a header)")
+    if mixed:  # rare: a second pass for the text of those columns
+        for j in mixed:
+            texts[j] = []
+        rows = _records(path)
+        if has_header:
+            next(rows)
+        for _, row in rows:
+            for j in mixed:
+                texts[j].append(labels.setdefault(row[j], row[j]))  # type: ignore[union-attr]
+    return Table(
+        path,
+        header,
+        np.frombuffer(lines, dtype=np.int64),
+        {j: np.frombuffer(col, dtype=float) for j, col in enumerate(numbers) if col is not None},
+        {j: col for j, col in enumerate(texts) if col is not None},
+        unusual,
+    )
 
 
 def _column_index(spec, header: list[str], path: Path, key: str) -> int:
@@ -165,23 +256,12 @@ def _column_index(spec, header: list[str], path: Path, key: str) -> int:
     return header.index(spec)
 
 
-def _numeric_block(rows, cols, header, path: Path, first_line: int) -> np.ndarray:
-    out = np.empty((len(rows), len(cols)))
-    for i, row in enumerate(rows):
-        for j, c in enumerate(cols):
-            value = _to_float(row[c])
-            if value is None or not math.isfinite(value):
-                what = "not a number" if value is None else "not a finite number"
-                raise DataError(f"{path}: row {first_line + i}, column {c + 1} ('{header[c]}'): {row[c]!r} is {what}")
-            out[i, j] = value
-    return out
-
-
 def _from_csv(path: Path, target=None, features=None, known: Optional[list] = None) -> RawData:
     """Read a CSV data file; `target` and `features` are column names or indices. Without
     `features`, the `known` input names are the features where the header has them all (and
     without `target`, every other column is a target)."""
-    header, rows, first = read_csv(path)
+    table = read_csv(path)
+    header = table.header
     if features is None and known and all(name in header for name in known):
         features = known
         if target is None:
@@ -194,16 +274,16 @@ def _from_csv(path: Path, target=None, features=None, known: Optional[list] = No
         f_cols = [j for j in range(len(header)) if j not in t_cols]
     if not f_cols:
         raise DataError(f"{path}: no input columns left besides the target")
-    X = _numeric_block(rows, f_cols, header, path, first)
+    X = table.numeric(f_cols)
     names = [header[j] for j in f_cols]
-    if len(t_cols) == 1:
-        cells = [row[t_cols[0]] for row in rows]
-        if any(_to_float(c) is None for c in cells) and not any(_is_nan_text(c) for c in cells):
-            classes = sorted(set(cells))
-            return RawData(
-                X, labels=np.array([classes.index(c) for c in cells]), class_names=classes, feature_names=names
-            )
-    Y = _numeric_block(rows, t_cols, header, path, first)
+    if len(t_cols) == 1 and t_cols[0] in table.texts:  # a cell that is no number: class labels
+        cells = table.texts[t_cols[0]]
+        classes = sorted(set(cells))
+        if not any(_is_nan_text(c) for c in classes):  # words and NaN: numbers, one of them bad
+            index = {name: i for i, name in enumerate(classes)}
+            labels = np.fromiter(map(index.__getitem__, cells), np.int64, count=len(cells))
+            return RawData(X, labels=labels, class_names=classes, feature_names=names)
+    Y = table.numeric(t_cols)
     return RawData(X, Y=Y, feature_names=names)
 
 
@@ -328,6 +408,15 @@ def is_classification(Y: np.ndarray, output_activation: str) -> bool:
     return output_activation == "sigmoid" and bool(np.all((Y == 0) | (Y == 1)))
 
 
+def _check_for_loss(Y: np.ndarray, loss: str, where: str) -> None:
+    """Refuse targets `loss` cannot take: bce and cross_entropy need values in [0, 1],
+    cross_entropy one-hot rows."""
+    if loss in ("bce", "cross_entropy") and (Y.min() < 0 or Y.max() > 1):
+        raise DataError(f"{where}: loss {loss} needs targets between 0 and 1")
+    if loss == "cross_entropy" and not np.allclose(Y.sum(axis=1), 1.0):
+        raise DataError(f"{where}: cross_entropy needs one-hot rows (or class indices)")
+
+
 def load_data(
     d: DataConfig, model: ModelConfig, loss: str, dtype: str, source: str, rng: np.random.Generator
 ) -> Dataset:
@@ -353,10 +442,7 @@ def load_data(
         raise DataError(f"{source}: model.layers[0] is {layers[0]} but the data has {X.shape[1]} inputs")
     if Y.shape[1] != layers[-1]:
         raise DataError(f"{source}: model.layers[-1] is {layers[-1]} but the data has {Y.shape[1]} targets per sample")
-    if loss in ("bce", "cross_entropy") and (Y.min() < 0 or Y.max() > 1):
-        raise DataError(f"{source}: data.targets: loss {loss} needs targets between 0 and 1")
-    if loss == "cross_entropy" and not np.allclose(Y.sum(axis=1), 1.0):
-        raise DataError(f"{source}: data.targets: cross_entropy needs one-hot rows (or class indices)")
+    _check_for_loss(Y, loss, f"{source}: data.targets")
     classification = is_classification(Y, model.output_activation)
     X_val = Y_val = None
     train_idx = np.arange(len(X))
@@ -388,12 +474,23 @@ def load_data(
 
 
 def load_labelled_csv(
-    path: Path, d: DataConfig, model: ModelConfig, feature_names: list, class_names: Optional[list], dtype: str
+    path: Path,
+    d: DataConfig,
+    model: ModelConfig,
+    loss: str,
+    feature_names: list,
+    class_names: Optional[list],
+    classification: bool,
+    dtype: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw inputs (not scaled) and targets of a CSV laid out like a run's training data: the
     config's target and feature columns (or the columns named like its inputs), class names
-    mapped onto the training classes' order. For `evaluate`."""
+    mapped onto the training classes' order; targets the run's training would have refused,
+    or that are no class of a classifier, are a DataError. For `evaluate`."""
     raw = _from_csv(path, d.target, d.features, known=feature_names)
+    if raw.class_names is not None and class_names is None:
+        kind = "numbered classes" if classification else "numbers (a regression)"
+        raise DataError(f"{path}: class '{raw.class_names[0]}': the run was trained on {kind}, not on class names")
     Y, _ = _targets(raw, model, str(path), class_names)
     layers = model.layers
     if raw.X.shape[1] != layers[0]:
@@ -402,16 +499,24 @@ def load_labelled_csv(
         raise DataError(f"{path}: {Y.shape[1]} targets per sample, but the network has {layers[-1]} outputs")
     if len(raw.X) == 0:
         raise DataError(f"{path}: the data set is empty")
+    _check_for_loss(Y, loss, str(path))
+    if classification and not is_classification(Y, model.output_activation):
+        row = int(np.argmax(np.any((Y != 0) & (Y != 1), axis=1)))
+        raise DataError(
+            f"{path}: target {row + 1}: {', '.join(f'{v:g}' for v in Y[row])} is not a class of the run "
+            "(a classifier with sigmoid outputs: 0 or 1)"
+        )
     return raw.X.astype(dtype), Y.astype(dtype)
 
 
 def read_inputs_csv(path: Path, feature_names: list) -> np.ndarray:
     """Read inputs for predict: columns named like the training features (or all columns)."""
-    header, rows, first = read_csv(path)
+    table = read_csv(path)
+    header = table.header
     if all(name in header for name in feature_names):
         cols = [header.index(name) for name in feature_names]
     elif len(header) == len(feature_names):
         cols = list(range(len(header)))
     else:
         raise DataError(f"{path}: expected the columns {', '.join(feature_names)} (got {', '.join(header)})")
-    return _numeric_block(rows, cols, header, path, first)
+    return table.numeric(cols)

@@ -79,10 +79,9 @@ def evaluate(
     classifiers or "mae", "rmse", "r2" otherwise}. The loss is the training loss's definition,
     computed from the logits as in training.
     """
-    zs, activations = net.trace(X, model)
-    outputs = activations[-1]
+    logits, outputs = net.logits_and_outputs(X, model)
     with np.errstate(over="ignore", invalid="ignore"):
-        value = float(LOSSES[loss].value(outputs[None], Y, zs[-1][None])[0])
+        value = float(LOSSES[loss].value(outputs[None], Y, logits[None])[0])
     found: dict[str, Any] = {"samples": int(len(X)), "loss_function": loss, "loss": value}
     if classification:
         n_classes = max(Y.shape[1], 2)

@@ -59,6 +59,10 @@ def explain_step(cfg: Config, data: Dataset, epoch: int = 1, sample: int = 1):
     weights after)). Raises DivergedError if training does not reach the step.
     """
     t = cfg.training
+    if epoch < 1:
+        raise ConfigError(f"--epoch {epoch}: must be >= 1 (1 = the first step)")
+    if not 1 <= sample <= len(data.X):
+        raise ConfigError(f"--sample {sample}: must be between 1 and {len(data.X)} (the training samples)")
     if epoch > t.epochs:
         raise ConfigError(
             f"--epoch {epoch}: the run trains {t.epochs} epochs (training.epochs); "
@@ -305,10 +309,15 @@ TIDY = ["stage", "layer", "name", "connects", "quantity", "value"]
 _NAMES = ("neuron", "parameter")
 
 
+FORMATS = ("markdown", "csv")
+
+
 def render(sections: list[Section], fmt: str) -> str:
     """The sections as markdown tables, or as one tidy CSV table: one value a row, with the
     stage, layer, neuron or parameter name, what it connects (parameters), the quantity (z, a,
     delta, old, dL/dparam, new, optimizer state, ...) and the value."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt}: one of {', '.join(FORMATS)}")
     buf = io.StringIO()
     if fmt == "markdown":
         for s in sections:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, Optional
 from backprop_cli.errors import BackpropError, OutputError, RunError
 
 MiB = 2**20
+MAX_DEPTH = 100  # levels of nesting a JSON file or a config may hold (the parsers recurse per level)
 
 
 def _kind(mode: int) -> str:
@@ -50,6 +52,22 @@ def check_file(path: Path, what: str, error: type[BackpropError], limit: Optiona
         raise error(f"{path}: is a {_kind(st.st_mode)}, not a regular file; give a {what}")
     if limit is not None and st.st_size > limit:
         raise error(f"{path}: {st.st_size / MiB:.1f} MiB, over the {limit / MiB:g} MiB limit for a {what}")
+
+
+def not_own(path: Path, limit: int) -> Optional[str]:
+    """Why `path` is not a regular file of its own folder of at most `limit` bytes (a symbolic
+    link, a FIFO or device, too large, missing), in a few words; None when it is one."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return f"cannot read: {e.strerror}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"a {_kind(st.st_mode)}, not a regular file"
+    if st.st_size > limit:
+        return f"{st.st_size / MiB:.1f} MiB, over the {limit / MiB:g} MiB limit"
+    return None
 
 
 def read_text(path: Path, what: str, error: type[BackpropError], limit: Optional[int] = None) -> str:
@@ -150,6 +168,26 @@ def write_json(path: Path, data: dict) -> None:
 
 RUN_FILE_LIMIT = 256 * MiB
 
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def json_depth(text: str) -> int:
+    """How deep the arrays and objects of JSON `text` nest, found without parsing it (the
+    parser recurses once per level: 100,000 levels are a RecursionError); linear in the text."""
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    depth = deepest = 0
+    for bracket in brackets:
+        if bracket in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    break
+        else:
+            depth -= 1
+    return deepest
+
 
 def read_json(path: Path) -> dict:
     """A JSON object from a run folder's file; anything else raises RunError naming the file."""
@@ -165,6 +203,8 @@ def read_json(path: Path) -> dict:
         raise RunError(f"{path}: cannot read: {e.strerror}") from None
     if not text.strip():
         raise RunError(f"{path}: empty file")
+    if json_depth(text) > MAX_DEPTH:
+        raise RunError(f"{path}: corrupt: nested deeper than {MAX_DEPTH} levels")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -195,7 +195,7 @@ def _gradient_panel(ax: Any, data: dict) -> Any:
         shown = np.isfinite(norms[:, l]) & (norms[:, l] > 0)
         ax.plot(np.asarray(epochs)[shown], norms[shown, l], linewidth=1.0, label=name)
     if np.any(np.isfinite(norms) & (norms > 0)):
-        ax.set_yscale("log")
+        log_y(ax)  # plain tick labels: no mathtext in these figures
     cursor = ax.axvline(0, color="tab:red", linewidth=1.0)
     ax.set_xlabel("epoch", fontsize=8)
     ax.set_ylabel("gradient norm by layer", fontsize=8)

@@ -23,8 +23,12 @@ import glob
 import math
 import os
 import shutil
+import signal
+import socket
+import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -414,30 +418,121 @@ def _process() -> dict:
     return process()
 
 
+DASK_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")  # distributed's transports
+CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler (distributed waits 30 s by default)
+
+
+def check_scheduler(address: str) -> str:
+    """A Dask scheduler's address as distributed reads it (`tcp://` where none is given), or a
+    ConfigError saying what is wrong with it: checked before anything trains."""
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "tcp", address
+    if scheme not in DASK_SCHEMES:
+        raise ConfigError(f"--scheduler {address}: unknown scheme '{scheme}'; one of {', '.join(DASK_SCHEMES)}")
+    if scheme in ("tcp", "tls", "ws", "wss"):
+        host, colon, port = rest.rpartition(":")
+        if not colon or not host.strip("[]"):
+            raise ConfigError(f"--scheduler {address}: expected HOST:PORT (e.g. tcp://10.0.0.5:8786)")
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(f"--scheduler {address}: port '{port}' is not a number from 1 to 65535")
+    return f"{scheme}://{rest}"
+
+
+def _connect(address: str, timeout: float) -> Any:
+    """A Client of the scheduler at `address`, within `timeout` seconds, or a RunError with the
+    address and the cause: nothing listening is said at once, a server that never answers
+    after `timeout` (not distributed's 30 s of silence)."""
+    from dask.distributed import Client
+
+    address = check_scheduler(address)
+    scheme, _, rest = address.partition("://")
+    if scheme in ("tcp", "tls", "ws", "wss"):
+        host, _, port = rest.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except socket.timeout:
+            raise RunError(f"--scheduler {address}: no connection within {timeout:g} s (--timeout)") from None
+        except OSError as e:
+            raise RunError(f"--scheduler {address}: cannot connect: {e.strerror or e}") from None
+    # distributed bounds the connection by its timeout, not the handshake after it (a server
+    # that accepts and never answers holds it until the server goes): a deadline of our own
+    found: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            found["client"] = Client(address, timeout=timeout)
+        except BaseException as e:  # noqa: B036  (said below, in the main thread)
+            found["error"] = e
+
+    thread = threading.Thread(target=connect, name="dask-connect", daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    error = found.get("error")
+    if "client" in found:
+        return found["client"]
+    cause = "" if error is None else f": {error.__cause__ or error}"
+    raise RunError(f"--scheduler {address}: the scheduler did not answer within {timeout:g} s (--timeout){cause}")
+
+
 def execute(
-    jobs: Sequence[Job], workers: int, executor: str = "local", scheduler: Optional[str] = None
+    jobs: Sequence[Job],
+    workers: int,
+    executor: str = "local",
+    scheduler: Optional[str] = None,
+    timeout: float = CONNECT_TIMEOUT,
 ) -> Iterator[Chunk]:
     """Run the chunks: here (one worker), in worker processes, or on Dask; yields each chunk's
     numbers as it finishes (the caller writes them)."""
     if executor == "dask":
-        yield from _dask(jobs, workers, scheduler)
+        yield from _dask(jobs, workers, scheduler, timeout)
         return
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             yield train_job(job)
         return
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_pool_worker) as pool:
         futures: list[Future] = [pool.submit(train_job, job) for job in jobs]
         try:
             for future in as_completed(futures):
                 yield future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
+        except BrokenProcessPool:
+            _stop(pool, futures)
+            raise RunError(
+                "a worker process ended abruptly (killed, or out of memory?) while training a chunk; "
+                "the chunks finished before it are kept in the store"
+            ) from None
+        except BaseException:  # Ctrl-C, SIGTERM, or the caller stopped reading: stop at once
+            _stop(pool, futures)
             raise
 
 
-def _dask(jobs: Sequence[Job], workers: int, scheduler: Optional[str]) -> Iterator[Chunk]:
+def _pool_worker() -> None:
+    """Set up a worker process of the pool: Ctrl-C is its parent's to handle (which stops the
+    workers), SIGTERM ends it at once (the command's handler, inherited by the fork, would
+    make it finish its chunk first), and so does its parent's death (Linux's
+    PR_SET_PDEATHSIG: a SIGKILLed command leaves no worker training for nobody)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the worker ends when its queue closes
+        pass
+
+
+def _stop(pool: ProcessPoolExecutor, futures: list[Future]) -> None:
+    """Cancel what has not started and end the running workers: their chunks are trained again
+    on resume, and nothing waits for them (17-38 s for a grid's groups)."""
+    for future in futures:
+        future.cancel()
+    for process in list(getattr(pool, "_processes", {}).values()):  # the pool's own worker processes
+        if process.is_alive():
+            process.terminate()
+
+
+def _dask(jobs: Sequence[Job], workers: int, scheduler: Optional[str], timeout: float) -> Iterator[Chunk]:
     try:
         from dask.distributed import Client, LocalCluster
         from dask.distributed import as_completed as dask_completed
@@ -445,7 +540,7 @@ def _dask(jobs: Sequence[Job], workers: int, scheduler: Optional[str]) -> Iterat
         raise ConfigError("--executor dask needs dask.distributed: pip install 'backprop[dask]'") from None
     cluster = None
     if scheduler:
-        client = Client(scheduler)
+        client = _connect(scheduler, timeout)
     else:
         n = max(1, min(workers, len(jobs)))
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from backprop_cli.plots import _few_ticks, new_axes, new_figure, png_bytes, quiet_overflow
+from backprop_cli.plots import _few_ticks, log_y, new_axes, new_figure, png_bytes, quiet_overflow
 
 
 @quiet_overflow
@@ -33,7 +33,7 @@ def gradients(epochs: Any, norms: Any, names: Sequence[str], title: str) -> byte
             zeros_seen = True
             ax.plot(epochs[zero], np.full(zero.sum(), floor), "v", color=line.get_color(), markersize=4)
     if positive.size:
-        ax.set_yscale("log")
+        log_y(ax)  # plain tick labels: no mathtext in these figures
         ax.set_ylim(bottom=floor / 2)
     if zeros_seen:
         ax.plot([], [], "v", color="0.4", markersize=4, label="exactly 0 (drawn at the floor)")

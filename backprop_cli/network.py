@@ -23,6 +23,7 @@ from backprop_cli.initializers import Params
 from backprop_cli.losses import Loss
 
 CONTIGUOUS_FROM = 16  # models from which a forward pass multiplies by contiguous copies of W^T
+PREDICT_VALUES = 2**21  # one layer's outputs at once when predicting (16 MiB of float64): rows in chunks
 
 
 class ParamName(NamedTuple):
@@ -324,12 +325,33 @@ class Network:
     def predict(self, X: np.ndarray, model: Optional[int] = None) -> np.ndarray:
         """Outputs (K, n, n_out) for inputs X (n, n_in), as a new array.
 
-        With `model`, only that model runs and its outputs (n, n_out) are returned.
+        With `model`, only that model runs and its outputs (n, n_out) are returned. Many rows
+        run in chunks of rows, so a wide layer over a 200 x 200 picture grid or a large CSV
+        needs megabytes, not gigabytes.
         """
+        rows = self._chunk_rows(1 if model is not None else self.K)
+        if len(X) > rows:
+            parts = [self.predict(X[i : i + rows], model) for i in range(0, len(X), rows)]
+            return np.concatenate(parts, axis=-2)
         if model is not None:
             return self.trace(X, model)[1][-1]
         with np.errstate(over="ignore"):
             return self.forward_into(np.asarray(X, self.dtype), self.workspace(len(X))).copy()
+
+    def _chunk_rows(self, models: int) -> int:
+        """Rows whose values at the widest layer, for `models` models, fit PREDICT_VALUES."""
+        return max(1, PREDICT_VALUES // (models * max(self.sizes)))
+
+    def logits_and_outputs(self, X: np.ndarray, model: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The output layer's net inputs and outputs, each (n, n_out), of one model: `trace`'s
+        last z and a, in chunks of rows (the hidden layers of a large data set are not kept)."""
+        rows = self._chunk_rows(1)
+        logits, outputs = [], []
+        for i in range(0, max(len(X), 1), rows):
+            zs, activations = self.trace(X[i : i + rows], model)
+            logits.append(zs[-1])
+            outputs.append(activations[-1])
+        return np.concatenate(logits), np.concatenate(outputs)
 
     def trace(self, X: np.ndarray, model: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Forward pass keeping net inputs: returns ([z1..zL], [a0=X, a1..aL]) for one model."""

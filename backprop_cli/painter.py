@@ -40,7 +40,7 @@ def draw(job: Job) -> Optional[str]:
         drawer = getattr(importlib.import_module(f"backprop_cli.{module or 'plots'}"), function)
         atomic_write(path, drawer(*args))
     except Exception as e:  # a plot must never lose a run
-        return f"{path}: plot not written: {e}"
+        return f"{path}: plot not written: {' '.join(str(e).split()) or type(e).__name__}"  # one line
     return None
 
 

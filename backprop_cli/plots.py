@@ -46,9 +46,14 @@ def new_figure(
     bottom: float = 0.55,
     top: float = 0.45,
 ) -> Any:
-    """A figure with fixed margins in inches (room for tick labels, axis labels and a title)."""
+    """A figure with fixed margins in inches (room for tick labels, axis labels and a title).
+
+    Its text is drawn as written: a run name, feature or class name with `$...$` in it is no
+    mathtext formula (which drops the plot when it does not parse) but those characters."""
+    import matplotlib
     from matplotlib.figure import Figure
 
+    matplotlib.rcParams["text.parse_math"] = False  # read as each text is made, tick labels too
     fig = Figure(figsize=(width, height), dpi=100)
     fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height)
     return fig

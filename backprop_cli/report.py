@@ -11,21 +11,22 @@ animation, and the list of its run folders.
 from __future__ import annotations
 
 import base64
-import csv
-import io
 import math
+import re
 from html import escape
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from backprop_cli.errors import BackpropError
-from backprop_cli.files import read_json
+from backprop_cli.errors import BackpropError, RunError
+from backprop_cli.files import RUN_FILE_LIMIT, MiB, not_own, read_json
 from backprop_cli.metrics import metric_text
 from backprop_cli.pictures import MAX_DIAGRAM_NEURONS
-from backprop_cli.run_folders import LoadedRun, config_text, load_run, read_summary
+from backprop_cli.run_folders import LoadedRun, config_text, load_run, read_rows, read_summary
+from backprop_cli.run_folders.schema import Evaluation, read_dict
 
 REPORT = "report.html"
-# the order plots appear in; any other PNG in the folder follows
+# the plots a page shows, in this order: found by name, never by a pattern of the folder's
+# files (a `*.png` there may be a symlink to any file, a FIFO or /dev/zero)
 PLOTS = (
     "loss",
     "accuracy",
@@ -33,9 +34,36 @@ PLOTS = (
     "fit",
     "network",
     "confusion_matrix",
+    "gradients",
+    "units",
     "loss_curves",
     "loss_grid",
+    "box",
+    "heatmap",
+    "landscape",
+    "search",
 )
+# an evaluation on a CSV: evaluation-<data>-<tag>.json and confusion_matrix-<data>-<tag>.png
+EVALUATED = re.compile(r"(evaluation|confusion_matrix)-.+-[0-9a-f]{6}\.(json|png)")
+EMBED_LIMIT = 32 * MiB  # of one embedded file: backprop's plots are well under 1 MiB, a GIF a few
+
+
+def _own(folder: Path, name: str, left_out: list[str]) -> Optional[Path]:
+    """`folder/name` when it is a regular file of the folder itself within EMBED_LIMIT; None
+    when it is missing, or (noted in `left_out`) a symlink, special file or too large."""
+    path = folder / name
+    why = not_own(path, EMBED_LIMIT)
+    if why is None:
+        return path
+    if why != "missing":
+        left_out.append(f"{name} ({why})")
+    return None
+
+
+def _evaluated(folder: Path, suffix: str) -> list[str]:
+    """The names of the evaluations on CSVs a run folder holds (`.json` or `.png`), sorted."""
+    return sorted(p.name for p in folder.iterdir() if EVALUATED.fullmatch(p.name) and p.name.endswith(suffix))
+
 
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
@@ -80,16 +108,16 @@ def _cell(value: Any, column: str = "") -> str:
     return "-" if value is None else str(value)
 
 
-def _study_config(folder: Path) -> Optional[str]:
+def _study_config(folder: Path, left_out: list[str]) -> Optional[str]:
     """What a study trained: a grid's or search's request (grid.json: the config, its grid or
     space, seeds and --set), else the config of its first run folder, said so."""
     from backprop_cli.config import dump_yaml
 
-    asked = folder / "grid.json"
-    if asked.exists():
+    asked = _own(folder, "grid.json", left_out)
+    if asked is not None:
         return "grid.json (what the study asked for):\n" + dump_yaml(read_json(asked))
     runs = sorted(p for p in folder.iterdir() if (p / "config.yaml").exists())
-    if runs:
+    if runs and _own(runs[0], "config.yaml", left_out):
         text = config_text(runs[0])
         return (
             None
@@ -116,21 +144,19 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], text_columns: i
     return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
-def _images(folder: Path) -> list[str]:
-    pngs = {p.stem: p for p in folder.glob("*.png")}
-    ordered = [name for name in PLOTS if name in pngs] + sorted(set(pngs) - set(PLOTS))
-    parts = [_figure(pngs[name], f"{name}.png") for name in ordered]
-    gif = folder / "training.gif"
-    if gif.exists():
+def _images(folder: Path, left_out: list[str]) -> list[str]:
+    names = [f"{name}.png" for name in PLOTS] + _evaluated(folder, ".png")
+    parts = [_figure(path, path.name) for path in (_own(folder, name, left_out) for name in names) if path]
+    gif = _own(folder, "training.gif", left_out)
+    if gif is not None:
         parts.insert(0, _figure(gif, "training.gif: the network learning"))
     return parts
 
 
 def _csv_table(path: Path, max_rows: int = 200) -> str:
-    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
-    if not rows:
+    header, body = read_rows(path)
+    if not header:
         return ""
-    header, body = rows[0], rows[1:]
     # weight columns past the summary ones make a table no page can show; the CSV has them
     keep = min(len(header), 5)
     shown = [[_number(c) for c in r[:keep]] for r in body[:max_rows]]
@@ -143,10 +169,9 @@ def _grid_table(path: Path, sort: str, best: int = 20, up_to: int = 64) -> str:
     study's sort column; past `up_to` cells only the best `best`, and a note."""
     from backprop_cli.metrics import is_score
 
-    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
-    if not rows:
+    header, body = read_rows(path)
+    if not header:
         return ""
-    header, body = rows[0], rows[1:]
     if sort in header:
         at, sign = header.index(sort), -1.0 if is_score(sort) else 1.0
         numbers = [(r, _number(r[at])) for r in body]
@@ -216,6 +241,10 @@ KINDS = {  # what the page says a study is
 def build_report(folder: Path) -> str:
     """The page for a run or study folder, as HTML text."""
     folder = Path(folder)
+    left_out: list[str] = []
+    why = not_own(folder / "summary.json", RUN_FILE_LIMIT)
+    if why not in (None, "missing"):  # missing: read_summary says it is not a run folder
+        raise RunError(f"{folder / 'summary.json'}: {why}; a report reads only the folder's own files")
     summary = read_summary(folder)
     kind = summary.get("kind")
     if kind == "sweep" and summary.get("protocol") == "chain":
@@ -233,9 +262,9 @@ def build_report(folder: Path) -> str:
     ]
     if kind:
         cells = kind in ("grid", "search")  # a store's cells, in grid.csv
-        table = folder / ("grid.csv" if cells else f"{kind}.csv")
+        table = _own(folder, "grid.csv" if cells else f"{kind}.csv", left_out)
         out.append("<h2>Results</h2>")
-        if table.exists():
+        if table is not None:
             out.append(_grid_table(table, str(summary.get("sort", "final_loss"))) if cells else _csv_table(table))
     out.append("<h2>Summary</h2>")
     skip = {"models"} if kind else {"diagnostics"}  # a run's findings have a section of their own
@@ -247,12 +276,13 @@ def build_report(folder: Path) -> str:
         items = "".join(f"<li>{escape(f)}</li>" for f in found) or "<li>no problems found</li>"
         out.append(f"<h2>Diagnostics</h2><ul>{items}</ul><p class='meta'>backprop diagnose {escape(str(folder))} "
                    "prints the per-layer table; the numbers are in diagnostics.csv</p>")  # fmt: skip
-    images = _images(folder)
+    images = _images(folder, left_out)
     if images:
         out.append("<h2>Plots</h2>")
         out.extend(images)
-    for evaluation in sorted(folder.glob("evaluation*.json")) if not kind else []:  # one per data set
-        scores = read_json(evaluation)
+    evaluations = [_own(folder, name, left_out) for name in ["evaluation.json", *_evaluated(folder, ".json")]]
+    for evaluation in [path for path in evaluations if path] if not kind else []:  # one per data set
+        scores = read_dict(evaluation, Evaluation)
         out.append(f"<h2>Evaluation on {escape(str(scores.get('data', '')))}</h2>")
         top = [
             (k, scores.get(k))
@@ -262,9 +292,9 @@ def build_report(folder: Path) -> str:
         if "classes" in scores:
             rows = [[c["class"], c["precision"], c["recall"], c["f1"], c["support"]] for c in scores["classes"]]
             out.append(_table(["class", "precision", "recall", "f1", "support"], rows))
-    text = config_text(folder)
+    text = config_text(folder) if _own(folder, "config.yaml", left_out) else None
     if text is None and kind:
-        text = _study_config(folder)
+        text = _study_config(folder, left_out)
     if text is not None:
         out.append(f"<h2>Config</h2><pre>{escape(text)}</pre>")
     if kind:
@@ -277,6 +307,8 @@ def build_report(folder: Path) -> str:
         if step:
             out.append("<h2>The first training step, by hand</h2>" + step)
         out.append("<h2>Final weights</h2>" + _weights(run))
+    if left_out:
+        out.append(f"<p class='meta'>left out: {escape(', '.join(left_out))}</p>")
     out.append("</body></html>\n")
     return "\n".join(out)
 

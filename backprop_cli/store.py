@@ -305,16 +305,22 @@ class Store:
         folder = Path(study) / STORE
         folder.mkdir(exist_ok=True)
         for name, (shape, dtype) in layout.arrays().items():
-            array = np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
-            small = name.startswith(("cell.", "final."))  # (cells,): the big arrays stay sparse zeros
-            if small and np.dtype(dtype).kind == "f":
-                array[...] = np.nan  # nothing recorded yet
-            elif (
-                name.startswith("cell.") and np.dtype(dtype).kind == "i" and name not in ("cell.status", "cell.step")
-            ) or (name == "diagnostics.epochs"):
-                array[...] = NONE
-            array.flush()
-            del array
+            path = folder / f"{name}.npy"
+            try:
+                array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+                small = name.startswith(("cell.", "final."))  # (cells,): the big arrays stay sparse zeros
+                if small and np.dtype(dtype).kind == "f":
+                    array[...] = np.nan  # nothing recorded yet
+                elif (
+                    name.startswith("cell.")
+                    and np.dtype(dtype).kind == "i"
+                    and name not in ("cell.status", "cell.step")
+                ) or (name == "diagnostics.epochs"):
+                    array[...] = NONE
+                array.flush()
+                del array
+            except OSError as e:  # a full disk: NumPy's error names no file
+                raise RunError(f"{path}: cannot write the study's store: {e.strerror or e}") from None
         atomic_write(folder / "manifest.json", json.dumps(layout.to_json(), indent=1) + "\n")
         return cls(folder, layout, "r+")
 

@@ -66,7 +66,7 @@ class _Pool:
 
     made: list = []
 
-    def __init__(self, max_workers):
+    def __init__(self, max_workers, initializer=None):
         self.futures = []
         _Pool.made.append(self)
 

@@ -8,6 +8,7 @@ is one line on stderr; `--debug` shows the traceback instead.
 from __future__ import annotations
 
 import functools
+import re
 import signal
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
@@ -35,10 +36,28 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+# control characters (C0 but newline and tab, DEL, C1) and the bidirectional overrides that
+# reorder what a terminal shows
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """`text` with each control character written out (`\\x1b`, `\\u202e`): names from a CSV
+    header, a class label or a config are shown, never obeyed as terminal escape sequences."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+class _Terminal(Console):
+    """A console that shows every string it prints or puts in a table with `visible`."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Any:
+        return super().render_str(visible(text), **kwargs)
+
+
 # Piped or captured output has no width of its own: use a wide one rather than cut tables at 80.
 # No markup or emoji codes: messages and tables echo user text ("a:b:" must not become an emoji).
-out = Console(highlight=False, emoji=False, markup=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, emoji=False, markup=False, width=None if sys.stderr.isatty() else 200)
+out = _Terminal(highlight=False, emoji=False, markup=False, width=None if sys.stdout.isatty() else 200)
+err = _Terminal(stderr=True, highlight=False, emoji=False, markup=False, width=None if sys.stderr.isatty() else 200)
 _debug = {"on": False}
 
 if TYPE_CHECKING:

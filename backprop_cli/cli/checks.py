@@ -152,8 +152,6 @@ def explain(
     config = run_config(config)
     cfg = load(config, sets=sets)
     data = load_data(cfg, config)
-    if sample > len(data.X):
-        raise UsageError(f"--sample {sample}: must be between 1 and {len(data.X)} (the training samples)")
     from backprop_cli import pictures
     from backprop_cli.explain import explain_step, render, write_diagram
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, List, Optional
 import typer
 from typing_extensions import Annotated
 
-from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter
+from backprop_cli.cli.app import UsageError, app, cli_errors, err, out, painter, visible
 from backprop_cli.cli.display import Column, emit, fmt, metric, output, predictions_table, print_table, warn
 from backprop_cli.cli.options import RunsDir
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from backprop_cli.run_folders import LoadedRun
 
 MAX_TRUTH_TABLE_INPUTS = 8
+MAX_LINE = 2**20  # characters of one line read at the prompt from a pipe (/dev/zero has no end of line)
 
 
 def parse_row(text: str, n: int, what: str) -> list[float]:
@@ -61,12 +62,14 @@ def _ask(prompt: str) -> Optional[str]:
         except ImportError:  # not on every platform: input() still works
             pass
         try:
-            return input(prompt)
+            return input(visible(prompt))
         except EOFError:
             return None
     out.print(prompt, end="")
     sys.stdout.flush()
-    line = sys.stdin.readline()
+    line = sys.stdin.readline(MAX_LINE + 1)
+    if len(line) > MAX_LINE:
+        raise UsageError(f"standard input: a line longer than {MAX_LINE:,} characters (not rows of input values)")
     return line if line else None
 
 

@@ -220,7 +220,7 @@ def runs_show(
 
     Example: backprop runs show latest
     """
-    from backprop_cli.run_folders import config_text, read_summary, resolve_run
+    from backprop_cli.run_folders import config_text, read_summary, resolve_run, status_of
 
     path = resolve_run(run, runs_dir)
     summary = read_summary(path)
@@ -228,7 +228,10 @@ def runs_show(
     table.add_column("key")
     table.add_column("value")
     for key, value in summary.items():
-        table.add_row(key, _cell(value, key))
+        shown = _cell(value, key)
+        if key == "status" and status_of(summary) == "stale":  # as the listing says it
+            shown = f"stale (the summary says {value}; process {summary.get('pid')} is gone)"
+        table.add_row(key, shown)
     out.print(table)
     if "kind" in summary:  # a study: its table, best first
         _study_table(path, summary)
@@ -240,20 +243,18 @@ def runs_show(
 
 def _study_table(path: Path, summary: dict) -> None:
     """A study's cells (grid.csv, sweep.csv or seeds.csv) as a table: the best 20 by its sort."""
-    import csv
-
     from backprop_cli.results import sort_rows
+    from backprop_cli.run_folders import read_rows
 
     table = next(
         (path / f"{kind}.csv" for kind in ("grid", "sweep", "seeds", "chain") if (path / f"{kind}.csv").exists()), None
     )
     if table is None:
         return
-    with open(table, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    header, body = read_rows(table)
+    rows: list[dict[str, Any]] = [dict(zip(header, row)) for row in body]
     if not rows:
         return
-    header = list(rows[0])
     sort = str(summary.get("sort") or "final_loss")
 
     def number(text: str) -> Any:

@@ -40,6 +40,7 @@ from backprop_cli.cli.sweep import (
     Sort,
     StudyName,
     StudyOptions,
+    Timeout,
     Workers,
     run_study,
     study_options,
@@ -99,6 +100,7 @@ def search(
     workers: Workers = None,
     executor: ExecutorOption = Executor.local,
     scheduler: Scheduler = None,
+    timeout: Timeout = 10.0,
     name: StudyName = None,
     sort: Sort = "final_loss",
     plots: CellPlots = PlotSet.summary,
@@ -136,6 +138,7 @@ def search(
         workers, executor, scheduler, quiet,
     )  # fmt: skip
     options.tensorboard = board_option(tensorboard)
+    options.timeout = timeout
     most = g.max_cells(options.budget) // (len(seed_list) if seed_list else 1)
     if trials > most:
         raise UsageError(f"--trials {trials:,}: at most {most:,} fit this machine (see --memory)")
@@ -226,7 +229,7 @@ def _tpe(
             jobs = g.plan(cells, range(len(cells)), str(config), target, options.every, options.budget)
             found: list[list[float]] = [[] for _ in points]
             diverged = STATUSES.index("diverged")
-            for chunk in g.execute(jobs, n_workers, options.executor.value, options.scheduler):
+            for chunk in g.execute(jobs, n_workers, options.executor.value, options.scheduler, options.timeout):
                 for row, cell in enumerate(chunk.cells):
                     # a diverged trial is told failed, whatever its last finite value
                     value = np.nan if chunk.fields["status"][row] == diverged else chunk.finals[metric][row]

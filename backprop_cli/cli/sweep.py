@@ -39,6 +39,12 @@ ExecutorOption = Annotated[Executor, typer.Option("--executor", help="Where the 
 Scheduler = Annotated[
     Optional[str], typer.Option("--scheduler", metavar="ADDRESS", help="With --executor dask: a running cluster.")
 ]
+Timeout = Annotated[
+    float,
+    typer.Option(
+        "--timeout", metavar="SECONDS", min=0.1, help="With --scheduler: how long to wait for the scheduler to answer."
+    ),
+]
 StudyName = Annotated[
     Optional[str], typer.Option("--name", metavar="NAME", help="The study's name; the same name and study resumes it.")
 ]
@@ -90,6 +96,7 @@ def sweep(
     workers: Workers = None,
     executor: ExecutorOption = Executor.local,
     scheduler: Scheduler = None,
+    timeout: Timeout = 10.0,
     name: StudyName = None,
     sort: Sort = "final_loss",
     plots: CellPlots = PlotSet.summary,
@@ -132,6 +139,7 @@ def sweep(
     )  # fmt: skip
     options.tensorboard = board_option(tensorboard)
     options.target = positive(target, "--target")
+    options.timeout = timeout
     if seed is not None and seeds is not None:
         raise UsageError("--seed goes with a grid of one seed; --seeds makes the seeds an axis of the grid")
     overrides = {"training.epochs": (epochs, "--epochs"), **diagnose_overrides(diagnose, diagnose_every)}
@@ -165,6 +173,8 @@ def study_options(
 
     if scheduler is not None and executor is not Executor.dask:
         raise UsageError("--scheduler goes with --executor dask")
+    if scheduler is not None:
+        scheduler = g.check_scheduler(scheduler)
     if sort not in results.SORTABLE:
         raise UsageError(f"--sort {sort}: not a column of grid.csv; one of {', '.join(results.SORTABLE)}")
     every = g.parse_history(history)
@@ -195,6 +205,7 @@ class StudyOptions:
     halving: Optional[tuple[int, int, Optional[str]]] = None  # eta, min_epochs, metric (search --halving)
     tensorboard: Optional[Path] = None  # --tensorboard DIR, or the config's training.tensorboard
     target: Optional[float] = None  # --target LOSS, else the config's sweep.target (or 0.01)
+    timeout: float = 10.0  # --timeout SECONDS: to reach a Dask scheduler
 
 
 def run_study(
@@ -267,7 +278,9 @@ def run_study(
             elif o.halving is None:
                 with Counter("models trained", len(todo), quiet) as progress:
                     trained = 0
-                    for chunk in g.execute(jobs, n_workers, o.executor.value, o.scheduler):
+                    if o.scheduler is not None and not quiet:
+                        err.print(f"connecting to the Dask scheduler at {o.scheduler} (--timeout {o.timeout:g} s)...")
+                    for chunk in g.execute(jobs, n_workers, o.executor.value, o.scheduler, o.timeout):
                         store.write(chunk)
                         trained += len(chunk.cells)
                         progress(trained)
@@ -340,7 +353,11 @@ def _halving(cells: Any, store: Any, jobs: list, todo: list[int], o: StudyOption
         trained = 0
         for r, stop in enumerate(steps):
             for chunk in g.execute(
-                g.halving_plan(cells, store, alive, start, stop, jobs), n_workers, o.executor.value, o.scheduler
+                g.halving_plan(cells, store, alive, start, stop, jobs),
+                n_workers,
+                o.executor.value,
+                o.scheduler,
+                o.timeout,
             ):
                 store.write(chunk)
                 trained += len(chunk.cells)

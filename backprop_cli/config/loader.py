@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from backprop_cli.config.schema import SECTIONS, Config, ModelConfig, Problem, check_consistency, suggest
 from backprop_cli.errors import ConfigError, OverrideError
-from backprop_cli.files import MiB, read_text
+from backprop_cli.files import MAX_DEPTH, MiB, read_text
 
 CONFIG_LIMIT = 1 * MiB  # inline data that large belongs in a CSV file
 
@@ -58,7 +58,6 @@ for _loader in (_Loader, _FastLoader):
     )
 
 MAX_VALUES = 2_000_000  # values a config may expand to, aliases counted each time they are used
-MAX_DEPTH = 100  # levels of nesting
 
 
 class _DuplicateKey(Exception):
@@ -129,7 +128,29 @@ def _line_map(root: yaml.Node) -> dict:
     return lines
 
 
+_OPENING = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_CLOSING = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+
+
+def _bound_depth(text: str, source: str, loader_class: type) -> None:
+    """Refuse nesting past MAX_DEPTH from the parser's events, before the composer (which
+    recurses once per level: 3,000 levels are a RecursionError) builds a node."""
+    loader = loader_class(text)
+    try:
+        depth = 0
+        while not isinstance(event := loader.get_event(), yaml.StreamEndEvent):
+            if isinstance(event, _OPENING):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ConfigError(f"{source}:{event.start_mark.line + 1}: nested deeper than {MAX_DEPTH} levels")
+            elif isinstance(event, _CLOSING):
+                depth -= 1
+    finally:
+        loader.dispose()
+
+
 def _load(text: str, source: str, loader_class: type) -> tuple[Any, Optional[yaml.Node]]:
+    _bound_depth(text, source, loader_class)
     loader = loader_class(text)
     try:
         node = loader.get_single_node()

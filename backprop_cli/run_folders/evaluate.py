@@ -22,7 +22,8 @@ def evaluate_run(run: LoadedRun, csv: Optional[Path] = None) -> dict[str, Any]:
     cfg = run.cfg
     classification = bool(run.meta.get("classification"))
     if csv is not None:
-        X_raw, Y = load_labelled_csv(csv, cfg.data, cfg.model, run.feature_names, run.class_names, cfg.training.dtype)
+        names, loss, dtype = run.feature_names, cfg.training.loss, cfg.training.dtype
+        X_raw, Y = load_labelled_csv(csv, cfg.data, cfg.model, loss, names, run.class_names, classification, dtype)
         X, source = run.scaler.apply(X_raw), str(Path(csv).resolve())
     else:
         data = dataset(cfg, str(run.path / "config.yaml"))
@@ -49,7 +50,8 @@ def evaluation_names(csv: Optional[Path]) -> tuple[str, str]:
 def read_by_position(csv: Path, feature_names: list) -> Optional[str]:
     """A warning when a CSV has a header that names none of the run's inputs: its columns are
     then taken by position (None otherwise)."""
-    header, _, first = read_csv(csv)
+    table = read_csv(csv)
+    header, first = table.header, table.first_line
     named = first > 1  # a header row came before the first data row
     defaults = [f"x{j + 1}" for j in range(len(feature_names))]
     names = [str(n) for n in feature_names]

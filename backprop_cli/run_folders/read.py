@@ -17,10 +17,10 @@ import numpy as np
 from backprop_cli.checkpoint import Checkpoint
 from backprop_cli.config import Config, load_config
 from backprop_cli.data import Scaler
-from backprop_cli.errors import BackpropError, RunError, RunNotFoundError
+from backprop_cli.errors import BackpropError, DataError, RunError, RunNotFoundError
 from backprop_cli.exchange import Portable
-from backprop_cli.experiment import network
-from backprop_cli.files import RUN_FILE_LIMIT, check_file, read_json
+from backprop_cli.experiment import check_memory, network
+from backprop_cli.files import RUN_FILE_LIMIT, check_file, read_json, read_text
 from backprop_cli.metrics import class_name, output_names
 from backprop_cli.network import Network
 from backprop_cli.run_folders.schema import DataMeta, Summary, Weights, read, read_dict
@@ -34,6 +34,27 @@ def csv_text(rows: Iterable[Iterable[Any]]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
     return buf.getvalue()
+
+
+def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """A run or study folder's CSV (history.csv, grid.csv, sweep.csv) as its header and rows of
+    text, each row as long as the header; a special file, one over RUN_FILE_LIMIT, bad bytes, a
+    malformed or oversized field or a short row raise RunError naming the file and line."""
+    text = read_text(path, "run file", RunError, RUN_FILE_LIMIT)
+    reader = csv.reader(io.StringIO(text), strict=True)
+    rows = []
+    try:
+        for row in reader:
+            rows.append(row)
+    except csv.Error as e:
+        raise RunError(f"{path}:{reader.line_num}: corrupt CSV: {e}") from None
+    if not rows:
+        return [], []
+    header = rows[0]
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise RunError(f"{path}:{line}: corrupt CSV: {len(row)} values for {len(header)} columns")
+    return header, rows[1:]
 
 
 @dataclass
@@ -95,9 +116,28 @@ class LoadedRun:
             name=str(self.cfg.name or self.path.name),
         )
 
+    def inputs(self, X: Any, what: str = "inputs") -> np.ndarray:
+        """Raw inputs as (n, n_in) floats (one row may be given flat); anything else (None,
+        text, the wrong number of columns, a 3-d array, inf or NaN) is a DataError."""
+        n = self.net.sizes[0]
+        try:
+            rows = np.asarray(X, dtype=float)
+        except (TypeError, ValueError):
+            raise DataError(f"{what}: expected numbers, got {type(X).__name__} {str(X)[:40]}") from None
+        if rows.ndim == 1 and rows.size:
+            rows = rows[None]
+        if rows.ndim != 2:
+            raise DataError(f"{what}: expected rows of {n} values (n, {n}), got an array of shape {rows.shape}")
+        if rows.shape[1] != n:
+            raise DataError(f"{what}: expected {n} value{'s' if n != 1 else ''}, got {rows.shape[1]}")
+        bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+        if bad.size:
+            raise DataError(f"{what}: row {bad[0] + 1}: {rows[bad[0]].tolist()} holds a value that is not finite")
+        return rows
+
     def predict(self, X: Any) -> np.ndarray:
         """Outputs (n, n_out) for raw inputs (n, n_in), scaled as in training."""
-        return self.net.predict(self.scaler.apply(np.asarray(X, float)))[0]
+        return self.net.predict(self.scaler.apply(self.inputs(X)))[0]
 
     def records(self, rows: Any) -> list[dict]:
         """One record per input row: input, output and (for classifiers) class."""
@@ -177,6 +217,7 @@ def load_run(path: Path) -> LoadedRun:
         summary = read_dict(path / "summary.json", Summary) if (path / "summary.json").exists() else {}
         status = summary.get("status", "unknown")
         raise RunError(f"{weights_path}: missing (run status: {status})")
+    check_memory(cfg, str(path / "config.yaml"))  # as training does: an edited layer of 10^9 units
     layers = [layer.model_dump() for layer in read(weights_path, Weights).layers]
     net = network(cfg)
     shapes = list(zip(net.sizes[1:], net.sizes[:-1]))
@@ -240,21 +281,15 @@ def read_summary(path: Path) -> dict:
 
 def config_text(path: Path) -> Optional[str]:
     """A run folder's config.yaml as written, or None when it has none."""
-    try:
-        return (path / "config.yaml").read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not (path / "config.yaml").exists():
         return None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RunError(f"{path / 'config.yaml'}: cannot read: {e}") from None
+    return read_text(path / "config.yaml", "run file", RunError, RUN_FILE_LIMIT)
 
 
 def read_history(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """A run's history.csv as (epochs, {column: values}); empty cells are NaN."""
-    try:
-        with open(path / "history.csv", newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise RunError(f"{path / 'history.csv'}: cannot read: {e}") from None
+    header, body = read_rows(path / "history.csv")
+    rows = [dict(zip(header, row)) for row in body]
     try:
         epochs = np.array([int(r["epoch"]) for r in rows], dtype=int)
         columns = {

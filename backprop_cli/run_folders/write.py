@@ -8,6 +8,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -163,8 +164,9 @@ def start_run(root: Path, cfg: Config, extra: Optional[dict] = None) -> Path:
         write_config(run, cfg)
         running = {"name": cfg.name, "status": "running", "started_at": now_iso(), **process()}
         write_json(run / "summary.json", {**running, **(extra or {})})
-    except OSError as e:
-        raise RunError(f"{run}: cannot write: {e.strerror}") from None
+    except OSError as e:  # a full disk: a folder of config.yaml alone would be listed corrupt
+        shutil.rmtree(run, ignore_errors=True)
+        raise RunError(f"{run}: cannot write: {e.strerror} (nothing was kept)") from None
     return run
 
 
@@ -186,6 +188,25 @@ def mark_live(run: Path, url: Optional[str]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump({"url": url, "pid": os.getpid()}, f)
+
+
+def record_failure(run: Path, summary: dict, error: str) -> None:
+    """Mark a run that could not write its files `failed`, with the reason. On a full disk the
+    summary may not fit: then the run's partial files go (its config stays) to make room, and
+    when even that summary cannot be written, the folder goes: never one that says `running`."""
+    summary.update(status="failed", error=error)
+    try:
+        write_json(run / "summary.json", summary)
+        return
+    except OSError:
+        pass
+    for path in run.iterdir():
+        if path.name not in ("config.yaml", "summary.json") and path.is_file():
+            path.unlink(missing_ok=True)
+    try:
+        write_json(run / "summary.json", summary)
+    except OSError:
+        shutil.rmtree(run, ignore_errors=True)
 
 
 @dataclass
@@ -377,13 +398,9 @@ def finish_run(
                 write_checkpoint(run, checkpoint)
         except OSError as e:
             drawer.collect()
-            summary["status"] = "failed"
-            summary["error"] = f"cannot write: {e.strerror}"
-            try:
-                write_json(run / "summary.json", summary)
-            except OSError:
-                pass
-            raise RunError(f"{run}: cannot write the run files: {e.strerror}") from None
+            record_failure(run, summary, f"cannot write: {e.strerror}")
+            kept = "" if run.exists() else " (nothing was kept)"
+            raise RunError(f"{run}: cannot write the run files: {e.strerror}{kept}") from None
         # with no plots of its own, do not wait for whatever else the painter is drawing
         warnings = drawer.collect() if jobs else []
         write_json(run / "summary.json", summary)
@@ -519,7 +536,10 @@ def mark_run(folder: Path, status: str, error: Optional[str] = None) -> None:
     try:
         with no_interrupts():
             write_json(folder / "summary.json", summary)
-    except (OSError, KeyboardInterrupt):
+    except OSError:  # a full disk: a folder with no summary at all is no run anybody can list
+        if not (folder / "summary.json").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+    except KeyboardInterrupt:
         pass
 
 
