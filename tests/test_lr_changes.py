@@ -114,8 +114,14 @@ def test_the_run_folder_records_the_rates_and_the_changes(tmp_path, write_config
 
 
 def test_a_run_without_changes_keeps_its_history_columns(tmp_path, write_config, cli):
-    cli("train", write_config(WORKED.replace("  lr_changes: {3: 2.0, 5: 0.25}\n", "")), "--runs-dir", tmp_path, "-q")
-    header = next(tmp_path.iterdir()).joinpath("history.csv").read_text().splitlines()[0]
+    cli(
+        "train",
+        write_config(WORKED.replace("  lr_changes: {3: 2.0, 5: 0.25}\n", "")),
+        "--runs-dir",
+        tmp_path / "runs",
+        "-q",
+    )
+    header = next((tmp_path / "runs").iterdir()).joinpath("history.csv").read_text().splitlines()[0]
     assert header == "epoch,loss"
 
 
