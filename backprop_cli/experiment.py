@@ -52,10 +52,17 @@ def check_memory(cfg: Config, source: str, n_models: int = 1, n_samples: Optiona
     """Refuse, with the estimate, a config (and model count) that would not fit in this machine's
     memory: a MemoryError deep in NumPy helps nobody."""
     need = memory_needed(cfg, n_models, n_samples)
+    # the history the loop keeps in memory: a loss and (at least) one metric per epoch and model
+    history = n_models * cfg.training.epochs * 2 * 8
     try:
         have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not knowable here: do not guess
         return
+    if history > 0.8 * have:  # a run of 1e20 epochs trained until its history filled memory
+        raise ConfigError(
+            f"{source}: training.epochs {cfg.training.epochs:,}: the history of that many epochs needs about "
+            f"{history / GiB:,.1f} GiB of memory; this machine has {have / GiB:.1f} GiB"
+        )
     if need > 0.8 * have:
         models = f" x {n_models:,} models" if n_models > 1 else ""
         n = known_samples(cfg, n_samples)

@@ -853,3 +853,15 @@ def test_a_killed_command_leaves_no_worker_and_its_study_stale(long_grid, cli, t
     (study,) = (tmp_path / "runs").iterdir()
     result = cli("runs", "show", study)
     assert result.exit_code == 0 and f"stale (the summary says running; process {process.pid} is gone)" in result.stdout
+
+
+def test_more_epochs_than_memory_holds_history_for_are_refused_before_training(cli, tmp_path):
+    # 1e20 epochs trained until Ctrl-C and then built a history past 3 GB
+    from conftest import CONFIGS
+
+    result = cli(
+        "train", CONFIGS / "xor.yaml", "--set", "training.epochs=100000000000000000000", "--runs-dir", tmp_path
+    )
+    assert result.exit_code == 2
+    assert "training.epochs 100,000,000,000,000,000,000: the history of that many epochs needs about" in result.output
+    assert not any(tmp_path.iterdir())
