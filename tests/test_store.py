@@ -241,6 +241,20 @@ def test_interrupting_a_chunk_kept_and_counted_from_the_store(write_config, tmp_
 
 
 @pytest.mark.slow
+def test_interrupting_pooled_chunks_says_they_are_dropped(write_config, tmp_path):
+    path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 3000000"))
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    args = [sys.executable, "-m", "backprop_cli", "sweep", str(path), "--grid", "training.learning_rate=0.1,0.2"]
+    args += ["--grid", "model.activation=sigmoid,tanh", "--workers", "2", "--runs-dir", str(tmp_path / "r")]
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert "4 cells in 2 batched groups" in child.stdout.readline()
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130, stderr
+    assert "stopping: chunks in progress are dropped (--name resumes them)..." in stderr
+
+
+@pytest.mark.slow
 def test_a_dask_worker_killed_mid_study_loses_nothing_and_counts_nothing_twice(write_config, tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 30000"))

@@ -290,8 +290,14 @@ def run_study(
                 _halving(cells, store, jobs, todo, o, n_workers)
         except KeyboardInterrupt:
             interrupted = True
-            if not quiet:
-                err.print("stopping: the chunk in progress is kept where it finished...")
+            if not quiet:  # in this process a chunk stops after its epoch; workers' chunks are dropped
+                pooled = o.executor.value == "dask" or (n_workers > 1 and len(jobs) > 1)  # as g.execute runs them
+                said = (
+                    "chunks in progress are dropped (--name resumes them)"
+                    if pooled
+                    else "the chunk in progress is kept where it finished"
+                )
+                err.print(f"stopping: {said}...")
         rows, warnings = results.write_results(
             folder, cells, store, cells.grid, asked, sort, name or cells.name, painter(ctx), started, len(jobs), interrupted,
             o.policy, kind,
