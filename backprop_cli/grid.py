@@ -20,6 +20,7 @@ the same grid and `--name`, a study trains only the cells its store does not hol
 from __future__ import annotations
 
 import glob
+import logging
 import math
 import os
 import shutil
@@ -43,7 +44,7 @@ from backprop_cli.files import read_json, write_json
 from backprop_cli.metrics import is_score
 from backprop_cli.optimizers import OPTIMIZERS
 from backprop_cli.results import RUN_FOLDERS_UP_TO
-from backprop_cli.run_folders import create_run_dir, now_iso
+from backprop_cli.run_folders import create_run_dir, no_interrupts, now_iso
 from backprop_cli.run_folders.cells import GRID_FILE, REGULARIZATION_KEYS, Cells, optimizer_moments, text
 from backprop_cli.run_folders.write import safe_name
 from backprop_cli.store import STATUSES, Chunk, Layout, Store
@@ -538,22 +539,50 @@ def _dask(jobs: Sequence[Job], workers: int, scheduler: Optional[str], timeout: 
         from dask.distributed import as_completed as dask_completed
     except ImportError:
         raise ConfigError("--executor dask needs dask.distributed: pip install 'backprop[dask]'") from None
-    cluster = None
-    if scheduler:
-        client = _connect(scheduler, timeout)
-    else:
-        n = max(1, min(workers, len(jobs)))
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
+    # distributed's own loggers speak of every cancelled task and slow worker: what matters
+    # reaches the command as an exception, and one line
+    said = logging.getLogger("distributed")
+    level = said.level
+    said.setLevel(logging.CRITICAL)
+    cluster: Any = None
+    client: Any = None
+    futures: list = []
+    stopped = True
     try:
+        if scheduler:
+            client = _connect(scheduler, timeout)
+        else:
+            n = max(1, min(workers, len(jobs)))
+            with no_interrupts():  # a cluster cut short while it starts cannot be closed (a traceback at exit)
+                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+                client = Client(cluster)
         # the numbers come back to this client, which writes the store: workers need no disk
         futures = [client.submit(train_job, job, pure=False, retries=2) for job in jobs]
         for future in dask_completed(futures):
             yield future.result()
+        stopped = False
     finally:
-        client.close()
+        if stopped and cluster is not None:  # Ctrl-C or an error: our own workers stop now
+            _kill_local(cluster)
+        for future in futures if stopped else ():
+            future.cancel()
+        if client is not None:
+            client.close(timeout=2)
         if cluster is not None:
-            cluster.close()
+            cluster.close(timeout=2)
+        said.setLevel(level)
+
+
+def _kill_local(cluster: Any) -> None:
+    """End a LocalCluster's worker processes at once: a closing nanny waits 4 s for a worker
+    busy training before it kills it."""
+    for worker in list(getattr(cluster, "workers", {}).values()):
+        process = getattr(getattr(worker, "process", None), "process", None)
+        try:
+            if process is not None:
+                process.kill()
+        except (OSError, ValueError, AttributeError):  # gone already
+            pass
 
 
 # -- results ----------------------------------------------------------------------------------

@@ -865,3 +865,31 @@ def test_more_epochs_than_memory_holds_history_for_are_refused_before_training(c
     assert result.exit_code == 2
     assert "training.epochs 100,000,000,000,000,000,000: the history of that many epochs needs about" in result.output
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["while the cluster starts", "while it trains"])
+def test_ctrl_c_in_a_dask_grid_is_one_line(tmp_path, write_config, when):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pytest.importorskip("dask.distributed")
+    from conftest import XOR_YAML
+
+    path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 3000000"))
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    args = [sys.executable, "-m", "backprop_cli", "sweep", str(path), "--grid", "training.learning_rate=0.1,0.2"]
+    args += ["--grid", "model.activation=sigmoid,tanh", "--executor", "dask", "--runs-dir", str(tmp_path / "r")]
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert "4 cells in 2 batched groups" in child.stdout.readline()  # the study's folder is made
+    if when == "while it trains":
+        import time
+
+        time.sleep(3)  # what is tested: a signal once the workers are busy
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130, stderr
+    assert "Traceback" not in stderr and "distributed." not in stderr, stderr
+    assert stderr.count("Interrupted") == 1
