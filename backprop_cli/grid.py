@@ -38,7 +38,7 @@ import numpy as np
 
 from backprop_cli.config import Config, parse_value
 from backprop_cli.diagnostics import planned
-from backprop_cli.errors import ConfigError, OverrideError, RunError
+from backprop_cli.errors import BackpropError, ConfigError, OverrideError, RunError
 from backprop_cli.experiment import GiB, check_memory, dataset, fit, known_samples, memory_needed, network, recorded
 from backprop_cli.files import read_json, write_json
 from backprop_cli.metrics import is_score
@@ -536,14 +536,16 @@ def _stop(pool: ProcessPoolExecutor, futures: list[Future]) -> None:
 def _dask(jobs: Sequence[Job], workers: int, scheduler: Optional[str], timeout: float) -> Iterator[Chunk]:
     try:
         from dask.distributed import Client, LocalCluster
-        from dask.distributed import as_completed as dask_completed
+        from dask.distributed import wait as dask_wait
     except ImportError:
         raise ConfigError("--executor dask needs dask.distributed: pip install 'backprop[dask]'") from None
-    # distributed's own loggers speak of every cancelled task and slow worker: what matters
-    # reaches the command as an exception, and one line
-    said = logging.getLogger("distributed")
-    level = said.level
-    said.setLevel(logging.CRITICAL)
+    # distributed's own loggers speak of every cancelled task, lost connection and slow worker:
+    # what matters reaches the command as an exception, and one line
+    said = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict) if name.startswith("distributed")]
+    said.append(logging.getLogger("distributed"))
+    levels = [logger.level for logger in said]
+    for logger in said:
+        logger.setLevel(logging.CRITICAL + 1)
     cluster: Any = None
     client: Any = None
     futures: list = []
@@ -558,8 +560,33 @@ def _dask(jobs: Sequence[Job], workers: int, scheduler: Optional[str], timeout: 
                 client = Client(cluster)
         # the numbers come back to this client, which writes the store: workers need no disk
         futures = [client.submit(train_job, job, pure=False, retries=2) for job in jobs]
-        for future in dask_completed(futures):
-            yield future.result()
+        where = f"the Dask scheduler at {scheduler}" if scheduler else "the local Dask cluster"
+        kept = "the chunks finished before are kept in the store (--name resumes the rest)"
+        pending, alone = set(futures), None  # since when no worker is left
+        while pending:
+            try:
+                try:
+                    done, pending = dask_wait(pending, timeout=WORKERS_CHECK_S, return_when="FIRST_COMPLETED")
+                except TimeoutError:  # distributed's wait says "nothing yet" so
+                    done = set()
+                chunks = [future.result() for future in done]
+                workers_left = 1 if done else len(client.scheduler_info().get("workers", {}))
+            except BackpropError:  # a chunk's own error, as it would be here
+                raise
+            except Exception as e:  # distributed's: a lost scheduler, a task given up on
+                text = str(e).strip()
+                cause = (
+                    "the connection to it was lost"
+                    if "connection-lost" in text
+                    else text.splitlines()[0]
+                    if text
+                    else type(e).__name__
+                )
+                raise RunError(f"{where}: {cause}; {kept}") from None
+            yield from chunks
+            alone = None if workers_left else (alone or time.monotonic())
+            if alone is not None and time.monotonic() - alone > timeout:  # no one left to train the rest
+                raise RunError(f"{where}: no worker has been connected for {timeout:g} s (--timeout); {kept}")
         stopped = False
     finally:
         if stopped and cluster is not None:  # Ctrl-C or an error: our own workers stop now
@@ -570,7 +597,11 @@ def _dask(jobs: Sequence[Job], workers: int, scheduler: Optional[str], timeout: 
             client.close(timeout=2)
         if cluster is not None:
             cluster.close(timeout=2)
-        said.setLevel(level)
+        for logger, level in zip(said, levels):
+            logger.setLevel(level)
+
+
+WORKERS_CHECK_S = 1.0  # how often a Dask grid with nothing finishing looks for workers
 
 
 def _kill_local(cluster: Any) -> None:

@@ -893,3 +893,75 @@ def test_ctrl_c_in_a_dask_grid_is_one_line(tmp_path, write_config, when):
     assert child.returncode == 130, stderr
     assert "Traceback" not in stderr and "distributed." not in stderr, stderr
     assert stderr.count("Interrupted") == 1
+
+
+def _scheduler_and_worker(port):
+    """A real Dask scheduler and one worker, started as a user would; returns both processes
+    once the worker has joined (the scheduler's log says so)."""
+    import subprocess
+    import sys
+
+    bin_dir = __import__("pathlib").Path(sys.executable).parent
+    scheduler = subprocess.Popen(
+        [str(bin_dir / "dask"), "scheduler", "--port", str(port), "--no-dashboard"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    for line in scheduler.stderr:
+        if "Scheduler at" in line:
+            break
+    worker = subprocess.Popen(
+        [str(bin_dir / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-dashboard"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    for line in scheduler.stderr:
+        if "Register worker" in line:
+            break
+    return scheduler, worker
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lost", ["scheduler", "worker"])
+def test_a_lost_scheduler_or_every_worker_gone_is_one_line(tmp_path, write_config, lost):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    pytest.importorskip("dask.distributed")
+    from conftest import XOR_YAML
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    scheduler, worker = _scheduler_and_worker(port)
+    try:
+        path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 3000000"))
+        env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
+        args = [sys.executable, "-m", "backprop_cli", "sweep", str(path), "--grid", "training.learning_rate=0.1,0.2"]
+        args += ["--executor", "dask", "--scheduler", f"tcp://127.0.0.1:{port}", "--timeout", "2"]
+        child = subprocess.Popen(
+            args + ["--runs-dir", str(tmp_path / "r")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert "batched group" in child.stdout.readline()
+        import time
+
+        from distributed import Client
+
+        with Client(f"tcp://127.0.0.1:{port}", timeout=30) as watcher:  # until the worker trains a chunk
+            while not any(watcher.processing().values()):
+                time.sleep(0.05)
+        (scheduler if lost == "scheduler" else worker).kill()
+        _, stderr = child.communicate(timeout=90)
+    finally:
+        scheduler.kill()
+        worker.kill()
+    assert child.returncode == 1, stderr
+    assert "Traceback" not in stderr and "distributed." not in stderr, stderr
+    said = (
+        "the connection to it was lost" if lost == "scheduler" else "no worker has been connected for 2 s (--timeout)"
+    )
+    assert f"Error: the Dask scheduler at tcp://127.0.0.1:{port}: {said}; the chunks finished before" in stderr
