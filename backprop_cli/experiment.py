@@ -58,11 +58,6 @@ def check_memory(cfg: Config, source: str, n_models: int = 1, n_samples: Optiona
         have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not knowable here: do not guess
         return
-    if history > 0.8 * have:  # a run of 1e20 epochs trained until its history filled memory
-        raise ConfigError(
-            f"{source}: training.epochs {cfg.training.epochs:,}: the history of that many epochs needs about "
-            f"{history / GiB:,.1f} GiB of memory; this machine has {have / GiB:.1f} GiB"
-        )
     if need > 0.8 * have:
         models = f" x {n_models:,} models" if n_models > 1 else ""
         n = known_samples(cfg, n_samples)
@@ -70,6 +65,11 @@ def check_memory(cfg: Config, source: str, n_models: int = 1, n_samples: Optiona
         raise ConfigError(
             f"{source}: model.layers {cfg.model.layers}{models}{samples} needs about {need / GiB:.1f} GiB of "
             f"memory; this machine has {have / GiB:.1f} GiB"
+        )
+    if history > 0.8 * have:  # a run of 1e20 epochs trained until its history filled memory
+        raise ConfigError(
+            f"{source}: training.epochs {cfg.training.epochs:,}: the history of that many epochs needs about "
+            f"{history / GiB:,.1f} GiB of memory; this machine has {have / GiB:.1f} GiB"
         )
 
 
