@@ -276,8 +276,10 @@ def train(
     configured = [rate_in_effect(t.learning_rate, changes, start_epoch)] * K
     base_lr = rate_array(learning_rates if learning_rates is not None else configured, net)
     lr = base_lr.copy()
-    used = np.empty((E, 1)) if changes is not None and K == 1 else None  # a plain run's rate per epoch
     schedule = make_schedule(t, base_lr) if t.lr_schedule != "constant" else None
+    # a plain run's rate per epoch: each epoch's with a schedule, else where it changed (at, rate)
+    used = np.empty((E, 1)) if changes is not None and K == 1 and schedule is not None else None
+    steps = [(0, float(lr[0, 0]))] if changes is not None and K == 1 and schedule is None else None
     loss_fn = LOSSES[t.loss]
     opt = make_optimizer(t, theta.shape, dtype) if optimizer is None else optimizer
     saved = [c for c in resume or [] if c is not None]
@@ -378,6 +380,8 @@ def train(
                     base_lr[...] = changes[epoch]
                     if schedule is None:
                         lr[models.active] = changes[epoch]
+                        if steps is not None:
+                            steps.append((e, float(lr[0, 0])))
                 if schedule is not None:
                     np.multiply(base_lr, schedule.factor(epoch, horizon), out=lr)
                     lr[~models.active] = 0.0
@@ -444,8 +448,14 @@ def train(
         state=_State(
             last, opt, t.optimizer, batches.order(), early, start_epoch, exact, drop.state() if drop else None
         ),
-        rates=used[:rows] if used is not None else None,
+        rates=used[:rows] if used is not None else _unrolled(steps, rows) if steps is not None else None,
     )
+
+
+def _unrolled(steps: list[tuple[int, float]], rows: int) -> np.ndarray:
+    """The rate of each of `rows` epochs, (rows, 1), from where it changed: (epoch index, rate)."""
+    at = np.minimum([e for e, _ in steps] + [rows], rows)
+    return np.repeat([rate for _, rate in steps], np.diff(at)).reshape(-1, 1)
 
 
 def evaluate(net: Network, data: Dataset, loss: str, model: int = 0) -> dict[str, float]:
