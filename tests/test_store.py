@@ -226,32 +226,26 @@ def test_folder_names_widen_with_the_study():
 
 
 @pytest.mark.slow
-def test_interrupting_a_chunk_kept_and_counted_from_the_store(write_config, tmp_path):
+@pytest.mark.parametrize(
+    "workers, said",
+    [
+        ("1", "stopping: the chunk in progress is kept where it finished..."),
+        ("2", "stopping: chunks in progress are dropped (--name resumes them)..."),
+    ],
+)
+def test_interrupting_a_sweep_says_what_happens_to_its_chunks(write_config, tmp_path, workers, said):
+    """In this process the chunk in progress is kept; in worker processes it is dropped."""
     path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 3000000"))
     env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
     args = [sys.executable, "-m", "backprop_cli", "sweep", str(path), "--grid", "training.learning_rate=0.1,0.2"]
-    args += ["--grid", "model.activation=sigmoid,tanh", "--workers", "1", "--runs-dir", str(tmp_path / "r")]
+    args += ["--grid", "model.activation=sigmoid,tanh", "--workers", workers, "--runs-dir", str(tmp_path / "r")]
     child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert "4 cells in 2 batched groups" in child.stdout.readline()
     child.send_signal(signal.SIGINT)
     _, stderr = child.communicate(timeout=60)
     assert child.returncode == 130, stderr
-    assert "stopping: the chunk in progress is kept where it finished..." in stderr
-    assert "Interrupted; 0 of 4 cells finished." in stderr and "Traceback" not in stderr
-
-
-@pytest.mark.slow
-def test_interrupting_pooled_chunks_says_they_are_dropped(write_config, tmp_path):
-    path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 3000000"))
-    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
-    args = [sys.executable, "-m", "backprop_cli", "sweep", str(path), "--grid", "training.learning_rate=0.1,0.2"]
-    args += ["--grid", "model.activation=sigmoid,tanh", "--workers", "2", "--runs-dir", str(tmp_path / "r")]
-    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    assert "4 cells in 2 batched groups" in child.stdout.readline()
-    child.send_signal(signal.SIGINT)
-    _, stderr = child.communicate(timeout=60)
-    assert child.returncode == 130, stderr
-    assert "stopping: chunks in progress are dropped (--name resumes them)..." in stderr
+    assert said in stderr and "Traceback" not in stderr
+    assert "Interrupted; 0 of 4 cells finished." in stderr
 
 
 @pytest.mark.slow
