@@ -663,6 +663,7 @@ def test_scoring_many_rows_keeps_no_hidden_layer_whole():
 # -- Dask -----------------------------------------------------------------------------------
 
 GRID_ARGS = ["--grid", "training.learning_rate=0.5,1", "--epochs", "20", "--executor", "dask"]
+SEARCH_ARGS = ["--space", "training.learning_rate=log:0.1:1", "--trials", "4", "--epochs", "20", "--executor", "dask"]
 
 
 @pytest.mark.parametrize(
@@ -691,13 +692,21 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_a_scheduler_with_nothing_listening_is_said_at_once(cli, write_config, tmp_path):
+@pytest.mark.parametrize(
+    "command, args",
+    [
+        ("sweep", GRID_ARGS),
+        ("search", ["--sampler", "tpe", *SEARCH_ARGS]),  # Optuna's trials go to Dask on their own path
+        ("search", ["--halving", "--min-epochs", "5", *SEARCH_ARGS]),  # as do the rungs of halving
+    ],
+)
+def test_a_scheduler_with_nothing_listening_is_said_at_once(cli, write_config, tmp_path, command, args):
     pytest.importorskip("dask.distributed")
     import time
 
     address = f"tcp://127.0.0.1:{_free_port()}"
     start = time.monotonic()
-    result = cli("sweep", write_config(XOR_YAML), *GRID_ARGS, "--scheduler", address, "--runs-dir", tmp_path / "r")
+    result = cli(command, write_config(XOR_YAML), *args, "--scheduler", address, "--runs-dir", tmp_path / "r")
     assert result.exit_code == 1 and time.monotonic() - start < 10  # distributed alone: 30 s
     assert result.stderr.endswith(f"Error: --scheduler {address}: cannot connect: Connection refused\n")
     assert f"connecting to the Dask scheduler at {address} (--timeout 10 s)..." in result.stderr

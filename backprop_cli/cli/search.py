@@ -222,6 +222,7 @@ def _tpe(
     done = [0]
     n_workers = options.workers or os.cpu_count() or 1
     with Counter("models trained", trials * n_seeds, options.quiet) as progress:
+        options.say_connecting()
 
         def train(points: list[dict]) -> list[Optional[float]]:
             offset = done[0]

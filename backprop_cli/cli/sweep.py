@@ -207,6 +207,11 @@ class StudyOptions:
     target: Optional[float] = None  # --target LOSS, else the config's sweep.target (or 0.01)
     timeout: float = 10.0  # --timeout SECONDS: to reach a Dask scheduler
 
+    def say_connecting(self) -> None:
+        """Before the first chunk goes to a Dask scheduler: what the silence until then is."""
+        if self.scheduler is not None and not self.quiet:
+            err.print(f"connecting to the Dask scheduler at {self.scheduler} (--timeout {self.timeout:g} s)...")
+
 
 def run_study(
     ctx: typer.Context,
@@ -278,8 +283,7 @@ def run_study(
             elif o.halving is None:
                 with Counter("models trained", len(todo), quiet) as progress:
                     trained = 0
-                    if o.scheduler is not None and not quiet:
-                        err.print(f"connecting to the Dask scheduler at {o.scheduler} (--timeout {o.timeout:g} s)...")
+                    o.say_connecting()
                     for chunk in g.execute(jobs, n_workers, o.executor.value, o.scheduler, o.timeout):
                         store.write(chunk)
                         trained += len(chunk.cells)
@@ -357,6 +361,7 @@ def _halving(cells: Any, store: Any, jobs: list, todo: list[int], o: StudyOption
         sizes.append(max(1, -(-sizes[-1] // eta)))
     with Counter("trial rungs trained", sum(sizes), o.quiet) as progress:
         trained = 0
+        o.say_connecting()
         for r, stop in enumerate(steps):
             for chunk in g.execute(
                 g.halving_plan(cells, store, alive, start, stop, jobs),
