@@ -493,8 +493,12 @@ def execute(
             yield train_job(job)
         return
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_pool_worker) as pool:
-        futures: list[Future] = [pool.submit(train_job, job) for job in jobs]
+        futures: list[Future] = []
         try:
+            # the submits fork the workers: a Ctrl-C in logging's at-fork hooks was "ignored"
+            # there (the grid trained on), so it waits for the forks and is delivered after
+            with no_interrupts():
+                futures += [pool.submit(train_job, job) for job in jobs]
             for future in as_completed(futures):
                 yield future.result()
         except BrokenProcessPool:

@@ -248,6 +248,34 @@ def test_interrupting_a_sweep_says_what_happens_to_its_chunks(write_config, tmp_
     assert "Interrupted; 0 of 4 cells finished." in stderr
 
 
+_FORKING: list = []  # armed: the next fork's parent gets Ctrl-C inside an at-fork hook, as logging's
+
+
+def _ctrl_c_in_the_hook() -> None:
+    if _FORKING:
+        _FORKING.clear()
+        os.kill(os.getpid(), signal.SIGINT)
+        len(_FORKING)  # a call: Python runs the signal's handler here, inside the hook
+
+
+os.register_at_fork(after_in_parent=_ctrl_c_in_the_hook)
+
+
+def test_a_ctrl_c_while_the_pool_forks_its_workers_stops_the_grid(write_config):
+    """Ctrl-C right after a sweep's first line landed in the pool's forks, where Python runs
+    the at-fork hooks (logging's among them) and drops what they raise: the grid trained on."""
+    path = write_config(XOR_YAML.replace("epochs: 200", "epochs: 2000"))
+    cells = Cells(path, {"model.activation": ["sigmoid", "tanh"]}, None, {}, [])
+    jobs = g.plan(cells, range(2), str(path), 0.01, 1, g.memory_budget())
+    assert len(jobs) == 2
+    _FORKING.append(True)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            list(g.execute(jobs, workers=2))
+    finally:
+        _FORKING.clear()
+
+
 @pytest.mark.slow
 def test_a_dask_worker_killed_mid_study_loses_nothing_and_counts_nothing_twice(write_config, tmp_path):
     distributed = pytest.importorskip("dask.distributed")
