@@ -54,10 +54,10 @@ def test_resume_retrains_interrupted_cells_only(write_config, tmp_path):
 def test_a_grid_whose_every_cell_diverged_is_marked_diverged(cli, write_config, tmp_path):
     path = write_config(XOR_YAML.replace("learning_rate: 0.1", "learning_rate: 1.0e+6"))
     args = ["--grid", "model.activation=relu,tanh", "--set", "model.output_activation=identity"]
-    result = cli("sweep", path, *args, "--runs-dir", tmp_path, "-q")
+    result = cli("sweep", path, *args, "--runs-dir", tmp_path / "r", "-q")
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith("Error: every cell diverged: ")
-    folder = next(tmp_path.iterdir())
+    (folder,) = (tmp_path / "r").iterdir()  # a runs folder of its own: the config sits in tmp_path
     assert json.loads((folder / "summary.json").read_text())["status"] == "diverged"
 
 
