@@ -433,3 +433,29 @@ def test_pages_beyond_the_limit_are_told_to_come_back(live_server, monkeypatch):
     status, body = _request(server, "GET", f"/api/events?token={server.token}")
     assert status == 503 and "1 pages are watching already" in body
     first.close()
+
+
+def test_a_paused_bar_keeps_every_column_at_80_columns(monkeypatch):
+    """A pause from the page is said on the numbers' line: as '(paused)' after the label it
+    pushed the bar's line past 80 columns and cut the elapsed and remaining times."""
+    import io
+
+    from rich.console import Console
+
+    from backprop_cli.cli import display
+
+    screen = io.StringIO()
+    monkeypatch.setattr(display, "out", Console(file=screen, force_terminal=True, width=80, color_system=None))
+    with display.Reporter(3_000_000) as reporter:
+        reporter(130_528, np.array([0.000203702]))
+        reporter.hold(True)
+        reporter.progress.refresh()
+        paused = screen.getvalue().rsplit("\r", 1)[-1]
+        reporter.hold(False)
+        reporter.last = 0.0  # past the 0.1 s between redraws
+        reporter(130_529, np.array([0.000203701]))
+        reporter.progress.refresh()
+    resumed = screen.getvalue().rsplit("paused", 1)[-1]
+    assert "…" not in paused and "epoch 130528/3000000" in paused and "eta" in paused, paused
+    assert "paused from the live page; loss 0.000203702" in paused, paused
+    assert "loss 0.000203701" in resumed and "paused from" not in resumed, resumed

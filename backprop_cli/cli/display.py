@@ -115,6 +115,7 @@ class Reporter:
         self.began = time.perf_counter()
         self.progress: Any = None
         self.held_since: Optional[float] = None  # paused from a live page since then
+        self.shown = "loss -"  # the numbers last drawn
 
     def hold(self, paused: bool) -> None:
         """A live page paused (or resumed) training: the bar says so, and the speed leaves the
@@ -125,8 +126,8 @@ class Reporter:
         elif not paused and self.held_since is not None:
             self.began += now - self.held_since
             self.held_since = None
-        if self.progress is not None:
-            self.progress.update(self.task, description=f"{self.label} (paused)" if paused else self.label)
+        if self.progress is not None:  # said on the numbers' line: the bar's line has no room at 80 columns
+            self.progress.update(self.task, numbers=self._numbers(self.shown))
 
     def __enter__(self) -> "Reporter":
         self.began = time.perf_counter()
@@ -157,6 +158,10 @@ class Reporter:
             )
         return self
 
+    def _numbers(self, text: str) -> str:
+        self.shown = text
+        return f"paused from the live page; {text}" if self.held_since is not None else text
+
     def speed(self, epoch: int) -> str:
         elapsed = time.perf_counter() - self.began
         done = epoch - self.start
@@ -173,7 +178,7 @@ class Reporter:
                     self.task,
                     completed=epoch - self.start,
                     epoch=epoch,
-                    numbers=epoch_text(loss, seen),
+                    numbers=self._numbers(epoch_text(loss, seen)),
                     speed=self.speed(epoch),
                 )
         elif epoch - self.start >= self.next_line:
